@@ -1,0 +1,233 @@
+//! Exporter `debug`: prints what passes, for people watching a terminal.
+//!
+//! ```yaml
+//! exporters:
+//!   debug:
+//!     verbosity: basic     # basic: one line per batch; normal: one line per item; detailed: OTLP/JSON
+//! ```
+
+use super::framework::{Delivered, Export, ExportError};
+use crate::config::{decode_section, ConfigError};
+use crate::pipeline::{Batch, Payload};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    #[default]
+    Basic,
+    Normal,
+    Detailed,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    pub verbosity: Verbosity,
+}
+
+impl DebugConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        decode_section(path, value).map_err(|e| vec![e])
+    }
+}
+
+pub struct DebugExporter {
+    verbosity: Verbosity,
+}
+
+impl DebugExporter {
+    pub fn new(cfg: &DebugConfig) -> Self {
+        Self {
+            verbosity: cfg.verbosity,
+        }
+    }
+}
+
+pub fn service_name(resource: Option<&Resource>) -> &str {
+    resource
+        .and_then(|r| attr(&r.attributes, "service.name"))
+        .unwrap_or("unknown_service")
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().fold(String::with_capacity(id.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Formats a batch for the terminal.
+pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
+    let mut out = String::new();
+    let kind = batch.kind();
+    match verbosity {
+        Verbosity::Basic => {
+            let services: BTreeSet<&str> = match &batch.payload {
+                Payload::Traces(t) => t
+                    .resource_spans
+                    .iter()
+                    .map(|r| service_name(r.resource.as_ref()))
+                    .collect(),
+                Payload::Metrics(m) => m
+                    .resource_metrics
+                    .iter()
+                    .map(|r| service_name(r.resource.as_ref()))
+                    .collect(),
+                Payload::Logs(l) => l
+                    .resource_logs
+                    .iter()
+                    .map(|r| service_name(r.resource.as_ref()))
+                    .collect(),
+            };
+            let list: Vec<&str> = services.into_iter().collect();
+            let _ = writeln!(
+                out,
+                "{kind}: {} {} from {}",
+                batch.items,
+                kind.item_name(),
+                list.join(", ")
+            );
+        }
+        Verbosity::Normal => match &batch.payload {
+            Payload::Traces(t) => {
+                for rs in &t.resource_spans {
+                    let svc = service_name(rs.resource.as_ref());
+                    for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                        let ms = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64
+                            / 1e6;
+                        let status = s.status.as_ref().map(|s| s.code).unwrap_or(0);
+                        let status = ["UNSET", "OK", "ERROR"]
+                            .get(status as usize)
+                            .copied()
+                            .unwrap_or("?");
+                        let _ = writeln!(
+                            out,
+                            "span {svc} {:?} {:.3}ms {status} kind={} trace={} span={}",
+                            s.name,
+                            ms,
+                            s.kind,
+                            hex(&s.trace_id),
+                            hex(&s.span_id)
+                        );
+                    }
+                }
+            }
+            Payload::Metrics(m) => {
+                for rm in &m.resource_metrics {
+                    let svc = service_name(rm.resource.as_ref());
+                    for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                        let _ = writeln!(
+                            out,
+                            "metric {svc} {} ({} data points)",
+                            metric.name,
+                            crate::otlp::data_points(metric)
+                        );
+                    }
+                }
+            }
+            Payload::Logs(l) => {
+                for rl in &l.resource_logs {
+                    let svc = service_name(rl.resource.as_ref());
+                    for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                        let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+                            Some(Value::StringValue(s)) => s.clone(),
+                            Some(other) => format!("{other:?}"),
+                            None => String::new(),
+                        };
+                        let _ = writeln!(out, "log {svc} {} {body}", r.severity_text);
+                    }
+                }
+            }
+        },
+        Verbosity::Detailed => {
+            let mut buf = Vec::new();
+            if crate::otlp::encode_json_line(&batch.payload, &mut buf).is_ok() {
+                out.push_str(&String::from_utf8_lossy(&buf));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+impl Export for DebugExporter {
+    async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+        let text = render(batch, self.verbosity);
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|_| stdout.flush())
+            .map_err(|e| ExportError::permanent(format!("writing to stdout: {e}")))?;
+        Ok(Delivered::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use std::sync::Arc;
+
+    #[test]
+    fn basic_and_normal_lines() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue("checkout".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: "GET /pay".into(),
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        start_time_unix_nano: 1_000_000,
+                        end_time_unix_nano: 13_500_000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let batch = Batch {
+            payload: Payload::Traces(Arc::new(req)),
+            encoded: None,
+            items: 1,
+        };
+        assert_eq!(
+            render(&batch, Verbosity::Basic),
+            "traces: 1 spans from checkout\n"
+        );
+        let normal = render(&batch, Verbosity::Normal);
+        assert!(
+            normal.starts_with("span checkout \"GET /pay\" 12.500ms UNSET"),
+            "{normal}"
+        );
+        let detailed = render(&batch, Verbosity::Detailed);
+        assert!(detailed.contains("\"traceId\":\"01010101010101010101010101010101\""));
+    }
+}

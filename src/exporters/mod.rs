@@ -1,0 +1,113 @@
+//! Exporters: where data leaves. This table is the only place that lists them.
+//!
+//! | type | takes | what |
+//! |---|---|---|
+//! | `otlp` | traces, metrics, logs | OTLP/gRPC to a downstream collector (forwarding) |
+//! | `debug` | traces, metrics, logs | prints to the terminal |
+//! | `file` | traces, metrics, logs | OTLP/JSON lines |
+//! | `nop` | traces, metrics, logs | discards (benchmarks) |
+
+pub mod debug;
+pub mod file;
+pub mod framework;
+pub mod nop;
+pub mod otlp;
+
+use crate::config::{ComponentId, ConfigError};
+use crate::pipeline::DataKind;
+use crate::telemetry::Telemetry;
+use framework::{QueueSettings, RetrySettings, RunSettings, RunningExporter};
+
+pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop"];
+
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    Otlp(otlp::OtlpExporterConfig),
+    Debug(debug::DebugConfig),
+    File(file::FileConfig),
+    Nop,
+}
+
+pub fn parse_config(
+    id: &ComponentId,
+    path: &str,
+    value: serde_norway::Value,
+) -> Result<ExporterConfig, Vec<ConfigError>> {
+    match id.kind.as_str() {
+        "otlp" => otlp::OtlpExporterConfig::parse(path, value).map(ExporterConfig::Otlp),
+        "debug" => debug::DebugConfig::parse(path, value).map(ExporterConfig::Debug),
+        "file" => file::FileConfig::parse(path, value).map(ExporterConfig::File),
+        "nop" => match value {
+            serde_norway::Value::Null => Ok(ExporterConfig::Nop),
+            serde_norway::Value::Mapping(m) if m.is_empty() => Ok(ExporterConfig::Nop),
+            _ => Err(vec![ConfigError::new(path, "nop takes no settings")]),
+        },
+        other => Err(vec![ConfigError::new(
+            path,
+            format!(
+                "unknown exporter type {other:?} (known: {})",
+                TYPES.join(", ")
+            ),
+        )]),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error("exporter {id}: {source}")]
+    Otlp {
+        id: String,
+        source: otlp::OtlpExporterError,
+    },
+    #[error("exporter {id}: {source}")]
+    File {
+        id: String,
+        source: file::FileExporterError,
+    },
+}
+
+/// Local exporters send one batch at a time, in order, and never retry for long.
+fn local_settings() -> RunSettings {
+    RunSettings {
+        queue: QueueSettings::serial(256),
+        retry: RetrySettings::disabled(),
+        timeout: None,
+    }
+}
+
+impl ExporterConfig {
+    /// The data kinds this exporter can take.
+    pub fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::SIGNALS
+    }
+
+    /// Builds the exporter and starts its loop.
+    pub fn start(&self, id: &ComponentId, telemetry: &Telemetry) -> Result<RunningExporter, ExporterError> {
+        let name = id.to_string();
+        Ok(match self {
+            ExporterConfig::Otlp(c) => {
+                let exp = otlp::OtlpExporter::new(c).map_err(|source| ExporterError::Otlp {
+                    id: name.clone(),
+                    source,
+                })?;
+                framework::spawn(&name, exp, c.run_settings(), telemetry)
+            }
+            ExporterConfig::Debug(c) => framework::spawn(
+                &name,
+                debug::DebugExporter::new(c),
+                local_settings(),
+                telemetry,
+            ),
+            ExporterConfig::File(c) => {
+                let exp = file::FileExporter::new(c).map_err(|source| ExporterError::File {
+                    id: name.clone(),
+                    source,
+                })?;
+                framework::spawn(&name, exp, local_settings(), telemetry)
+            }
+            ExporterConfig::Nop => {
+                framework::spawn(&name, nop::NopExporter, local_settings(), telemetry)
+            }
+        })
+    }
+}

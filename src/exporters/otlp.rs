@@ -1,0 +1,290 @@
+//! Exporter `otlp`: OTLP/gRPC to a downstream collector. This is how otelwatch sits between the
+//! services and their collector: what arrived as protobuf is sent on as the same bytes.
+//!
+//! ```yaml
+//! exporters:
+//!   otlp/collector:
+//!     endpoint: localhost:14317     # or http://host:port
+//!     compression: gzip             # gzip (default), zstd or none
+//!     timeout: 5s
+//!     headers: { x-tenant: acme }
+//!     retry_on_failure: { initial_interval: 1s, max_elapsed_time: 300s }
+//!     sending_queue: { num_consumers: 10, queue_size: 1000 }
+//! ```
+
+use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
+use crate::config::{decode_section, parse_endpoint, ConfigDuration, ConfigError};
+use crate::otlp::codec::ClientCodec;
+use crate::otlp::status::retry_delay;
+use crate::otlp::Signal;
+use crate::pipeline::{Batch, Payload};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpExporterConfig {
+    /// `host:port` or `http://host:port` of the downstream OTLP/gRPC server.
+    pub endpoint: String,
+    pub compression: Compression,
+    /// Per attempt.
+    pub timeout: ConfigDuration,
+    /// Extra gRPC metadata sent with every request.
+    pub headers: BTreeMap<String, String>,
+    pub retry_on_failure: RetrySettings,
+    pub sending_queue: QueueSettings,
+}
+
+impl Default for OtlpExporterConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            compression: Compression::Gzip,
+            timeout: ConfigDuration::from_secs(5),
+            headers: BTreeMap::new(),
+            retry_on_failure: RetrySettings::default(),
+            sending_queue: QueueSettings::default(),
+        }
+    }
+}
+
+impl OtlpExporterConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.endpoint.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.endpoint"),
+                "required: host:port of the downstream collector",
+            ));
+        } else if let Err(e) = cfg.uri() {
+            errors.push(ConfigError::new(format!("{path}.endpoint"), e));
+        }
+        for k in cfg.headers.keys() {
+            if MetadataKey::<tonic::metadata::Ascii>::from_str(&k.to_ascii_lowercase()).is_err() {
+                errors.push(ConfigError::new(
+                    format!("{path}.headers.{k}"),
+                    "not a valid gRPC metadata key",
+                ));
+            }
+        }
+        if cfg.timeout.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.timeout"),
+                "must be longer than 0",
+            ));
+        }
+        cfg.retry_on_failure
+            .validate(&format!("{path}.retry_on_failure"), &mut errors);
+        cfg.sending_queue
+            .validate(&format!("{path}.sending_queue"), &mut errors);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The endpoint as an `http://` URI.
+    pub fn uri(&self) -> Result<String, String> {
+        let e = self.endpoint.trim();
+        if e.starts_with("https://") {
+            return Err(format!(
+                "{e:?}: TLS to the downstream collector is not supported; use a plaintext endpoint (host:port or http://host:port)"
+            ));
+        }
+        let hostport = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+        parse_endpoint(hostport)?;
+        Ok(format!("http://{hostport}"))
+    }
+
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            timeout: Some(self.timeout.get()),
+        }
+    }
+}
+
+pub struct OtlpExporter {
+    channel: Channel,
+    compression: Option<CompressionEncoding>,
+    headers: MetadataMap,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpExporterError {
+    #[error("invalid endpoint: {0}")]
+    Endpoint(String),
+}
+
+impl OtlpExporter {
+    /// Connects lazily: a collector that is down at start delays delivery, it does not stop
+    /// otelwatch.
+    pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
+        let uri = cfg.uri().map_err(OtlpExporterError::Endpoint)?;
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| OtlpExporterError::Endpoint(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(cfg.timeout.get())
+            .connect_lazy();
+        let mut headers = MetadataMap::new();
+        for (k, v) in &cfg.headers {
+            if let (Ok(k), Ok(v)) = (
+                MetadataKey::from_str(&k.to_ascii_lowercase()),
+                MetadataValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        Ok(Self {
+            channel,
+            compression: match cfg.compression {
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+                Compression::None => None,
+            },
+            headers,
+        })
+    }
+
+    async fn send<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        if let Some(c) = self.compression {
+            grpc = grpc.send_compressed(c);
+        }
+        grpc = grpc
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| ExportError::retryable(format!("connecting: {e}")))?;
+        let mut req = tonic::Request::new(body);
+        *req.metadata_mut() = self.headers.clone();
+        let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
+        match grpc
+            .unary(req, path, ClientCodec::<S::Response>::default())
+            .await
+        {
+            Ok(resp) => {
+                let (rejected, message) = S::rejected_in(resp.get_ref());
+                if rejected > 0 {
+                    tracing::warn!(rejected, %message, "downstream rejected part of a batch");
+                }
+                Ok(Delivered {
+                    rejected: rejected.max(0) as usize,
+                })
+            }
+            Err(status) => Err(classify(&status)),
+        }
+    }
+}
+
+/// OTLP's rule: these codes are retryable; RESOURCE_EXHAUSTED only when the server says when.
+pub fn classify(status: &tonic::Status) -> ExportError {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    let after = retry_delay(status);
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => ExportError::Retryable { message, after },
+        Code::ResourceExhausted if after.is_some() => ExportError::Retryable { message, after },
+        _ => ExportError::Permanent { message },
+    }
+}
+
+fn encoded<S: Signal>(batch: &Batch, msg: &S) -> Bytes {
+    batch
+        .encoded
+        .clone()
+        .unwrap_or_else(|| msg.encode_to_vec().into())
+}
+
+impl Export for OtlpExporter {
+    async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+        match &batch.payload {
+            Payload::Traces(t) => {
+                self.send::<ExportTraceServiceRequest>(encoded(batch, t.as_ref()))
+                    .await
+            }
+            Payload::Metrics(m) => {
+                self.send::<ExportMetricsServiceRequest>(encoded(batch, m.as_ref()))
+                    .await
+            }
+            Payload::Logs(l) => {
+                self.send::<ExportLogsServiceRequest>(encoded(batch, l.as_ref()))
+                    .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::status::RpcStatus;
+    use std::time::Duration;
+
+    #[test]
+    fn classification_follows_otlp() {
+        assert!(matches!(
+            classify(&tonic::Status::unavailable("x")),
+            ExportError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::invalid_argument("x")),
+            ExportError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::resource_exhausted("x")),
+            ExportError::Permanent { .. }
+        ));
+        let throttled = RpcStatus::new(Code::ResourceExhausted, "slow down")
+            .with_retry_delay(Duration::from_secs(2))
+            .into_tonic();
+        assert_eq!(
+            classify(&throttled),
+            ExportError::Retryable {
+                message: "ResourceExhausted: slow down".into(),
+                after: Some(Duration::from_secs(2))
+            }
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        let mut c = OtlpExporterConfig {
+            endpoint: "localhost:4317".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.uri().unwrap(), "http://localhost:4317");
+        c.endpoint = "http://collector:4317/".into();
+        assert_eq!(c.uri().unwrap(), "http://collector:4317");
+        c.endpoint = "https://collector:4317".into();
+        assert!(c.uri().unwrap_err().contains("TLS"));
+        c.endpoint = "collector".into();
+        assert!(c.uri().is_err());
+    }
+}

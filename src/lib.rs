@@ -1,0 +1,17 @@
+//! otelwatch: an OTLP pipeline that sits between instrumented services and their collector,
+//! forwards everything unchanged, and finds anomalies as they happen.
+//!
+//! Data flows `receivers → processors → exporters` (see `ARCHITECTURE.md`). Each of the three
+//! component folders has one table listing its components.
+
+pub mod config;
+pub mod exporters;
+pub mod loadgen;
+pub mod otlp;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod telemetry;
+
+/// The pipeline run when no `--config` is given.
+pub const DEFAULT_PIPELINE: &str = include_str!("default-pipeline.yaml");

@@ -1,0 +1,231 @@
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use otelwatch::config;
+use otelwatch::loadgen::{self, LoadgenOptions, Protocol};
+use otelwatch::pipeline::service;
+use otelwatch::telemetry::Telemetry;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "otelwatch",
+    version,
+    about = "Sits between your services and your OpenTelemetry collector: forwards OTLP unchanged and finds anomalies as they happen."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines (the default). Without --config, runs the embedded default pipeline.
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a pipeline file and list every problem; exit 1 if there is any.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send realistic spans over OTLP and report the rate achieved.
+    Loadgen {
+        /// gRPC `host:port`, or the HTTP base URL with --protocol http.
+        #[arg(long, default_value = "localhost:4317")]
+        endpoint: String,
+        #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+        protocol: Protocol,
+        /// Spans per second (0: as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to send, e.g. 10s, 1m.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Number of services to simulate.
+        #[arg(long, default_value_t = 5)]
+        services: usize,
+        /// Spans per request.
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Compress requests with gzip.
+        #[arg(long)]
+        gzip: bool,
+        /// Build this many requests up front and resend them (keeps generator CPU out of
+        /// throughput measurements).
+        #[arg(long, default_value_t = 0)]
+        pregenerate: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::duration::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<config::Config, config::LoadError> {
+    match path {
+        Some(p) => config::load_file(p),
+        None => Ok(config::parse(otelwatch::DEFAULT_PIPELINE, &|n| {
+            std::env::var(n).ok()
+        })?),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run { config: None });
+    // The config may set the log level; read it before logging starts.
+    let (config_result, config_level) = match &command {
+        Command::Run { config } => {
+            let r = load_config(config.as_ref());
+            let level = r
+                .as_ref()
+                .ok()
+                .and_then(|c| c.telemetry.logs.level.clone());
+            (Some(r), level)
+        }
+        _ => (None, None),
+    };
+    init_logging(
+        cli.log_format,
+        cli.log_level.as_deref().or(config_level.as_deref()),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("otelwatch: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Run { config } => {
+                let cfg = match config_result {
+                    Some(Ok(cfg)) => cfg,
+                    Some(Err(e)) => return Err(anyhow::Error::new(e)),
+                    None => load_config(config.as_ref())?,
+                };
+                let report = service::run(cfg, Telemetry::new(), shutdown_signal())
+                    .await
+                    .context("otelwatch could not start")?;
+                if !report.drained {
+                    anyhow::bail!(
+                        "shutdown deadline passed with {} items undelivered",
+                        report.lost_items
+                    );
+                }
+                Ok(())
+            }
+            Command::Validate { config } => match config::load_file(&config) {
+                Ok(cfg) => {
+                    println!(
+                        "{}: valid ({} pipelines, {} receivers, {} processors, {} exporters)",
+                        config.display(),
+                        cfg.pipelines.len(),
+                        cfg.receivers.len(),
+                        cfg.processors.len(),
+                        cfg.exporters.len()
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e)),
+            },
+            Command::Loadgen {
+                endpoint,
+                protocol,
+                rate,
+                duration,
+                services,
+                batch_size,
+                concurrency,
+                gzip,
+                pregenerate,
+                seed,
+            } => {
+                let report = loadgen::run(LoadgenOptions {
+                    endpoint,
+                    protocol,
+                    rate,
+                    duration,
+                    services,
+                    batch_size,
+                    concurrency,
+                    gzip,
+                    pregenerate,
+                    seed,
+                })
+                .await?;
+                println!("{report}");
+                if report.spans_sent == 0 {
+                    anyhow::bail!("no span was accepted");
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otelwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

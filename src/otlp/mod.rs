@@ -1,0 +1,348 @@
+//! What the three OTLP signals have in common for receiving, validating and forwarding.
+
+pub mod codec;
+pub mod compression;
+pub mod status;
+
+use crate::pipeline::{Batch, DataKind, Payload};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The outcome of checking a decoded request item by item.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Why items were rejected (empty when none were).
+    pub reason: String,
+}
+
+/// One OTLP signal: its message types, its gRPC and HTTP paths, and how to count and check items.
+pub trait Signal:
+    prost::Message + Default + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    const KIND: DataKind;
+    /// gRPC service name, for routing (`opentelemetry.proto.collector.trace.v1.TraceService`).
+    const SERVICE: &'static str;
+    /// gRPC method path.
+    const GRPC_PATH: &'static str;
+    /// OTLP/HTTP default path.
+    const HTTP_PATH: &'static str;
+    type Response: prost::Message + Default + Serialize + Send + Sync + 'static;
+
+    /// Counts the items and removes those that break the OTLP data model (ids of the wrong length).
+    fn check(&mut self) -> Checked;
+    fn response(rejected: usize, message: String) -> Self::Response;
+    /// Items rejected by a peer, read from its response.
+    fn rejected_in(response: &Self::Response) -> (i64, String);
+    fn into_payload(self) -> Payload;
+    fn from_payload(payload: &Payload) -> Option<&Self>;
+}
+
+/// Builds a batch from a checked request. `encoded` is kept only if nothing was removed, so it
+/// always matches the payload.
+pub fn batch_from<S: Signal>(msg: S, encoded: Option<Bytes>, checked: &Checked) -> Batch {
+    Batch {
+        payload: msg.into_payload(),
+        encoded: if checked.rejected == 0 { encoded } else { None },
+        items: checked.accepted,
+    }
+}
+
+fn valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|b| *b != 0)
+}
+
+fn optional_id(id: &[u8], len: usize) -> bool {
+    id.is_empty() || valid_id(id, len)
+}
+
+/// Removes the items `keep` refuses from each group, counting both sides.
+fn retain_counting<T>(items: &mut Vec<T>, keep: impl Fn(&T) -> bool, checked: &mut Checked) {
+    let before = items.len();
+    if items.iter().any(|i| !keep(i)) {
+        items.retain(|i| keep(i));
+    }
+    checked.accepted += items.len();
+    checked.rejected += before - items.len();
+}
+
+impl Signal for ExportTraceServiceRequest {
+    const KIND: DataKind = DataKind::Traces;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const HTTP_PATH: &'static str = "/v1/traces";
+    type Response = ExportTraceServiceResponse;
+
+    fn check(&mut self) -> Checked {
+        let mut c = Checked::default();
+        for rs in &mut self.resource_spans {
+            for ss in &mut rs.scope_spans {
+                retain_counting(
+                    &mut ss.spans,
+                    |s| {
+                        valid_id(&s.trace_id, 16)
+                            && valid_id(&s.span_id, 8)
+                            && optional_id(&s.parent_span_id, 8)
+                    },
+                    &mut c,
+                );
+            }
+        }
+        if c.rejected > 0 {
+            c.reason = format!(
+                "{} span(s) rejected: trace_id must be 16 bytes, span_id and parent_span_id 8 bytes, not all zero",
+                c.rejected
+            );
+        }
+        c
+    }
+
+    fn response(rejected: usize, message: String) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected as i64,
+                error_message: message,
+            }),
+        }
+    }
+
+    fn rejected_in(r: &Self::Response) -> (i64, String) {
+        r.partial_success
+            .as_ref()
+            .map(|p| (p.rejected_spans, p.error_message.clone()))
+            .unwrap_or_default()
+    }
+
+    fn into_payload(self) -> Payload {
+        Payload::Traces(Arc::new(self))
+    }
+
+    fn from_payload(p: &Payload) -> Option<&Self> {
+        match p {
+            Payload::Traces(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Data points in one metric, whatever its type.
+pub fn data_points(m: &Metric) -> usize {
+    match &m.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
+}
+
+impl Signal for ExportMetricsServiceRequest {
+    const KIND: DataKind = DataKind::Metrics;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const GRPC_PATH: &'static str =
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const HTTP_PATH: &'static str = "/v1/metrics";
+    type Response = ExportMetricsServiceResponse;
+
+    fn check(&mut self) -> Checked {
+        let mut c = Checked::default();
+        for rm in &mut self.resource_metrics {
+            for sm in &mut rm.scope_metrics {
+                let before: usize = sm.metrics.iter().map(data_points).sum();
+                sm.metrics.retain(|m| !m.name.is_empty() && m.data.is_some());
+                let after: usize = sm.metrics.iter().map(data_points).sum();
+                c.accepted += after;
+                c.rejected += before - after;
+            }
+        }
+        if c.rejected > 0 {
+            c.reason = format!(
+                "{} data point(s) rejected: every metric needs a name",
+                c.rejected
+            );
+        }
+        c
+    }
+
+    fn response(rejected: usize, message: String) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected as i64,
+                error_message: message,
+            }),
+        }
+    }
+
+    fn rejected_in(r: &Self::Response) -> (i64, String) {
+        r.partial_success
+            .as_ref()
+            .map(|p| (p.rejected_data_points, p.error_message.clone()))
+            .unwrap_or_default()
+    }
+
+    fn into_payload(self) -> Payload {
+        Payload::Metrics(Arc::new(self))
+    }
+
+    fn from_payload(p: &Payload) -> Option<&Self> {
+        match p {
+            Payload::Metrics(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl Signal for ExportLogsServiceRequest {
+    const KIND: DataKind = DataKind::Logs;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    const HTTP_PATH: &'static str = "/v1/logs";
+    type Response = ExportLogsServiceResponse;
+
+    fn check(&mut self) -> Checked {
+        let mut c = Checked::default();
+        for rl in &mut self.resource_logs {
+            for sl in &mut rl.scope_logs {
+                retain_counting(
+                    &mut sl.log_records,
+                    |l| optional_id(&l.trace_id, 16) && optional_id(&l.span_id, 8),
+                    &mut c,
+                );
+            }
+        }
+        if c.rejected > 0 {
+            c.reason = format!(
+                "{} log record(s) rejected: trace_id must be empty or 16 bytes, span_id empty or 8 bytes",
+                c.rejected
+            );
+        }
+        c
+    }
+
+    fn response(rejected: usize, message: String) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejected as i64,
+                error_message: message,
+            }),
+        }
+    }
+
+    fn rejected_in(r: &Self::Response) -> (i64, String) {
+        r.partial_success
+            .as_ref()
+            .map(|p| (p.rejected_log_records, p.error_message.clone()))
+            .unwrap_or_default()
+    }
+
+    fn into_payload(self) -> Payload {
+        Payload::Logs(Arc::new(self))
+    }
+
+    fn from_payload(p: &Payload) -> Option<&Self> {
+        match p {
+            Payload::Logs(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// Counts the items of a payload without checking them.
+pub fn count_items(p: &Payload) -> usize {
+    match p {
+        Payload::Traces(t) => t
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum(),
+        Payload::Metrics(m) => m
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(data_points)
+            .sum(),
+        Payload::Logs(l) => l
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsonLineError {
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("expected an object with resourceSpans, resourceMetrics or resourceLogs")]
+    UnknownSignal,
+}
+
+/// Decodes one line of OTLP/JSON (the file exporter's format), telling the signal by its
+/// top-level key; the line is parsed once, straight into the message.
+pub fn decode_json_line(line: &[u8]) -> Result<(Batch, Checked), JsonLineError> {
+    fn finish<S: Signal>(line: &[u8]) -> Result<(Batch, Checked), JsonLineError> {
+        let mut msg: S = serde_json::from_slice(line)?;
+        let checked = msg.check();
+        Ok((batch_from(msg, None, &checked), checked))
+    }
+    let key = match first_key(line) {
+        Some(k) => k,
+        None => {
+            // Not a plain object start: let serde say what is wrong, or find the key anywhere.
+            let value: serde_json::Value = serde_json::from_slice(line)?;
+            let obj = value.as_object().ok_or(JsonLineError::UnknownSignal)?;
+            ["resourceSpans", "resourceMetrics", "resourceLogs"]
+                .into_iter()
+                .find(|k| obj.contains_key(*k))
+                .ok_or(JsonLineError::UnknownSignal)?
+        }
+    };
+    match key {
+        "resourceSpans" => finish::<ExportTraceServiceRequest>(line),
+        "resourceMetrics" => finish::<ExportMetricsServiceRequest>(line),
+        "resourceLogs" => finish::<ExportLogsServiceRequest>(line),
+        _ => Err(JsonLineError::UnknownSignal),
+    }
+}
+
+/// The first key of a JSON object if it is one of the three signal keys.
+fn first_key(line: &[u8]) -> Option<&'static str> {
+    let rest = line.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    ["resourceSpans", "resourceMetrics", "resourceLogs"]
+        .into_iter()
+        .find(|k| {
+            rest.strip_prefix(b"\"")
+                .and_then(|r| r.strip_prefix(k.as_bytes()))
+                .is_some_and(|r| r.first() == Some(&b'"'))
+        })
+}
+
+/// Encodes a payload as one line of OTLP/JSON (without the newline).
+pub fn encode_json_line(p: &Payload, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match p {
+        Payload::Traces(t) => serde_json::to_writer(out, t.as_ref()),
+        Payload::Metrics(m) => serde_json::to_writer(out, m.as_ref()),
+        Payload::Logs(l) => serde_json::to_writer(out, l.as_ref()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! The runtime that joins receivers, processors and exporters with bounded channels.
+
+mod data;
+mod fanout;
+pub mod service;
+
+pub use data::{Batch, DataKind, Payload};
+pub use fanout::{FanOut, PipelineInput, Refused};

@@ -1,0 +1,201 @@
+//! Processor `batch`: merges requests until `send_batch_size` items or `timeout`, so a stream of
+//! tiny SDK exports reaches the exporters as fewer, larger requests.
+//!
+//! ```yaml
+//! processors:
+//!   batch:
+//!     send_batch_size: 8192
+//!     timeout: 200ms
+//! ```
+//! Merged batches are encoded again by the `otlp` exporter; without `batch`, forwarding sends
+//! the bytes as received.
+
+use super::Processor;
+use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::pipeline::{Batch, Payload};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Items (spans, data points, log records) that make a batch leave at once.
+    pub send_batch_size: usize,
+    /// The longest an item waits for others.
+    pub timeout: ConfigDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            send_batch_size: 8192,
+            timeout: ConfigDuration::from_millis(200),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.send_batch_size == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.send_batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if cfg.timeout.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.timeout"),
+                "must be longer than 0",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+pub struct BatchProcessor {
+    cfg: BatchConfig,
+    pending: Option<Batch>,
+    since: Instant,
+}
+
+impl BatchProcessor {
+    pub fn new(cfg: BatchConfig) -> Self {
+        Self {
+            cfg,
+            pending: None,
+            since: Instant::now(),
+        }
+    }
+}
+
+fn owned<T: Clone>(a: Arc<T>) -> T {
+    Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())
+}
+
+/// Appends `b` to `a` when both carry the same signal; gives `b` back otherwise.
+fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
+    let merged = match (&mut a.payload, b.payload) {
+        (Payload::Traces(x), Payload::Traces(y)) => {
+            Arc::make_mut(x).resource_spans.extend(owned(y).resource_spans);
+            true
+        }
+        (Payload::Metrics(x), Payload::Metrics(y)) => {
+            Arc::make_mut(x)
+                .resource_metrics
+                .extend(owned(y).resource_metrics);
+            true
+        }
+        (Payload::Logs(x), Payload::Logs(y)) => {
+            Arc::make_mut(x).resource_logs.extend(owned(y).resource_logs);
+            true
+        }
+        (_, other) => {
+            return Err(Batch {
+                payload: other,
+                encoded: b.encoded,
+                items: b.items,
+            })
+        }
+    };
+    if merged {
+        a.items += b.items;
+        a.encoded = None;
+    }
+    Ok(())
+}
+
+impl Processor for BatchProcessor {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        match self.pending.as_mut() {
+            None => {
+                self.since = Instant::now();
+                self.pending = Some(batch);
+            }
+            Some(p) => {
+                if let Err(other) = merge(p, batch) {
+                    out.extend(self.pending.take());
+                    self.since = Instant::now();
+                    self.pending = Some(other);
+                }
+            }
+        }
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.items >= self.cfg.send_batch_size)
+        {
+            out.extend(self.pending.take());
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some((self.cfg.timeout.get() / 4).max(Duration::from_millis(5)))
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        if self.pending.is_some() && self.since.elapsed() >= self.cfg.timeout.get() {
+            out.extend(self.pending.take());
+        }
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        out.extend(self.pending.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+    fn traces(n: usize) -> Batch {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans::default(); n],
+        };
+        Batch {
+            payload: Payload::Traces(Arc::new(req)),
+            encoded: Some(bytes::Bytes::from_static(b"x")),
+            items: n,
+        }
+    }
+
+    #[test]
+    fn merges_until_size_then_emits() {
+        let mut p = BatchProcessor::new(BatchConfig {
+            send_batch_size: 5,
+            timeout: ConfigDuration::from_secs(60),
+        });
+        let mut out = Vec::new();
+        p.process(traces(2), &mut out);
+        p.process(traces(2), &mut out);
+        assert!(out.is_empty());
+        p.process(traces(2), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].items, 6);
+        assert!(out[0].encoded.is_none(), "a merged batch must not keep stale bytes");
+        match &out[0].payload {
+            Payload::Traces(t) => assert_eq!(t.resource_spans.len(), 6),
+            _ => panic!("kind changed"),
+        }
+    }
+
+    #[test]
+    fn shutdown_emits_what_is_held() {
+        let mut p = BatchProcessor::new(BatchConfig::default());
+        let mut out = Vec::new();
+        p.process(traces(1), &mut out);
+        assert!(out.is_empty());
+        p.on_shutdown(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].items, 1);
+        assert!(out[0].encoded.is_some(), "a lone batch keeps its bytes");
+    }
+}

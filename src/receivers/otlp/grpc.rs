@@ -1,0 +1,200 @@
+//! OTLP/gRPC: the three `Export` services on one listener.
+
+use super::{Shared, Transport, RETRY_AFTER};
+use crate::otlp::codec::ServerCodec;
+use crate::otlp::status::RpcStatus;
+use crate::otlp::Signal;
+use crate::pipeline::{DataKind, Refused};
+use crate::receivers::ReceiverError;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Status};
+
+/// One signal's `Export` service, taking requests as raw bytes (see `otlp::codec`).
+struct GrpcSignal<S> {
+    shared: Arc<Shared>,
+    max_recv: usize,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for GrpcSignal<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            max_recv: self.max_recv,
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> NamedService for GrpcSignal<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S: Signal, B> Service<http::Request<B>> for GrpcSignal<S>
+where
+    B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != S::GRPC_PATH {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(ServerCodec::<S::Response>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(this.max_recv);
+            let unary = Unary::<S> {
+                shared: this.shared.clone(),
+                _signal: PhantomData,
+            };
+            let mut res = grpc.unary(unary, req).await;
+            too_large_is_resource_exhausted(&mut res, &this.shared, S::KIND);
+            Ok(res)
+        })
+    }
+}
+
+/// tonic reports an uncompressed message over the limit as OUT_OF_RANGE, a code OTLP clients
+/// retry. gRPC's own servers use RESOURCE_EXHAUSTED (without RetryInfo: not retryable under
+/// OTLP), as tonic already does for a compressed one.
+fn too_large_is_resource_exhausted(
+    res: &mut http::Response<tonic::body::Body>,
+    shared: &Shared,
+    kind: DataKind,
+) {
+    let headers = res.headers_mut();
+    let status = headers.get("grpc-status").and_then(|v| v.to_str().ok());
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let out_of_range = status == Some(&(Code::OutOfRange as i32).to_string());
+    let exhausted = status == Some(&(Code::ResourceExhausted as i32).to_string());
+    let too_large = ["too%20large", "too large", "size%20limit", "size limit"]
+        .iter()
+        .any(|m| message.contains(m));
+    if !(too_large && (out_of_range || exhausted)) {
+        return;
+    }
+    shared.bad_request(Transport::Grpc, kind);
+    if out_of_range {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+}
+
+struct Unary<S> {
+    shared: Arc<Shared>,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S: Signal> UnaryService<Bytes> for Unary<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<tonic::Response<S::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let raw = request.into_inner();
+            let msg = match S::decode(raw.clone()) {
+                Ok(m) => m,
+                Err(e) => {
+                    shared.bad_request(Transport::Grpc, S::KIND);
+                    return Err(Status::invalid_argument(format!(
+                        "malformed OTLP {} request: {e}",
+                        S::KIND
+                    )));
+                }
+            };
+            match shared.accept(Transport::Grpc, msg, Some(raw)).await {
+                Ok(checked) => Ok(tonic::Response::new(S::response(
+                    checked.rejected,
+                    checked.reason,
+                ))),
+                Err(Refused::Full) => Err(RpcStatus::new(
+                    Code::ResourceExhausted,
+                    "otelwatch: the pipeline is full, retry later",
+                )
+                .with_retry_delay(RETRY_AFTER)
+                .into_tonic()),
+                Err(Refused::ShuttingDown) => Err(RpcStatus::new(
+                    Code::Unavailable,
+                    "otelwatch is shutting down, retry later",
+                )
+                .with_retry_delay(RETRY_AFTER)
+                .into_tonic()),
+            }
+        })
+    }
+}
+
+pub(super) async fn start(
+    id: &str,
+    cfg: &super::GrpcConfig,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<JoinHandle<()>, ReceiverError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.endpoint)
+        .await
+        .map_err(|source| ReceiverError::Bind {
+            receiver: id.to_string(),
+            endpoint: cfg.endpoint.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().ok();
+    let max_recv = cfg.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
+    fn svc<S>(shared: &Arc<Shared>, max_recv: usize) -> GrpcSignal<S> {
+        GrpcSignal {
+            shared: shared.clone(),
+            max_recv,
+            _signal: PhantomData,
+        }
+    }
+    let mut routes = tonic::service::RoutesBuilder::default();
+    if shared.has_consumer(DataKind::Traces) {
+        routes.add_service(svc::<ExportTraceServiceRequest>(&shared, max_recv));
+    }
+    if shared.has_consumer(DataKind::Metrics) {
+        routes.add_service(svc::<ExportMetricsServiceRequest>(&shared, max_recv));
+    }
+    if shared.has_consumer(DataKind::Logs) {
+        routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv));
+    }
+    tracing::info!(receiver = id, endpoint = ?local, "OTLP/gRPC receiver listening");
+    let id = id.to_string();
+    Ok(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(receiver = %id, error = %e, "OTLP/gRPC server failed");
+        }
+    }))
+}

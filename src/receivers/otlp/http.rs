@@ -1,0 +1,239 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, optionally
+//! compressed. Errors carry a `google.rpc.Status` body in the request's encoding.
+
+use super::{Shared, Transport, RETRY_AFTER};
+use crate::otlp::compression::{self, DecompressError, Encoding};
+use crate::otlp::status::RpcStatus;
+use crate::otlp::Signal;
+use crate::pipeline::{DataKind, Refused};
+use crate::receivers::ReceiverError;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct HttpState {
+    shared: Arc<Shared>,
+    max_body: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
+            "application/json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+fn error_response(
+    status: StatusCode,
+    format: Format,
+    code: tonic::Code,
+    message: String,
+    retry_after: bool,
+) -> Response {
+    let mut st = RpcStatus::new(code, message);
+    if retry_after {
+        st = st.with_retry_delay(RETRY_AFTER);
+    }
+    let body = match format {
+        Format::Protobuf => st.encode_to_vec(),
+        Format::Json => st.to_json(),
+    };
+    let mut res = (status, body).into_response();
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs().max(1)),
+        );
+    }
+    res
+}
+
+async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Response {
+    let shared = &st.shared;
+    let bad = |status: StatusCode, format: Format, message: String| {
+        shared.bad_request(Transport::Http, S::KIND);
+        error_response(status, format, tonic::Code::InvalidArgument, message, false)
+    };
+    let Some(format) = Format::from_headers(req.headers()) else {
+        let got = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_else(|| "none".into());
+        return bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Format::Protobuf,
+            format!(
+                "unsupported Content-Type {got:?}: use application/x-protobuf or application/json"
+            ),
+        );
+    };
+    let encoding = match Encoding::from_header(
+        req.headers()
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Ok(e) => e,
+        Err(e) => return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, format, e.to_string()),
+    };
+    let body = match axum::body::to_bytes(req.into_body(), st.max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format,
+                    format!("request body is larger than {} bytes", st.max_body),
+                )
+            } else {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    format!("cannot read request body: {e}"),
+                )
+            };
+        }
+    };
+    let body = match compression::decompress(encoding, body, st.max_body) {
+        Ok(b) => b,
+        Err(e @ DecompressError::TooLarge { .. }) => {
+            return bad(StatusCode::PAYLOAD_TOO_LARGE, format, e.to_string())
+        }
+        Err(e) => return bad(StatusCode::BAD_REQUEST, format, e.to_string()),
+    };
+    let decoded = match format {
+        Format::Protobuf => S::decode(body.clone())
+            .map(|m| (m, Some(body)))
+            .map_err(|e| e.to_string()),
+        Format::Json => serde_json::from_slice::<S>(&body)
+            .map(|m| (m, None))
+            .map_err(|e| e.to_string()),
+    };
+    let (msg, encoded) = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format,
+                format!("malformed OTLP {} request: {e}", S::KIND),
+            )
+        }
+    };
+    match shared.accept(Transport::Http, msg, encoded).await {
+        Ok(checked) => {
+            let resp = S::response(checked.rejected, checked.reason);
+            let body = match format {
+                Format::Protobuf => resp.encode_to_vec(),
+                Format::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, format.content_type())],
+                body,
+            )
+                .into_response()
+        }
+        Err(Refused::Full) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            format,
+            tonic::Code::ResourceExhausted,
+            "otelwatch: the pipeline is full, retry later".into(),
+            true,
+        ),
+        Err(Refused::ShuttingDown) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format,
+            tonic::Code::Unavailable,
+            "otelwatch is shutting down, retry later".into(),
+            true,
+        ),
+    }
+}
+
+pub(super) async fn start(
+    id: &str,
+    cfg: &super::HttpConfig,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<JoinHandle<()>, ReceiverError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.endpoint)
+        .await
+        .map_err(|source| ReceiverError::Bind {
+            receiver: id.to_string(),
+            endpoint: cfg.endpoint.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().ok();
+    let mut router: Router<HttpState> = Router::new();
+    if shared.has_consumer(DataKind::Traces) {
+        router = router.route(
+            ExportTraceServiceRequest::HTTP_PATH,
+            post(handle::<ExportTraceServiceRequest>),
+        );
+    }
+    if shared.has_consumer(DataKind::Metrics) {
+        router = router.route(
+            ExportMetricsServiceRequest::HTTP_PATH,
+            post(handle::<ExportMetricsServiceRequest>),
+        );
+    }
+    if shared.has_consumer(DataKind::Logs) {
+        router = router.route(
+            ExportLogsServiceRequest::HTTP_PATH,
+            post(handle::<ExportLogsServiceRequest>),
+        );
+    }
+    let app = router.with_state(HttpState {
+        shared,
+        max_body: cfg.max_request_body_size,
+    });
+    let app = app.fallback(|| async {
+        (StatusCode::NOT_FOUND, Body::from("not an OTLP path\n")).into_response()
+    });
+    tracing::info!(receiver = id, endpoint = ?local, "OTLP/HTTP receiver listening");
+    let id = id.to_string();
+    Ok(tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(receiver = %id, error = %e, "OTLP/HTTP server failed");
+        }
+    }))
+}

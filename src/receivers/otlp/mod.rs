@@ -1,0 +1,316 @@
+//! Receiver `otlp`: OTLP over gRPC (default `0.0.0.0:4317`) and HTTP (default `0.0.0.0:4318`)
+//! for traces, metrics and logs.
+//!
+//! ```yaml
+//! receivers:
+//!   otlp:
+//!     protocols:
+//!       grpc:
+//!         endpoint: 0.0.0.0:4317
+//!         max_recv_msg_size_mib: 4
+//!       http:
+//!         endpoint: 0.0.0.0:4318
+//!         max_request_body_size: 20971520
+//! ```
+//! `otlp: {}` (or no value) enables both protocols with their defaults; listing `protocols`
+//! enables only the ones listed (`grpc:` with no value means "on, with defaults").
+
+mod grpc;
+mod http;
+
+use crate::config::{decode_section, listen_addr, ConfigError, Listen};
+use crate::otlp::Signal;
+use crate::pipeline::{DataKind, FanOut, Refused};
+use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
+use crate::telemetry::{names, Counter, Telemetry};
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How long a client is asked to wait before retrying when the pipeline is full.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Largest accepted message, after decompression, in MiB.
+    pub max_recv_msg_size_mib: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "0.0.0.0:4317".into(),
+            max_recv_msg_size_mib: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Largest accepted body in bytes, both as sent and after decompression.
+    pub max_request_body_size: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "0.0.0.0:4318".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+        }
+    }
+}
+
+/// A present key with no value (`grpc:`) means "enabled with defaults"; an absent key, disabled.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcConfig>,
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiverConfig {
+    pub protocols: Protocols,
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        Self {
+            protocols: Protocols {
+                grpc: Some(GrpcConfig::default()),
+                http: Some(HttpConfig::default()),
+            },
+        }
+    }
+}
+
+impl OtlpReceiverConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        let p = &cfg.protocols;
+        if p.grpc.is_none() && p.http.is_none() {
+            errors.push(ConfigError::new(
+                format!("{path}.protocols"),
+                "enable at least one protocol (grpc or http)",
+            ));
+        }
+        if let Some(g) = &p.grpc {
+            if let Err(e) = listen_addr(&g.endpoint) {
+                errors.push(ConfigError::new(format!("{path}.protocols.grpc.endpoint"), e));
+            }
+            if g.max_recv_msg_size_mib == 0 {
+                errors.push(ConfigError::new(
+                    format!("{path}.protocols.grpc.max_recv_msg_size_mib"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(h) = &p.http {
+            if let Err(e) = listen_addr(&h.endpoint) {
+                errors.push(ConfigError::new(format!("{path}.protocols.http.endpoint"), e));
+            }
+            if h.max_request_body_size == 0 {
+                errors.push(ConfigError::new(
+                    format!("{path}.protocols.http.max_request_body_size"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn listens(&self, path: &str) -> Vec<Listen> {
+        let mut out = Vec::new();
+        if let Some(g) = &self.protocols.grpc {
+            out.push(Listen {
+                path: format!("{path}.protocols.grpc.endpoint"),
+                endpoint: g.endpoint.clone(),
+            });
+        }
+        if let Some(h) = &self.protocols.http {
+            out.push(Listen {
+                path: format!("{path}.protocols.http.endpoint"),
+                endpoint: h.endpoint.clone(),
+            });
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Grpc = 0,
+    Http = 1,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Counters for one transport and signal.
+struct SignalCounters {
+    accepted: Counter,
+    refused: Counter,
+    rejected: Counter,
+    bad_requests: Counter,
+}
+
+/// What both transports share: where batches go and what is counted.
+pub(crate) struct Shared {
+    consumers: RwLock<[Option<FanOut>; 3]>,
+    counters: Vec<SignalCounters>,
+}
+
+fn signal_index(kind: DataKind) -> usize {
+    match kind {
+        DataKind::Traces => 0,
+        DataKind::Metrics => 1,
+        DataKind::Logs => 2,
+    }
+}
+
+impl Shared {
+    fn new(id: &str, consumers: [Option<FanOut>; 3], telemetry: &Telemetry) -> Self {
+        let mut counters = Vec::new();
+        for transport in [Transport::Grpc, Transport::Http] {
+            for kind in DataKind::SIGNALS {
+                let labels = vec![
+                    ("receiver", id.to_string()),
+                    ("transport", transport.as_str().to_string()),
+                    ("signal", kind.to_string()),
+                ];
+                counters.push(SignalCounters {
+                    accepted: telemetry.counter(
+                        names::RECEIVER_ACCEPTED,
+                        "Items accepted into the pipelines.",
+                        labels.clone(),
+                    ),
+                    refused: telemetry.counter(
+                        names::RECEIVER_REFUSED,
+                        "Items refused with a retryable status (pipeline full or shutting down).",
+                        labels.clone(),
+                    ),
+                    rejected: telemetry.counter(
+                        names::RECEIVER_REJECTED_ITEMS,
+                        "Items rejected as invalid (reported to the client as partial success).",
+                        labels.clone(),
+                    ),
+                    bad_requests: telemetry.counter(
+                        names::RECEIVER_BAD_REQUESTS,
+                        "Requests refused as malformed, too large or of an unsupported type.",
+                        labels,
+                    ),
+                });
+            }
+        }
+        Self {
+            consumers: RwLock::new(consumers),
+            counters,
+        }
+    }
+
+    fn counters(&self, t: Transport, kind: DataKind) -> &SignalCounters {
+        &self.counters[t as usize * 3 + signal_index(kind)]
+    }
+
+    fn has_consumer(&self, kind: DataKind) -> bool {
+        self.consumers
+            .read()
+            .map(|c| c[signal_index(kind)].is_some())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn bad_request(&self, t: Transport, kind: DataKind) {
+        self.counters(t, kind).bad_requests.inc();
+    }
+
+    /// Checks a decoded request and hands it to the pipelines. Returns the rejected items.
+    pub(crate) async fn accept<S: Signal>(
+        &self,
+        t: Transport,
+        mut msg: S,
+        encoded: Option<Bytes>,
+    ) -> Result<crate::otlp::Checked, Refused> {
+        let checked = msg.check();
+        let c = self.counters(t, S::KIND);
+        c.rejected.add(checked.rejected as u64);
+        if checked.accepted == 0 {
+            return Ok(checked);
+        }
+        let fan = self
+            .consumers
+            .read()
+            .ok()
+            .and_then(|c| c[signal_index(S::KIND)].clone())
+            .ok_or(Refused::ShuttingDown)?;
+        let batch = crate::otlp::batch_from(msg, encoded, &checked);
+        match fan.send(batch).await {
+            Ok(()) => {
+                c.accepted.add(checked.accepted as u64);
+                Ok(checked)
+            }
+            Err(e) => {
+                c.refused.add(checked.accepted as u64);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the pipeline handles so the pipelines can drain even if a connection lingers.
+    fn close(&self) {
+        if let Ok(mut c) = self.consumers.write() {
+            *c = [None, None, None];
+        }
+    }
+}
+
+pub async fn start(
+    cfg: &OtlpReceiverConfig,
+    ctx: ReceiverContext,
+) -> Result<RunningReceiver, ReceiverError> {
+    let id = ctx.id.to_string();
+    let shared = Arc::new(Shared::new(&id, ctx.consumers, &ctx.telemetry));
+    let mut tasks = Vec::new();
+    if let Some(g) = &cfg.protocols.grpc {
+        tasks.push(grpc::start(&id, g, shared.clone(), ctx.stop.clone()).await?);
+    }
+    if let Some(h) = &cfg.protocols.http {
+        tasks.push(http::start(&id, h, shared.clone(), ctx.stop.clone()).await?);
+    }
+    let task = tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+        shared.close();
+    });
+    Ok(RunningReceiver {
+        task,
+        finite: false,
+    })
+}

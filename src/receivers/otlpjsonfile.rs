@@ -1,0 +1,320 @@
+//! Receiver `otlpjsonfile`: replays files of OTLP/JSON lines, one export request per line (the
+//! format the `file` exporter writes), as fast as the pipeline takes them or at the pace they
+//! were recorded. When every receiver is a file receiver, otelwatch exits after the replay.
+//!
+//! ```yaml
+//! receivers:
+//!   otlpjsonfile:
+//!     include: [./recordings/*.jsonl]
+//!     pace: original      # or fast (default)
+//!     speed: 10           # with pace: original, replay ten times faster than recorded
+//! ```
+
+use crate::config::{decode_section, ConfigError};
+use crate::otlp::decode_json_line;
+use crate::pipeline::{DataKind, Payload, Refused};
+use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
+use crate::telemetry::names;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// As fast as the pipeline accepts.
+    #[default]
+    Fast,
+    /// Keeps the recorded gaps between lines (divided by `speed`).
+    Original,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpJsonFileConfig {
+    /// Files to read, in order; `*` and `?` may be used in the file name part.
+    pub include: Vec<String>,
+    pub pace: Pace,
+    /// Replay speed factor for `pace: original`.
+    pub speed: f64,
+}
+
+impl Default for OtlpJsonFileConfig {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            pace: Pace::Fast,
+            speed: 1.0,
+        }
+    }
+}
+
+impl OtlpJsonFileConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.include.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.include"),
+                "list at least one file to read",
+            ));
+        }
+        if !(cfg.speed.is_finite() && cfg.speed > 0.0) {
+            errors.push(ConfigError::new(
+                format!("{path}.speed"),
+                "must be a positive number",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Matches `*` (any run) and `?` (one character) against a file name.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Expands the include list into existing files, sorted within each pattern.
+pub fn expand_includes(include: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for pattern in include {
+        let path = Path::new(pattern);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.contains(['*', '?']) {
+            if !path.is_file() {
+                return Err(format!("{pattern}: no such file"));
+            }
+            out.push(path.to_path_buf());
+            continue;
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut matched: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        matched.sort();
+        if matched.is_empty() {
+            return Err(format!("{pattern}: no file matches"));
+        }
+        out.extend(matched);
+    }
+    Ok(out)
+}
+
+/// The latest event time in a payload, in Unix nanoseconds (what `pace: original` follows).
+pub fn latest_time(p: &Payload) -> Option<u64> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    match p {
+        Payload::Traces(t) => t
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.end_time_unix_nano)
+            .max(),
+        Payload::Logs(l) => l
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .map(|r| r.time_unix_nano.max(r.observed_time_unix_nano))
+            .max(),
+        Payload::Metrics(m) => m
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter_map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.iter().map(|d| d.time_unix_nano).max(),
+                Some(Data::Sum(s)) => s.data_points.iter().map(|d| d.time_unix_nano).max(),
+                Some(Data::Histogram(h)) => h.data_points.iter().map(|d| d.time_unix_nano).max(),
+                Some(Data::ExponentialHistogram(h)) => {
+                    h.data_points.iter().map(|d| d.time_unix_nano).max()
+                }
+                Some(Data::Summary(s)) => s.data_points.iter().map(|d| d.time_unix_nano).max(),
+                None => None,
+            })
+            .max(),
+    }
+    .filter(|t| *t > 0)
+}
+
+pub async fn start(
+    cfg: &OtlpJsonFileConfig,
+    ctx: ReceiverContext,
+) -> Result<RunningReceiver, ReceiverError> {
+    let id = ctx.id.to_string();
+    let files = expand_includes(&cfg.include).map_err(|message| ReceiverError::Start {
+        receiver: id.clone(),
+        message,
+    })?;
+    let accepted: Vec<_> = DataKind::SIGNALS
+        .iter()
+        .map(|k| {
+            ctx.telemetry.counter(
+                names::RECEIVER_ACCEPTED,
+                "Items accepted into the pipelines.",
+                vec![
+                    ("receiver", id.clone()),
+                    ("transport", "file".into()),
+                    ("signal", k.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let bad_lines = ctx.telemetry.counter(
+        names::RECEIVER_BAD_REQUESTS,
+        "Requests refused as malformed, too large or of an unsupported type.",
+        vec![("receiver", id.clone()), ("transport", "file".into())],
+    );
+    let cfg = cfg.clone();
+    let task = tokio::spawn(async move {
+        let mut clock: Option<(u64, Instant)> = None;
+        let mut lines_total = 0u64;
+        let mut items_total = 0u64;
+        let mut warned_no_pipeline = [false; 3];
+        'files: for file in &files {
+            let f = match tokio::fs::File::open(file).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(receiver = %id, file = %file.display(), error = %e, "cannot open");
+                    continue;
+                }
+            };
+            let mut reader = tokio::io::BufReader::with_capacity(1 << 20, f);
+            let mut line = Vec::new();
+            let mut lineno = 0u64;
+            loop {
+                line.clear();
+                let read = tokio::select! {
+                    r = reader.read_until(b'\n', &mut line) => r,
+                    _ = ctx.stop.cancelled() => break 'files,
+                };
+                match read {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(receiver = %id, file = %file.display(), error = %e, "read failed");
+                        break;
+                    }
+                }
+                lineno += 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let (batch, checked) = match decode_json_line(&line) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        bad_lines.inc();
+                        tracing::warn!(receiver = %id, "{}:{lineno}: skipped: {e}", file.display());
+                        continue;
+                    }
+                };
+                if checked.rejected > 0 {
+                    tracing::warn!(receiver = %id, "{}:{lineno}: {}", file.display(), checked.reason);
+                }
+                let idx = match batch.kind() {
+                    DataKind::Traces => 0,
+                    DataKind::Metrics => 1,
+                    DataKind::Logs => 2,
+                };
+                let Some(fan) = &ctx.consumers[idx] else {
+                    if !warned_no_pipeline[idx] {
+                        warned_no_pipeline[idx] = true;
+                        tracing::warn!(receiver = %id, "{}:{lineno}: no pipeline takes {} from this receiver; skipping them", file.display(), batch.kind());
+                    }
+                    continue;
+                };
+                if cfg.pace == Pace::Original {
+                    if let Some(ts) = latest_time(&batch.payload) {
+                        let (t0, i0) = *clock.get_or_insert((ts, Instant::now()));
+                        let offset = ts.saturating_sub(t0) as f64 / cfg.speed;
+                        let due = i0 + Duration::from_nanos(offset as u64);
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due) => {}
+                            _ = ctx.stop.cancelled() => break 'files,
+                        }
+                    }
+                }
+                let items = batch.items as u64;
+                match fan.send_patiently(batch).await {
+                    Ok(()) => {
+                        accepted[idx].add(items);
+                        lines_total += 1;
+                        items_total += items;
+                    }
+                    Err(Refused::ShuttingDown) | Err(Refused::Full) => break 'files,
+                }
+            }
+        }
+        tracing::info!(receiver = %id, lines = lines_total, items = items_total, "replay finished");
+    });
+    Ok(RunningReceiver { task, finite: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_file_names() {
+        assert!(wildcard("*.jsonl", "a.jsonl"));
+        assert!(wildcard("rec-??.jsonl", "rec-01.jsonl"));
+        assert!(!wildcard("*.jsonl", "a.json"));
+        assert!(wildcard("*", ""));
+        assert!(wildcard("a*b*c", "axxbyyc"));
+        assert!(!wildcard("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn includes_expand_sorted_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.jsonl", "a.jsonl", "c.txt"] {
+            std::fs::write(dir.path().join(n), "").unwrap();
+        }
+        let pat = dir.path().join("*.jsonl").display().to_string();
+        let files = expand_includes(&[pat]).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jsonl", "b.jsonl"]);
+        let missing = dir.path().join("nope.jsonl").display().to_string();
+        assert!(expand_includes(&[missing]).unwrap_err().contains("no such file"));
+    }
+}
