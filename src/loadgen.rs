@@ -137,6 +137,9 @@ impl SpanFactory {
             let mut parent: Vec<u8> = Vec::new();
             let mut start = now.saturating_sub(self.latency_ns(80.0) + 10_000_000);
             for hop in 0..hops {
+                if made >= spans {
+                    break;
+                }
                 let svc = (first + hop) % n;
                 let dur = self.latency_ns(40.0 / (hop + 1) as f64);
                 let server_id: [u8; 8] = self.rng.random();

@@ -324,23 +324,29 @@ pub fn parse(text: &str, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<
         }
     }
 
+    // Components that are defined but invalid: already reported, so the graph checks treat
+    // them as defined instead of adding "not defined" errors for every reference.
+    let mut broken = HashSet::new();
     let receivers = decode_components(
         "receivers",
         receivers_v,
         crate::receivers::parse_config,
         &mut errors,
+        &mut broken,
     );
     let processors = decode_components(
         "processors",
         processors_v,
         crate::processors::parse_config,
         &mut errors,
+        &mut broken,
     );
     let exporters = decode_components(
         "exporters",
         exporters_v,
         crate::exporters::parse_config,
         &mut errors,
+        &mut broken,
     );
 
     let service: ServiceSection = match decode_section("service", service_v) {
@@ -364,7 +370,14 @@ pub fn parse(text: &str, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<
         }
     }
 
-    let pipelines = check_graph(&service, &receivers, &processors, &exporters, &mut errors);
+    let pipelines = check_graph(
+        &service,
+        &receivers,
+        &processors,
+        &exporters,
+        &broken,
+        &mut errors,
+    );
     check_ports(&service, &receivers, &mut errors);
 
     if errors.is_empty() {
@@ -392,11 +405,15 @@ fn key_str(k: &Value) -> String {
 
 type ParseFn<T> = fn(&ComponentId, &str, Value) -> Result<T, Vec<ConfigError>>;
 
+/// Section name and id of a component that was defined but did not parse.
+type Broken = HashSet<(&'static str, String)>;
+
 fn decode_components<T>(
-    section: &str,
+    section: &'static str,
     map: Mapping,
     parse_one: ParseFn<T>,
     errors: &mut Vec<ConfigError>,
+    broken: &mut Broken,
 ) -> Vec<(ComponentId, T)> {
     let mut out = Vec::new();
     for (k, v) in map {
@@ -406,12 +423,16 @@ fn decode_components<T>(
             Ok(id) => id,
             Err(e) => {
                 errors.push(ConfigError::new(path, e));
+                broken.insert((section, key));
                 continue;
             }
         };
         match parse_one(&id, &path, v) {
             Ok(cfg) => out.push((id, cfg)),
-            Err(mut es) => errors.append(&mut es),
+            Err(mut es) => {
+                errors.append(&mut es);
+                broken.insert((section, key));
+            }
         }
     }
     out
@@ -422,6 +443,7 @@ fn check_graph(
     receivers: &[(ComponentId, ReceiverConfig)],
     processors: &[(ComponentId, ProcessorConfig)],
     exporters: &[(ComponentId, ExporterConfig)],
+    broken: &Broken,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Pipeline> {
     let mut used: HashSet<(&'static str, ComponentId)> = HashSet::new();
@@ -480,6 +502,11 @@ fn check_graph(
             let mut ids = Vec::new();
             for (i, name) in list.iter().enumerate() {
                 let ipath = format!("{path}.{field}[{i}]");
+                if broken.contains(&(section, name.clone())) {
+                    // Reported where it is defined; the pipeline cannot be checked further.
+                    ok = false;
+                    continue;
+                }
                 match ComponentId::parse(name) {
                     Ok(id) if known(&id) => {
                         if ids.contains(&id) {
