@@ -1,0 +1,91 @@
+//! The official OpenTelemetry Python SDK exporters (gRPC and HTTP/protobuf, with and without
+//! gzip) send to a running otelwatch; its `file` exporter output is checked span for span.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+fn config(grpc: u16, http: u16) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+      http: {{ endpoint: 127.0.0.1:{http} }}
+exporters:
+  file: {{ path: "{{DIR}}/out/spans.jsonl" }}
+  debug: {{}}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file, debug] }}
+"#
+    )
+}
+
+#[test]
+fn python_sdk_spans_arrive_span_for_span() {
+    let Some(python) = sdk_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let mut ow = Otelwatch::start(dir.path(), "ow", &config(grpc, http));
+
+    let runs = [
+        ("grpc", format!("localhost:{grpc}"), false, "svc-grpc", 300),
+        ("grpc", format!("localhost:{grpc}"), true, "svc-grpc-gzip", 257),
+        ("http", format!("http://127.0.0.1:{http}/v1/traces"), false, "svc-http", 200),
+        ("http", format!("http://127.0.0.1:{http}/v1/traces"), true, "svc-http-gzip", 101),
+    ];
+    let mut expected = SpanSet::new();
+    for (proto, endpoint, gzip, service, n) in runs {
+        let record = dir.path().join(format!("{service}.sent"));
+        let mut cmd = Command::new(&python);
+        cmd.arg(sdk_script("send_spans.py"))
+            .args(["--protocol", proto, "--endpoint", &endpoint])
+            .args(["--spans", &n.to_string(), "--service", service])
+            .arg("--record")
+            .arg(&record);
+        if gzip {
+            cmd.arg("--gzip");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{service}: SDK export failed:\n{}\n{}\notelwatch:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            ow.stderr()
+        );
+        for line in std::fs::read_to_string(&record).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            expected.insert((s("trace_id"), s("span_id")), (s("service"), s("name")));
+        }
+    }
+    assert_eq!(expected.len(), 300 + 257 + 200 + 101);
+
+    let file = dir.path().join("out/spans.jsonl");
+    let complete = wait_until(Duration::from_secs(10), || {
+        read_spans(&file).0.len() >= expected.len()
+    });
+    assert!(complete, "not every span reached the file:\n{}", ow.stderr());
+    let (got, dups) = read_spans(&file);
+    assert_eq!(dups, 0, "a span was written twice");
+    assert_eq!(got, expected, "the file must hold exactly the spans the SDK sent");
+
+    // Self-telemetry counted them per transport.
+    let grpc_in = ow.metric(
+        "otelwatch_receiver_accepted_items_total{receiver=\"otlp\",transport=\"grpc\",signal=\"traces\"}",
+    );
+    let http_in = ow.metric(
+        "otelwatch_receiver_accepted_items_total{receiver=\"otlp\",transport=\"http\",signal=\"traces\"}",
+    );
+    assert_eq!((grpc_in, http_in), (557.0, 301.0));
+    assert!(ow.stdout().contains("traces: "), "debug exporter printed nothing");
+
+    let status = ow.terminate();
+    assert!(status.success(), "exit {status}:\n{}", ow.stderr());
+}

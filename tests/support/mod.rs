@@ -1,0 +1,255 @@
+//! Shared test support: run the real `otelwatch` binary on a temporary config, talk to it over
+//! real sockets, read what it wrote.
+#![allow(dead_code)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otelwatch::otlp::decode_json_line;
+use otelwatch::pipeline::Payload;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+pub struct Otelwatch {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub metrics_port: u16,
+    pub stderr_path: PathBuf,
+    pub stdout_path: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl Otelwatch {
+    /// Writes `config` (with `{METRICS}` replaced by a free port and `{DIR}` by the work
+    /// directory) and starts the binary; returns once `/healthz` answers.
+    pub fn start(dir: &Path, name: &str, config: &str) -> Self {
+        let metrics_port = free_port();
+        let config = config
+            .replace("{METRICS}", &metrics_port.to_string())
+            .replace("{DIR}", &dir.display().to_string());
+        let config_path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config_path, config).unwrap();
+        let mut ow = Self {
+            child: None,
+            dir: dir.to_path_buf(),
+            metrics_port,
+            stderr_path: dir.join(format!("{name}.stderr")),
+            stdout_path: dir.join(format!("{name}.stdout")),
+            config_path,
+        };
+        ow.spawn();
+        ow
+    }
+
+    pub fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stdout_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("cannot start otelwatch");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("otelwatch exited early ({status}):\n{}", self.stderr());
+            }
+            if let Ok((200, _)) = http_get(self.metrics_port, "/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("otelwatch did not become healthy:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not running").id()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("otelwatch did not exit in {limit:?}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Otelwatch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for `/metrics` and `/healthz`.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// Span identity as written in files: (trace id hex, span id hex) → (service, name).
+pub type SpanSet = BTreeMap<(String, String), (String, String)>;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn spans_of(req: &ExportTraceServiceRequest, into: &mut SpanSet, dups: &mut usize) {
+    for rs in &req.resource_spans {
+        let svc = otelwatch::exporters::debug::service_name(rs.resource.as_ref()).to_string();
+        for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            let prev = into.insert(
+                (hex(&s.trace_id), hex(&s.span_id)),
+                (svc.clone(), s.name.clone()),
+            );
+            if prev.is_some() {
+                *dups += 1;
+            }
+        }
+    }
+}
+
+/// Every span in an OTLP/JSON lines file, and how many spans appeared more than once.
+pub fn read_spans(path: &Path) -> (SpanSet, usize) {
+    let mut set = SpanSet::new();
+    let mut dups = 0;
+    let text = std::fs::read(path).unwrap_or_default();
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let (batch, _) = decode_json_line(line).expect("file exporter wrote an invalid line");
+        if let Payload::Traces(t) = &batch.payload {
+            spans_of(t, &mut set, &mut dups);
+        }
+    }
+    (set, dups)
+}
+
+/// Polls until `f` is true or the time is up.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The Python interpreter with the OpenTelemetry SDK, if set up (`scripts/test` does it).
+/// Under `OTELWATCH_REQUIRE_SDK=1` (CI) a missing SDK fails the test instead of skipping it.
+pub fn sdk_python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("OTELWATCH_PYTHON").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let ok = Command::new(&c)
+            .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    if std::env::var("OTELWATCH_REQUIRE_SDK").is_ok_and(|v| v == "1") {
+        panic!("the OpenTelemetry Python SDK is required (run ./scripts/test, which installs it into .venv)");
+    }
+    eprintln!("SKIPPED: OpenTelemetry Python SDK not installed; run ./scripts/test");
+    None
+}
+
+pub fn sdk_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(name)
+}
