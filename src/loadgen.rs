@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -156,7 +158,10 @@ impl SpanFactory {
                         kv("http.request.method", s("GET")),
                         kv("http.route", s(route)),
                         kv("url.path", s(route)),
-                        kv("http.response.status_code", any_value::Value::IntValue(code)),
+                        kv(
+                            "http.response.status_code",
+                            any_value::Value::IntValue(code),
+                        ),
                     ],
                     status: error.then(|| Status {
                         code: status::StatusCode::Error as i32,
@@ -182,7 +187,10 @@ impl SpanFactory {
                             kv("http.request.method", s("GET")),
                             kv("server.address", s(callee)),
                             kv("peer.service", s(callee)),
-                            kv("http.response.status_code", any_value::Value::IntValue(code)),
+                            kv(
+                                "http.response.status_code",
+                                any_value::Value::IntValue(code),
+                            ),
                         ],
                         ..Default::default()
                     });
@@ -269,11 +277,10 @@ impl Sender {
                     .await
                 {
                     Ok(_) => Outcome::Ok,
+                    // Refused by a live server that asks for a retry (not a dead connection).
                     Err(s)
-                        if matches!(
-                            s.code(),
-                            tonic::Code::ResourceExhausted | tonic::Code::Unavailable
-                        ) =>
+                        if s.code() == tonic::Code::ResourceExhausted
+                            || crate::otlp::status::retry_delay(&s).is_some() =>
                     {
                         Outcome::Refused
                     }
@@ -283,10 +290,8 @@ impl Sender {
             Sender::Http(client, uri, gzip) => {
                 let body = if *gzip {
                     use std::io::Write;
-                    let mut e = flate2::write::GzEncoder::new(
-                        Vec::new(),
-                        flate2::Compression::fast(),
-                    );
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                     if e.write_all(&body).is_err() {
                         return Outcome::Failed("gzip".into());
                     }
@@ -351,15 +356,15 @@ pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
             } else {
                 format!("http://{}", opts.endpoint.trim_end_matches('/'))
             };
-            let uri: http::Uri = format!("{base}/v1/traces")
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| {
-                    LoadgenError::Endpoint(opts.endpoint.clone(), e.to_string())
-                })?;
-            let client = hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build_http();
+            let uri: http::Uri =
+                format!("{base}/v1/traces")
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| {
+                        LoadgenError::Endpoint(opts.endpoint.clone(), e.to_string())
+                    })?;
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
             Sender::Http(client, uri, opts.gzip)
         }
     });
@@ -401,14 +406,23 @@ pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
                     pool[i].clone()
                 };
                 if per_worker > 0.0 {
-                    next += Duration::from_secs_f64(n as f64 / per_worker);
+                    if next >= end {
+                        break;
+                    }
                     let now = Instant::now();
                     if next > now {
                         tokio::time::sleep(next - now).await;
                     }
+                    next += Duration::from_secs_f64(n as f64 / per_worker);
                 }
                 requests.fetch_add(1, Ordering::Relaxed);
-                match sender.send(body).await {
+                // A request may not outlive the run (nor take longer than 10 s).
+                let limit = (Instant::now() + Duration::from_secs(10))
+                    .min(end.max(Instant::now()) + Duration::from_millis(500));
+                let outcome = tokio::time::timeout_at(limit.into(), sender.send(body))
+                    .await
+                    .unwrap_or_else(|_| Outcome::Failed("timed out".into()));
+                match outcome {
                     Outcome::Ok => {
                         sent.fetch_add(n, Ordering::Relaxed);
                     }

@@ -133,10 +133,7 @@ fn main() -> ExitCode {
     let (config_result, config_level) = match &command {
         Command::Run { config } => {
             let r = load_config(config.as_ref());
-            let level = r
-                .as_ref()
-                .ok()
-                .and_then(|c| c.telemetry.logs.level.clone());
+            let level = r.as_ref().ok().and_then(|c| c.telemetry.logs.level.clone());
             (Some(r), level)
         }
         _ => (None, None),

@@ -5,18 +5,14 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use otelwatch::otlp::codec::ClientCodec;
 use otelwatch::otlp::status::RpcStatus;
 use prost::Message;
 use std::time::Duration;
 use support::*;
-use tonic::codec::CompressionEncoding;
 use tonic::Code;
 
 fn request(ids: &[(u8, u8)]) -> ExportTraceServiceRequest {
@@ -51,43 +47,14 @@ fn request(ids: &[(u8, u8)]) -> ExportTraceServiceRequest {
     }
 }
 
-async fn grpc_send(
-    port: u16,
-    body: Bytes,
-    gzip: bool,
-    path: &'static str,
-) -> Result<ExportTraceServiceResponse, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if gzip {
-        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-    }
-    grpc.ready().await.unwrap();
-    grpc.unary(
-        tonic::Request::new(body),
-        http::uri::PathAndQuery::from_static(path),
-        ClientCodec::<ExportTraceServiceResponse>::default(),
-    )
-    .await
-    .map(|r| r.into_inner())
-}
-
-const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-
 async fn http_post(
     port: u16,
     path: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, http::HeaderMap, Vec<u8>) {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let mut req = http::Request::post(format!("http://127.0.0.1:{port}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -98,7 +65,13 @@ async fn http_post(
         .unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
@@ -137,18 +110,28 @@ service:
 
     // --- gRPC ---
     let garbage = Bytes::from_static(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    let err = grpc_send(grpc, garbage.clone(), false, TRACES).await.unwrap_err();
+    let err = grpc_send(grpc, garbage.clone(), false, TRACES)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("malformed OTLP traces request"));
 
     let big = Bytes::from(vec![0u8; 2 * 1024 * 1024]);
-    let err = grpc_send(grpc, big.clone(), false, TRACES).await.unwrap_err();
+    let err = grpc_send(grpc, big.clone(), false, TRACES)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     let err = grpc_send(grpc, big, true, TRACES).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "gzip bomb: {err:?}");
 
-    let err = grpc_send(grpc, Bytes::new(), false, METRICS).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "no metrics pipeline: {err:?}");
+    let err = grpc_send(grpc, Bytes::new(), false, METRICS)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unimplemented,
+        "no metrics pipeline: {err:?}"
+    );
 
     // Partial success: the span with an all-zero trace id is rejected, the other accepted.
     let mixed = Bytes::from(request(&[(1, 1), (0, 2)]).encode_to_vec());
@@ -159,7 +142,13 @@ service:
 
     // --- HTTP ---
     let good = request(&[(3, 3)]).encode_to_vec();
-    let (st, _, _) = http_post(http, "/v1/traces", &[("content-type", "text/plain")], good.clone()).await;
+    let (st, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "text/plain")],
+        good.clone(),
+    )
+    .await;
     assert_eq!(st, 415);
 
     let (st, h, body) = http_post(
@@ -198,7 +187,10 @@ service:
     let (st, _, _) = http_post(
         http,
         "/v1/traces",
-        &[("content-type", "application/x-protobuf"), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ],
         gzip(&vec![0u8; 5_000_000]),
     )
     .await;
@@ -207,37 +199,63 @@ service:
     let (st, _, _) = http_post(
         http,
         "/v1/traces",
-        &[("content-type", "application/x-protobuf"), ("content-encoding", "br")],
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "br"),
+        ],
         good.clone(),
     )
     .await;
     assert_eq!(st, 415, "unsupported encoding");
 
-    let (st, _, _) = http_post(http, "/v1/metrics", &[("content-type", "application/x-protobuf")], good.clone()).await;
+    let (st, _, _) = http_post(
+        http,
+        "/v1/metrics",
+        &[("content-type", "application/x-protobuf")],
+        good.clone(),
+    )
+    .await;
     assert_eq!(st, 404, "no metrics pipeline");
 
     // Valid requests still work, in every encoding.
     let (st, h, _) = http_post(
         http,
         "/v1/traces",
-        &[("content-type", "application/x-protobuf"), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ],
         gzip(&good),
     )
     .await;
     assert_eq!(st, 200);
     assert_eq!(h["content-type"], "application/x-protobuf");
     let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"04040404040404040404040404040404","spanId":"0404040404040404","name":"json-span","kind":2}]}]}]}"#;
-    let (st, h, body) = http_post(http, "/v1/traces", &[("content-type", "application/json")], json.as_bytes().to_vec()).await;
+    let (st, h, body) = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        json.as_bytes().to_vec(),
+    )
+    .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(h["content-type"], "application/json");
-    let resp = grpc_send(grpc, Bytes::from(request(&[(5, 5)]).encode_to_vec()), true, TRACES)
-        .await
-        .unwrap();
+    let resp = grpc_send(
+        grpc,
+        Bytes::from(request(&[(5, 5)]).encode_to_vec()),
+        true,
+        TRACES,
+    )
+    .await
+    .unwrap();
     assert!(resp.partial_success.is_none());
 
     // Only the valid spans were written: (1,1), (3,3), json (4,4), (5,5).
     let file = dir.path().join("out.jsonl");
-    assert!(wait_until(Duration::from_secs(5), || read_spans(&file).0.len() == 4));
+    assert!(wait_until(Duration::from_secs(5), || read_spans(&file)
+        .0
+        .len()
+        == 4));
     let (spans, dups) = read_spans(&file);
     assert_eq!(dups, 0);
     let ids: Vec<&str> = spans.keys().map(|(t, _)| &t[..2]).collect();

@@ -35,9 +35,27 @@ fn python_sdk_spans_arrive_span_for_span() {
 
     let runs = [
         ("grpc", format!("localhost:{grpc}"), false, "svc-grpc", 300),
-        ("grpc", format!("localhost:{grpc}"), true, "svc-grpc-gzip", 257),
-        ("http", format!("http://127.0.0.1:{http}/v1/traces"), false, "svc-http", 200),
-        ("http", format!("http://127.0.0.1:{http}/v1/traces"), true, "svc-http-gzip", 101),
+        (
+            "grpc",
+            format!("localhost:{grpc}"),
+            true,
+            "svc-grpc-gzip",
+            257,
+        ),
+        (
+            "http",
+            format!("http://127.0.0.1:{http}/v1/traces"),
+            false,
+            "svc-http",
+            200,
+        ),
+        (
+            "http",
+            format!("http://127.0.0.1:{http}/v1/traces"),
+            true,
+            "svc-http-gzip",
+            101,
+        ),
     ];
     let mut expected = SpanSet::new();
     for (proto, endpoint, gzip, service, n) in runs {
@@ -71,10 +89,17 @@ fn python_sdk_spans_arrive_span_for_span() {
     let complete = wait_until(Duration::from_secs(10), || {
         read_spans(&file).0.len() >= expected.len()
     });
-    assert!(complete, "not every span reached the file:\n{}", ow.stderr());
+    assert!(
+        complete,
+        "not every span reached the file:\n{}",
+        ow.stderr()
+    );
     let (got, dups) = read_spans(&file);
     assert_eq!(dups, 0, "a span was written twice");
-    assert_eq!(got, expected, "the file must hold exactly the spans the SDK sent");
+    assert_eq!(
+        got, expected,
+        "the file must hold exactly the spans the SDK sent"
+    );
 
     // Self-telemetry counted them per transport.
     let grpc_in = ow.metric(
@@ -84,7 +109,10 @@ fn python_sdk_spans_arrive_span_for_span() {
         "otelwatch_receiver_accepted_items_total{receiver=\"otlp\",transport=\"http\",signal=\"traces\"}",
     );
     assert_eq!((grpc_in, http_in), (557.0, 301.0));
-    assert!(ow.stdout().contains("traces: "), "debug exporter printed nothing");
+    assert!(
+        ow.stdout().contains("traces: "),
+        "debug exporter printed nothing"
+    );
 
     let status = ow.terminate();
     assert!(status.success(), "exit {status}:\n{}", ow.stderr());

@@ -97,7 +97,11 @@ mod tests {
     #[test]
     fn unset_and_invalid_references_are_errors_with_lines() {
         let mut errs = Vec::new();
-        expand("a: 1\nb: ${env:MISSING}\nc: ${env:9X}\nd: ${env:OPEN\n", &env, &mut errs);
+        expand(
+            "a: 1\nb: ${env:MISSING}\nc: ${env:9X}\nd: ${env:OPEN\n",
+            &env,
+            &mut errs,
+        );
         let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(msgs[0].starts_with("line 2: environment variable MISSING is not set"));

@@ -174,8 +174,9 @@ pub fn listen_addr(endpoint: &str) -> Result<SocketAddr, String> {
     let ip = if host == "localhost" {
         std::net::IpAddr::from([127, 0, 0, 1])
     } else {
-        host.parse()
-            .map_err(|_| format!("listen endpoint {endpoint:?}: {host:?} is not an IP address or localhost"))?
+        host.parse().map_err(|_| {
+            format!("listen endpoint {endpoint:?}: {host:?} is not an IP address or localhost")
+        })?
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -264,7 +265,10 @@ impl Config {
         self.receivers.iter().find(|(i, _)| i == id).map(|(_, c)| c)
     }
     pub fn processor(&self, id: &ComponentId) -> Option<&ProcessorConfig> {
-        self.processors.iter().find(|(i, _)| i == id).map(|(_, c)| c)
+        self.processors
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, c)| c)
     }
     pub fn exporter(&self, id: &ComponentId) -> Option<&ExporterConfig> {
         self.exporters.iter().find(|(i, _)| i == id).map(|(_, c)| c)
@@ -281,7 +285,10 @@ pub fn load_file(path: &Path) -> Result<Config, LoadError> {
 }
 
 /// Parses and validates config text; `lookup_env` answers `${env:NAME}` references.
-pub fn parse(text: &str, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn parse(
+    text: &str,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let expanded = env::expand(text, lookup_env, &mut errors);
     let root: Value = match serde_norway::from_str(&expanded) {
@@ -362,7 +369,10 @@ pub fn parse(text: &str, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<
         }
     }
     if let Some(level) = &service.telemetry.logs.level {
-        if !matches!(level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
+        if !matches!(
+            level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
             errors.push(ConfigError::new(
                 "service.telemetry.logs.level",
                 format!("unknown level {level:?} (error, warn, info, debug, trace)"),
@@ -498,7 +508,10 @@ fn check_graph(
             ));
             ok = false;
         }
-        let mut resolve = |list: &[String], field: &str, section: &'static str, known: &dyn Fn(&ComponentId) -> bool| {
+        let mut resolve = |list: &[String],
+                           field: &str,
+                           section: &'static str,
+                           known: &dyn Fn(&ComponentId) -> bool| {
             let mut ids = Vec::new();
             for (i, name) in list.iter().enumerate() {
                 let ipath = format!("{path}.{field}[{i}]");
@@ -510,7 +523,8 @@ fn check_graph(
                 match ComponentId::parse(name) {
                     Ok(id) if known(&id) => {
                         if ids.contains(&id) {
-                            errors.push(ConfigError::new(ipath, format!("{name:?} is listed twice")));
+                            errors
+                                .push(ConfigError::new(ipath, format!("{name:?} is listed twice")));
                             ok = false;
                         } else {
                             used.insert((section, id.clone()));
@@ -520,7 +534,10 @@ fn check_graph(
                     Ok(_) => {
                         errors.push(ConfigError::new(
                             ipath,
-                            format!("{} {name:?} is not defined under {section}", &section[..section.len() - 1]),
+                            format!(
+                                "{} {name:?} is not defined under {section}",
+                                &section[..section.len() - 1]
+                            ),
                         ));
                         ok = false;
                     }
@@ -549,7 +566,10 @@ fn check_graph(
                 if !rc.signals().contains(&signal) {
                     errors.push(ConfigError::new(
                         format!("{path}.receivers[{i}]"),
-                        format!("receiver {id:?} cannot produce {signal}", id = id.to_string()),
+                        format!(
+                            "receiver {id:?} cannot produce {signal}",
+                            id = id.to_string()
+                        ),
                     ));
                     ok = false;
                 }
@@ -605,7 +625,10 @@ fn check_graph(
         }
     }
     for (section, ids) in [
-        ("receivers", receivers.iter().map(|(i, _)| i).collect::<Vec<_>>()),
+        (
+            "receivers",
+            receivers.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+        ),
         ("processors", processors.iter().map(|(i, _)| i).collect()),
         ("exporters", exporters.iter().map(|(i, _)| i).collect()),
     ] {

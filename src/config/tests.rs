@@ -77,7 +77,10 @@ fn env_values_replace_defaults_and_are_read_as_yaml() {
     match &cfg.receivers[0].1 {
         ReceiverConfig::Otlp(o) => {
             assert_eq!(o.protocols.grpc.as_ref().unwrap().max_recv_msg_size_mib, 16);
-            assert!(o.protocols.http.is_none(), "only listed protocols are enabled");
+            assert!(
+                o.protocols.http.is_none(),
+                "only listed protocols are enabled"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -140,10 +143,7 @@ fn an_invalid_endpoint_in_a_valid_shape_is_named() {
     let yaml = "receivers:\n  otlp:\nexporters:\n  otlp:\n    endpoint: \"htp:/x\"\nservice:\n  pipelines:\n    traces: { receivers: [otlp], exporters: [otlp] }\n";
     let errs = errors_of(yaml);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(
-        errs[0].starts_with("exporters.otlp.endpoint: "),
-        "{errs:?}"
-    );
+    assert!(errs[0].starts_with("exporters.otlp.endpoint: "), "{errs:?}");
 }
 
 #[test]
@@ -214,7 +214,10 @@ service:
 fn yaml_syntax_errors_say_where() {
     let errs = errors_of("receivers: [otlp\nexporters: {}\n");
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].contains("not valid YAML") && errs[0].contains("line"), "{errs:?}");
+    assert!(
+        errs[0].contains("not valid YAML") && errs[0].contains("line"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -222,7 +225,8 @@ fn numbers_are_not_durations() {
     let yaml = "receivers:\n  otlp:\nprocessors:\n  batch: { timeout: 5 }\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: { receivers: [otlp], processors: [batch], exporters: [nop] }\n";
     let errs = errors_of(yaml);
     assert!(
-        errs[0].starts_with("processors.batch.timeout: invalid type: integer `5`, expected a string"),
+        errs[0]
+            .starts_with("processors.batch.timeout: invalid type: integer `5`, expected a string"),
         "{errs:?}"
     );
 }
@@ -240,5 +244,8 @@ fn component_ids() {
 #[test]
 fn an_empty_file_needs_a_pipeline() {
     let errs = errors_of("");
-    assert_eq!(errs, ["service.pipelines: at least one pipeline is required"]);
+    assert_eq!(
+        errs,
+        ["service.pipelines: at least one pipeline is required"]
+    );
 }

@@ -65,10 +65,11 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 fn hex(id: &[u8]) -> String {
-    id.iter().fold(String::with_capacity(id.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    id.iter()
+        .fold(String::with_capacity(id.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Formats a batch for the terminal.

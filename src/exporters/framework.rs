@@ -385,7 +385,11 @@ async fn deliver<E: Export>(
                     c.failed.add(rejected as u64);
                 }
                 if attempt > 0 {
-                    tracing::info!(exporter = id, attempts = attempt + 1, "delivered after retrying");
+                    tracing::info!(
+                        exporter = id,
+                        attempts = attempt + 1,
+                        "delivered after retrying"
+                    );
                 }
                 return;
             }
@@ -481,7 +485,10 @@ mod tests {
     #[tokio::test]
     async fn retryable_errors_are_retried_until_delivered() {
         let (retries, t) = run_one(
-            vec![ExportError::retryable("down"), ExportError::retryable("down")],
+            vec![
+                ExportError::retryable("down"),
+                ExportError::retryable("down"),
+            ],
             fast_retry(),
         )
         .await;
@@ -504,7 +511,9 @@ mod tests {
             max_elapsed_time: ConfigDuration::from_millis(20),
             ..fast_retry()
         };
-        let script = (0..10_000).map(|_| ExportError::retryable("down")).collect();
+        let script = (0..10_000)
+            .map(|_| ExportError::retryable("down"))
+            .collect();
         let (_, t) = run_one(script, retry).await;
         assert_eq!(t.sum(names::EXPORTER_FAILED, &[]), 7);
     }

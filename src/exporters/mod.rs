@@ -82,7 +82,11 @@ impl ExporterConfig {
     }
 
     /// Builds the exporter and starts its loop.
-    pub fn start(&self, id: &ComponentId, telemetry: &Telemetry) -> Result<RunningExporter, ExporterError> {
+    pub fn start(
+        &self,
+        id: &ComponentId,
+        telemetry: &Telemetry,
+    ) -> Result<RunningExporter, ExporterError> {
         let name = id.to_string();
         Ok(match self {
             ExporterConfig::Otlp(c) => {

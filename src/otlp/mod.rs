@@ -164,7 +164,8 @@ impl Signal for ExportMetricsServiceRequest {
         for rm in &mut self.resource_metrics {
             for sm in &mut rm.scope_metrics {
                 let before: usize = sm.metrics.iter().map(data_points).sum();
-                sm.metrics.retain(|m| !m.name.is_empty() && m.data.is_some());
+                sm.metrics
+                    .retain(|m| !m.name.is_empty() && m.data.is_some());
                 let after: usize = sm.metrics.iter().map(data_points).sum();
                 c.accepted += after;
                 c.rejected += before - after;
@@ -325,7 +326,10 @@ pub fn decode_json_line(line: &[u8]) -> Result<(Batch, Checked), JsonLineError> 
 
 /// The first key of a JSON object if it is one of the three signal keys.
 fn first_key(line: &[u8]) -> Option<&'static str> {
-    let rest = line.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    let rest = line
+        .trim_ascii_start()
+        .strip_prefix(b"{")?
+        .trim_ascii_start();
     ["resourceSpans", "resourceMetrics", "resourceLogs"]
         .into_iter()
         .find(|k| {

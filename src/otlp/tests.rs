@@ -21,7 +21,11 @@ fn otlp_json_traces_decode_per_specification() {
     assert_eq!(span.kind, 2);
     assert_eq!(span.end_time_unix_nano, 1_700_000_000_250_000_000);
     assert_eq!(span.status.as_ref().unwrap().code, 2);
-    match span.attributes[0].value.as_ref().and_then(|v| v.value.as_ref()) {
+    match span.attributes[0]
+        .value
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
         Some(Value::IntValue(503)) => {}
         other => panic!("intValue as a string must decode: {other:?}"),
     }
@@ -33,7 +37,10 @@ fn json_round_trips_through_the_file_format() {
     let mut line = Vec::new();
     encode_json_line(&batch.payload, &mut line).unwrap();
     let text = String::from_utf8(line.clone()).unwrap();
-    assert!(text.contains("\"traceId\":\"5b8efff798038103d269b633813fc60c\""), "{text}");
+    assert!(
+        text.contains("\"traceId\":\"5b8efff798038103d269b633813fc60c\""),
+        "{text}"
+    );
     assert!(text.contains("\"intValue\":\"503\""), "{text}");
     let (again, checked) = decode_json_line(&line).unwrap();
     assert_eq!(checked.rejected, 0);
@@ -52,12 +59,22 @@ fn metrics_and_logs_lines_are_recognised() {
     let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"},"severityNumber":9,"traceId":"abcd"}]}]}]}"#;
     let (b, c) = decode_json_line(logs.as_bytes()).unwrap();
     assert_eq!(b.kind(), DataKind::Logs);
-    assert_eq!((c.accepted, c.rejected), (0, 1), "a 2-byte trace id is invalid");
+    assert_eq!(
+        (c.accepted, c.rejected),
+        (0, 1),
+        "a 2-byte trace id is invalid"
+    );
     // Whitespace before the key, and a key that is not first, still work.
     let spaced = r#" { "resourceSpans" : [] }"#;
-    assert_eq!(decode_json_line(spaced.as_bytes()).unwrap().0.kind(), DataKind::Traces);
+    assert_eq!(
+        decode_json_line(spaced.as_bytes()).unwrap().0.kind(),
+        DataKind::Traces
+    );
     let later = r#"{"extra":1,"resourceLogs":[]}"#;
-    assert_eq!(decode_json_line(later.as_bytes()).unwrap().0.kind(), DataKind::Logs);
+    assert_eq!(
+        decode_json_line(later.as_bytes()).unwrap().0.kind(),
+        DataKind::Logs
+    );
 }
 
 #[test]
@@ -70,7 +87,10 @@ fn bad_lines_are_errors_not_panics() {
         decode_json_line(b"[1,2]"),
         Err(JsonLineError::UnknownSignal)
     ));
-    assert!(matches!(decode_json_line(b"{not json"), Err(JsonLineError::Json(_))));
+    assert!(matches!(
+        decode_json_line(b"{not json"),
+        Err(JsonLineError::Json(_))
+    ));
     let bad_hex = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#;
     assert!(matches!(
         decode_json_line(bad_hex.as_bytes()),

@@ -95,8 +95,14 @@ mod tests {
         let (tx_b, mut rx_b) = mpsc::channel(1);
         let fan = FanOut::new(
             vec![
-                PipelineInput { pipeline: "a".into(), tx: tx_a },
-                PipelineInput { pipeline: "b".into(), tx: tx_b },
+                PipelineInput {
+                    pipeline: "a".into(),
+                    tx: tx_a,
+                },
+                PipelineInput {
+                    pipeline: "b".into(),
+                    tx: tx_b,
+                },
             ],
             Duration::from_millis(20),
         );

@@ -83,7 +83,9 @@ fn owned<T: Clone>(a: Arc<T>) -> T {
 fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
     let merged = match (&mut a.payload, b.payload) {
         (Payload::Traces(x), Payload::Traces(y)) => {
-            Arc::make_mut(x).resource_spans.extend(owned(y).resource_spans);
+            Arc::make_mut(x)
+                .resource_spans
+                .extend(owned(y).resource_spans);
             true
         }
         (Payload::Metrics(x), Payload::Metrics(y)) => {
@@ -93,7 +95,9 @@ fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
             true
         }
         (Payload::Logs(x), Payload::Logs(y)) => {
-            Arc::make_mut(x).resource_logs.extend(owned(y).resource_logs);
+            Arc::make_mut(x)
+                .resource_logs
+                .extend(owned(y).resource_logs);
             true
         }
         (_, other) => {
@@ -180,7 +184,10 @@ mod tests {
         p.process(traces(2), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].items, 6);
-        assert!(out[0].encoded.is_none(), "a merged batch must not keep stale bytes");
+        assert!(
+            out[0].encoded.is_none(),
+            "a merged batch must not keep stale bytes"
+        );
         match &out[0].payload {
             Payload::Traces(t) => assert_eq!(t.resource_spans.len(), 6),
             _ => panic!("kind changed"),

@@ -315,6 +315,8 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.jsonl", "b.jsonl"]);
         let missing = dir.path().join("nope.jsonl").display().to_string();
-        assert!(expand_includes(&[missing]).unwrap_err().contains("no such file"));
+        assert!(expand_includes(&[missing])
+            .unwrap_err()
+            .contains("no such file"));
     }
 }

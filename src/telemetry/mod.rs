@@ -178,7 +178,10 @@ mod tests {
             .inc();
         t.gauge_fn("q", "queue", vec![("queue", "a\"b".into())], || 7.0);
         let text = t.render();
-        assert!(text.contains("# TYPE x_total counter\nx_total{component=\"otlp\"} 4\n"), "{text}");
+        assert!(
+            text.contains("# TYPE x_total counter\nx_total{component=\"otlp\"} 4\n"),
+            "{text}"
+        );
         assert!(text.contains("q{queue=\"a\\\"b\"} 7\n"), "{text}");
         assert_eq!(t.sum("x_total", &[("component", "otlp")]), 4);
         assert_eq!(t.sum("x_total", &[("component", "nope")]), 0);

@@ -33,25 +33,42 @@ impl Otelwatch {
     /// Writes `config` (with `{METRICS}` replaced by a free port and `{DIR}` by the work
     /// directory) and starts the binary; returns once `/healthz` answers.
     pub fn start(dir: &Path, name: &str, config: &str) -> Self {
+        let mut ow = Self::prepare(dir, name, config);
+        ow.spawn();
+        ow
+    }
+
+    /// Starts without waiting for `/healthz`: for runs that may end by themselves.
+    pub fn start_finite(dir: &Path, name: &str, config: &str) -> Self {
+        let mut ow = Self::prepare(dir, name, config);
+        ow.launch();
+        ow
+    }
+
+    fn prepare(dir: &Path, name: &str, config: &str) -> Self {
         let metrics_port = free_port();
         let config = config
             .replace("{METRICS}", &metrics_port.to_string())
             .replace("{DIR}", &dir.display().to_string());
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config).unwrap();
-        let mut ow = Self {
+        Self {
             child: None,
             dir: dir.to_path_buf(),
             metrics_port,
             stderr_path: dir.join(format!("{name}.stderr")),
             stdout_path: dir.join(format!("{name}.stdout")),
             config_path,
-        };
-        ow.spawn();
-        ow
+        }
     }
 
+    /// Starts (again) and waits until healthy.
     pub fn spawn(&mut self) {
+        self.launch();
+        self.wait_healthy();
+    }
+
+    fn launch(&mut self) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -72,13 +89,16 @@ impl Otelwatch {
             .spawn()
             .expect("cannot start otelwatch");
         self.child = Some(child);
-        self.wait_healthy();
     }
 
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("otelwatch exited early ({status}):\n{}", self.stderr());
             }
             if let Ok((200, _)) = http_get(self.metrics_port, "/healthz") {
@@ -231,7 +251,10 @@ pub fn sdk_python() -> Option<PathBuf> {
     ];
     for c in candidates.into_iter().flatten() {
         let ok = Command::new(&c)
-            .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp"])
+            .args([
+                "-c",
+                "import opentelemetry.sdk, opentelemetry.exporter.otlp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -252,4 +275,54 @@ pub fn sdk_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(name)
+}
+
+pub const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// Sends raw protobuf bytes to an OTLP/gRPC `Export` method.
+pub async fn grpc_send(
+    port: u16,
+    body: bytes::Bytes,
+    gzip: bool,
+    path: &'static str,
+) -> Result<
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+    tonic::Status,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(path),
+        otelwatch::otlp::codec::ClientCodec::<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Builds `n` requests of `spans` realistic spans each, remembering every span sent.
+pub fn make_requests(n: usize, spans: usize, seed: u64, sent: &mut SpanSet) -> Vec<bytes::Bytes> {
+    use prost::Message;
+    let mut f = otelwatch::loadgen::SpanFactory::new(3, seed);
+    let mut dups = 0;
+    (0..n)
+        .map(|_| {
+            let r = f.request(spans);
+            spans_of(&r, sent, &mut dups);
+            bytes::Bytes::from(r.encode_to_vec())
+        })
+        .collect()
 }

@@ -113,7 +113,10 @@ impl OtlpReceiverConfig {
         }
         if let Some(g) = &p.grpc {
             if let Err(e) = listen_addr(&g.endpoint) {
-                errors.push(ConfigError::new(format!("{path}.protocols.grpc.endpoint"), e));
+                errors.push(ConfigError::new(
+                    format!("{path}.protocols.grpc.endpoint"),
+                    e,
+                ));
             }
             if g.max_recv_msg_size_mib == 0 {
                 errors.push(ConfigError::new(
@@ -124,7 +127,10 @@ impl OtlpReceiverConfig {
         }
         if let Some(h) = &p.http {
             if let Err(e) = listen_addr(&h.endpoint) {
-                errors.push(ConfigError::new(format!("{path}.protocols.http.endpoint"), e));
+                errors.push(ConfigError::new(
+                    format!("{path}.protocols.http.endpoint"),
+                    e,
+                ));
             }
             if h.max_request_body_size == 0 {
                 errors.push(ConfigError::new(
