@@ -236,16 +236,18 @@ fn count_spans(r: &ExportTraceServiceRequest) -> u64 {
         .sum()
 }
 
+struct HttpSender {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    uri: http::Uri,
+    gzip: bool,
+}
+
 enum Sender {
     Grpc(tonic::transport::Channel, bool),
-    Http(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Full<Bytes>,
-        >,
-        http::Uri,
-        bool,
-    ),
+    Http(Box<HttpSender>),
 }
 
 enum Outcome {
@@ -287,7 +289,8 @@ impl Sender {
                     Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
                 }
             }
-            Sender::Http(client, uri, gzip) => {
+            Sender::Http(h) => {
+                let HttpSender { client, uri, gzip } = h.as_ref();
                 let body = if *gzip {
                     use std::io::Write;
                     let mut e =
@@ -365,7 +368,11 @@ pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
             let client =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .build_http();
-            Sender::Http(client, uri, opts.gzip)
+            Sender::Http(Box::new(HttpSender {
+                client,
+                uri,
+                gzip: opts.gzip,
+            }))
         }
     });
     let sent = Arc::new(AtomicU64::new(0));

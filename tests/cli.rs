@@ -120,8 +120,18 @@ fn loadgen_sends_over_grpc_and_http_and_every_span_is_counted() {
         ("http", format!("http://127.0.0.1:{http}")),
     ] {
         let (code, out, err) = otelwatch(&[
-            "loadgen", "--protocol", proto, "--endpoint", &endpoint, "--duration", "500ms",
-            "--rate", "4000", "--batch-size", "100", "--gzip",
+            "loadgen",
+            "--protocol",
+            proto,
+            "--endpoint",
+            &endpoint,
+            "--duration",
+            "500ms",
+            "--rate",
+            "4000",
+            "--batch-size",
+            "100",
+            "--gzip",
         ]);
         assert_eq!(code, 0, "{out}{err}");
         let sent: u64 = out
@@ -132,8 +142,11 @@ fn loadgen_sends_over_grpc_and_http_and_every_span_is_counted() {
         assert!(sent > 0);
         total += sent;
     }
-    assert!(support::wait_until(std::time::Duration::from_secs(5), || {
-        ow.metric("otelwatch_exporter_sent_items_total{exporter=\"nop\",signal=\"traces\"}")
-            == total as f64
-    }));
+    assert!(support::wait_until(
+        std::time::Duration::from_secs(5),
+        || {
+            ow.metric("otelwatch_exporter_sent_items_total{exporter=\"nop\",signal=\"traces\"}")
+                == total as f64
+        }
+    ));
 }

@@ -474,7 +474,7 @@ mod tests {
         };
         let running = spawn("test", exp, settings, &t);
         running.input.send(batch(7)).await.unwrap();
-        assert_eq!(running.input.pending_items() > 0, true);
+        assert!(running.input.pending_items() > 0);
         let input = running.input.clone();
         drop(running.input);
         drop(input);

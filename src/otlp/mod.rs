@@ -113,7 +113,7 @@ impl Signal for ExportTraceServiceRequest {
 
     fn response(rejected: usize, message: String) -> Self::Response {
         ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: rejected as i64,
                 error_message: message,
             }),
@@ -182,7 +182,7 @@ impl Signal for ExportMetricsServiceRequest {
 
     fn response(rejected: usize, message: String) -> Self::Response {
         ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: rejected as i64,
                 error_message: message,
             }),
@@ -237,7 +237,7 @@ impl Signal for ExportLogsServiceRequest {
 
     fn response(rejected: usize, message: String) -> Self::Response {
         ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
                 rejected_log_records: rejected as i64,
                 error_message: message,
             }),
