@@ -249,17 +249,24 @@ service:
     .await
     .unwrap();
     assert!(resp.partial_success.is_none());
+    let resp = grpc_send_with(
+        grpc,
+        Bytes::from(request(&[(6, 6)]).encode_to_vec()),
+        Some(tonic::codec::CompressionEncoding::Zstd),
+        TRACES,
+    )
+    .await
+    .unwrap();
+    assert!(resp.partial_success.is_none());
 
-    // Only the valid spans were written: (1,1), (3,3), json (4,4), (5,5).
+    // Only the valid spans were written: (1,1), (3,3), json (4,4), gzip (5,5), zstd (6,6).
     let file = dir.path().join("out.jsonl");
-    assert!(wait_until(Duration::from_secs(5), || read_spans(&file)
-        .0
-        .len()
-        == 4));
+    let written = || read_spans(&file).0.len();
+    assert!(wait_until(Duration::from_secs(5), || written() == 5));
     let (spans, dups) = read_spans(&file);
     assert_eq!(dups, 0);
     let ids: Vec<&str> = spans.keys().map(|(t, _)| &t[..2]).collect();
-    assert_eq!(ids, ["01", "03", "04", "05"]);
+    assert_eq!(ids, ["01", "03", "04", "05", "06"]);
 
     let bad_grpc = ow.metric("otelwatch_receiver_bad_requests_total{receiver=\"otlp\",transport=\"grpc\",signal=\"traces\"}");
     let bad_http = ow.metric("otelwatch_receiver_bad_requests_total{receiver=\"otlp\",transport=\"http\",signal=\"traces\"}");

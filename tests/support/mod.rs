@@ -280,11 +280,24 @@ pub fn sdk_script(name: &str) -> PathBuf {
 pub const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 pub const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
-/// Sends raw protobuf bytes to an OTLP/gRPC `Export` method.
+/// Sends raw protobuf bytes to an OTLP/gRPC `Export` method, gzip-compressed if asked.
 pub async fn grpc_send(
     port: u16,
     body: bytes::Bytes,
     gzip: bool,
+    path: &'static str,
+) -> Result<
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+    tonic::Status,
+> {
+    let c = gzip.then_some(tonic::codec::CompressionEncoding::Gzip);
+    grpc_send_with(port, body, c, path).await
+}
+
+pub async fn grpc_send_with(
+    port: u16,
+    body: bytes::Bytes,
+    compression: Option<tonic::codec::CompressionEncoding>,
     path: &'static str,
 ) -> Result<
     opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
@@ -296,8 +309,8 @@ pub async fn grpc_send(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    if gzip {
-        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    if let Some(c) = compression {
+        grpc = grpc.send_compressed(c);
     }
     grpc.ready()
         .await
