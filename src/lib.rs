@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod processors;
 pub mod receivers;
 pub mod telemetry;
+pub mod windows;
 
 /// The pipeline run when no `--config` is given.
 pub const DEFAULT_PIPELINE: &str = include_str!("default-pipeline.yaml");

@@ -5,10 +5,15 @@
 //!   debug:
 //!     verbosity: basic     # basic: one line per batch; normal: one line per item; detailed: OTLP/JSON
 //! ```
+//! For window records (after `window`/`iforest`), `basic` prints each anomaly as one line —
+//! the live terminal monitor — `normal` prints every window, `detailed` every document.
+//! ```yaml
+//! ```
 
 use super::framework::{Delivered, Export, ExportError};
 use crate::config::{decode_section, ConfigError};
 use crate::pipeline::{Batch, Payload};
+use crate::windows::{feature, Severity, WindowRecord};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
@@ -39,12 +44,14 @@ impl DebugConfig {
 
 pub struct DebugExporter {
     verbosity: Verbosity,
+    color: bool,
 }
 
 impl DebugExporter {
     pub fn new(cfg: &DebugConfig) -> Self {
         Self {
             verbosity: cfg.verbosity,
+            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
 }
@@ -72,8 +79,64 @@ fn hex(id: &[u8]) -> String {
         })
 }
 
+/// One window as a terminal line: anomalies stand out (red/yellow when `color`).
+pub fn window_line(w: &WindowRecord, color: bool) -> String {
+    let when = crate::windows::rfc3339(w.start_ns);
+    let f = &w.features;
+    let stats = format!(
+        "n={:<5} err={:.3} p95={:.1}ms",
+        f[feature::REQUEST_COUNT],
+        f[feature::ERROR_RATE],
+        f[feature::LATENCY_P95]
+    );
+    match &w.anomaly {
+        Some(a) if a.is_anomaly => {
+            let sev = a.severity.map(|s| s.as_str()).unwrap_or("minor");
+            let (on, off) = match (color, a.severity) {
+                (false, _) => ("", ""),
+                (true, Some(Severity::Critical)) => ("\x1b[1;31m", "\x1b[0m"),
+                (true, Some(Severity::Major)) => ("\x1b[31m", "\x1b[0m"),
+                (true, _) => ("\x1b[33m", "\x1b[0m"),
+            };
+            format!(
+                "{on}ANOMALY {sev:<8} {when} {} score={:.2} (threshold {:.2}) {}{off}",
+                w.series, a.score, a.threshold, a.message
+            )
+        }
+        Some(a) if a.warming_up => format!("window  {when} {} {stats} (warming up)", w.series),
+        Some(a) => format!("window  {when} {} {stats} score={:.2}", w.series, a.score),
+        None => format!("window  {when} {} {stats}", w.series),
+    }
+}
+
+fn render_windows(ws: &[WindowRecord], verbosity: Verbosity, color: bool) -> String {
+    let mut out = String::new();
+    for w in ws {
+        match verbosity {
+            // Basic: the live monitor view, anomalies only.
+            Verbosity::Basic if !w.is_anomaly() => {}
+            Verbosity::Basic | Verbosity::Normal => {
+                out.push_str(&window_line(w, color));
+                out.push('\n');
+            }
+            Verbosity::Detailed => {
+                out.push_str(&w.to_document().to_string());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// Formats a batch for the terminal.
 pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
+    render_colored(batch, verbosity, false)
+}
+
+pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> String {
+    if let Payload::Windows(ws) = &batch.payload {
+        return render_windows(ws, verbosity, color);
+    }
     let mut out = String::new();
     let kind = batch.kind();
     match verbosity {
@@ -94,6 +157,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                     .iter()
                     .map(|r| service_name(r.resource.as_ref()))
                     .collect(),
+                Payload::Windows(_) => BTreeSet::new(),
             };
             let list: Vec<&str> = services.into_iter().collect();
             let _ = writeln!(
@@ -154,6 +218,7 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
                     }
                 }
             }
+            Payload::Windows(_) => {}
         },
         Verbosity::Detailed => {
             let mut buf = Vec::new();
@@ -168,7 +233,10 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
 
 impl Export for DebugExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
-        let text = render(batch, self.verbosity);
+        let text = render_colored(batch, self.verbosity, self.color);
+        if text.is_empty() {
+            return Ok(Delivered::default());
+        }
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(text.as_bytes())

@@ -267,7 +267,7 @@ pub fn spawn<E: Export>(
     let (tx, rx) = mpsc::channel(settings.queue.queue_size.max(1));
     let pending = Arc::new(AtomicU64::new(0));
     let counters = Arc::new(Counters {
-        by_kind: DataKind::SIGNALS
+        by_kind: DataKind::ALL
             .iter()
             .map(|k| {
                 let labels = vec![("exporter", id.to_string()), ("signal", k.to_string())];

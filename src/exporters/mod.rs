@@ -78,7 +78,12 @@ fn local_settings() -> RunSettings {
 impl ExporterConfig {
     /// The data kinds this exporter can take.
     pub fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::SIGNALS
+        match self {
+            ExporterConfig::Otlp(_) => &DataKind::SIGNALS,
+            ExporterConfig::Debug(_) | ExporterConfig::File(_) | ExporterConfig::Nop => {
+                &DataKind::ALL
+            }
+        }
     }
 
     /// Builds the exporter and starts its loop.

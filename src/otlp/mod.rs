@@ -285,6 +285,7 @@ pub fn count_items(p: &Payload) -> usize {
             .flat_map(|r| &r.scope_logs)
             .map(|s| s.log_records.len())
             .sum(),
+        Payload::Windows(w) => w.len(),
     }
 }
 
@@ -339,12 +340,22 @@ fn first_key(line: &[u8]) -> Option<&'static str> {
         })
 }
 
-/// Encodes a payload as one line of OTLP/JSON (without the newline).
+/// Encodes a payload as JSON lines: one OTLP/JSON export request, or one document per window.
+/// Every line but the last ends in a newline; the caller adds the final one.
 pub fn encode_json_line(p: &Payload, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match p {
         Payload::Traces(t) => serde_json::to_writer(out, t.as_ref()),
         Payload::Metrics(m) => serde_json::to_writer(out, m.as_ref()),
         Payload::Logs(l) => serde_json::to_writer(out, l.as_ref()),
+        Payload::Windows(ws) => {
+            for (i, w) in ws.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                serde_json::to_writer(&mut *out, &w.to_document())?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The one envelope that travels on every edge of a pipeline.
 
+use crate::windows::WindowRecord;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -13,10 +14,18 @@ pub enum DataKind {
     Traces,
     Metrics,
     Logs,
+    /// Window records (from the `window` processor), scored or not.
+    Windows,
 }
 
 impl DataKind {
     pub const SIGNALS: [DataKind; 3] = [DataKind::Traces, DataKind::Metrics, DataKind::Logs];
+    pub const ALL: [DataKind; 4] = [
+        DataKind::Traces,
+        DataKind::Metrics,
+        DataKind::Logs,
+        DataKind::Windows,
+    ];
 
     pub fn from_signal_name(s: &str) -> Option<Self> {
         match s {
@@ -32,6 +41,17 @@ impl DataKind {
             Self::Traces => "traces",
             Self::Metrics => "metrics",
             Self::Logs => "logs",
+            Self::Windows => "windows",
+        }
+    }
+
+    /// Position among the OTLP signals (traces 0, metrics 1, logs 2); `None` for windows.
+    pub fn signal_index(self) -> Option<usize> {
+        match self {
+            Self::Traces => Some(0),
+            Self::Metrics => Some(1),
+            Self::Logs => Some(2),
+            Self::Windows => None,
         }
     }
 
@@ -41,6 +61,7 @@ impl DataKind {
             Self::Traces => "spans",
             Self::Metrics => "data points",
             Self::Logs => "log records",
+            Self::Windows => "windows",
         }
     }
 }
@@ -57,6 +78,7 @@ pub enum Payload {
     Traces(Arc<ExportTraceServiceRequest>),
     Metrics(Arc<ExportMetricsServiceRequest>),
     Logs(Arc<ExportLogsServiceRequest>),
+    Windows(Arc<Vec<WindowRecord>>),
 }
 
 impl Payload {
@@ -65,6 +87,7 @@ impl Payload {
             Payload::Traces(_) => DataKind::Traces,
             Payload::Metrics(_) => DataKind::Metrics,
             Payload::Logs(_) => DataKind::Logs,
+            Payload::Windows(_) => DataKind::Windows,
         }
     }
 }

@@ -6,7 +6,7 @@ use super::{Batch, FanOut, PipelineInput};
 use crate::config::{listen_addr, Config};
 use crate::exporters::framework::ExporterInput;
 use crate::exporters::ExporterError;
-use crate::processors::Chain;
+use crate::processors::{Chain, ProcessorContext};
 use crate::receivers::{ReceiverContext, ReceiverError};
 use crate::telemetry::{self, names, HealthState, Telemetry, TelemetryServerError};
 use std::future::Future;
@@ -140,8 +140,14 @@ pub async fn run(
         let stages = p
             .processors
             .iter()
-            .filter_map(|id| cfg.processor(id))
-            .map(|pc| pc.build())
+            .filter_map(|id| cfg.processor(id).map(|pc| (id, pc)))
+            .map(|(id, pc)| {
+                pc.build(&ProcessorContext {
+                    id: &id.to_string(),
+                    pipeline: &p.id,
+                    telemetry: &telemetry,
+                })
+            })
             .collect();
         let exporters: Vec<ExporterInput> = p
             .exporters

@@ -4,14 +4,17 @@
 //! | type | takes | gives | what |
 //! |---|---|---|---|
 //! | `batch` | traces, metrics, logs | the same | merges small requests into larger ones |
+//! | `window` | traces | windows | ten features per service / edge per tumbling window |
 
 pub mod batch;
+pub mod window;
 
 use crate::config::{ComponentId, ConfigError};
 use crate::pipeline::{Batch, DataKind};
+use crate::telemetry::Telemetry;
 use std::time::Duration;
 
-pub const TYPES: &[&str] = &["batch"];
+pub const TYPES: &[&str] = &["batch", "window"];
 
 /// A processor is driven by its pipeline's task; it never spawns or sleeps itself.
 pub trait Processor: Send {
@@ -29,6 +32,14 @@ pub trait Processor: Send {
 #[derive(Debug, Clone)]
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
+    Window(window::WindowConfig),
+}
+
+/// What a processor is given when it is built.
+pub struct ProcessorContext<'a> {
+    pub id: &'a str,
+    pub pipeline: &'a str,
+    pub telemetry: &'a Telemetry,
 }
 
 pub fn parse_config(
@@ -38,6 +49,7 @@ pub fn parse_config(
 ) -> Result<ProcessorConfig, Vec<ConfigError>> {
     match id.kind.as_str() {
         "batch" => batch::BatchConfig::parse(path, value).map(ProcessorConfig::Batch),
+        "window" => window::WindowConfig::parse(path, value).map(ProcessorConfig::Window),
         other => Err(vec![ConfigError::new(
             path,
             format!(
@@ -52,13 +64,21 @@ impl ProcessorConfig {
     /// The kind this processor emits for `input`, or what it accepts when it cannot take `input`.
     pub fn output_kind(&self, input: DataKind) -> Result<DataKind, String> {
         match self {
-            ProcessorConfig::Batch(_) => Ok(input),
+            ProcessorConfig::Batch(_) if input != DataKind::Windows => Ok(input),
+            ProcessorConfig::Batch(_) => Err("traces, metrics, logs".into()),
+            ProcessorConfig::Window(_) if input == DataKind::Traces => Ok(DataKind::Windows),
+            ProcessorConfig::Window(_) => Err("traces".into()),
         }
     }
 
-    pub fn build(&self) -> Box<dyn Processor> {
+    pub fn build(&self, ctx: &ProcessorContext<'_>) -> Box<dyn Processor> {
         match self {
             ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
+            ProcessorConfig::Window(c) => Box::new(window::WindowProcessor::new(
+                c,
+                &format!("{}@{}", ctx.id, ctx.pipeline),
+                ctx.telemetry,
+            )),
         }
     }
 }

@@ -170,6 +170,7 @@ pub fn latest_time(p: &Payload) -> Option<u64> {
                 None => None,
             })
             .max(),
+        Payload::Windows(w) => w.iter().map(|w| w.end_ns()).max(),
     }
     .filter(|t| *t > 0)
 }
@@ -248,11 +249,7 @@ pub async fn start(
                 if checked.rejected > 0 {
                     tracing::warn!(receiver = %id, "{}:{lineno}: {}", file.display(), checked.reason);
                 }
-                let idx = match batch.kind() {
-                    DataKind::Traces => 0,
-                    DataKind::Metrics => 1,
-                    DataKind::Logs => 2,
-                };
+                let idx = batch.kind().signal_index().unwrap_or(0);
                 let Some(fan) = &ctx.consumers[idx] else {
                     if !warned_no_pipeline[idx] {
                         warned_no_pipeline[idx] = true;

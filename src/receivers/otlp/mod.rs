@@ -194,11 +194,7 @@ pub(crate) struct Shared {
 }
 
 fn signal_index(kind: DataKind) -> usize {
-    match kind {
-        DataKind::Traces => 0,
-        DataKind::Metrics => 1,
-        DataKind::Logs => 2,
-    }
+    kind.signal_index().unwrap_or(0)
 }
 
 impl Shared {

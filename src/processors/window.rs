@@ -1,0 +1,598 @@
+//! Processor `window`: spans → one record per service (and per dependency edge) per tumbling
+//! window, with the ten features.
+//!
+//! ```yaml
+//! processors:
+//!   window:
+//!     interval: 10s            # windows are [k·interval, (k+1)·interval) since the Unix epoch
+//!     allowed_lateness: 5s     # how long a window waits for late spans
+//!     service_ttl: 1h          # series not seen for this long get no more (empty) windows
+//!     max_series: 10000        # services + edges + groups held at once
+//!     edges: true              # the callers' view of each dependency (CLIENT/PRODUCER spans)
+//!     group_by: [http.route]   # extra series per value of these attributes
+//! ```
+//!
+//! Event time is the span's **end** time. The watermark is the largest end time seen minus the
+//! lateness; while no data arrives it also moves forward with the wall clock (relative to when
+//! data last arrived), so a replay at full speed and a live stream both close windows, and a
+//! service that goes silent still gets its empty windows. Spans for windows already closed are
+//! counted (`otelwatch_window_late_spans_total`) and dropped.
+
+use super::Processor;
+use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::pipeline::{Batch, Payload};
+use crate::telemetry::{Counter, Telemetry};
+use crate::windows::{feature, SeriesKey, WindowRecord, N_FEATURES};
+use hdrhistogram::Histogram;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    pub interval: ConfigDuration,
+    pub allowed_lateness: ConfigDuration,
+    pub service_ttl: ConfigDuration,
+    pub max_series: usize,
+    pub edges: bool,
+    pub group_by: Vec<String>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            interval: ConfigDuration::from_secs(10),
+            allowed_lateness: ConfigDuration::from_secs(5),
+            service_ttl: ConfigDuration::from_secs(3600),
+            max_series: 10_000,
+            edges: true,
+            group_by: Vec::new(),
+        }
+    }
+}
+
+impl WindowConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.interval.get() < Duration::from_millis(10) {
+            errors.push(ConfigError::new(
+                format!("{path}.interval"),
+                "must be at least 10ms",
+            ));
+        }
+        if cfg.max_series == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_series"),
+                "must be at least 1",
+            ));
+        }
+        if cfg.service_ttl.get() < cfg.interval.get() {
+            errors.push(ConfigError::new(
+                format!("{path}.service_ttl"),
+                "must not be shorter than interval",
+            ));
+        }
+        for (i, k) in cfg.group_by.iter().enumerate() {
+            if k.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.group_by[{i}]"),
+                    "empty attribute name",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Largest latency the histogram records exactly (1 hour, in microseconds); longer spans are
+/// recorded at this value (and still count in the mean and max).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Spans ending further than this beyond the wall clock are refused (clock skew would otherwise
+/// close every open window at once).
+const MAX_FUTURE: Duration = Duration::from_secs(300);
+
+/// Running sums for one series in one window.
+struct Accum {
+    count: u64,
+    errors: u64,
+    client_errors: u64,
+    sum_ms: f64,
+    sum_sq_ms: f64,
+    max_ms: f64,
+    hist: Histogram<u32>,
+}
+
+impl Accum {
+    fn new(hist: Histogram<u32>) -> Self {
+        Self {
+            count: 0,
+            errors: 0,
+            client_errors: 0,
+            sum_ms: 0.0,
+            sum_sq_ms: 0.0,
+            max_ms: 0.0,
+            hist,
+        }
+    }
+
+    fn add(&mut self, ms: f64, error: bool, client_error: bool) {
+        self.count += 1;
+        self.errors += error as u64;
+        self.client_errors += client_error as u64;
+        self.sum_ms += ms;
+        self.sum_sq_ms += ms * ms;
+        self.max_ms = self.max_ms.max(ms);
+        let us = ((ms * 1000.0).round() as u64).clamp(1, MAX_LATENCY_US);
+        self.hist.saturating_record(us);
+    }
+
+    fn features(&self, previous_count: Option<u64>) -> [f64; N_FEATURES] {
+        let mut f = [0.0; N_FEATURES];
+        let n = self.count as f64;
+        f[feature::REQUEST_COUNT] = n;
+        if self.count > 0 {
+            let mean = self.sum_ms / n;
+            let var = (self.sum_sq_ms / n - mean * mean).max(0.0);
+            // The middle of the histogram bucket (within 1%), never above the exact maximum.
+            let q = |p: f64| {
+                let v = self.hist.median_equivalent(self.hist.value_at_quantile(p));
+                (v as f64 / 1000.0).min(self.max_ms)
+            };
+            f[feature::ERROR_RATE] = self.errors as f64 / n;
+            f[feature::CLIENT_ERROR_RATE] = self.client_errors as f64 / n;
+            f[feature::LATENCY_MEAN] = mean;
+            f[feature::LATENCY_P50] = q(0.50);
+            f[feature::LATENCY_P95] = q(0.95);
+            f[feature::LATENCY_P99] = q(0.99);
+            f[feature::LATENCY_MAX] = self.max_ms;
+            f[feature::LATENCY_STDDEV] = var.sqrt();
+        }
+        f[feature::THROUGHPUT_CHANGE] = throughput_change(self.count, previous_count);
+        f
+    }
+}
+
+/// This window's count over the previous window's. With no previous window the change is 1;
+/// after an empty window it is the count itself (as if the previous window had one request).
+pub fn throughput_change(count: u64, previous: Option<u64>) -> f64 {
+    match previous {
+        None => 1.0,
+        Some(0) if count == 0 => 1.0,
+        Some(p) => count as f64 / p.max(1) as f64,
+    }
+}
+
+struct Series {
+    key: Arc<SeriesKey>,
+    /// Open windows by start time.
+    open: BTreeMap<u64, Accum>,
+    /// The first window not yet emitted; spans for earlier windows are late.
+    next_emit: u64,
+    /// Latest end time seen for this series.
+    last_seen_ns: u64,
+    previous_count: Option<u64>,
+}
+
+/// What one span contributes, once classified.
+struct Observation {
+    key: SeriesKey,
+    end_ns: u64,
+    ms: f64,
+    error: bool,
+    client_error: bool,
+}
+
+pub struct WindowProcessor {
+    interval_ns: u64,
+    lateness_ns: u64,
+    ttl_ns: u64,
+    max_series: usize,
+    edges: bool,
+    group_by: Vec<String>,
+    series: HashMap<SeriesKey, Series>,
+    /// Largest end time seen, and the wall-clock instant it was last raised.
+    max_event_ns: u64,
+    last_data: Instant,
+    spare_hists: Vec<Histogram<u32>>,
+    late_spans: Counter,
+    future_spans: Counter,
+    dropped_series: Counter,
+    windows_out: Counter,
+    warned_cap: bool,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attr(attrs, key) {
+        Some(Value::StringValue(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match attr(attrs, key) {
+        Some(Value::IntValue(i)) => Some(*i),
+        Some(Value::StringValue(s)) => s.trim().parse().ok(),
+        Some(Value::DoubleValue(d)) => Some(*d as i64),
+        _ => None,
+    }
+}
+
+fn attr_text(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match attr(attrs, key) {
+        Some(Value::StringValue(s)) => Some(s.clone()),
+        Some(Value::IntValue(i)) => Some(i.to_string()),
+        Some(Value::BoolValue(b)) => Some(b.to_string()),
+        Some(Value::DoubleValue(d)) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+/// Error and client error, from span status, HTTP status (stable and legacy names) and gRPC code.
+pub fn classify(span: &Span) -> (bool, bool) {
+    let status_error = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32);
+    let http = attr_int(&span.attributes, "http.response.status_code")
+        .or_else(|| attr_int(&span.attributes, "http.status_code"));
+    let grpc_error = attr_int(&span.attributes, "rpc.grpc.status_code").is_some_and(|c| c != 0);
+    let error = status_error || http.is_some_and(|c| c >= 500) || grpc_error;
+    let client_error = http.is_some_and(|c| (400..500).contains(&c));
+    (error, client_error)
+}
+
+/// The callee of a CLIENT/PRODUCER span.
+pub fn edge_target(span: &Span) -> Option<&str> {
+    [
+        "peer.service",
+        "server.address",
+        "db.system",
+        "messaging.system",
+    ]
+    .iter()
+    .find_map(|k| attr_str(&span.attributes, k))
+    .or_else(|| attr_str(&span.attributes, "net.peer.name"))
+}
+
+impl WindowProcessor {
+    pub fn new(cfg: &WindowConfig, id: &str, telemetry: &Telemetry) -> Self {
+        let labels = || vec![("processor", id.to_string())];
+        Self {
+            interval_ns: cfg.interval.get().as_nanos() as u64,
+            lateness_ns: cfg.allowed_lateness.get().as_nanos() as u64,
+            ttl_ns: cfg.service_ttl.get().as_nanos() as u64,
+            max_series: cfg.max_series,
+            edges: cfg.edges,
+            group_by: cfg.group_by.clone(),
+            series: HashMap::new(),
+            max_event_ns: 0,
+            last_data: Instant::now(),
+            spare_hists: Vec::new(),
+            late_spans: telemetry.counter(
+                "otelwatch_window_late_spans_total",
+                "Spans that arrived after their window had closed.",
+                labels(),
+            ),
+            future_spans: telemetry.counter(
+                "otelwatch_window_future_spans_total",
+                "Spans ending too far beyond the wall clock (clock skew), refused.",
+                labels(),
+            ),
+            dropped_series: telemetry.counter(
+                "otelwatch_window_series_refused_total",
+                "Spans of new series refused because max_series was reached.",
+                labels(),
+            ),
+            windows_out: telemetry.counter(
+                "otelwatch_window_records_total",
+                "Window records emitted.",
+                labels(),
+            ),
+            warned_cap: false,
+        }
+    }
+
+    fn window_start(&self, ns: u64) -> u64 {
+        ns - ns % self.interval_ns
+    }
+
+    /// Event-time watermark: windows ending at or before it are closed.
+    pub fn watermark(&self) -> u64 {
+        if self.max_event_ns == 0 {
+            return 0;
+        }
+        let idle = self.last_data.elapsed().as_nanos() as u64;
+        (self.max_event_ns + idle).saturating_sub(self.lateness_ns)
+    }
+
+    fn new_hist(&mut self) -> Histogram<u32> {
+        match self.spare_hists.pop() {
+            Some(mut h) => {
+                h.reset();
+                h
+            }
+            // 2 significant digits: percentiles within 1%.
+            None => Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+                .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid")),
+        }
+    }
+
+    fn observations(&self, req: &ExportTraceServiceRequest, out: &mut Vec<Observation>) {
+        for rs in &req.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| attr_str(&r.attributes, "service.name"))
+                .unwrap_or("unknown_service");
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                let kind = span.kind;
+                let is_request =
+                    kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32;
+                let is_call = kind == SpanKind::Client as i32 || kind == SpanKind::Producer as i32;
+                let tracked = is_request || (is_call && self.edges);
+                if !tracked {
+                    continue;
+                }
+                let ms = span
+                    .end_time_unix_nano
+                    .saturating_sub(span.start_time_unix_nano) as f64
+                    / 1e6;
+                let (error, client_error) = classify(span);
+                let target = if is_call {
+                    match edge_target(span) {
+                        Some(t) => Some(Arc::<str>::from(t)),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
+                let base = SeriesKey {
+                    service: service.into(),
+                    target,
+                    labels: Vec::new(),
+                };
+                if !self.group_by.is_empty() && is_request {
+                    let labels: Vec<(Arc<str>, Arc<str>)> = self
+                        .group_by
+                        .iter()
+                        .filter_map(|k| {
+                            attr_text(&span.attributes, k).map(|v| (k.as_str().into(), v.into()))
+                        })
+                        .collect();
+                    if !labels.is_empty() {
+                        out.push(Observation {
+                            key: SeriesKey {
+                                labels,
+                                ..base.clone()
+                            },
+                            end_ns: span.end_time_unix_nano,
+                            ms,
+                            error,
+                            client_error,
+                        });
+                    }
+                }
+                out.push(Observation {
+                    key: base,
+                    end_ns: span.end_time_unix_nano,
+                    ms,
+                    error,
+                    client_error,
+                });
+            }
+        }
+    }
+
+    fn ingest(&mut self, req: &ExportTraceServiceRequest) {
+        let mut obs = Vec::new();
+        self.observations(req, &mut obs);
+        if obs.is_empty() {
+            return;
+        }
+        let future_limit = now_ns() + MAX_FUTURE.as_nanos() as u64;
+        let mut raised = false;
+        for o in obs {
+            if o.end_ns == 0 {
+                continue;
+            }
+            if o.end_ns > future_limit {
+                self.future_spans.inc();
+                continue;
+            }
+            let start = self.window_start(o.end_ns);
+            if !self.series.contains_key(&o.key) {
+                if self.series.len() >= self.max_series {
+                    self.dropped_series.inc();
+                    if !self.warned_cap {
+                        self.warned_cap = true;
+                        tracing::warn!(
+                            max_series = self.max_series,
+                            "window: series cap reached; new services and edges are not tracked"
+                        );
+                    }
+                    continue;
+                }
+                // A new series starts at the window of its first span (or the first open one).
+                let first_open = self.window_start(self.watermark());
+                let next_emit = start.max(if self.max_event_ns == 0 {
+                    0
+                } else {
+                    first_open
+                });
+                self.series.insert(
+                    o.key.clone(),
+                    Series {
+                        key: Arc::new(o.key.clone()),
+                        open: BTreeMap::new(),
+                        next_emit,
+                        last_seen_ns: 0,
+                        previous_count: None,
+                    },
+                );
+            }
+            let hist = if self
+                .series
+                .get(&o.key)
+                .is_some_and(|s| !s.open.contains_key(&start))
+            {
+                Some(self.new_hist())
+            } else {
+                None
+            };
+            let Some(series) = self.series.get_mut(&o.key) else {
+                continue;
+            };
+            if start < series.next_emit {
+                self.late_spans.inc();
+                if let Some(h) = hist {
+                    self.spare_hists.push(h);
+                }
+                continue;
+            }
+            let acc = match hist {
+                Some(h) => series.open.entry(start).or_insert_with(|| Accum::new(h)),
+                None => match series.open.get_mut(&start) {
+                    Some(a) => a,
+                    None => continue,
+                },
+            };
+            acc.add(o.ms, o.error, o.client_error);
+            series.last_seen_ns = series.last_seen_ns.max(o.end_ns);
+            if o.end_ns > self.max_event_ns {
+                self.max_event_ns = o.end_ns;
+                raised = true;
+            }
+        }
+        if raised {
+            self.last_data = Instant::now();
+        }
+    }
+
+    /// Emits every window that ends at or before `watermark`, empty ones included, and forgets
+    /// series idle for longer than the TTL.
+    fn close_until(&mut self, watermark: u64, out: &mut Vec<WindowRecord>) {
+        let interval = self.interval_ns;
+        let ttl = self.ttl_ns;
+        let mut spare = Vec::new();
+        self.series.retain(|_, s| {
+            while s.next_emit + interval <= watermark {
+                let start = s.next_emit;
+                let (features, count) = match s.open.remove(&start) {
+                    Some(acc) => {
+                        let f = acc.features(s.previous_count);
+                        let c = acc.count;
+                        spare.push(acc.hist);
+                        (f, c)
+                    }
+                    None => {
+                        // Idle past the TTL: stop producing empty windows for it.
+                        if s.last_seen_ns + ttl < start + interval {
+                            return false;
+                        }
+                        let mut f = [0.0; N_FEATURES];
+                        f[feature::THROUGHPUT_CHANGE] = throughput_change(0, s.previous_count);
+                        (f, 0)
+                    }
+                };
+                out.push(WindowRecord {
+                    series: s.key.clone(),
+                    start_ns: start,
+                    interval_ns: interval,
+                    features,
+                    anomaly: None,
+                });
+                s.previous_count = Some(count);
+                s.next_emit = start + interval;
+            }
+            true
+        });
+        self.spare_hists.extend(spare);
+        self.spare_hists.truncate(1024);
+    }
+
+    fn emit(&mut self, mut records: Vec<WindowRecord>, out: &mut Vec<Batch>) {
+        if records.is_empty() {
+            return;
+        }
+        records.sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then(a.series.cmp(&b.series)));
+        self.windows_out.add(records.len() as u64);
+        out.push(Batch {
+            items: records.len(),
+            payload: Payload::Windows(Arc::new(records)),
+            encoded: None,
+        });
+    }
+
+    /// Series currently tracked (services, edges and groups).
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+}
+
+impl Processor for WindowProcessor {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        if let Payload::Traces(t) = &batch.payload {
+            self.ingest(t);
+        }
+        let mut records = Vec::new();
+        self.close_until(self.watermark(), &mut records);
+        self.emit(records, out);
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(
+            Duration::from_nanos(self.interval_ns / 4)
+                .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+        )
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        let mut records = Vec::new();
+        self.close_until(self.watermark(), &mut records);
+        self.emit(records, out);
+    }
+
+    /// Closes every open window, including the current partial one: nothing accepted is lost.
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        let last_open = self
+            .series
+            .values()
+            .filter_map(|s| s.open.keys().next_back().copied())
+            .max();
+        if let Some(last) = last_open {
+            let mut records = Vec::new();
+            self.close_until(last + self.interval_ns, &mut records);
+            self.emit(records, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+use super::*;
+use crate::windows::FEATURE_NAMES;
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+const T0: u64 = 1_700_000_000_000_000_000; // a multiple of 10 s
+const S: u64 = 1_000_000_000;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+struct SpanSpec {
+    kind: SpanKind,
+    end: u64,
+    ms: u64,
+    attrs: Vec<KeyValue>,
+    error_status: bool,
+}
+
+fn server(end: u64, ms: u64) -> SpanSpec {
+    SpanSpec {
+        kind: SpanKind::Server,
+        end,
+        ms,
+        attrs: vec![],
+        error_status: false,
+    }
+}
+
+fn batch(service: &str, specs: Vec<SpanSpec>) -> Batch {
+    let spans = specs
+        .into_iter()
+        .map(|s| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            kind: s.kind as i32,
+            start_time_unix_nano: s.end - s.ms * 1_000_000,
+            end_time_unix_nano: s.end,
+            attributes: s.attrs,
+            status: s.error_status.then(|| Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Batch {
+        items: 0,
+        payload: Payload::Traces(Arc::new(req)),
+        encoded: None,
+    }
+}
+
+fn processor(cfg: WindowConfig) -> (WindowProcessor, Telemetry) {
+    let t = Telemetry::new();
+    (WindowProcessor::new(&cfg, "window", &t), t)
+}
+
+fn records(out: Vec<Batch>) -> Vec<WindowRecord> {
+    out.into_iter()
+        .flat_map(|b| match b.payload {
+            Payload::Windows(w) => (*w).clone(),
+            _ => panic!("window emits windows only"),
+        })
+        .collect()
+}
+
+fn f(r: &WindowRecord, name: &str) -> f64 {
+    r.feature(name).unwrap()
+}
+
+#[test]
+fn windows_align_to_the_epoch_by_end_time_and_close_after_lateness() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // End times 3 s and 9.999 s into the window; the span *starting* before T0 still counts here.
+    p.process(
+        batch(
+            "a",
+            vec![server(T0 + 3 * S, 100), server(T0 + 10 * S - 1, 5000)],
+        ),
+        &mut out,
+    );
+    // Watermark = 14 s - 5 s lateness = 9 s: the window [0,10) is still open.
+    p.process(batch("a", vec![server(T0 + 14 * S, 10)]), &mut out);
+    assert!(records(std::mem::take(&mut out)).is_empty());
+    // 15 s - 5 s = 10 s: closes [0,10).
+    p.process(batch("a", vec![server(T0 + 15 * S, 10)]), &mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].start_ns, T0);
+    assert_eq!(rs[0].interval_ns, 10 * S);
+    assert_eq!(f(&rs[0], "request_count"), 2.0);
+    assert_eq!(&*rs[0].series.service, "a");
+}
+
+#[test]
+fn errors_from_both_semantic_convention_generations_and_grpc() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut specs = vec![
+        SpanSpec {
+            attrs: vec![kv("http.response.status_code", Value::IntValue(503))],
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            attrs: vec![kv("http.status_code", Value::StringValue("404".into()))],
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            attrs: vec![kv("http.status_code", Value::IntValue(500))],
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            attrs: vec![kv("rpc.grpc.status_code", Value::IntValue(14))],
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            attrs: vec![kv("rpc.grpc.status_code", Value::IntValue(0))],
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            error_status: true,
+            ..server(T0 + S, 10)
+        },
+        SpanSpec {
+            attrs: vec![kv("http.response.status_code", Value::IntValue(429))],
+            ..server(T0 + S, 10)
+        },
+    ];
+    specs.push(server(T0 + S, 10)); // plain OK
+    let mut out = Vec::new();
+    p.process(batch("svc", specs), &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(f(&rs[0], "request_count"), 8.0);
+    assert_eq!(
+        f(&rs[0], "error_rate"),
+        4.0 / 8.0,
+        "503, legacy 500, gRPC 14, status ERROR"
+    );
+    assert_eq!(
+        f(&rs[0], "client_error_rate"),
+        2.0 / 8.0,
+        "404 (legacy, string) and 429"
+    );
+}
+
+#[test]
+fn latency_features_from_the_histogram_and_exact_sums() {
+    let (mut p, _) = processor(WindowConfig::default());
+    // 1..=100 ms, one span each.
+    let specs = (1..=100).map(|ms| server(T0 + 2 * S, ms)).collect();
+    let mut out = Vec::new();
+    p.process(batch("svc", specs), &mut out);
+    p.on_shutdown(&mut out);
+    let r = &records(out)[0];
+    let close = |a: f64, b: f64| (a - b).abs() <= b * 0.01 + 1e-9;
+    assert!(close(f(r, "latency_mean_ms"), 50.5));
+    assert!(
+        close(f(r, "latency_p50_ms"), 50.0),
+        "{}",
+        f(r, "latency_p50_ms")
+    );
+    assert!(
+        close(f(r, "latency_p95_ms"), 95.0),
+        "{}",
+        f(r, "latency_p95_ms")
+    );
+    assert!(
+        close(f(r, "latency_p99_ms"), 99.0),
+        "{}",
+        f(r, "latency_p99_ms")
+    );
+    assert_eq!(f(r, "latency_max_ms"), 100.0);
+    // Population standard deviation of 1..=100.
+    assert!(
+        close(f(r, "latency_stddev_ms"), 28.866),
+        "{}",
+        f(r, "latency_stddev_ms")
+    );
+    assert_eq!(FEATURE_NAMES.len(), 10);
+}
+
+#[test]
+fn silent_services_get_empty_windows_and_throughput_change_follows_counts() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    p.process(
+        batch("a", (0..4).map(|_| server(T0 + S, 5)).collect()),
+        &mut out,
+    );
+    p.process(batch("b", vec![server(T0 + S, 5)]), &mut out);
+    // Only "b" speaks again, 30 s later: "a" gets empty windows [10,20) and [20,30).
+    p.process(
+        batch("b", (0..2).map(|_| server(T0 + 36 * S, 5)).collect()),
+        &mut out,
+    );
+    let rs = records(out);
+    let a: Vec<_> = rs.iter().filter(|r| &*r.series.service == "a").collect();
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert_eq!(f(a[0], "request_count"), 4.0);
+    assert_eq!(f(a[0], "throughput_change"), 1.0, "no previous window");
+    assert_eq!(f(a[1], "request_count"), 0.0);
+    assert_eq!(f(a[1], "throughput_change"), 0.0);
+    assert_eq!(f(a[1], "latency_p95_ms"), 0.0);
+    assert_eq!(f(a[2], "throughput_change"), 1.0, "empty after empty");
+    assert_eq!(a[1].start_ns, T0 + 10 * S);
+}
+
+#[test]
+fn late_spans_are_counted_not_merged() {
+    let (mut p, t) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    p.process(batch("a", vec![server(T0 + S, 5)]), &mut out);
+    p.process(batch("a", vec![server(T0 + 16 * S, 5)]), &mut out);
+    assert_eq!(records(std::mem::take(&mut out)).len(), 1);
+    // A span for the closed window [0,10).
+    p.process(batch("a", vec![server(T0 + 9 * S, 5)]), &mut out);
+    assert_eq!(t.sum("otelwatch_window_late_spans_total", &[]), 1);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].start_ns, T0 + 10 * S);
+    assert_eq!(f(&rs[0], "request_count"), 1.0);
+}
+
+#[test]
+fn client_spans_make_edges_named_by_peer_server_or_db() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let client = |attrs| SpanSpec {
+        kind: SpanKind::Client,
+        attrs,
+        ..server(T0 + S, 1500)
+    };
+    let specs = vec![
+        client(vec![
+            kv("peer.service", Value::StringValue("service-b".into())),
+            kv("server.address", Value::StringValue("10.0.0.7".into())),
+        ]),
+        client(vec![kv(
+            "server.address",
+            Value::StringValue("service-b".into()),
+        )]),
+        client(vec![kv(
+            "db.system",
+            Value::StringValue("postgresql".into()),
+        )]),
+        client(vec![]), // no target: not an edge
+        SpanSpec {
+            kind: SpanKind::Internal,
+            ..server(T0 + S, 5)
+        },
+        server(T0 + S, 50),
+    ];
+    let mut out = Vec::new();
+    p.process(batch("service-a", specs), &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    let by: BTreeMap<String, f64> = rs
+        .iter()
+        .map(|r| (r.series.to_string(), f(r, "request_count")))
+        .collect();
+    assert_eq!(
+        by,
+        BTreeMap::from([
+            ("service-a".to_string(), 1.0),
+            ("service-a → postgresql".to_string(), 1.0),
+            ("service-a → service-b".to_string(), 2.0),
+        ])
+    );
+    let edge = rs
+        .iter()
+        .find(|r| r.series.target.as_deref() == Some("service-b"))
+        .unwrap();
+    assert!((f(edge, "latency_p50_ms") - 1500.0).abs() <= 15.0);
+    assert_eq!(edge.to_document()["service"]["target"]["name"], "service-b");
+}
+
+#[test]
+fn group_by_adds_a_series_per_value() {
+    let (mut p, _) = processor(WindowConfig {
+        group_by: vec!["http.route".into()],
+        ..Default::default()
+    });
+    let route = |r: &str| SpanSpec {
+        attrs: vec![kv("http.route", Value::StringValue(r.into()))],
+        ..server(T0 + S, 5)
+    };
+    let mut out = Vec::new();
+    p.process(
+        batch("a", vec![route("/start"), route("/start"), route("/test")]),
+        &mut out,
+    );
+    p.on_shutdown(&mut out);
+    let by: BTreeMap<String, f64> = records(out)
+        .iter()
+        .map(|r| (r.series.to_string(), f(r, "request_count")))
+        .collect();
+    assert_eq!(by["a"], 3.0);
+    assert_eq!(by["a [http.route=/start]"], 2.0);
+    assert_eq!(by["a [http.route=/test]"], 1.0);
+}
+
+#[test]
+fn the_series_cap_and_ttl_bound_memory() {
+    let (mut p, t) = processor(WindowConfig {
+        max_series: 2,
+        service_ttl: ConfigDuration::from_secs(30),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    p.process(batch("a", vec![server(T0 + S, 5)]), &mut out);
+    p.process(batch("b", vec![server(T0 + S, 5)]), &mut out);
+    p.process(batch("c", vec![server(T0 + S, 5)]), &mut out);
+    assert_eq!(p.series_count(), 2);
+    assert_eq!(t.sum("otelwatch_window_series_refused_total", &[]), 1);
+    // Only "b" keeps talking; after the TTL "a" is forgotten.
+    for k in 1..8 {
+        p.process(batch("b", vec![server(T0 + k * 10 * S + S, 5)]), &mut out);
+    }
+    assert_eq!(p.series_count(), 1);
+    let a_windows = records(out)
+        .iter()
+        .filter(|r| &*r.series.service == "a")
+        .count();
+    assert!(
+        (3..=5).contains(&a_windows),
+        "a got {a_windows} windows before being forgotten"
+    );
+}
+
+#[test]
+fn spans_far_in_the_future_are_refused() {
+    let (mut p, t) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    let future = now_ns() + 3600 * S;
+    p.process(batch("a", vec![server(future, 5)]), &mut out);
+    assert_eq!(t.sum("otelwatch_window_future_spans_total", &[]), 1);
+    assert_eq!(p.series_count(), 0);
+}
+
+#[test]
+fn config_checks() {
+    let v: serde_norway::Value = serde_norway::from_str("interval: 1ms\nmax_series: 0\n").unwrap();
+    let errs = WindowConfig::parse("processors.window", v).unwrap_err();
+    let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(msgs.contains(&"processors.window.interval: must be at least 10ms".to_string()));
+    assert!(msgs.contains(&"processors.window.max_series: must be at least 1".to_string()));
+}

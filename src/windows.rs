@@ -1,0 +1,300 @@
+//! Window records: what the `window` processor produces and the `iforest` processor scores, and
+//! the document shape they are written in (the output contract in `ARCHITECTURE.md`).
+
+use serde_json::{json, Map, Value};
+use std::fmt;
+use std::sync::Arc;
+
+/// The ten features, by their contract names, in this order.
+pub const FEATURE_NAMES: [&str; 10] = [
+    "request_count",
+    "error_rate",
+    "client_error_rate",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "latency_stddev_ms",
+    "throughput_change",
+];
+
+pub const N_FEATURES: usize = FEATURE_NAMES.len();
+
+pub mod feature {
+    pub const REQUEST_COUNT: usize = 0;
+    pub const ERROR_RATE: usize = 1;
+    pub const CLIENT_ERROR_RATE: usize = 2;
+    pub const LATENCY_MEAN: usize = 3;
+    pub const LATENCY_P50: usize = 4;
+    pub const LATENCY_P95: usize = 5;
+    pub const LATENCY_P99: usize = 6;
+    pub const LATENCY_MAX: usize = 7;
+    pub const LATENCY_STDDEV: usize = 8;
+    pub const THROUGHPUT_CHANGE: usize = 9;
+}
+
+/// What a record describes: a service's own requests, or one caller's view of a dependency
+/// (`target`), optionally split by extra attributes (`labels`, from `group_by`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub service: Arc<str>,
+    pub target: Option<Arc<str>>,
+    pub labels: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl SeriesKey {
+    pub fn service(name: &str) -> Self {
+        Self {
+            service: name.into(),
+            target: None,
+            labels: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.service)?;
+        if let Some(t) = &self.target {
+            write!(f, " → {t}")?;
+        }
+        for (k, v) in &self.labels {
+            write!(f, " [{k}={v}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One feature that made a window anomalous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    pub feature: &'static str,
+    pub actual: f64,
+    /// Robust centre (median) of the series' recent normal windows.
+    pub typical: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    pub score: f64,
+    pub threshold: f64,
+    pub is_anomaly: bool,
+    pub severity: Option<Severity>,
+    pub warming_up: bool,
+    pub contributions: Vec<Contribution>,
+    pub message: String,
+}
+
+/// One series over one tumbling window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRecord {
+    pub series: Arc<SeriesKey>,
+    /// Window start, Unix nanoseconds (a multiple of the interval).
+    pub start_ns: u64,
+    pub interval_ns: u64,
+    pub features: [f64; N_FEATURES],
+    /// Set by the `iforest` processor.
+    pub anomaly: Option<Anomaly>,
+}
+
+impl WindowRecord {
+    pub fn end_ns(&self) -> u64 {
+        self.start_ns + self.interval_ns
+    }
+
+    pub fn feature(&self, name: &str) -> Option<f64> {
+        FEATURE_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| self.features[i])
+    }
+
+    pub fn is_anomaly(&self) -> bool {
+        self.anomaly.as_ref().is_some_and(|a| a.is_anomaly)
+    }
+
+    /// The document for the windows index (and the `file` exporter).
+    pub fn to_document(&self) -> Value {
+        let mut doc = json!({
+            "@timestamp": rfc3339(self.end_ns()),
+            "event": { "kind": "metric", "dataset": "otelwatch.window" },
+            "service": { "name": &*self.series.service },
+            "window": {
+                "start": rfc3339(self.start_ns),
+                "end": rfc3339(self.end_ns()),
+                "interval_s": self.interval_ns as f64 / 1e9,
+            },
+            "features": self.features_json(),
+        });
+        if let Some(t) = &self.series.target {
+            doc["service"]["target"] = json!({ "name": &**t });
+        }
+        if !self.series.labels.is_empty() {
+            let labels: Map<String, Value> = self
+                .series
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            doc["labels"] = Value::Object(labels);
+        }
+        if let Some(a) = &self.anomaly {
+            let mut an = json!({
+                "score": round(a.score, 4),
+                "threshold": round(a.threshold, 4),
+                "is_anomaly": a.is_anomaly,
+                "warming_up": a.warming_up,
+                "contributions": a.contributions.iter().map(|c| json!({
+                    "feature": c.feature, "actual": round(c.actual, 3), "typical": round(c.typical, 3)
+                })).collect::<Vec<_>>(),
+            });
+            if let Some(s) = a.severity {
+                an["severity"] = json!(s.as_str());
+            }
+            if !a.message.is_empty() {
+                an["message"] = json!(a.message);
+            }
+            doc["anomaly"] = an;
+        }
+        doc
+    }
+
+    /// The document for the anomalies index: the same, as an alert.
+    pub fn to_alert_document(&self) -> Value {
+        let mut doc = self.to_document();
+        doc["event"]["kind"] = json!("alert");
+        if let Some(s) = self.anomaly.as_ref().and_then(|a| a.severity) {
+            doc["event"]["severity"] = json!(match s {
+                Severity::Minor => 3,
+                Severity::Major => 5,
+                Severity::Critical => 7,
+            });
+            doc["event"]["severity_name"] = json!(s.as_str());
+        }
+        doc
+    }
+
+    fn features_json(&self) -> Value {
+        let m: Map<String, Value> = FEATURE_NAMES
+            .iter()
+            .zip(self.features.iter())
+            .map(|(n, v)| (n.to_string(), json!(round(*v, 4))))
+            .collect();
+        Value::Object(m)
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    if !v.is_finite() {
+        return 0.0;
+    }
+    let p = 10f64.powi(digits);
+    (v * p).round() / p
+}
+
+/// Unix nanoseconds as RFC 3339 UTC (`2026-01-05T00:00:10Z`, with milliseconds when not whole).
+pub fn rfc3339(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let millis = (ns % 1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    if millis == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z")
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_571_210_000_000_000), "2026-01-05T00:00:10Z");
+        assert_eq!(rfc3339(951_782_400_500_000_000), "2000-02-29T00:00:00.500Z");
+    }
+
+    #[test]
+    fn document_follows_the_contract() {
+        let mut features = [0.0; N_FEATURES];
+        features[feature::REQUEST_COUNT] = 412.0;
+        features[feature::LATENCY_P95] = 812.0;
+        let rec = WindowRecord {
+            series: Arc::new(SeriesKey {
+                service: "frontend".into(),
+                target: Some("checkout".into()),
+                labels: vec![],
+            }),
+            start_ns: 1_767_571_200_000_000_000,
+            interval_ns: 10_000_000_000,
+            features,
+            anomaly: Some(Anomaly {
+                score: 0.81,
+                threshold: 0.62,
+                is_anomaly: true,
+                severity: Some(Severity::Major),
+                warming_up: false,
+                contributions: vec![Contribution {
+                    feature: "latency_p95_ms",
+                    actual: 812.0,
+                    typical: 95.0,
+                }],
+                message: "frontend → checkout: latency_p95_ms 812 (typical 95)".into(),
+            }),
+        };
+        let doc = rec.to_document();
+        assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");
+        assert_eq!(doc["event"]["kind"], "metric");
+        assert_eq!(doc["event"]["dataset"], "otelwatch.window");
+        assert_eq!(doc["service"]["name"], "frontend");
+        assert_eq!(doc["service"]["target"]["name"], "checkout");
+        assert_eq!(doc["window"]["start"], "2026-01-05T00:00:00Z");
+        assert_eq!(doc["window"]["interval_s"], 10.0);
+        assert_eq!(doc["features"]["request_count"], 412.0);
+        assert_eq!(doc["features"].as_object().unwrap().len(), 10);
+        assert_eq!(doc["anomaly"]["severity"], "major");
+        assert_eq!(
+            doc["anomaly"]["contributions"][0]["feature"],
+            "latency_p95_ms"
+        );
+        let alert = rec.to_alert_document();
+        assert_eq!(alert["event"]["kind"], "alert");
+        assert_eq!(alert["event"]["severity"], 5);
+    }
+}
