@@ -19,6 +19,7 @@ fn items_by_kind(path: &std::path::Path) -> (usize, usize, usize) {
             DataKind::Traces => t += n,
             DataKind::Metrics => m += n,
             DataKind::Logs => l += n,
+            DataKind::Windows => panic!("no windows expected here"),
         }
     }
     (t, m, l)
