@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod scenario;
 pub mod telemetry;
 pub mod windows;
 

@@ -5,8 +5,10 @@
 //! |---|---|---|---|
 //! | `batch` | traces, metrics, logs | the same | merges small requests into larger ones |
 //! | `window` | traces | windows | ten features per service / edge per tumbling window |
+//! | `iforest` | windows | windows | scores, learns, explains anomalies |
 
 pub mod batch;
+pub mod iforest;
 pub mod window;
 
 use crate::config::{ComponentId, ConfigError};
@@ -14,7 +16,7 @@ use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::Telemetry;
 use std::time::Duration;
 
-pub const TYPES: &[&str] = &["batch", "window"];
+pub const TYPES: &[&str] = &["batch", "window", "iforest"];
 
 /// A processor is driven by its pipeline's task; it never spawns or sleeps itself.
 pub trait Processor: Send {
@@ -33,6 +35,7 @@ pub trait Processor: Send {
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     Window(window::WindowConfig),
+    IForest(iforest::IForestConfig),
 }
 
 /// What a processor is given when it is built.
@@ -50,6 +53,7 @@ pub fn parse_config(
     match id.kind.as_str() {
         "batch" => batch::BatchConfig::parse(path, value).map(ProcessorConfig::Batch),
         "window" => window::WindowConfig::parse(path, value).map(ProcessorConfig::Window),
+        "iforest" => iforest::IForestConfig::parse(path, value).map(ProcessorConfig::IForest),
         other => Err(vec![ConfigError::new(
             path,
             format!(
@@ -68,6 +72,10 @@ impl ProcessorConfig {
             ProcessorConfig::Batch(_) => Err("traces, metrics, logs".into()),
             ProcessorConfig::Window(_) if input == DataKind::Traces => Ok(DataKind::Windows),
             ProcessorConfig::Window(_) => Err("traces".into()),
+            ProcessorConfig::IForest(_) if input == DataKind::Windows => Ok(DataKind::Windows),
+            ProcessorConfig::IForest(_) => {
+                Err("windows (put the window processor before it)".into())
+            }
         }
     }
 
@@ -75,6 +83,11 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
             ProcessorConfig::Window(c) => Box::new(window::WindowProcessor::new(
+                c,
+                &format!("{}@{}", ctx.id, ctx.pipeline),
+                ctx.telemetry,
+            )),
+            ProcessorConfig::IForest(c) => Box::new(iforest::IForestProcessor::new(
                 c,
                 &format!("{}@{}", ctx.id, ctx.pipeline),
                 ctx.telemetry,

@@ -1,0 +1,442 @@
+//! Processor `iforest`: scores every window record with a per-series online isolation forest,
+//! keeps learning from the windows it judges normal, and explains each anomaly.
+//!
+//! ```yaml
+//! processors:
+//!   iforest:
+//!     trees: 32
+//!     max_leaf_samples: 8      # η
+//!     window_size: 512         # ω: windows each series' forest remembers (~85 min at 10 s)
+//!     warmup: 30               # windows learned before anything is flagged
+//!     threshold: auto          # or a fixed score in (0, 1)
+//!     min_threshold: 0.55      # the floor of the adaptive threshold
+//!     min_deviation: 4.0       # robust z-score a feature needs to count as a cause
+//!     relearn_after: 60        # consecutive anomalous windows after which the new level is learned
+//!     seed: 42
+//! ```
+//!
+//! Why two tests: the forest ranks how isolated a window is among the series' recent normal
+//! windows, across all ten features at once; the robust deviation of each feature (distance
+//! from the median of recent normal windows in units of their spread, with noise floors that
+//! respect low traffic) says *which* features are out of line. A window is an anomaly when its
+//! score passes the threshold **and** at least one feature is out of line, so every anomaly comes
+//! with its causes, and a window that is merely unusual in a way no single feature shows is not
+//! reported. Anomalous windows are not learned (an incident must not become normal), until one
+//! has lasted `relearn_after` windows: then it is a new level, and learning resumes.
+
+pub mod forest;
+
+use super::Processor;
+use crate::config::{decode_section, ConfigError};
+use crate::pipeline::{Batch, Payload};
+use crate::telemetry::{Counter, Telemetry};
+use crate::windows::{
+    feature, Anomaly, Contribution, SeriesKey, Severity, WindowRecord, FEATURE_NAMES, N_FEATURES,
+};
+use forest::{ForestParams, OnlineForest};
+use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ThresholdSetting {
+    Fixed(f64),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IForestConfig {
+    pub trees: usize,
+    pub max_leaf_samples: usize,
+    pub window_size: usize,
+    pub warmup: usize,
+    pub threshold: ThresholdSetting,
+    pub min_threshold: f64,
+    pub min_deviation: f64,
+    pub relearn_after: usize,
+    pub seed: u64,
+}
+
+impl Default for IForestConfig {
+    fn default() -> Self {
+        Self {
+            trees: 32,
+            max_leaf_samples: 8,
+            window_size: 512,
+            warmup: 30,
+            threshold: ThresholdSetting::Word("auto".into()),
+            min_threshold: 0.55,
+            min_deviation: 4.0,
+            relearn_after: 60,
+            seed: 42,
+        }
+    }
+}
+
+impl IForestConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        let mut err = |field: &str, msg: &str| {
+            errors.push(ConfigError::new(format!("{path}.{field}"), msg));
+        };
+        if cfg.trees == 0 || cfg.trees > 1000 {
+            err("trees", "must be between 1 and 1000");
+        }
+        if cfg.max_leaf_samples == 0 {
+            err("max_leaf_samples", "must be at least 1");
+        }
+        if cfg.window_size < cfg.max_leaf_samples * 2 {
+            err("window_size", "must be at least twice max_leaf_samples");
+        }
+        if cfg.warmup < cfg.max_leaf_samples * 2 {
+            err(
+                "warmup",
+                "must be at least twice max_leaf_samples (scores mean little before)",
+            );
+        }
+        match &cfg.threshold {
+            ThresholdSetting::Fixed(t) if !(*t > 0.0 && *t < 1.0) => {
+                err("threshold", "a fixed threshold must be between 0 and 1")
+            }
+            ThresholdSetting::Word(w) if w != "auto" => {
+                err("threshold", "must be \"auto\" or a number between 0 and 1")
+            }
+            _ => {}
+        }
+        if !(cfg.min_threshold > 0.0 && cfg.min_threshold < 1.0) {
+            err("min_threshold", "must be between 0 and 1");
+        }
+        if !(cfg.min_deviation.is_finite() && cfg.min_deviation > 0.0) {
+            err("min_deviation", "must be a positive number");
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn forest_params(&self) -> ForestParams {
+        ForestParams {
+            trees: self.trees,
+            max_leaf_samples: self.max_leaf_samples,
+            window: self.window_size,
+            adaptive: true,
+            subsample: 1.0,
+            bounded: true,
+        }
+    }
+}
+
+/// Recent normal windows kept for "typical" values and spreads.
+const TYPICAL_WINDOWS: usize = 120;
+/// Recent normal scores kept for the adaptive threshold.
+const SCORE_HISTORY: usize = 256;
+
+/// The forest's view of a window: counts and latencies on a log scale (their spread grows with
+/// their size), rates as they are, the throughput ratio as a log.
+pub fn transform(f: &[f64; N_FEATURES]) -> Vec<f64> {
+    use feature::*;
+    let mut x = Vec::with_capacity(N_FEATURES);
+    for (i, v) in f.iter().enumerate() {
+        let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
+        x.push(match i {
+            ERROR_RATE | CLIENT_ERROR_RATE => v,
+            THROUGHPUT_CHANGE => v.max(1e-3).ln(),
+            _ => v.ln_1p(),
+        });
+    }
+    x
+}
+
+/// FNV-1a, for per-series seeds that do not depend on hash-map order or process.
+fn stable_hash(key: &SeriesKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: &str| {
+        for b in s.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&key.service);
+    eat(key.target.as_deref().unwrap_or(""));
+    for (k, v) in &key.labels {
+        eat(k);
+        eat(v);
+    }
+    h
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One series' detector state.
+pub struct SeriesModel {
+    pub forest: OnlineForest,
+    normal: VecDeque<[f64; N_FEATURES]>,
+    scores: VecDeque<f64>,
+    learned: usize,
+    consecutive: usize,
+}
+
+impl SeriesModel {
+    pub fn new(cfg: &IForestConfig, key: &SeriesKey) -> Self {
+        Self {
+            forest: OnlineForest::new(cfg.forest_params(), N_FEATURES, cfg.seed ^ stable_hash(key)),
+            normal: VecDeque::new(),
+            scores: VecDeque::new(),
+            learned: 0,
+            consecutive: 0,
+        }
+    }
+
+    /// Windows learned so far.
+    pub fn learned(&self) -> usize {
+        self.learned
+    }
+
+    /// Learns a normal window. Scores from the warm-up are not kept: a forest that has seen
+    /// only a few windows scores everything high, which would inflate the adaptive threshold.
+    fn learn(&mut self, features: &[f64; N_FEATURES], x: &[f64], score: f64, keep_score: bool) {
+        self.forest.learn(x);
+        self.normal.push_back(*features);
+        if self.normal.len() > TYPICAL_WINDOWS {
+            self.normal.pop_front();
+        }
+        if keep_score {
+            self.scores.push_back(score);
+            if self.scores.len() > SCORE_HISTORY {
+                self.scores.pop_front();
+            }
+        }
+        self.learned += 1;
+    }
+
+    fn threshold(&self, cfg: &IForestConfig) -> f64 {
+        match cfg.threshold {
+            ThresholdSetting::Fixed(t) => t,
+            ThresholdSetting::Word(_) => {
+                let mut s: Vec<f64> = self.scores.iter().copied().collect();
+                if s.is_empty() {
+                    return cfg.min_threshold;
+                }
+                s.sort_by(|a, b| a.total_cmp(b));
+                let q99 = s[((s.len() as f64 * 0.99) as usize).min(s.len() - 1)];
+                (q99 + 0.02).clamp(cfg.min_threshold, 0.95)
+            }
+        }
+    }
+
+    /// Typical value (median of recent normal windows) and spread (scaled MAD) per feature.
+    fn typical(&self) -> ([f64; N_FEATURES], [f64; N_FEATURES]) {
+        let mut centre = [0.0; N_FEATURES];
+        let mut spread = [0.0; N_FEATURES];
+        let mut col = Vec::with_capacity(self.normal.len());
+        for i in 0..N_FEATURES {
+            col.clear();
+            col.extend(self.normal.iter().map(|f| f[i]));
+            let m = median(&mut col);
+            for v in col.iter_mut() {
+                *v = (*v - m).abs();
+            }
+            centre[i] = m;
+            spread[i] = 1.4826 * median(&mut col);
+        }
+        (centre, spread)
+    }
+
+    /// The features out of line, most deviant first, with their robust z-scores.
+    fn deviations(&self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
+        use feature::*;
+        let (centre, spread) = self.typical();
+        let n = f[REQUEST_COUNT];
+        let mut out = Vec::new();
+        for i in 0..N_FEATURES {
+            let m = centre[i];
+            // Noise floors: what a change must exceed to matter at this traffic level.
+            let floor = match i {
+                REQUEST_COUNT => 2.0 + 0.1 * m + m.sqrt(),
+                ERROR_RATE | CLIENT_ERROR_RATE => {
+                    let p = m.clamp(0.01, 0.99);
+                    0.02 + (p * (1.0 - p) / n.max(1.0)).sqrt()
+                }
+                LATENCY_MAX | LATENCY_STDDEV | LATENCY_P99 => 2.0 + 0.15 * m,
+                THROUGHPUT_CHANGE => 0.3,
+                _ => 1.0 + 0.05 * m,
+            };
+            // Rates and latencies of an empty window are not observations.
+            if n == 0.0 && i != REQUEST_COUNT && i != THROUGHPUT_CHANGE {
+                continue;
+            }
+            let z = (f[i] - m) / (spread[i] + floor);
+            if z.abs() >= min_dev {
+                out.push((i, z, m));
+            }
+        }
+        out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        out
+    }
+}
+
+fn fmt_value(feature: usize, v: f64) -> String {
+    use feature::*;
+    match feature {
+        REQUEST_COUNT => format!("{v:.0}"),
+        ERROR_RATE | CLIENT_ERROR_RATE => format!("{v:.3}"),
+        THROUGHPUT_CHANGE => format!("{v:.2}"),
+        _ if v >= 10.0 => format!("{v:.0}"),
+        _ => format!("{v:.1}"),
+    }
+}
+
+pub struct IForestProcessor {
+    cfg: IForestConfig,
+    models: HashMap<Arc<SeriesKey>, SeriesModel>,
+    scored: Counter,
+    anomalies: Counter,
+}
+
+impl IForestProcessor {
+    pub fn new(cfg: &IForestConfig, id: &str, telemetry: &Telemetry) -> Self {
+        let labels = || vec![("processor", id.to_string())];
+        Self {
+            cfg: cfg.clone(),
+            models: HashMap::new(),
+            scored: telemetry.counter(
+                "otelwatch_iforest_windows_scored_total",
+                "Window records scored.",
+                labels(),
+            ),
+            anomalies: telemetry.counter(
+                "otelwatch_iforest_anomalies_total",
+                "Window records flagged as anomalous.",
+                labels(),
+            ),
+        }
+    }
+
+    pub fn model(&self, key: &SeriesKey) -> Option<&SeriesModel> {
+        self.models.get(key)
+    }
+
+    /// Scores one record, learns from it if it is normal, and fills in `anomaly`.
+    pub fn score(&mut self, rec: &mut WindowRecord) {
+        let cfg = &self.cfg;
+        let model = self
+            .models
+            .entry(rec.series.clone())
+            .or_insert_with(|| SeriesModel::new(cfg, &rec.series));
+        let x = transform(&rec.features);
+        let score = model.forest.score(&x);
+        let threshold = model.threshold(cfg);
+        let warming_up = model.learned < cfg.warmup;
+        let mut deviations = if warming_up {
+            Vec::new()
+        } else {
+            model.deviations(&rec.features, cfg.min_deviation)
+        };
+        let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
+        if !is_anomaly {
+            deviations.clear();
+            model.consecutive = 0;
+            model.learn(&rec.features, &x, score, !warming_up);
+        } else {
+            model.consecutive += 1;
+            if model.consecutive >= cfg.relearn_after {
+                // It has lasted long enough to be the new normal.
+                model.learn(&rec.features, &x, score, true);
+            }
+        }
+        let contributions: Vec<Contribution> = deviations
+            .iter()
+            .take(3)
+            .map(|(i, _, typical)| Contribution {
+                feature: FEATURE_NAMES[*i],
+                actual: rec.features[*i],
+                typical: *typical,
+            })
+            .collect();
+        let severity = is_anomaly.then(|| {
+            let over = score - threshold;
+            let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
+            if over >= 0.15 || strongest >= 50.0 {
+                Severity::Critical
+            } else if over >= 0.05 || strongest >= 15.0 {
+                Severity::Major
+            } else {
+                Severity::Minor
+            }
+        });
+        let message = if is_anomaly {
+            let parts: Vec<String> = deviations
+                .iter()
+                .take(3)
+                .map(|(i, _, t)| {
+                    format!(
+                        "{} {} (typical {})",
+                        FEATURE_NAMES[*i],
+                        fmt_value(*i, rec.features[*i]),
+                        fmt_value(*i, *t)
+                    )
+                })
+                .collect();
+            let mut m = format!("{}: {}", rec.series, parts.join(", "));
+            if model.consecutive >= cfg.relearn_after {
+                m.push_str(&format!(
+                    " (for {} windows; now learning it as the new normal)",
+                    model.consecutive
+                ));
+            }
+            m
+        } else {
+            String::new()
+        };
+        self.scored.inc();
+        if is_anomaly {
+            self.anomalies.inc();
+        }
+        rec.anomaly = Some(Anomaly {
+            score,
+            threshold,
+            is_anomaly,
+            severity,
+            warming_up,
+            contributions,
+            message,
+        });
+    }
+}
+
+impl Processor for IForestProcessor {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let Payload::Windows(records) = batch.payload else {
+            out.push(batch);
+            return;
+        };
+        let mut records = Arc::try_unwrap(records).unwrap_or_else(|a| (*a).clone());
+        for r in &mut records {
+            self.score(r);
+        }
+        out.push(Batch {
+            items: records.len(),
+            payload: Payload::Windows(Arc::new(records)),
+            encoded: None,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

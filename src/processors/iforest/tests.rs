@@ -1,0 +1,257 @@
+use super::forest::Rng;
+use super::*;
+
+const S: u64 = 1_000_000_000;
+
+/// A service's windows: ~200 requests per 10 s following a slow daily-like curve, ~1% errors,
+/// p50 ≈ 50 ms, with noise.
+struct Stream {
+    rng: Rng,
+    k: u64,
+    key: Arc<SeriesKey>,
+    prev: f64,
+}
+
+impl Stream {
+    fn new(seed: u64, name: &str) -> Self {
+        Self {
+            rng: Rng::new(seed),
+            k: 0,
+            key: Arc::new(SeriesKey::service(name)),
+            prev: 200.0,
+        }
+    }
+
+    fn gauss(&mut self) -> f64 {
+        let u1 = self.rng.uniform(1e-12, 1.0);
+        let u2 = self.rng.unit();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    fn next(&mut self) -> WindowRecord {
+        // One "day" per 8640 windows; start mid-morning.
+        let phase = (self.k as f64 / 8640.0 + 0.3) * 2.0 * std::f64::consts::PI;
+        let base = 200.0 * (1.0 + 0.5 * phase.sin());
+        let n = (base + base.sqrt() * self.gauss()).round().max(1.0);
+        let errors = (n * 0.01 + (n * 0.01).sqrt() * self.gauss())
+            .round()
+            .max(0.0);
+        let p50 = 50.0 + 3.0 * self.gauss();
+        let mut f = [0.0; N_FEATURES];
+        f[feature::REQUEST_COUNT] = n;
+        f[feature::ERROR_RATE] = errors / n;
+        f[feature::CLIENT_ERROR_RATE] = 0.02 + 0.005 * self.gauss().abs();
+        f[feature::LATENCY_MEAN] = p50 * 1.1;
+        f[feature::LATENCY_P50] = p50;
+        f[feature::LATENCY_P95] = p50 * 2.0 + 6.0 * self.gauss();
+        f[feature::LATENCY_P99] = p50 * 3.0 + 12.0 * self.gauss();
+        f[feature::LATENCY_MAX] = p50 * 4.0 + 30.0 * self.gauss().abs();
+        f[feature::LATENCY_STDDEV] = p50 * 0.5 + 3.0 * self.gauss();
+        f[feature::THROUGHPUT_CHANGE] = n / self.prev;
+        self.prev = n;
+        self.k += 1;
+        WindowRecord {
+            series: self.key.clone(),
+            start_ns: 1_700_000_000 * S + self.k * 10 * S,
+            interval_ns: 10 * S,
+            features: f,
+            anomaly: None,
+        }
+    }
+}
+
+fn processor() -> IForestProcessor {
+    IForestProcessor::new(&IForestConfig::default(), "iforest", &Telemetry::new())
+}
+
+#[test]
+fn a_normal_stream_with_a_daily_curve_produces_no_anomaly_after_warmup() {
+    let mut p = processor();
+    let mut s = Stream::new(1, "checkout");
+    let mut flagged = Vec::new();
+    // 2000 windows: 5.5 hours at 10 s, through a quarter of the daily curve.
+    for i in 0..2000 {
+        let mut r = s.next();
+        p.score(&mut r);
+        let a = r.anomaly.unwrap();
+        assert_eq!(a.warming_up, i < 30);
+        assert!((0.0..=1.0).contains(&a.score));
+        if a.is_anomaly {
+            flagged.push((i, a.message));
+        }
+    }
+    assert!(flagged.is_empty(), "false positives: {flagged:?}");
+}
+
+#[test]
+fn a_latency_spike_is_flagged_and_explained_by_latency() {
+    let mut p = processor();
+    let mut s = Stream::new(2, "checkout");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let mut r = s.next();
+    for i in [
+        feature::LATENCY_MEAN,
+        feature::LATENCY_P50,
+        feature::LATENCY_P95,
+        feature::LATENCY_P99,
+        feature::LATENCY_MAX,
+    ] {
+        r.features[i] += 600.0;
+    }
+    p.score(&mut r);
+    let a = r.anomaly.unwrap();
+    assert!(a.is_anomaly, "score {} threshold {}", a.score, a.threshold);
+    assert!(
+        a.contributions[0].feature.starts_with("latency_"),
+        "{:?}",
+        a.contributions
+    );
+    assert!(a.contributions[0].actual > a.contributions[0].typical + 500.0);
+    assert!(a.message.starts_with("checkout: latency_"), "{}", a.message);
+    assert!(a.severity.is_some());
+    let doc = r_doc(&r_with(a));
+    assert_eq!(doc["anomaly"]["is_anomaly"], true);
+}
+
+fn r_with(a: Anomaly) -> WindowRecord {
+    WindowRecord {
+        series: Arc::new(SeriesKey::service("checkout")),
+        start_ns: 0,
+        interval_ns: 10 * S,
+        features: [0.0; N_FEATURES],
+        anomaly: Some(a),
+    }
+}
+
+fn r_doc(r: &WindowRecord) -> serde_json::Value {
+    r.to_document()
+}
+
+#[test]
+fn an_error_burst_is_explained_by_the_error_rate_and_not_learned() {
+    let mut p = processor();
+    let mut s = Stream::new(3, "payments");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let learned_before = p.model(&s.key).unwrap().learned();
+    for _ in 0..5 {
+        let mut r = s.next();
+        r.features[feature::ERROR_RATE] = 0.35;
+        p.score(&mut r);
+        let a = r.anomaly.unwrap();
+        assert!(a.is_anomaly, "{a:?}");
+        assert_eq!(a.contributions[0].feature, "error_rate");
+    }
+    assert_eq!(
+        p.model(&s.key).unwrap().learned(),
+        learned_before,
+        "anomalous windows must not be learned"
+    );
+}
+
+#[test]
+fn a_silent_service_is_flagged_by_its_request_count() {
+    let mut p = processor();
+    let mut s = Stream::new(4, "search");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let mut r = s.next();
+    r.features = [0.0; N_FEATURES];
+    r.features[feature::THROUGHPUT_CHANGE] = 0.0;
+    p.score(&mut r);
+    let a = r.anomaly.unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    let names: Vec<&str> = a.contributions.iter().map(|c| c.feature).collect();
+    assert!(names.contains(&"request_count"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("latency_")),
+        "an empty window has no latency"
+    );
+}
+
+#[test]
+fn scoring_is_deterministic_for_a_seed() {
+    let run = |seed: u64| {
+        let cfg = IForestConfig {
+            seed,
+            ..Default::default()
+        };
+        let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
+        let mut s = Stream::new(9, "svc");
+        (0..300)
+            .map(|_| {
+                let mut r = s.next();
+                p.score(&mut r);
+                r.anomaly.unwrap().score
+            })
+            .collect::<Vec<f64>>()
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn a_lasting_level_shift_becomes_the_new_normal() {
+    let cfg = IForestConfig {
+        relearn_after: 20,
+        ..Default::default()
+    };
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
+    let mut s = Stream::new(5, "svc");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let mut flagged = 0;
+    let mut last = true;
+    for _ in 0..400 {
+        let mut r = s.next();
+        for i in [
+            feature::LATENCY_MEAN,
+            feature::LATENCY_P50,
+            feature::LATENCY_P95,
+        ] {
+            r.features[i] += 150.0;
+        }
+        p.score(&mut r);
+        last = r.anomaly.as_ref().unwrap().is_anomaly;
+        flagged += last as usize;
+    }
+    assert!(
+        flagged >= 20,
+        "the shift is an anomaly at first ({flagged})"
+    );
+    assert!(!last, "after a while it is the new normal");
+}
+
+#[test]
+fn config_checks() {
+    let v: serde_norway::Value =
+        serde_norway::from_str("threshold: often\nwarmup: 2\ntrees: 0\n").unwrap();
+    let errs: Vec<String> = IForestConfig::parse("processors.iforest", v)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("processors.iforest.threshold: must be \"auto\"")));
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("processors.iforest.warmup:")));
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("processors.iforest.trees:")));
+    let v: serde_norway::Value = serde_norway::from_str("threshold: 0.7\n").unwrap();
+    assert_eq!(
+        IForestConfig::parse("p", v).unwrap().threshold,
+        ThresholdSetting::Fixed(0.7)
+    );
+}
