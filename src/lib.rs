@@ -9,10 +9,12 @@ pub mod exporters;
 pub mod loadgen;
 pub mod otlp;
 pub mod pipeline;
+pub mod plot;
 pub mod processors;
 pub mod receivers;
 pub mod scenario;
 pub mod telemetry;
+pub mod train;
 pub mod windows;
 
 /// The pipeline run when no `--config` is given.

@@ -43,6 +43,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Build detection models offline from recorded OTLP/JSON lines; writes models.json,
+    /// windows.jsonl and service_anomaly_detection.png into --out.
+    Train {
+        /// Recorded files (the file exporter's format); `*` and `?` allowed in the file name.
+        #[arg(long, short, required = true, num_args = 1..)]
+        input: Vec<String>,
+        /// Pipeline file whose window and iforest settings to use (defaults otherwise).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, short, default_value = "models")]
+        out: PathBuf,
+    },
     /// Send realistic spans over OTLP and report the rate achieved.
     Loadgen {
         /// gRPC `host:port`, or the HTTP base URL with --protocol http.
@@ -185,6 +197,17 @@ fn main() -> ExitCode {
                 }
                 Err(e) => Err(anyhow::Error::new(e)),
             },
+            Command::Train { input, config, out } => {
+                let report = otelwatch::train::train(&input, config.as_deref(), &out)?;
+                println!(
+                    "trained on {} lines ({} skipped): {} series, {} windows, {} flagged as anomalous",
+                    report.lines, report.bad_lines, report.series, report.windows, report.anomalies
+                );
+                println!("models:  {}", report.model_path.display());
+                println!("windows: {}", report.windows_path.display());
+                println!("picture: {}", report.picture_path.display());
+                Ok(())
+            }
             Command::Loadgen {
                 endpoint,
                 protocol,

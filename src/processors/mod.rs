@@ -87,7 +87,7 @@ impl ProcessorConfig {
                 &format!("{}@{}", ctx.id, ctx.pipeline),
                 ctx.telemetry,
             )),
-            ProcessorConfig::IForest(c) => Box::new(iforest::IForestProcessor::new(
+            ProcessorConfig::IForest(c) => Box::new(iforest::IForestProcessor::with_saved_models(
                 c,
                 &format!("{}@{}", ctx.id, ctx.pipeline),
                 ctx.telemetry,

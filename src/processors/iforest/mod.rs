@@ -13,6 +13,8 @@
 //!     min_deviation: 4.0       # robust z-score a feature needs to count as a cause
 //!     relearn_after: 60        # consecutive anomalous windows after which the new level is learned
 //!     seed: 42
+//!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
+//!     save_interval: 5m
 //! ```
 //!
 //! Why two tests: the forest ranks how isolated a window is among the series' recent normal
@@ -25,9 +27,10 @@
 //! has lasted `relearn_after` windows: then it is a new level, and learning resumes.
 
 pub mod forest;
+pub mod persist;
 
 use super::Processor;
-use crate::config::{decode_section, ConfigError};
+use crate::config::{decode_section, ConfigDuration, ConfigError};
 use crate::pipeline::{Batch, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use crate::windows::{
@@ -57,6 +60,9 @@ pub struct IForestConfig {
     pub min_deviation: f64,
     pub relearn_after: usize,
     pub seed: u64,
+    /// Where models are loaded from at start and saved to; empty: not persisted.
+    pub model_path: String,
+    pub save_interval: ConfigDuration,
 }
 
 impl Default for IForestConfig {
@@ -71,6 +77,8 @@ impl Default for IForestConfig {
             min_deviation: 4.0,
             relearn_after: 60,
             seed: 42,
+            model_path: String::new(),
+            save_interval: ConfigDuration::from_secs(300),
         }
     }
 }
@@ -307,6 +315,8 @@ pub struct IForestProcessor {
     models: HashMap<Arc<SeriesKey>, SeriesModel>,
     scored: Counter,
     anomalies: Counter,
+    last_save: std::time::Instant,
+    dirty: bool,
 }
 
 impl IForestProcessor {
@@ -325,7 +335,63 @@ impl IForestProcessor {
                 "Window records flagged as anomalous.",
                 labels(),
             ),
+            last_save: std::time::Instant::now(),
+            dirty: false,
         }
+    }
+
+    /// Builds the processor and loads `model_path` if it exists. A missing file is a cold
+    /// start; an unreadable one is logged and ignored (detection must not stop for it).
+    pub fn with_saved_models(cfg: &IForestConfig, id: &str, telemetry: &Telemetry) -> Self {
+        let mut p = Self::new(cfg, id, telemetry);
+        if !cfg.model_path.is_empty() {
+            let path = std::path::Path::new(&cfg.model_path);
+            if path.exists() {
+                match p.load(path) {
+                    Ok(n) => {
+                        tracing::info!(path = %path.display(), series = n, "loaded saved models")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "starting without saved models"),
+                }
+            }
+        }
+        p
+    }
+
+    /// Replaces the models with those in `path`; returns how many series were loaded.
+    pub fn load(&mut self, path: &std::path::Path) -> Result<usize, persist::ModelError> {
+        let file = persist::read(path)?;
+        self.models = persist::from_file(&self.cfg, &file);
+        Ok(self.models.len())
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<(), persist::ModelError> {
+        persist::write(path, &persist::to_file(&self.cfg, &self.models))
+    }
+
+    /// The saved form of the current models.
+    pub fn to_model_file(&self) -> persist::ModelFile {
+        persist::to_file(&self.cfg, &self.models)
+    }
+
+    fn save_if_configured(&mut self) {
+        if self.cfg.model_path.is_empty() || !self.dirty {
+            return;
+        }
+        let path = std::path::Path::new(&self.cfg.model_path);
+        match self.save(path) {
+            Ok(()) => {
+                tracing::debug!(path = %path.display(), series = self.models.len(), "models saved")
+            }
+            Err(e) => tracing::warn!(error = %e, "saving models failed"),
+        }
+        self.dirty = false;
+        self.last_save = std::time::Instant::now();
+    }
+
+    /// Series with a model.
+    pub fn series(&self) -> usize {
+        self.models.len()
     }
 
     pub fn model(&self, key: &SeriesKey) -> Option<&SeriesModel> {
@@ -405,6 +471,7 @@ impl IForestProcessor {
             String::new()
         };
         self.scored.inc();
+        self.dirty = true;
         if is_anomaly {
             self.anomalies.inc();
         }
@@ -435,6 +502,21 @@ impl Processor for IForestProcessor {
             payload: Payload::Windows(Arc::new(records)),
             encoded: None,
         });
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        (!self.cfg.model_path.is_empty())
+            .then(|| (self.cfg.save_interval.get() / 4).max(std::time::Duration::from_millis(100)))
+    }
+
+    fn on_tick(&mut self, _out: &mut Vec<Batch>) {
+        if self.last_save.elapsed() >= self.cfg.save_interval.get() {
+            self.save_if_configured();
+        }
+    }
+
+    fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {
+        self.save_if_configured();
     }
 }
 

@@ -255,3 +255,84 @@ fn config_checks() {
         ThresholdSetting::Fixed(0.7)
     );
 }
+
+#[test]
+fn models_round_trip_through_the_saved_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("models/models.json");
+    let cfg = IForestConfig {
+        model_path: path.display().to_string(),
+        ..Default::default()
+    };
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
+    let mut a = Stream::new(21, "svc-a");
+    let mut b = Stream::new(22, "svc-b");
+    for _ in 0..300 {
+        let (mut ra, mut rb) = (a.next(), b.next());
+        p.score(&mut ra);
+        p.score(&mut rb);
+    }
+    // Shutdown saves.
+    p.on_shutdown(&mut Vec::new());
+    assert!(path.exists());
+
+    let loaded = IForestProcessor::with_saved_models(&cfg, "y", &Telemetry::new());
+    assert_eq!(loaded.series(), 2);
+    // Saving what was loaded gives the same file.
+    assert!(
+        loaded.to_model_file() == p.to_model_file(),
+        "the reloaded model differs from the saved one"
+    );
+    let again = IForestProcessor::with_saved_models(&cfg, "z", &Telemetry::new());
+    let mut loaded = loaded;
+    let mut again = again;
+    // A loaded model is warm and deterministic, and judges like the original.
+    for _ in 0..50 {
+        let r = a.next();
+        let (mut r1, mut r2, mut r3) = (r.clone(), r.clone(), r);
+        loaded.score(&mut r1);
+        again.score(&mut r2);
+        p.score(&mut r3);
+        let (s1, s2, s3) = (
+            r1.anomaly.unwrap(),
+            r2.anomaly.unwrap(),
+            r3.anomaly.unwrap(),
+        );
+        assert!(!s1.warming_up);
+        assert_eq!(s1.score, s2.score);
+        assert_eq!(s1.is_anomaly, s3.is_anomaly);
+        assert!(
+            (s1.score - s3.score).abs() < 0.15,
+            "{} vs {}",
+            s1.score,
+            s3.score
+        );
+    }
+}
+
+#[test]
+fn a_model_file_of_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.json");
+    std::fs::write(
+        &path,
+        r#"{"format":"otelwatch-iforest","version":99,"seed":1,"series":[]}"#,
+    )
+    .unwrap();
+    let err = persist::read(&path).unwrap_err();
+    assert!(err.to_string().contains("version 99"), "{err}");
+    std::fs::write(&path, "not json").unwrap();
+    assert!(matches!(
+        persist::read(&path),
+        Err(persist::ModelError::Format { .. })
+    ));
+    // The processor starts cold rather than failing.
+    let cfg = IForestConfig {
+        model_path: path.display().to_string(),
+        ..Default::default()
+    };
+    assert_eq!(
+        IForestProcessor::with_saved_models(&cfg, "x", &Telemetry::new()).series(),
+        0
+    );
+}

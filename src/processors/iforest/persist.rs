@@ -1,0 +1,163 @@
+//! Saved models: a versioned JSON file holding, per series, the points in its forest's window
+//! (already transformed), its recent normal windows and scores, and its counters.
+//!
+//! A forest is determined by its seed and the points it learned, so a loaded model rebuilds each
+//! forest from its saved window in one batch: the result is deterministic (the same file always
+//! gives the same forest) and independent of the tree parameters in force when it was saved, so
+//! a model survives a change of `trees` or `max_leaf_samples`.
+
+use super::{IForestConfig, SeriesModel};
+use crate::windows::{SeriesKey, N_FEATURES};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub const FORMAT: &str = "otelwatch-iforest";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read or write model file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model file {path} is not valid: {source}")]
+    Format {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("model file {path} is a {format:?} version {version} file; this otelwatch reads {FORMAT:?} version {VERSION}")]
+    Version {
+        path: String,
+        format: String,
+        version: u32,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedSeries {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<(String, String)>,
+    pub learned: usize,
+    pub consecutive: usize,
+    /// The forest's window, oldest first, in the forest's (transformed) space.
+    pub points: Vec<Vec<f64>>,
+    /// Recent normal windows' raw features, oldest first.
+    pub normal: Vec<[f64; N_FEATURES]>,
+    pub scores: Vec<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelFile {
+    pub format: String,
+    pub version: u32,
+    pub seed: u64,
+    pub series: Vec<SavedSeries>,
+}
+
+impl SeriesModel {
+    fn save(&self, key: &SeriesKey) -> SavedSeries {
+        SavedSeries {
+            service: key.service.to_string(),
+            target: key.target.as_ref().map(|t| t.to_string()),
+            labels: key
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            learned: self.learned,
+            consecutive: self.consecutive,
+            points: self.forest.window().map(|p| p.to_vec()).collect(),
+            normal: self.normal.iter().copied().collect(),
+            scores: self.scores.iter().copied().collect(),
+        }
+    }
+
+    fn restore(cfg: &IForestConfig, key: &SeriesKey, s: &SavedSeries) -> Self {
+        let mut m = SeriesModel::new(cfg, key);
+        m.forest.learn_batch(&s.points);
+        m.normal = s.normal.iter().copied().collect();
+        m.scores = s.scores.iter().copied().collect();
+        m.learned = s.learned;
+        m.consecutive = s.consecutive;
+        m
+    }
+}
+
+pub fn to_file(cfg: &IForestConfig, models: &HashMap<Arc<SeriesKey>, SeriesModel>) -> ModelFile {
+    let mut keys: Vec<&Arc<SeriesKey>> = models.keys().collect();
+    keys.sort();
+    ModelFile {
+        format: FORMAT.into(),
+        version: VERSION,
+        seed: cfg.seed,
+        series: keys.into_iter().map(|k| models[k].save(k)).collect(),
+    }
+}
+
+pub fn from_file(cfg: &IForestConfig, file: &ModelFile) -> HashMap<Arc<SeriesKey>, SeriesModel> {
+    file.series
+        .iter()
+        .map(|s| {
+            let key = SeriesKey {
+                service: s.service.as_str().into(),
+                target: s.target.as_deref().map(Into::into),
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                    .collect(),
+            };
+            let model = SeriesModel::restore(cfg, &key, s);
+            (Arc::new(key), model)
+        })
+        .collect()
+}
+
+/// Writes atomically: a crash mid-write leaves the previous file intact.
+pub fn write(path: &Path, file: &ModelFile) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec(file).map_err(|source| ModelError::Format {
+        path: path.display().to_string(),
+        source,
+    })?;
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+pub fn read(path: &Path) -> Result<ModelFile, ModelError> {
+    let text = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct Header {
+        format: String,
+        version: u32,
+    }
+    let format_err = |source| ModelError::Format {
+        path: path.display().to_string(),
+        source,
+    };
+    let header: Header = serde_json::from_slice(&text).map_err(format_err)?;
+    if header.format != FORMAT || header.version != VERSION {
+        return Err(ModelError::Version {
+            path: path.display().to_string(),
+            format: header.format,
+            version: header.version,
+        });
+    }
+    serde_json::from_slice(&text).map_err(format_err)
+}
