@@ -4,6 +4,7 @@
 //! Data flows `receivers → processors → exporters` (see `ARCHITECTURE.md`). Each of the three
 //! component folders has one table listing its components.
 
+pub mod bench;
 pub mod config;
 pub mod exporters;
 pub mod loadgen;
@@ -11,6 +12,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod plot;
 pub mod processors;
+pub mod quality;
 pub mod receivers;
 pub mod scenario;
 pub mod telemetry;

@@ -250,6 +250,31 @@ enum Sender {
     Http(Box<HttpSender>),
 }
 
+/// Sends one encoded `ExportTraceServiceRequest` over OTLP/gRPC, as it is.
+pub async fn grpc_export(
+    channel: &tonic::transport::Channel,
+    body: Bytes,
+    gzip: bool,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(
+        tonic::Request::new(body),
+        path,
+        ClientCodec::<ExportTraceServiceResponse>::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
 enum Outcome {
     Ok,
     Refused,
@@ -259,36 +284,17 @@ enum Outcome {
 impl Sender {
     async fn send(&self, body: Bytes) -> Outcome {
         match self {
-            Sender::Grpc(channel, gzip) => {
-                let mut grpc = tonic::client::Grpc::new(channel.clone());
-                if *gzip {
-                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-                }
-                if let Err(e) = grpc.ready().await {
-                    return Outcome::Failed(e.to_string());
-                }
-                let path = http::uri::PathAndQuery::from_static(
-                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                );
-                match grpc
-                    .unary(
-                        tonic::Request::new(body),
-                        path,
-                        ClientCodec::<ExportTraceServiceResponse>::default(),
-                    )
-                    .await
+            Sender::Grpc(channel, gzip) => match grpc_export(channel, body, *gzip).await {
+                Ok(_) => Outcome::Ok,
+                // Refused by a live server that asks for a retry (not a dead connection).
+                Err(s)
+                    if s.code() == tonic::Code::ResourceExhausted
+                        || crate::otlp::status::retry_delay(&s).is_some() =>
                 {
-                    Ok(_) => Outcome::Ok,
-                    // Refused by a live server that asks for a retry (not a dead connection).
-                    Err(s)
-                        if s.code() == tonic::Code::ResourceExhausted
-                            || crate::otlp::status::retry_delay(&s).is_some() =>
-                    {
-                        Outcome::Refused
-                    }
-                    Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
+                    Outcome::Refused
                 }
-            }
+                Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
+            },
             Sender::Http(h) => {
                 let HttpSender { client, uri, gzip } = h.as_ref();
                 let body = if *gzip {

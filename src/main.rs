@@ -55,6 +55,9 @@ enum Command {
         #[arg(long, short, default_value = "models")]
         out: PathBuf,
     },
+    /// Benchmarks with written reports (not tests): see docs/benchmarks.md.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Send realistic spans over OTLP and report the rate achieved.
     Loadgen {
         /// gRPC `host:port`, or the HTTP base URL with --protocol http.
@@ -86,6 +89,36 @@ enum Command {
         pregenerate: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The online isolation forest on the standard outlier data sets (the paper's protocol).
+    Forest {
+        /// Folder of `*.csv.gz` data sets (header f0..,label).
+        #[arg(long)]
+        datasets: PathBuf,
+        /// Runs per data set (the median is reported).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Only data sets whose file name contains one of these.
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+    },
+    /// Detection quality on labelled scenarios sent through the real pipeline over OTLP,
+    /// next to a batch isolation forest trained once on the warm-up.
+    Quality {
+        /// Only scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// The detector's cost per window and memory per series.
+    Scoring {
+        #[arg(long, default_value_t = 100)]
+        series: usize,
+        #[arg(long, default_value_t = 200)]
+        windows: usize,
     },
 }
 
@@ -206,6 +239,24 @@ fn main() -> ExitCode {
                 println!("models:  {}", report.model_path.display());
                 println!("windows: {}", report.windows_path.display());
                 println!("picture: {}", report.picture_path.display());
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Forest {
+                datasets,
+                runs,
+                only,
+            }) => {
+                let table = otelwatch::bench::forest_report(&datasets, runs, &only)?;
+                println!("{table}");
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Quality { only }) => {
+                let table = otelwatch::quality::report(only.as_deref()).await?;
+                println!("{table}");
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Scoring { series, windows }) => {
+                println!("{}", otelwatch::bench::scoring_cost(series, windows));
                 Ok(())
             }
             Command::Loadgen {

@@ -41,6 +41,8 @@ pub enum IncidentKind {
     Tail { share: f64, extra_ms: f64 },
     /// A network delay between caller and callee: only the caller's client spans see it.
     NetworkDelay { callee: String, extra_ms: f64 },
+    /// One endpoint (`http.route`) is slow; the others are not.
+    RouteLatency { route: String, extra_ms: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -223,7 +225,7 @@ impl Generator {
             .cloned()
     }
 
-    /// Emits one request to `svc` ending at `end_ns`; returns its duration and whether it failed
+    /// Emits one request to `svc` ending at `end_ns`; returns its duration and HTTP status
     /// (None when the service is silent).
     fn request(
         &mut self,
@@ -232,7 +234,7 @@ impl Generator {
         trace: [u8; 16],
         parent: Option<[u8; 8]>,
         out: &mut Emitted,
-    ) -> Option<(f64, bool)> {
+    ) -> Option<(f64, i64)> {
         let spec = self.spec(svc)?;
         let w = self.window;
         let incidents: Vec<IncidentKind> = self.scenario.incident(svc, w).cloned().collect();
@@ -258,7 +260,17 @@ impl Generator {
                 IncidentKind::NetworkDelay { callee, extra_ms } => {
                     net.insert(callee.clone(), *extra_ms);
                 }
-                IncidentKind::Traffic { .. } | IncidentKind::Silent => {}
+                IncidentKind::Traffic { .. }
+                | IncidentKind::Silent
+                | IncidentKind::RouteLatency { .. } => {}
+            }
+        }
+        let route = spec.routes[self.rng.below(spec.routes.len())].clone();
+        for inc in &incidents {
+            if let IncidentKind::RouteLatency { route: r, extra_ms } = inc {
+                if *r == route {
+                    own += extra_ms * (0.9 + 0.2 * self.rng.unit());
+                }
             }
         }
         let span_id: [u8; 8] = {
@@ -275,7 +287,7 @@ impl Generator {
             let client_id: [u8; 8] = self.rng.next_u64().max(1).to_be_bytes();
             let result = self.request(callee, callee_end, trace, Some(client_id), out);
             let (dur, status) = match result {
-                Some((d, failed)) => (d + delay, if failed { 500 } else { 200 }),
+                Some((d, code)) => (d + delay, code),
                 // A silent callee: the call times out.
                 None => (1000.0 + delay, 504),
             };
@@ -314,7 +326,6 @@ impl Generator {
         } else {
             200
         };
-        let route = spec.routes[self.rng.below(spec.routes.len())].clone();
         out.spans.entry(svc.to_string()).or_default().push(Span {
             trace_id: trace.to_vec(),
             span_id: span_id.to_vec(),
@@ -335,7 +346,7 @@ impl Generator {
             }),
             ..Default::default()
         });
-        Some((total, failed))
+        Some((total, code))
     }
 
     /// The spans of the next window, one resource per service.

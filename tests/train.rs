@@ -11,7 +11,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use support::*;
 
-fn record(path: &std::path::Path, windows: u64, start_ns: u64, incidents: Vec<Incident>) -> Generator {
+fn record(
+    path: &std::path::Path,
+    windows: u64,
+    start_ns: u64,
+    incidents: Vec<Incident>,
+) -> Generator {
     let mut sc = Scenario::target_system(5);
     sc.incidents = incidents;
     let mut g = Generator::new(sc, start_ns);
@@ -28,7 +33,10 @@ fn record(path: &std::path::Path, windows: u64, start_ns: u64, incidents: Vec<In
 #[test]
 fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
     let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let day_ago = now - 24 * 3600 * 1_000_000_000;
     let rec = dir.path().join("recorded.jsonl");
     record(
@@ -59,8 +67,15 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("trained on 240 lines (0 skipped): 3 series"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("trained on 240 lines (0 skipped): 3 series"),
+        "{stdout}"
+    );
 
     let png = std::fs::read(out_dir.join("service_anomaly_detection.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -76,9 +91,16 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
         .filter(|d| d["anomaly"]["is_anomaly"] == true && d["service"]["name"] == "service-b")
         .filter(|d| d["service"]["target"].is_null())
         .collect();
-    assert!(flagged_b.len() >= 3, "the recorded incident was found ({})", flagged_b.len());
     assert!(
-        docs.iter().filter(|d| d["anomaly"]["is_anomaly"] == true).count() <= 12,
+        flagged_b.len() >= 3,
+        "the recorded incident was found ({})",
+        flagged_b.len()
+    );
+    assert!(
+        docs.iter()
+            .filter(|d| d["anomaly"]["is_anomaly"] == true)
+            .count()
+            <= 12,
         "only the incident is flagged"
     );
 
@@ -112,8 +134,14 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
         .collect();
     assert!(live_docs.len() >= 12, "{} windows", live_docs.len());
     assert!(
-        live_docs.iter().all(|d| d["anomaly"]["warming_up"] == false),
+        live_docs
+            .iter()
+            .all(|d| d["anomaly"]["warming_up"] == false),
         "a loaded model must not warm up again"
     );
-    assert!(ow.stderr().contains("loaded saved models"), "{}", ow.stderr());
+    assert!(
+        ow.stderr().contains("loaded saved models"),
+        "{}",
+        ow.stderr()
+    );
 }

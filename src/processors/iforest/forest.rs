@@ -267,17 +267,11 @@ impl Tree {
                 }
             }
             Some(s) => {
+                // Both children are visited even without new points: a leaf may now split
+                // because the depth limit grew with the tree.
                 let (l, r) = partition(points, idx, s.dim, s.value);
-                let left = if l.is_empty() {
-                    s.left
-                } else {
-                    self.learn_at(p, rng, s.left, points, &l, dim)
-                };
-                let right = if r.is_empty() {
-                    s.right
-                } else {
-                    self.learn_at(p, rng, s.right, points, &r, dim)
-                };
+                let left = self.learn_at(p, rng, s.left, points, &l, dim);
+                let right = self.learn_at(p, rng, s.right, points, &r, dim);
                 if let Some(sp) = self.nodes[node].split.as_mut() {
                     sp.left = left;
                     sp.right = right;

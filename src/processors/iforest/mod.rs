@@ -17,15 +17,17 @@
 //!     save_interval: 5m
 //! ```
 //!
-//! Why two tests: the forest ranks how isolated a window is among the series' recent normal
-//! windows, across all ten features at once; the robust deviation of each feature (distance
-//! from the median of recent normal windows in units of their spread, with noise floors that
-//! respect low traffic) says *which* features are out of line. A window is an anomaly when its
-//! score passes the threshold **and** at least one feature is out of line, so every anomaly comes
-//! with its causes, and a window that is merely unusual in a way no single feature shows is not
-//! reported. Anomalous windows are not learned (an incident must not become normal), until one
+//! Two views of each window: the forest says how isolated it is among the series' recent normal
+//! windows, across all ten features at once; a per-feature test says which features are out of
+//! line, each against the noise model that fits it (see `deviations`). The score is the larger
+//! of the forest's score and the strongest feature's evidence mapped to [0, 1] — a window can
+//! stand out as a whole, or by one feature far beyond its noise (a subtle error-rate rise that a
+//! forest over ten dimensions barely sees). A window is an anomaly when its score passes the
+//! threshold **and** at least one feature is out of line, so every anomaly comes with its causes,
+//! and a window unusual in a way no single feature shows is not reported. Anomalous windows are not learned (an incident must not become normal), until one
 //! has lasted `relearn_after` windows: then it is a new level, and learning resumes.
 
+pub mod batch;
 pub mod forest;
 pub mod persist;
 
@@ -266,7 +268,18 @@ impl SeriesModel {
         (centre, spread)
     }
 
-    /// The features out of line, most deviant first, with their robust z-scores.
+    /// The features out of line, most deviant first, as (feature, z, typical).
+    ///
+    /// Each kind of feature gets the test that fits its noise:
+    /// - latencies: distance from the median of recent normal windows in units of their scaled
+    ///   MAD, plus a floor (1 ms + 5%, wider for the tail statistics) so that tiny jitter on a
+    ///   very stable service is not news;
+    /// - the request count: the same on a log scale (a drop to a fifth is as large at 10/s as at
+    ///   10 000/s), with Poisson noise as the floor;
+    /// - error and client-error rates: how unlikely this many errors is if the usual rate still
+    ///   held (binomial upper tail at this window's request count), as a z-score — so 2 errors
+    ///   in 10 requests is noise while 7 in 80 against a 1% baseline is not;
+    /// - throughput change: distance from its median, floor 0.3.
     fn deviations(&self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
         use feature::*;
         let (centre, spread) = self.typical();
@@ -274,22 +287,28 @@ impl SeriesModel {
         let mut out = Vec::new();
         for i in 0..N_FEATURES {
             let m = centre[i];
-            // Noise floors: what a change must exceed to matter at this traffic level.
-            let floor = match i {
-                REQUEST_COUNT => 2.0 + 0.1 * m + m.sqrt(),
-                ERROR_RATE | CLIENT_ERROR_RATE => {
-                    let p = m.clamp(0.01, 0.99);
-                    0.02 + (p * (1.0 - p) / n.max(1.0)).sqrt()
-                }
-                LATENCY_MAX | LATENCY_STDDEV | LATENCY_P99 => 2.0 + 0.15 * m,
-                THROUGHPUT_CHANGE => 0.3,
-                _ => 1.0 + 0.05 * m,
-            };
             // Rates and latencies of an empty window are not observations.
             if n == 0.0 && i != REQUEST_COUNT && i != THROUGHPUT_CHANGE {
                 continue;
             }
-            let z = (f[i] - m) / (spread[i] + floor);
+            let z = match i {
+                REQUEST_COUNT => {
+                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].ln_1p()).collect();
+                    let (lc, ls) = median_and_spread(logs);
+                    let poisson = 1.0 / (m + 1.0).sqrt();
+                    (f[i].ln_1p() - lc) / (ls + poisson + 0.05)
+                }
+                ERROR_RATE | CLIENT_ERROR_RATE => {
+                    let usual = self.normal.iter().map(|w| w[i]).sum::<f64>()
+                        / self.normal.len().max(1) as f64;
+                    binomial_z(n, (f[i] * n).round(), usual.max(0.001))
+                }
+                LATENCY_MAX | LATENCY_STDDEV | LATENCY_P99 => {
+                    (f[i] - m) / (spread[i] + 2.0 + 0.15 * m)
+                }
+                THROUGHPUT_CHANGE => (f[i] - m) / (spread[i] + 0.3),
+                _ => (f[i] - m) / (spread[i] + 1.0 + 0.05 * m),
+            };
             if z.abs() >= min_dev {
                 out.push((i, z, m));
             }
@@ -297,6 +316,92 @@ impl SeriesModel {
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out
     }
+}
+
+/// The strongest single-feature deviation as a score in [0, 1]: 0.5 at `min_dev`, about 0.7 at
+/// twice that, towards 1 beyond. Below `min_dev/2` (ordinary noise) it stays under 0.25, where
+/// the forest's own score decides.
+pub fn evidence_score(z: f64, min_dev: f64) -> f64 {
+    if z <= 0.0 {
+        0.0
+    } else {
+        2f64.powf(-min_dev / z)
+    }
+}
+
+fn median_and_spread(mut v: Vec<f64>) -> (f64, f64) {
+    let m = median(&mut v);
+    for x in v.iter_mut() {
+        *x = (*x - m).abs();
+    }
+    (m, 1.4826 * median(&mut v))
+}
+
+/// How surprising `k` events in `n` trials are when each has probability `p`, as the z-score
+/// with the same upper-tail probability. Only excesses count (fewer errors is not an incident).
+pub fn binomial_z(n: f64, k: f64, p: f64) -> f64 {
+    if n <= 0.0 || k <= n * p {
+        return 0.0;
+    }
+    let var = n * p * (1.0 - p);
+    let tail = if var > 25.0 {
+        // Normal approximation with continuity correction: accurate at this size.
+        return (k - 0.5 - n * p) / var.sqrt();
+    } else {
+        // Exact upper tail, summed in log space from k while the terms matter.
+        let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
+        let ln_choose =
+            |n: f64, r: f64| ln_gamma(n + 1.0) - ln_gamma(r + 1.0) - ln_gamma(n - r + 1.0);
+        let mut sum = 0.0;
+        let mut r = k;
+        while r <= n && r <= k + 400.0 {
+            let t = (ln_choose(n, r) + r * ln_p + (n - r) * ln_q).exp();
+            sum += t;
+            if t < sum * 1e-12 {
+                break;
+            }
+            r += 1.0;
+        }
+        sum
+    };
+    upper_tail_z(tail)
+}
+
+/// z such that P(Z ≥ z) = `p` (Abramowitz & Stegun 26.2.23; |error| < 4.5e-4).
+pub fn upper_tail_z(p: f64) -> f64 {
+    if p >= 0.5 {
+        return 0.0;
+    }
+    let p = p.max(1e-300);
+    let t = (-2.0 * p.ln()).sqrt();
+    t - (2.515_517 + 0.802_853 * t + 0.010_328 * t * t)
+        / (1.0 + 1.432_788 * t + 0.189_269 * t * t + 0.001_308 * t * t * t)
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
 fn fmt_value(feature: usize, v: f64) -> String {
@@ -406,7 +511,6 @@ impl IForestProcessor {
             .entry(rec.series.clone())
             .or_insert_with(|| SeriesModel::new(cfg, &rec.series));
         let x = transform(&rec.features);
-        let score = model.forest.score(&x);
         let threshold = model.threshold(cfg);
         let warming_up = model.learned < cfg.warmup;
         let mut deviations = if warming_up {
@@ -414,6 +518,11 @@ impl IForestProcessor {
         } else {
             model.deviations(&rec.features, cfg.min_deviation)
         };
+        let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
+        let score = model
+            .forest
+            .score(&x)
+            .max(evidence_score(strongest, cfg.min_deviation));
         let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
         if !is_anomaly {
             deviations.clear();
@@ -437,7 +546,6 @@ impl IForestProcessor {
             .collect();
         let severity = is_anomaly.then(|| {
             let over = score - threshold;
-            let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
             if over >= 0.15 || strongest >= 50.0 {
                 Severity::Critical
             } else if over >= 0.05 || strongest >= 15.0 {

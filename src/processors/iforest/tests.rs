@@ -336,3 +336,30 @@ fn a_model_file_of_another_version_is_refused() {
         0
     );
 }
+
+#[test]
+fn error_evidence_respects_traffic_volume() {
+    // 2 errors in 10 requests against a 1% baseline: ordinary bad luck.
+    assert!(
+        binomial_z(10.0, 2.0, 0.01) < 3.0,
+        "{}",
+        binomial_z(10.0, 2.0, 0.01)
+    );
+    // 8 in 80 against 1%: not luck.
+    assert!(
+        binomial_z(80.0, 8.0, 0.01) > 4.0,
+        "{}",
+        binomial_z(80.0, 8.0, 0.01)
+    );
+    // Large counts use the normal approximation: 600 of 10 000 against 5%.
+    let z = binomial_z(10_000.0, 600.0, 0.05);
+    assert!((z - 4.57).abs() < 0.05, "{z}");
+    // Fewer errors than usual is never evidence.
+    assert_eq!(binomial_z(100.0, 0.0, 0.05), 0.0);
+    // The tail-to-z conversion matches the normal table.
+    assert!((upper_tail_z(0.001) - 3.09).abs() < 0.01);
+    assert!((upper_tail_z(0.05) - 1.645).abs() < 0.01);
+    // Evidence is 0.5 exactly at the deviation threshold.
+    assert_eq!(evidence_score(4.0, 4.0), 0.5);
+    assert!(evidence_score(1.5, 4.0) < 0.2);
+}
