@@ -111,6 +111,27 @@ pub fn window_line(w: &WindowRecord, color: bool) -> String {
 
 fn render_windows(ws: &[WindowRecord], verbosity: Verbosity, color: bool) -> String {
     let mut out = String::new();
+    if verbosity == Verbosity::Basic && !ws.iter().any(|w| w.is_anomaly()) {
+        // A heartbeat per set of closed windows, so a quiet monitor is visibly alive.
+        let Some(last) = ws.iter().map(|w| w.start_ns).max() else {
+            return out;
+        };
+        let warming = ws
+            .iter()
+            .filter(|w| w.anomaly.as_ref().is_some_and(|a| a.warming_up))
+            .count();
+        let _ = write!(
+            out,
+            "windows {} {} series scored, no anomaly",
+            crate::windows::rfc3339(last),
+            ws.len()
+        );
+        if warming > 0 {
+            let _ = write!(out, " ({warming} still warming up)");
+        }
+        out.push('\n');
+        return out;
+    }
     for w in ws {
         match verbosity {
             // Basic: the live monitor view, anomalies only.

@@ -3,22 +3,24 @@
 //! | type | takes | what |
 //! |---|---|---|
 //! | `otlp` | traces, metrics, logs | OTLP/gRPC to a downstream collector (forwarding) |
-//! | `debug` | traces, metrics, logs | prints to the terminal |
-//! | `file` | traces, metrics, logs | OTLP/JSON lines |
-//! | `nop` | traces, metrics, logs | discards (benchmarks) |
+//! | `debug` | traces, metrics, logs, windows | prints to the terminal (anomalies as coloured lines) |
+//! | `file` | traces, metrics, logs, windows | OTLP/JSON lines; window documents |
+//! | `nop` | traces, metrics, logs, windows | discards (benchmarks) |
+//! | `webhook` | windows | posts anomalies (JSON or Slack `text`) |
 
 pub mod debug;
 pub mod file;
 pub mod framework;
 pub mod nop;
 pub mod otlp;
+pub mod webhook;
 
 use crate::config::{ComponentId, ConfigError};
 use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
 use framework::{QueueSettings, RetrySettings, RunSettings, RunningExporter};
 
-pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop"];
+pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop", "webhook"];
 
 #[derive(Debug, Clone)]
 pub enum ExporterConfig {
@@ -26,6 +28,7 @@ pub enum ExporterConfig {
     Debug(debug::DebugConfig),
     File(file::FileConfig),
     Nop,
+    Webhook(webhook::WebhookConfig),
 }
 
 pub fn parse_config(
@@ -37,6 +40,7 @@ pub fn parse_config(
         "otlp" => otlp::OtlpExporterConfig::parse(path, value).map(ExporterConfig::Otlp),
         "debug" => debug::DebugConfig::parse(path, value).map(ExporterConfig::Debug),
         "file" => file::FileConfig::parse(path, value).map(ExporterConfig::File),
+        "webhook" => webhook::WebhookConfig::parse(path, value).map(ExporterConfig::Webhook),
         "nop" => match value {
             serde_norway::Value::Null => Ok(ExporterConfig::Nop),
             serde_norway::Value::Mapping(m) if m.is_empty() => Ok(ExporterConfig::Nop),
@@ -64,6 +68,11 @@ pub enum ExporterError {
         id: String,
         source: file::FileExporterError,
     },
+    #[error("exporter {id}: {source}")]
+    Webhook {
+        id: String,
+        source: webhook::WebhookError,
+    },
 }
 
 /// Local exporters send one batch at a time, in order, and never retry for long.
@@ -83,6 +92,7 @@ impl ExporterConfig {
             ExporterConfig::Debug(_) | ExporterConfig::File(_) | ExporterConfig::Nop => {
                 &DataKind::ALL
             }
+            ExporterConfig::Webhook(_) => &[DataKind::Windows],
         }
     }
 
@@ -116,6 +126,15 @@ impl ExporterConfig {
             }
             ExporterConfig::Nop => {
                 framework::spawn(&name, nop::NopExporter, local_settings(), telemetry)
+            }
+            ExporterConfig::Webhook(c) => {
+                let exp = webhook::WebhookExporter::new(c).map_err(|source| {
+                    ExporterError::Webhook {
+                        id: name.clone(),
+                        source,
+                    }
+                })?;
+                framework::spawn(&name, exp, c.run_settings(), telemetry)
             }
         })
     }

@@ -7,7 +7,7 @@
 //!     interval: 10s            # windows are [k·interval, (k+1)·interval) since the Unix epoch
 //!     allowed_lateness: 5s     # how long a window waits for late spans
 //!     service_ttl: 1h          # series not seen for this long get no more (empty) windows
-//!     max_series: 10000        # services + edges + groups held at once
+//!     max_services: 10000        # services + edges + groups held at once
 //!     edges: true              # the callers' view of each dependency (CLIENT/PRODUCER spans)
 //!     group_by: [http.route]   # extra series per value of these attributes
 //! ```
@@ -40,7 +40,7 @@ pub struct WindowConfig {
     pub interval: ConfigDuration,
     pub allowed_lateness: ConfigDuration,
     pub service_ttl: ConfigDuration,
-    pub max_series: usize,
+    pub max_services: usize,
     pub edges: bool,
     pub group_by: Vec<String>,
 }
@@ -51,7 +51,7 @@ impl Default for WindowConfig {
             interval: ConfigDuration::from_secs(10),
             allowed_lateness: ConfigDuration::from_secs(5),
             service_ttl: ConfigDuration::from_secs(3600),
-            max_series: 10_000,
+            max_services: 10_000,
             edges: true,
             group_by: Vec::new(),
         }
@@ -68,9 +68,9 @@ impl WindowConfig {
                 "must be at least 10ms",
             ));
         }
-        if cfg.max_series == 0 {
+        if cfg.max_services == 0 {
             errors.push(ConfigError::new(
-                format!("{path}.max_series"),
+                format!("{path}.max_services"),
                 "must be at least 1",
             ));
         }
@@ -198,7 +198,7 @@ pub struct WindowProcessor {
     interval_ns: u64,
     lateness_ns: u64,
     ttl_ns: u64,
-    max_series: usize,
+    max_services: usize,
     edges: bool,
     group_by: Vec<String>,
     series: HashMap<SeriesKey, Series>,
@@ -288,7 +288,7 @@ impl WindowProcessor {
             interval_ns: cfg.interval.get().as_nanos() as u64,
             lateness_ns: cfg.allowed_lateness.get().as_nanos() as u64,
             ttl_ns: cfg.service_ttl.get().as_nanos() as u64,
-            max_series: cfg.max_series,
+            max_services: cfg.max_services,
             edges: cfg.edges,
             group_by: cfg.group_by.clone(),
             series: HashMap::new(),
@@ -307,7 +307,7 @@ impl WindowProcessor {
             ),
             dropped_series: telemetry.counter(
                 "otelwatch_window_series_refused_total",
-                "Spans of new series refused because max_series was reached.",
+                "Spans of new series refused because max_services was reached.",
                 labels(),
             ),
             windows_out: telemetry.counter(
@@ -428,12 +428,12 @@ impl WindowProcessor {
             }
             let start = self.window_start(o.end_ns);
             if !self.series.contains_key(&o.key) {
-                if self.series.len() >= self.max_series {
+                if self.series.len() >= self.max_services {
                     self.dropped_series.inc();
                     if !self.warned_cap {
                         self.warned_cap = true;
                         tracing::warn!(
-                            max_series = self.max_series,
+                            max_services = self.max_services,
                             "window: series cap reached; new services and edges are not tracked"
                         );
                     }

@@ -324,7 +324,7 @@ fn group_by_adds_a_series_per_value() {
 #[test]
 fn the_series_cap_and_ttl_bound_memory() {
     let (mut p, t) = processor(WindowConfig {
-        max_series: 2,
+        max_services: 2,
         service_ttl: ConfigDuration::from_secs(30),
         ..Default::default()
     });
@@ -361,9 +361,9 @@ fn spans_far_in_the_future_are_refused() {
 
 #[test]
 fn config_checks() {
-    let v: serde_norway::Value = serde_norway::from_str("interval: 1ms\nmax_series: 0\n").unwrap();
+    let v: serde_norway::Value = serde_norway::from_str("interval: 1ms\nmax_services: 0\n").unwrap();
     let errs = WindowConfig::parse("processors.window", v).unwrap_err();
     let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert!(msgs.contains(&"processors.window.interval: must be at least 10ms".to_string()));
-    assert!(msgs.contains(&"processors.window.max_series: must be at least 1".to_string()));
+    assert!(msgs.contains(&"processors.window.max_services: must be at least 1".to_string()));
 }
