@@ -270,7 +270,10 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         + 120 * N_FEATURES * 8
         + 256 * 8;
     let measured = match (rss_before, resident_bytes()) {
-        (Some(a), Some(b)) => format!("{:.0} KiB", b.saturating_sub(a) as f64 / 1024.0 / series.max(1) as f64),
+        (Some(a), Some(b)) => format!(
+            "{:.0} KiB",
+            b.saturating_sub(a) as f64 / 1024.0 / series.max(1) as f64
+        ),
         _ => "n/a".into(),
     };
     let saved = serde_json::to_vec(&file).map(|v| v.len()).unwrap_or(0) / series.max(1);

@@ -3,11 +3,11 @@
 
 mod support;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::body::Bytes;
 use axum::Router;
 use otelwatch::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
@@ -26,7 +26,12 @@ async fn slack(State(h): State<Hook>, body: Bytes) -> impl IntoResponse {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     // The first call fails as an overloaded hook would.
     if h.slack_calls.fetch_add(1, Ordering::SeqCst) == 0 {
-        return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], "busy").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "busy",
+        )
+            .into_response();
     }
     h.received.lock().unwrap().push(("slack".into(), v));
     StatusCode::OK.into_response()
@@ -85,7 +90,10 @@ service:
         to: 62,
         kind: IncidentKind::Latency { extra_ms: 700.0 },
     }];
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let mut g = Generator::new(sc, now - 2 * 3600 * 1_000_000_000);
     for _ in 0..80 {
         let body = g.next_window().encode_to_vec();
@@ -107,16 +115,25 @@ service:
         .filter(|(k, _)| k == "json")
         .map(|(_, v)| v)
         .collect();
-    assert!(hook.slack_calls.load(Ordering::SeqCst) >= 2, "the failed post was retried");
+    assert!(
+        hook.slack_calls.load(Ordering::SeqCst) >= 2,
+        "the failed post was retried"
+    );
     assert!(!slack.is_empty(), "{}", ow.stderr());
-    let text: String = slack.iter().map(|v| v["text"].as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    let text: String = slack
+        .iter()
+        .map(|v| v["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(text.contains("service-b: latency_"), "{text}");
     let docs: Vec<&serde_json::Value> = json
         .iter()
         .flat_map(|v| v["anomalies"].as_array().unwrap())
         .collect();
     assert!(!docs.is_empty());
-    assert!(docs.iter().all(|d| d["event"]["kind"] == "alert" && d["anomaly"]["is_anomaly"] == true));
+    assert!(docs
+        .iter()
+        .all(|d| d["event"]["kind"] == "alert" && d["anomaly"]["is_anomaly"] == true));
     assert!(docs.iter().any(|d| d["service"]["name"] == "service-b"));
     // Every window with an anomaly reached both hooks, the same ones.
     let slack_lines = text.lines().count();

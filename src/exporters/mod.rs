@@ -128,12 +128,11 @@ impl ExporterConfig {
                 framework::spawn(&name, nop::NopExporter, local_settings(), telemetry)
             }
             ExporterConfig::Webhook(c) => {
-                let exp = webhook::WebhookExporter::new(c).map_err(|source| {
-                    ExporterError::Webhook {
+                let exp =
+                    webhook::WebhookExporter::new(c).map_err(|source| ExporterError::Webhook {
                         id: name.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 framework::spawn(&name, exp, c.run_settings(), telemetry)
             }
         })

@@ -169,7 +169,9 @@ pub fn body(format: Format, anomalies: &[&WindowRecord]) -> serde_json::Value {
                     let a = w.anomaly.as_ref();
                     format!(
                         ":rotating_light: *{}* anomaly at {} (score {:.2}): {}",
-                        a.and_then(|a| a.severity).map(|s| s.as_str()).unwrap_or("minor"),
+                        a.and_then(|a| a.severity)
+                            .map(|s| s.as_str())
+                            .unwrap_or("minor"),
                         crate::windows::rfc3339(w.start_ns),
                         a.map(|a| a.score).unwrap_or(0.0),
                         a.map(|a| a.message.as_str()).unwrap_or("")
@@ -214,7 +216,10 @@ impl Export for WebhookExporter {
         }
         let after = retry_after(&resp);
         let text = resp.text().await.unwrap_or_default();
-        let message = format!("webhook answered {status}: {}", text.chars().take(200).collect::<String>());
+        let message = format!(
+            "webhook answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
         if status.as_u16() == 429 || status.is_server_error() {
             Err(ExportError::Retryable { message, after })
         } else {

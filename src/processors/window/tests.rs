@@ -361,7 +361,8 @@ fn spans_far_in_the_future_are_refused() {
 
 #[test]
 fn config_checks() {
-    let v: serde_norway::Value = serde_norway::from_str("interval: 1ms\nmax_services: 0\n").unwrap();
+    let v: serde_norway::Value =
+        serde_norway::from_str("interval: 1ms\nmax_services: 0\n").unwrap();
     let errs = WindowConfig::parse("processors.window", v).unwrap_err();
     let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert!(msgs.contains(&"processors.window.interval: must be at least 10ms".to_string()));
