@@ -7,8 +7,10 @@
 //! | `file` | traces, metrics, logs, windows | OTLP/JSON lines; window documents |
 //! | `nop` | traces, metrics, logs, windows | discards (benchmarks) |
 //! | `webhook` | windows | posts anomalies (JSON or Slack `text`) |
+//! | `elasticsearch` | windows | window and anomaly documents into Elasticsearch / OpenSearch |
 
 pub mod debug;
+pub mod elasticsearch;
 pub mod file;
 pub mod framework;
 pub mod nop;
@@ -20,7 +22,7 @@ use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
 use framework::{QueueSettings, RetrySettings, RunSettings, RunningExporter};
 
-pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop", "webhook"];
+pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop", "webhook", "elasticsearch"];
 
 #[derive(Debug, Clone)]
 pub enum ExporterConfig {
@@ -29,6 +31,7 @@ pub enum ExporterConfig {
     File(file::FileConfig),
     Nop,
     Webhook(webhook::WebhookConfig),
+    Elasticsearch(elasticsearch::ElasticsearchConfig),
 }
 
 pub fn parse_config(
@@ -41,6 +44,8 @@ pub fn parse_config(
         "debug" => debug::DebugConfig::parse(path, value).map(ExporterConfig::Debug),
         "file" => file::FileConfig::parse(path, value).map(ExporterConfig::File),
         "webhook" => webhook::WebhookConfig::parse(path, value).map(ExporterConfig::Webhook),
+        "elasticsearch" => elasticsearch::ElasticsearchConfig::parse(path, value)
+            .map(ExporterConfig::Elasticsearch),
         "nop" => match value {
             serde_norway::Value::Null => Ok(ExporterConfig::Nop),
             serde_norway::Value::Mapping(m) if m.is_empty() => Ok(ExporterConfig::Nop),
@@ -69,6 +74,11 @@ pub enum ExporterError {
         source: file::FileExporterError,
     },
     #[error("exporter {id}: {source}")]
+    Elasticsearch {
+        id: String,
+        source: elasticsearch::ElasticsearchError,
+    },
+    #[error("exporter {id}: {source}")]
     Webhook {
         id: String,
         source: webhook::WebhookError,
@@ -92,7 +102,7 @@ impl ExporterConfig {
             ExporterConfig::Debug(_) | ExporterConfig::File(_) | ExporterConfig::Nop => {
                 &DataKind::ALL
             }
-            ExporterConfig::Webhook(_) => &[DataKind::Windows],
+            ExporterConfig::Webhook(_) | ExporterConfig::Elasticsearch(_) => &[DataKind::Windows],
         }
     }
 
@@ -133,6 +143,15 @@ impl ExporterConfig {
                         id: name.clone(),
                         source,
                     })?;
+                framework::spawn(&name, exp, c.run_settings(), telemetry)
+            }
+            ExporterConfig::Elasticsearch(c) => {
+                let exp = elasticsearch::ElasticsearchExporter::new(c, &name, telemetry).map_err(
+                    |source| ExporterError::Elasticsearch {
+                        id: name.clone(),
+                        source,
+                    },
+                )?;
                 framework::spawn(&name, exp, c.run_settings(), telemetry)
             }
         })

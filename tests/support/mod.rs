@@ -2,6 +2,8 @@
 //! real sockets, read what it wrote.
 #![allow(dead_code)]
 
+pub mod search;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otelwatch::otlp::decode_json_line;
 use otelwatch::pipeline::Payload;

@@ -1,0 +1,607 @@
+//! Exporter `elasticsearch`: scored windows into the windows index, anomalies also into the
+//! anomalies index, through the official client (rustls). Works with Elasticsearch and
+//! OpenSearch.
+//!
+//! ```yaml
+//! exporters:
+//!   elasticsearch:
+//!     endpoints: [${env:ES_URL:-http://localhost:9200}]
+//!     user: ${env:ES_USER:-}            # or api_key: ${env:ES_API_KEY:-}
+//!     password: ${env:ES_PASSWORD:-}
+//!     tls: { ca_file: "", insecure_skip_verify: false }
+//!     mode: data_stream                 # or index: daily NAME-YYYY.MM.DD indices
+//!     windows_index: otelwatch-windows
+//!     anomalies_index: otelwatch-anomalies
+//!     max_documents: 1000               # per _bulk request
+//!     max_bytes: 5242880                # per _bulk request, before compression
+//!     compression: true                 # gzip request bodies
+//!     timeout: 30s
+//!     retry_on_failure: { initial_interval: 1s, max_interval: 30s, max_elapsed_time: 300s }
+//!     sending_queue: { num_consumers: 2, queue_size: 1000 }
+//! ```
+//!
+//! Writing is idempotent: every document has a deterministic `_id` (a hash of the series and
+//! the window start) and is written with `create`, so a retried request never duplicates —
+//! `409` on a known id counts as already written. Per-item results are read: items refused with
+//! 429/5xx are retried (alone) with jittered backoff, items refused as invalid (400, 404, …)
+//! are logged with the reason and counted, never retried. A failure of the whole request
+//! (connection refused, 429/5xx for the request) is retried by the exporter framework with the
+//! batch kept in the bounded queue, so an outage pushes back on the pipeline instead of dropping.
+//! Index templates (and, in data stream mode, the data streams' mappings) are installed on
+//! start, idempotently; a cluster that is down at start is tried again before every send.
+
+mod templates;
+
+use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
+use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::pipeline::{Batch, Payload};
+use crate::telemetry::{Counter, Telemetry};
+use crate::windows::WindowRecord;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{
+    MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+};
+use elasticsearch::http::Method;
+use elasticsearch::{BulkOperation, BulkParts, Elasticsearch};
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    DataStream,
+    Index,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM file of the CA that signed the cluster's certificate.
+    pub ca_file: String,
+    /// Accept any certificate (test clusters only).
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchConfig {
+    pub endpoints: Vec<String>,
+    pub user: String,
+    pub password: String,
+    pub api_key: String,
+    pub tls: TlsSettings,
+    pub mode: Mode,
+    pub windows_index: String,
+    pub anomalies_index: String,
+    pub max_documents: usize,
+    pub max_bytes: usize,
+    pub compression: bool,
+    pub timeout: ConfigDuration,
+    pub retry_on_failure: RetrySettings,
+    pub sending_queue: QueueSettings,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://localhost:9200".into()],
+            user: String::new(),
+            password: String::new(),
+            api_key: String::new(),
+            tls: TlsSettings::default(),
+            mode: Mode::DataStream,
+            windows_index: "otelwatch-windows".into(),
+            anomalies_index: "otelwatch-anomalies".into(),
+            max_documents: 1000,
+            max_bytes: 5 * 1024 * 1024,
+            compression: true,
+            timeout: ConfigDuration::from_secs(30),
+            retry_on_failure: RetrySettings {
+                initial_interval: ConfigDuration::from_secs(1),
+                ..RetrySettings::default()
+            },
+            sending_queue: QueueSettings {
+                num_consumers: 2,
+                queue_size: 1000,
+            },
+        }
+    }
+}
+
+fn valid_index_name(n: &str) -> bool {
+    !n.is_empty()
+        && n == n.to_lowercase()
+        && !n.starts_with(['-', '_', '+'])
+        && !n.contains([' ', '\\', '/', '*', '?', '"', '<', '>', '|', ',', '#', ':'])
+}
+
+impl ElasticsearchConfig {
+    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.endpoints.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.endpoints"),
+                "list at least one endpoint",
+            ));
+        }
+        for (i, e) in cfg.endpoints.iter().enumerate() {
+            match url::Url::parse(e) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => errors.push(ConfigError::new(
+                    format!("{path}.endpoints[{i}]"),
+                    format!("invalid URL {e:?} (http:// or https://)"),
+                )),
+            }
+        }
+        if !cfg.api_key.is_empty() && !cfg.user.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.api_key"),
+                "set either api_key or user/password, not both",
+            ));
+        }
+        if cfg.user.is_empty() != cfg.password.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{path}.password"),
+                "user and password go together",
+            ));
+        }
+        for (field, name) in [
+            ("windows_index", &cfg.windows_index),
+            ("anomalies_index", &cfg.anomalies_index),
+        ] {
+            if !valid_index_name(name) {
+                errors.push(ConfigError::new(
+                    format!("{path}.{field}"),
+                    format!("{name:?} is not a valid index name (lowercase, no spaces or \\/*?\"<>|,#:)"),
+                ));
+            }
+        }
+        if cfg.max_documents == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_documents"),
+                "must be at least 1",
+            ));
+        }
+        if cfg.max_bytes < 1024 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_bytes"),
+                "must be at least 1024",
+            ));
+        }
+        cfg.retry_on_failure
+            .validate(&format!("{path}.retry_on_failure"), &mut errors);
+        cfg.sending_queue
+            .validate(&format!("{path}.sending_queue"), &mut errors);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            // Item-level retries happen inside one export call; the framework's timeout covers
+            // the whole call, so it is left to the client's per-request timeout.
+            timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElasticsearchError {
+    #[error("invalid endpoint {0:?}: {1}")]
+    Endpoint(String, String),
+    #[error("reading the CA file {path}: {message}")]
+    Ca { path: String, message: String },
+    #[error("building the client: {0}")]
+    Client(String),
+}
+
+/// A deterministic document id: the same series and window always give the same id.
+pub fn document_id(w: &WindowRecord) -> String {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    let mut eat = |bytes: &[u8]| {
+        for &x in bytes.iter().chain(&[0xff]) {
+            a ^= x as u64;
+            a = a.wrapping_mul(0x0000_0100_0000_01b3);
+            b ^= x as u64;
+            b = b.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+        }
+    };
+    eat(w.series.service.as_bytes());
+    eat(w.series.target.as_deref().unwrap_or("").as_bytes());
+    for (k, v) in &w.series.labels {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    eat(&w.start_ns.to_be_bytes());
+    format!("{a:016x}{b:016x}")
+}
+
+/// The index (or data stream) a document goes to.
+pub fn target_index(base: &str, mode: Mode, w: &WindowRecord) -> String {
+    match mode {
+        Mode::DataStream => base.to_string(),
+        Mode::Index => {
+            let day = &crate::windows::rfc3339(w.start_ns)[..10];
+            format!("{base}-{}", day.replace('-', "."))
+        }
+    }
+}
+
+/// One document to write.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub index: String,
+    pub id: String,
+    pub body: Value,
+}
+
+/// The documents for a batch of windows: every window, and every anomaly again as an alert.
+pub fn documents(cfg: &ElasticsearchConfig, windows: &[WindowRecord]) -> Vec<Doc> {
+    let mut docs = Vec::with_capacity(windows.len());
+    for w in windows {
+        let id = document_id(w);
+        docs.push(Doc {
+            index: target_index(&cfg.windows_index, cfg.mode, w),
+            id: id.clone(),
+            body: w.to_document(),
+        });
+        if w.is_anomaly() {
+            docs.push(Doc {
+                index: target_index(&cfg.anomalies_index, cfg.mode, w),
+                id,
+                body: w.to_alert_document(),
+            });
+        }
+    }
+    docs
+}
+
+/// What happened to one item of a `_bulk` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Written,
+    /// 409: the id exists, so an earlier attempt wrote it.
+    AlreadyWritten,
+    Retry(u16),
+    Rejected {
+        status: u16,
+        reason: String,
+    },
+}
+
+/// Reads a `_bulk` response body into one outcome per item, in order.
+pub fn parse_bulk_response(body: &Value, expected: usize) -> Result<Vec<ItemOutcome>, String> {
+    let items = body["items"]
+        .as_array()
+        .ok_or_else(|| "the _bulk response has no items".to_string())?;
+    if items.len() != expected {
+        return Err(format!(
+            "the _bulk response has {} items for {expected} documents",
+            items.len()
+        ));
+    }
+    Ok(items
+        .iter()
+        .map(|item| {
+            let op = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let status = op["status"].as_u64().unwrap_or(0) as u16;
+            match status {
+                200..=299 => ItemOutcome::Written,
+                409 => ItemOutcome::AlreadyWritten,
+                429 | 500..=599 => ItemOutcome::Retry(status),
+                _ => ItemOutcome::Rejected {
+                    status,
+                    reason: format!(
+                        "{}: {}",
+                        op["error"]["type"].as_str().unwrap_or("error"),
+                        op["error"]["reason"].as_str().unwrap_or("no reason given")
+                    ),
+                },
+            }
+        })
+        .collect())
+}
+
+struct Counters {
+    written: Counter,
+    duplicates: Counter,
+    retried: Counter,
+    rejected: Counter,
+}
+
+pub struct ElasticsearchExporter {
+    client: Elasticsearch,
+    cfg: ElasticsearchConfig,
+    ready: Mutex<bool>,
+    counters: Counters,
+}
+
+impl ElasticsearchExporter {
+    pub fn new(
+        cfg: &ElasticsearchConfig,
+        id: &str,
+        telemetry: &Telemetry,
+    ) -> Result<Self, ElasticsearchError> {
+        let urls: Vec<url::Url> = cfg
+            .endpoints
+            .iter()
+            .map(|e| {
+                url::Url::parse(e)
+                    .map_err(|err| ElasticsearchError::Endpoint(e.clone(), err.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut builder = if urls.len() == 1 {
+            TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone()))
+        } else {
+            TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None))
+        };
+        if !cfg.api_key.is_empty() {
+            builder = builder.auth(Credentials::EncodedApiKey(cfg.api_key.clone()));
+        } else if !cfg.user.is_empty() {
+            builder = builder.auth(Credentials::Basic(cfg.user.clone(), cfg.password.clone()));
+        }
+        if cfg.tls.insecure_skip_verify {
+            builder = builder.cert_validation(CertificateValidation::None);
+        } else if !cfg.tls.ca_file.is_empty() {
+            let pem = std::fs::read(&cfg.tls.ca_file).map_err(|e| ElasticsearchError::Ca {
+                path: cfg.tls.ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| ElasticsearchError::Ca {
+                path: cfg.tls.ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        let transport = builder
+            .request_body_compression(cfg.compression)
+            .timeout(cfg.timeout.get())
+            .build()
+            .map_err(|e| ElasticsearchError::Client(e.to_string()))?;
+        let labels =
+            |result: &str| vec![("exporter", id.to_string()), ("result", result.to_string())];
+        let help = "Documents by outcome: written, duplicate (already written), retried, rejected.";
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+            cfg: cfg.clone(),
+            ready: Mutex::new(false),
+            counters: Counters {
+                written: telemetry.counter(
+                    "otelwatch_elasticsearch_documents_total",
+                    help,
+                    labels("written"),
+                ),
+                duplicates: telemetry.counter(
+                    "otelwatch_elasticsearch_documents_total",
+                    help,
+                    labels("duplicate"),
+                ),
+                retried: telemetry.counter(
+                    "otelwatch_elasticsearch_documents_total",
+                    help,
+                    labels("retried"),
+                ),
+                rejected: telemetry.counter(
+                    "otelwatch_elasticsearch_documents_total",
+                    help,
+                    labels("rejected"),
+                ),
+            },
+        })
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), ExportError> {
+        let resp = self
+            .client
+            .transport()
+            .send(
+                method,
+                path,
+                HeaderMap::new(),
+                Option::<&()>::None,
+                body.map(elasticsearch::http::request::JsonBody::new),
+                None,
+            )
+            .await
+            .map_err(|e| ExportError::retryable(format!("{path}: {e}")))?;
+        let status = resp.status_code().as_u16();
+        let value = resp.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// Checks the cluster and installs the templates, once; retryable until it works.
+    async fn ensure_ready(&self) -> Result<(), ExportError> {
+        let mut ready = self.ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        let (status, info) = self.request(Method::Get, "/", None).await?;
+        if status >= 400 {
+            return Err(classify_status(status, "GET /"));
+        }
+        let version = info["version"]["number"].as_str().unwrap_or("?");
+        let distribution = info["version"]["distribution"]
+            .as_str()
+            .unwrap_or("elasticsearch");
+        for (name, body) in templates::all(&self.cfg) {
+            let (status, resp) = self
+                .request(Method::Put, &format!("/_index_template/{name}"), Some(body))
+                .await?;
+            if status >= 400 {
+                let err = classify_status(status, &format!("installing index template {name}"));
+                return Err(match err {
+                    ExportError::Permanent { message } => ExportError::Permanent {
+                        message: format!("{message}: {resp}"),
+                    },
+                    other => other,
+                });
+            }
+        }
+        tracing::info!(
+            distribution,
+            version,
+            "search cluster ready; index templates installed"
+        );
+        *ready = true;
+        Ok(())
+    }
+
+    /// Sends the documents, retrying items refused as retryable; returns how many were given up.
+    async fn write(&self, docs: Vec<Doc>) -> Result<usize, ExportError> {
+        let mut pending = docs;
+        let mut attempt = 0u32;
+        let started = tokio::time::Instant::now();
+        let mut rejected = 0usize;
+        while !pending.is_empty() {
+            let mut retry_next = Vec::new();
+            for chunk in chunks(&pending, self.cfg.max_documents, self.cfg.max_bytes) {
+                let ops: Vec<BulkOperation<Value>> = chunk
+                    .iter()
+                    .map(|d| {
+                        BulkOperation::create(d.body.clone())
+                            .id(d.id.as_str())
+                            .index(d.index.as_str())
+                            .into()
+                    })
+                    .collect();
+                let resp = self
+                    .client
+                    .bulk(BulkParts::None)
+                    .body(ops)
+                    .send()
+                    .await
+                    .map_err(|e| ExportError::retryable(format!("_bulk: {e}")))?;
+                let status = resp.status_code().as_u16();
+                if status >= 400 {
+                    let after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.unwrap_or_default();
+                    return Err(match classify_status(status, "_bulk") {
+                        ExportError::Retryable { message, .. } => {
+                            ExportError::Retryable { message, after }
+                        }
+                        ExportError::Permanent { message } => ExportError::Permanent {
+                            message: format!(
+                                "{message}: {}",
+                                text.chars().take(300).collect::<String>()
+                            ),
+                        },
+                    });
+                }
+                let body: Value = resp.json().await.map_err(|e| {
+                    ExportError::retryable(format!("reading the _bulk response: {e}"))
+                })?;
+                let outcomes =
+                    parse_bulk_response(&body, chunk.len()).map_err(ExportError::retryable)?;
+                for (doc, outcome) in chunk.iter().zip(outcomes) {
+                    match outcome {
+                        ItemOutcome::Written => self.counters.written.inc(),
+                        ItemOutcome::AlreadyWritten => self.counters.duplicates.inc(),
+                        ItemOutcome::Retry(_) => retry_next.push(doc.clone()),
+                        ItemOutcome::Rejected { status, reason } => {
+                            rejected += 1;
+                            self.counters.rejected.inc();
+                            tracing::warn!(index = %doc.index, id = %doc.id, status, %reason, "document rejected");
+                        }
+                    }
+                }
+            }
+            if retry_next.is_empty() {
+                break;
+            }
+            let retry = &self.cfg.retry_on_failure;
+            let wait = retry.backoff(attempt);
+            let limit = retry.max_elapsed_time.get();
+            if !retry.enabled || (!limit.is_zero() && started.elapsed() + wait > limit) {
+                tracing::warn!(
+                    documents = retry_next.len(),
+                    "giving up on documents the cluster kept refusing"
+                );
+                self.counters.rejected.add(retry_next.len() as u64);
+                rejected += retry_next.len();
+                break;
+            }
+            self.counters.retried.add(retry_next.len() as u64);
+            tracing::debug!(documents = retry_next.len(), retry_in = ?wait, "retrying refused documents");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            pending = retry_next;
+        }
+        Ok(rejected)
+    }
+}
+
+/// Whole-request statuses: 429 and 5xx are worth retrying, the rest is not.
+fn classify_status(status: u16, what: &str) -> ExportError {
+    let message = format!("{what}: HTTP {status}");
+    if status == 429 || status >= 500 {
+        ExportError::retryable(message)
+    } else {
+        ExportError::permanent(message)
+    }
+}
+
+/// Splits documents into requests of at most `max_docs` documents and about `max_bytes`.
+fn chunks(docs: &[Doc], max_docs: usize, max_bytes: usize) -> Vec<&[Doc]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, d) in docs.iter().enumerate() {
+        let size = d.body.to_string().len() + d.index.len() + d.id.len() + 48;
+        if i > start && (i - start >= max_docs || bytes + size > max_bytes) {
+            out.push(&docs[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < docs.len() {
+        out.push(&docs[start..]);
+    }
+    out
+}
+
+impl Export for ElasticsearchExporter {
+    async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+        let Payload::Windows(windows) = &batch.payload else {
+            return Err(ExportError::permanent(
+                "elasticsearch takes window records only",
+            ));
+        };
+        self.ensure_ready().await?;
+        let docs = documents(&self.cfg, windows);
+        let rejected = self.write(docs).await?;
+        // A window counts as failed if any of its documents was given up.
+        Ok(Delivered {
+            rejected: rejected.min(batch.items),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! Composable index templates for the windows and anomalies indices: explicit types for every
+//! contract field (`@timestamp` date, `service.name` keyword, each feature a double, `anomaly.*`
+//! typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
+
+use super::{ElasticsearchConfig, Mode};
+use crate::windows::FEATURE_NAMES;
+use serde_json::{json, Map, Value};
+
+pub fn mappings() -> Value {
+    let features: Map<String, Value> = FEATURE_NAMES
+        .iter()
+        .map(|n| (n.to_string(), json!({ "type": "double" })))
+        .collect();
+    json!({
+        "dynamic_templates": [
+            { "labels_as_keywords": { "path_match": "labels.*", "mapping": { "type": "keyword" } } }
+        ],
+        "properties": {
+            "@timestamp": { "type": "date" },
+            "event": { "properties": {
+                "kind": { "type": "keyword" },
+                "dataset": { "type": "keyword" },
+                "severity": { "type": "long" },
+                "severity_name": { "type": "keyword" }
+            }},
+            "service": { "properties": {
+                "name": { "type": "keyword" },
+                "target": { "properties": { "name": { "type": "keyword" } } }
+            }},
+            "labels": { "type": "object" },
+            "window": { "properties": {
+                "start": { "type": "date" },
+                "end": { "type": "date" },
+                "interval_s": { "type": "double" }
+            }},
+            "features": { "properties": features },
+            "anomaly": { "properties": {
+                "score": { "type": "double" },
+                "threshold": { "type": "double" },
+                "is_anomaly": { "type": "boolean" },
+                "severity": { "type": "keyword" },
+                "warming_up": { "type": "boolean" },
+                "message": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 1024 } } },
+                "contributions": { "properties": {
+                    "feature": { "type": "keyword" },
+                    "actual": { "type": "double" },
+                    "typical": { "type": "double" }
+                }}
+            }}
+        }
+    })
+}
+
+/// (template name, body) for both indices.
+pub fn all(cfg: &ElasticsearchConfig) -> Vec<(String, Value)> {
+    [&cfg.windows_index, &cfg.anomalies_index]
+        .into_iter()
+        .map(|base| {
+            let mut body = json!({
+                "priority": 200,
+                "template": {
+                    "settings": { "number_of_shards": 1 },
+                    "mappings": mappings()
+                },
+                "_meta": { "managed_by": "otelwatch", "contract_version": 1 }
+            });
+            match cfg.mode {
+                Mode::DataStream => {
+                    body["index_patterns"] = json!([base]);
+                    body["data_stream"] = json!({});
+                }
+                Mode::Index => {
+                    body["index_patterns"] = json!([format!("{base}-*")]);
+                }
+            }
+            (format!("{base}-template"), body)
+        })
+        .collect()
+}

@@ -1,0 +1,143 @@
+use super::*;
+use crate::windows::{Anomaly, SeriesKey, Severity, N_FEATURES};
+use std::sync::Arc;
+
+fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
+    WindowRecord {
+        series: Arc::new(SeriesKey::service(service)),
+        start_ns: start_s * 1_000_000_000,
+        interval_ns: 10_000_000_000,
+        features: [1.0; N_FEATURES],
+        anomaly: Some(Anomaly {
+            score: if anomalous { 0.9 } else { 0.3 },
+            threshold: 0.6,
+            is_anomaly: anomalous,
+            severity: anomalous.then_some(Severity::Major),
+            warming_up: false,
+            contributions: vec![],
+            message: String::new(),
+        }),
+    }
+}
+
+#[test]
+fn ids_are_deterministic_and_distinct() {
+    let a = window("checkout", 1_767_571_200, false);
+    assert_eq!(document_id(&a), document_id(&a.clone()));
+    assert_eq!(document_id(&a).len(), 32);
+    assert_ne!(
+        document_id(&a),
+        document_id(&window("checkout", 1_767_571_210, false))
+    );
+    assert_ne!(
+        document_id(&a),
+        document_id(&window("payments", 1_767_571_200, false))
+    );
+}
+
+#[test]
+fn anomalies_go_to_both_indices_and_index_mode_is_daily() {
+    let mut cfg = ElasticsearchConfig::default();
+    let ws = vec![
+        window("a", 1_767_571_200, false),
+        window("b", 1_767_571_200, true),
+    ];
+    let docs = documents(&cfg, &ws);
+    let targets: Vec<&str> = docs.iter().map(|d| d.index.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "otelwatch-windows",
+            "otelwatch-windows",
+            "otelwatch-anomalies"
+        ]
+    );
+    assert_eq!(docs[2].body["event"]["kind"], "alert");
+    cfg.mode = Mode::Index;
+    let docs = documents(&cfg, &ws);
+    assert_eq!(docs[0].index, "otelwatch-windows-2026.01.05");
+    assert_eq!(docs[2].index, "otelwatch-anomalies-2026.01.05");
+}
+
+#[test]
+fn bulk_items_are_classified() {
+    let body = serde_json::json!({ "errors": true, "items": [
+        { "create": { "status": 201 } },
+        { "create": { "status": 409, "error": { "type": "version_conflict_engine_exception" } } },
+        { "create": { "status": 429, "error": { "type": "es_rejected_execution_exception" } } },
+        { "create": { "status": 400, "error": { "type": "mapper_parsing_exception", "reason": "failed to parse [features.request_count]" } } },
+        { "index": { "status": 503 } }
+    ]});
+    let out = parse_bulk_response(&body, 5).unwrap();
+    assert_eq!(out[0], ItemOutcome::Written);
+    assert_eq!(out[1], ItemOutcome::AlreadyWritten);
+    assert_eq!(out[2], ItemOutcome::Retry(429));
+    assert!(
+        matches!(&out[3], ItemOutcome::Rejected { status: 400, reason } if reason.contains("features.request_count"))
+    );
+    assert_eq!(out[4], ItemOutcome::Retry(503));
+    assert!(parse_bulk_response(&body, 4).is_err());
+}
+
+#[test]
+fn requests_are_split_by_count_and_size() {
+    let cfg = ElasticsearchConfig::default();
+    let ws: Vec<WindowRecord> = (0..10)
+        .map(|i| window("a", 1_767_571_200 + i * 10, false))
+        .collect();
+    let docs = documents(&cfg, &ws);
+    assert_eq!(
+        chunks(&docs, 3, 1 << 20)
+            .iter()
+            .map(|c| c.len())
+            .collect::<Vec<_>>(),
+        [3, 3, 3, 1]
+    );
+    let one = docs[0].body.to_string().len();
+    let by_size = chunks(&docs, 100, one * 2 + 300);
+    assert!(
+        by_size.iter().all(|c| c.len() <= 2),
+        "{:?}",
+        by_size.iter().map(|c| c.len()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn config_errors_name_their_paths() {
+    let v: serde_norway::Value = serde_norway::from_str(
+        "endpoints: [\"htp:/x\"]\nwindows_index: Bad Name\nuser: elastic\nmax_documents: 0\n",
+    )
+    .unwrap();
+    let errs: Vec<String> = ElasticsearchConfig::parse("exporters.elasticsearch", v)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for e in [
+        "exporters.elasticsearch.endpoints[0]: invalid URL",
+        "exporters.elasticsearch.windows_index:",
+        "exporters.elasticsearch.password: user and password go together",
+        "exporters.elasticsearch.max_documents:",
+    ] {
+        assert!(
+            errs.iter().any(|g| g.starts_with(e)),
+            "missing {e} in {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn templates_type_every_contract_field() {
+    let cfg = ElasticsearchConfig::default();
+    let t = templates::all(&cfg);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].1["index_patterns"][0], "otelwatch-windows");
+    assert!(t[0].1["data_stream"].is_object());
+    let m = &t[0].1["template"]["mappings"]["properties"];
+    assert_eq!(m["@timestamp"]["type"], "date");
+    assert_eq!(m["service"]["properties"]["name"]["type"], "keyword");
+    for f in crate::windows::FEATURE_NAMES {
+        assert_eq!(m["features"]["properties"][f]["type"], "double");
+    }
+    assert_eq!(m["anomaly"]["properties"]["is_anomaly"]["type"], "boolean");
+}
