@@ -2,6 +2,7 @@
 //! real sockets, read what it wrote.
 #![allow(dead_code)]
 
+pub mod fake_es;
 pub mod search;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
