@@ -43,12 +43,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Build detection models offline from recorded OTLP/JSON lines; writes models.json,
+    /// Build detection models offline, from recorded OTLP/JSON lines (--input) or from window
+    /// documents stored in Elasticsearch/OpenSearch (--from-es); writes models.json,
     /// windows.jsonl and service_anomaly_detection.png into --out.
     Train {
         /// Recorded files (the file exporter's format); `*` and `?` allowed in the file name.
-        #[arg(long, short, required = true, num_args = 1..)]
+        #[arg(long, short, num_args = 1.., required_unless_present = "from_es", conflicts_with = "from_es")]
         input: Vec<String>,
+        /// Read window documents from this cluster instead (e.g. http://localhost:9200).
+        #[arg(long)]
+        from_es: Option<String>,
+        /// The windows index or data stream to read, with --from-es.
+        #[arg(long, default_value = "otelwatch-windows")]
+        index: String,
+        #[arg(long, env = "ES_USER")]
+        user: Option<String>,
+        #[arg(long, env = "ES_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, env = "ES_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
         /// Pipeline file whose window and iforest settings to use (defaults otherwise).
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -230,8 +243,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => Err(anyhow::Error::new(e)),
             },
-            Command::Train { input, config, out } => {
-                let report = otelwatch::train::train(&input, config.as_deref(), &out)?;
+            Command::Train {
+                input,
+                from_es,
+                index,
+                user,
+                password,
+                api_key,
+                config,
+                out,
+            } => {
+                let report = match from_es {
+                    Some(url) => {
+                        let source = otelwatch::exporters::elasticsearch::ElasticsearchConfig {
+                            endpoints: vec![url],
+                            user: user.unwrap_or_default(),
+                            password: password.unwrap_or_default(),
+                            api_key: api_key.unwrap_or_default(),
+                            ..Default::default()
+                        };
+                        otelwatch::train::train_from_es(&source, &index, config.as_deref(), &out)
+                            .await?
+                    }
+                    None => otelwatch::train::train(&input, config.as_deref(), &out)?,
+                };
                 println!(
                     "trained on {} lines ({} skipped): {} series, {} windows, {} flagged as anomalous",
                     report.lines, report.bad_lines, report.series, report.windows, report.anomalies

@@ -323,25 +323,9 @@ service:
     Ok(scored)
 }
 
-/// Seconds since the epoch from `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+/// Seconds since the epoch from an RFC 3339 UTC timestamp.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (hh, mm, ss): (i64, i64, f64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as u64 + ss as u64)
+    crate::windows::parse_rfc3339_ns(s).map(|ns| ns / 1_000_000_000)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -3,6 +3,7 @@
 //! the picture of normal vs anomalous windows.
 
 use crate::config::{self, LoadError};
+use crate::exporters::elasticsearch::ElasticsearchConfig;
 use crate::otlp::decode_json_line;
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::processors::iforest::{persist::ModelError, IForestConfig, IForestProcessor};
@@ -95,20 +96,14 @@ pub fn train(
     let files = expand_includes(inputs).map_err(TrainError::Input)?;
     let telemetry = Telemetry::new();
     let mut window = WindowProcessor::new(&wcfg, "train", &telemetry);
-    let mut forest = IForestProcessor::new(&fcfg, "train", &telemetry);
-    let mut scored: Vec<WindowRecord> = Vec::new();
-    let run =
-        |batches: Vec<Batch>, forest: &mut IForestProcessor, scored: &mut Vec<WindowRecord>| {
-            for b in batches {
-                let mut out = Vec::new();
-                forest.process(b, &mut out);
-                for o in out {
-                    if let Payload::Windows(ws) = o.payload {
-                        scored.extend(ws.iter().cloned());
-                    }
-                }
+    let mut records: Vec<WindowRecord> = Vec::new();
+    let collect = |batches: Vec<Batch>, records: &mut Vec<WindowRecord>| {
+        for b in batches {
+            if let Payload::Windows(ws) = b.payload {
+                records.extend(ws.iter().cloned());
             }
-        };
+        }
+    };
     let (mut lines, mut bad_lines) = (0u64, 0u64);
     for file in &files {
         let f = std::fs::File::open(file).map_err(|source| TrainError::Read {
@@ -136,17 +131,57 @@ pub fn train(
             };
             let mut out = Vec::new();
             window.process(batch, &mut out);
-            run(out, &mut forest, &mut scored);
+            collect(out, &mut records);
         }
     }
     let mut last = Vec::new();
     window.on_shutdown(&mut last);
-    run(last, &mut forest, &mut scored);
-    if scored.is_empty() {
+    collect(last, &mut records);
+    score_and_write(records, &fcfg, out_dir, lines, bad_lines)
+}
+
+/// Trains from window documents stored by the `elasticsearch` exporter (as the original
+/// prototype trained from Elasticsearch): reads `index` back with the scroll API and scores
+/// the windows in time order.
+pub async fn train_from_es(
+    source: &ElasticsearchConfig,
+    index: &str,
+    config_path: Option<&Path>,
+    out_dir: &Path,
+) -> Result<TrainReport, TrainError> {
+    let cfg = match config_path {
+        Some(p) => Some(config::load_file(p)?),
+        None => None,
+    };
+    let (_, mut fcfg) = detection_settings(cfg.as_ref());
+    fcfg.model_path = String::new();
+    let client = crate::exporters::elasticsearch::build_client(source)
+        .map_err(|e| TrainError::Input(e.to_string()))?;
+    let records = crate::exporters::elasticsearch::read_windows(&client, index)
+        .await
+        .map_err(TrainError::Input)?;
+    let n = records.len() as u64;
+    score_and_write(records, &fcfg, out_dir, n, 0)
+}
+
+/// Scores window records in order with a fresh detector, then writes the models, the scored
+/// windows and the picture.
+fn score_and_write(
+    records: Vec<WindowRecord>,
+    fcfg: &IForestConfig,
+    out: &Path,
+    lines: u64,
+    bad_lines: u64,
+) -> Result<TrainReport, TrainError> {
+    if records.is_empty() {
         return Err(TrainError::NoWindows);
     }
-
-    let out = out_dir;
+    let telemetry = Telemetry::new();
+    let mut forest = IForestProcessor::new(fcfg, "train", &telemetry);
+    let mut scored = records;
+    for r in &mut scored {
+        forest.score(r);
+    }
     std::fs::create_dir_all(out).map_err(|source| TrainError::Write {
         path: out.display().to_string(),
         source,

@@ -202,6 +202,74 @@ impl WindowRecord {
     }
 }
 
+impl WindowRecord {
+    /// Reads a window document back (as written by `to_document`); `None` if it is not one.
+    pub fn from_document(doc: &Value) -> Option<WindowRecord> {
+        let service = doc["service"]["name"].as_str()?;
+        let start_ns = parse_rfc3339_ns(doc["window"]["start"].as_str()?)?;
+        let interval_ns = (doc["window"]["interval_s"].as_f64()? * 1e9).round() as u64;
+        let mut features = [0.0; N_FEATURES];
+        for (i, n) in FEATURE_NAMES.iter().enumerate() {
+            features[i] = doc["features"][n].as_f64().unwrap_or(0.0);
+        }
+        let labels = doc["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.as_str().into(), v.as_str().unwrap_or("").into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(WindowRecord {
+            series: Arc::new(SeriesKey {
+                service: service.into(),
+                target: doc["service"]["target"]["name"].as_str().map(Into::into),
+                labels,
+            }),
+            start_ns,
+            interval_ns,
+            features,
+            anomaly: None,
+        })
+    }
+}
+
+/// Unix nanoseconds from `YYYY-MM-DDTHH:MM:SS[.fff…]Z` (UTC only).
+pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let mut t = time.split(':');
+    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let sec_text = t.next()?;
+    let (whole, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
+    let ss: i64 = whole.parse().ok()?;
+    let frac_ns: u64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        digits.parse::<u64>().ok()? * 10u64.pow(9 - digits.len() as u32)
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| s * 1_000_000_000 + frac_ns)
+}
+
 fn round(v: f64, digits: i32) -> f64 {
     if !v.is_finite() {
         return 0.0;
@@ -251,6 +319,15 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_parses_back() {
+        for ns in [0u64, 1_767_571_210_000_000_000, 951_782_400_500_000_000] {
+            assert_eq!(parse_rfc3339_ns(&rfc3339(ns)), Some(ns));
+        }
+        assert_eq!(parse_rfc3339_ns("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ns("2026-01-01 00:00:00"), None);
+    }
+
+    #[test]
     fn document_follows_the_contract() {
         let mut features = [0.0; N_FEATURES];
         features[feature::REQUEST_COUNT] = 412.0;
@@ -293,6 +370,13 @@ mod tests {
             doc["anomaly"]["contributions"][0]["feature"],
             "latency_p95_ms"
         );
+        let back = WindowRecord::from_document(&doc).unwrap();
+        assert_eq!(back.series, rec.series);
+        assert_eq!(
+            (back.start_ns, back.interval_ns),
+            (rec.start_ns, rec.interval_ns)
+        );
+        assert_eq!(back.features[feature::LATENCY_P95], 812.0);
         let alert = rec.to_alert_document();
         assert_eq!(alert["event"]["kind"], "alert");
         assert_eq!(alert["event"]["severity"], 5);

@@ -164,6 +164,35 @@ async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
         "{hits}"
     );
 
+    // Training reads the stored windows back (scroll), as the prototype trained from the cluster.
+    let out_dir = dir.path().join("from-es");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+        .args([
+            "train",
+            "--from-es",
+            &es.url,
+            "--index",
+            &format!("{prefix}-windows"),
+            "--out",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("3 series, {windows} windows")),
+        "{stdout}"
+    );
+    assert!(
+        out_dir.join("models.json").exists()
+            && out_dir.join("service_anomaly_detection.png").exists()
+    );
+
     // Daily index mode, for older clusters.
     let prefix2 = format!("{prefix}-idx");
     let cfg = config(&es.url, "index", &prefix2);
