@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod config;
 pub mod exporters;
+pub mod kibana;
 pub mod loadgen;
 pub mod otlp;
 pub mod pipeline;

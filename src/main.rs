@@ -68,6 +68,24 @@ enum Command {
         #[arg(long, short, default_value = "models")]
         out: PathBuf,
     },
+    /// Import the Kibana data views, visualizations and dashboard (idempotent).
+    KibanaSetup {
+        /// e.g. http://localhost:5601
+        #[arg(long, env = "KIBANA_URL")]
+        kibana_url: String,
+        #[arg(long, env = "KIBANA_USER")]
+        user: Option<String>,
+        #[arg(long, env = "KIBANA_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, env = "KIBANA_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Saved objects to import instead of the shipped ones.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// How long to wait for Kibana to become ready.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        wait: Duration,
+    },
     /// Benchmarks with written reports (not tests): see docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -274,6 +292,28 @@ fn main() -> ExitCode {
                 println!("models:  {}", report.model_path.display());
                 println!("windows: {}", report.windows_path.display());
                 println!("picture: {}", report.picture_path.display());
+                Ok(())
+            }
+            Command::KibanaSetup {
+                kibana_url,
+                user,
+                password,
+                api_key,
+                file,
+                wait,
+            } => {
+                let ndjson = match file {
+                    Some(f) => std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                    None => otelwatch::kibana::SAVED_OBJECTS.to_string(),
+                };
+                let auth = otelwatch::kibana::KibanaAuth {
+                    user,
+                    password,
+                    api_key,
+                };
+                let n = otelwatch::kibana::import(&kibana_url, &auth, &ndjson, wait).await?;
+                println!("imported {n} saved objects into {kibana_url} (dashboard \"otelwatch: service anomalies\")");
                 Ok(())
             }
             Command::Bench(BenchCommand::Forest {

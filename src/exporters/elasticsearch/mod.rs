@@ -32,6 +32,11 @@
 
 mod templates;
 
+/// The mappings the index templates install (for checks that dashboards use mapped fields).
+pub fn templates_mappings() -> Value {
+    templates::mappings()
+}
+
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
 use crate::config::{decode_section, ConfigDuration, ConfigError};
 use crate::pipeline::{Batch, Payload};
