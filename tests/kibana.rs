@@ -13,8 +13,11 @@ use axum::Router;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+/// One import request: authorization header, query string, body.
+type Request = (Option<String>, String, String);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Option<String>, String, String)>>>);
+struct Seen(Arc<Mutex<Vec<Request>>>);
 
 /// Answers like Kibana's import API: requires `kbn-xsrf`, a multipart body with the NDJSON file.
 async fn import(
