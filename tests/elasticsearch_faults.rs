@@ -150,3 +150,59 @@ async fn a_cluster_that_is_down_at_start_gets_everything_once_it_is_up() {
         "all windows, once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_queue_keeps_windows_across_an_outage_and_a_restart() {
+    let fake = FakeEs::default();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    recording(&dir.path().join("recording.jsonl"), 40);
+    let queue = dir.path().join("es-queue");
+    let cfg = config(port).replace(
+        "    max_documents: 20\n",
+        &format!(
+            "    max_documents: 20\n    queue: {{ directory: \"{}\" }}\n",
+            queue.display()
+        ),
+    );
+    // 1. The cluster is down for the whole run: everything is accepted and spooled to disk.
+    let (d, c) = (dir.path().to_path_buf(), cfg.clone());
+    let stderr = tokio::task::spawn_blocking(move || {
+        let mut ow = Otelwatch::start_finite(&d, "first", &c);
+        let status = ow.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "{}", ow.stderr());
+        ow.stderr()
+    })
+    .await
+    .unwrap();
+    assert!(
+        stderr.contains("documents remain in the disk queue"),
+        "{stderr}"
+    );
+    let spooled = std::fs::read_dir(&queue).unwrap().count();
+    assert!(spooled > 0, "spool files are left for the next start");
+    let windows = windows_written(&dir.path().join("windows.jsonl")).len();
+
+    // 2. Restart with nothing new to send, cluster up: the spool drains, every window once.
+    let server = fake.serve(port).await;
+    std::fs::write(dir.path().join("recording.jsonl"), "").unwrap();
+    let (d, c) = (dir.path().to_path_buf(), cfg);
+    tokio::task::spawn_blocking(move || {
+        let mut ow = Otelwatch::start_finite(&d, "second", &c);
+        let status = ow.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "{}", ow.stderr());
+    })
+    .await
+    .unwrap();
+    server.abort();
+    assert_eq!(
+        fake.count("otelwatch-windows"),
+        windows,
+        "every spooled window arrived once"
+    );
+    assert_eq!(
+        std::fs::read_dir(&queue).unwrap().count(),
+        0,
+        "the spool is empty"
+    );
+}

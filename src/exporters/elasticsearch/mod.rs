@@ -18,6 +18,7 @@
 //!     timeout: 30s
 //!     retry_on_failure: { initial_interval: 1s, max_interval: 30s, max_elapsed_time: 300s }
 //!     sending_queue: { num_consumers: 2, queue_size: 1000 }
+//!     queue: { directory: /var/lib/otelwatch/es-queue, max_bytes: 1073741824 }   # optional, on disk
 //! ```
 //!
 //! Writing is idempotent: every document has a deterministic `_id` (a hash of the series and
@@ -30,6 +31,7 @@
 //! Index templates (and, in data stream mode, the data streams' mappings) are installed on
 //! start, idempotently; a cluster that is down at start is tried again before every send.
 
+mod spool;
 mod templates;
 
 /// The mappings the index templates install (for checks that dashboards use mapped fields).
@@ -74,6 +76,24 @@ pub struct TlsSettings {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct DiskQueue {
+    /// Where spool files live; empty: no disk queue (the bounded in-memory queue only).
+    pub directory: String,
+    /// Spooled bytes at which new batches wait (pushing back on the pipeline).
+    pub max_bytes: u64,
+}
+
+impl Default for DiskQueue {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchConfig {
     pub endpoints: Vec<String>,
     pub user: String,
@@ -89,6 +109,7 @@ pub struct ElasticsearchConfig {
     pub timeout: ConfigDuration,
     pub retry_on_failure: RetrySettings,
     pub sending_queue: QueueSettings,
+    pub queue: DiskQueue,
 }
 
 impl Default for ElasticsearchConfig {
@@ -114,6 +135,7 @@ impl Default for ElasticsearchConfig {
                 num_consumers: 2,
                 queue_size: 1000,
             },
+            queue: DiskQueue::default(),
         }
     }
 }
@@ -209,6 +231,11 @@ pub enum ElasticsearchError {
     Ca { path: String, message: String },
     #[error("building the client: {0}")]
     Client(String),
+    #[error("opening the disk queue {path}: {source}")]
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A client for the configured endpoints, credentials and TLS settings.
@@ -449,6 +476,12 @@ struct Counters {
 }
 
 pub struct ElasticsearchExporter {
+    inner: std::sync::Arc<Inner>,
+    spool: Option<std::sync::Arc<spool::Spool>>,
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
     client: Elasticsearch,
     cfg: ElasticsearchConfig,
     ready: Mutex<bool>,
@@ -465,7 +498,7 @@ impl ElasticsearchExporter {
         let labels =
             |result: &str| vec![("exporter", id.to_string()), ("result", result.to_string())];
         let help = "Documents by outcome: written, duplicate (already written), retried, rejected.";
-        Ok(Self {
+        let inner = std::sync::Arc::new(Inner {
             client,
             cfg: cfg.clone(),
             ready: Mutex::new(false),
@@ -491,9 +524,76 @@ impl ElasticsearchExporter {
                     labels("rejected"),
                 ),
             },
+        });
+        let (spool, drain) = if cfg.queue.directory.is_empty() {
+            (None, None)
+        } else {
+            let spool = std::sync::Arc::new(
+                spool::Spool::open(
+                    std::path::Path::new(&cfg.queue.directory),
+                    cfg.queue.max_bytes,
+                )
+                .map_err(|source| ElasticsearchError::Spool {
+                    path: cfg.queue.directory.clone(),
+                    source,
+                })?,
+            );
+            let drain = tokio::spawn(drain(inner.clone(), spool.clone()));
+            (Some(spool), Some(drain))
+        };
+        Ok(Self {
+            inner,
+            spool,
+            drain,
         })
     }
+}
 
+/// Writes spooled files to the cluster, oldest first, until the exporter is dropped.
+async fn drain(inner: std::sync::Arc<Inner>, spool: std::sync::Arc<spool::Spool>) {
+    let mut attempt = 0u32;
+    loop {
+        let changed = spool.changed.notified();
+        let next = match spool.oldest() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the disk queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some((path, docs)) = next else {
+            changed.await;
+            continue;
+        };
+        let result = match inner.ensure_ready().await {
+            Ok(()) => inner.write(docs).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                attempt = 0;
+                if let Err(e) = spool.remove(&path) {
+                    tracing::error!(error = %e, path = %path.display(), "cannot remove a written spool file");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(e) => {
+                let wait = match &e {
+                    ExportError::Retryable { after: Some(a), .. } => *a,
+                    _ => inner.cfg.retry_on_failure.backoff(attempt.min(16)),
+                };
+                if attempt == 0 {
+                    tracing::warn!(error = %e, retry_in = ?wait, "disk queue: send failed; retrying (documents stay on disk)");
+                }
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+impl Inner {
     async fn request(
         &self,
         method: Method,
@@ -668,13 +768,58 @@ impl Export for ElasticsearchExporter {
                 "elasticsearch takes window records only",
             ));
         };
-        self.ensure_ready().await?;
-        let docs = documents(&self.cfg, windows);
-        let rejected = self.write(docs).await?;
+        let docs = documents(&self.inner.cfg, windows);
+        if let Some(spool) = &self.spool {
+            // A full disk queue pushes back: wait for the drain to make room.
+            while spool.is_full() {
+                let changed = spool.changed.notified();
+                if !spool.is_full() {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+            }
+            spool
+                .append(&docs)
+                .map_err(|e| ExportError::retryable(format!("writing the disk queue: {e}")))?;
+            return Ok(Delivered::default());
+        }
+        self.inner.ensure_ready().await?;
+        let rejected = self.inner.write(docs).await?;
         // A window counts as failed if any of its documents was given up.
         Ok(Delivered {
             rejected: rejected.min(batch.items),
         })
+    }
+
+    /// With a disk queue, gives the drain a few seconds to empty it; what remains stays on
+    /// disk and is sent at the next start.
+    async fn shutdown(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while spool.bytes() > 0 && tokio::time::Instant::now() < deadline {
+            let changed = spool.changed.notified();
+            let _ = tokio::time::timeout_at(deadline, changed).await;
+        }
+        if spool.bytes() > 0 {
+            tracing::warn!(
+                bytes = spool.bytes(),
+                directory = %self.inner.cfg.queue.directory,
+                "documents remain in the disk queue; they are sent at the next start"
+            );
+        }
+        if let Some(d) = &self.drain {
+            d.abort();
+        }
+    }
+}
+
+impl Drop for ElasticsearchExporter {
+    fn drop(&mut self) {
+        if let Some(d) = &self.drain {
+            d.abort();
+        }
     }
 }
 
