@@ -76,7 +76,7 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] ConfigErrors),
 }
 
@@ -142,7 +142,12 @@ pub fn decode_section<T: DeserializeOwned + Default>(
         } else {
             format!("{path}.{inner}")
         };
-        ConfigError::new(full, e.into_inner().to_string())
+        let mut message = e.into_inner().to_string();
+        if message.starts_with("invalid type: unit value") {
+            // Usually `key: ${env:UNSET:-}` — an empty expansion reads as null in YAML.
+            message.push_str(" (the value is empty; write \"\" or quote the ${env:…} reference)");
+        }
+        ConfigError::new(full, message)
     })
 }
 

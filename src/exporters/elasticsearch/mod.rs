@@ -538,6 +538,13 @@ impl ElasticsearchExporter {
                     source,
                 })?,
             );
+            let probe = std::sync::Arc::downgrade(&spool);
+            telemetry.gauge_fn(
+                "otelwatch_elasticsearch_disk_queue_bytes",
+                "Bytes waiting in the exporter's disk queue.",
+                vec![("exporter", id.to_string())],
+                move || probe.upgrade().map(|s| s.bytes() as f64).unwrap_or(0.0),
+            );
             let drain = tokio::spawn(drain(inner.clone(), spool.clone()));
             (Some(spool), Some(drain))
         };
