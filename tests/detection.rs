@@ -169,30 +169,6 @@ service:
 
 /// Window index from an RFC 3339 start (`2026-01-05T00:00:10Z`).
 fn docs_index(start: &str, t0_ns: u64) -> u64 {
-    let secs = parse_rfc3339(start);
-    (secs - t0_ns / 1_000_000_000) / 10
-}
-
-fn parse_rfc3339(s: &str) -> u64 {
-    let (date, time) = s.trim_end_matches('Z').split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
-    let (y, m, day) = (d[0], d[1], d[2]);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86400) as u64 + (t[0] * 3600.0 + t[1] * 60.0 + t[2]) as u64
-}
-
-#[test]
-fn rfc3339_parsing_in_this_test_matches_the_writer() {
-    let ns = 1_767_571_210_000_000_000u64;
-    assert_eq!(
-        parse_rfc3339(&otelwatch::windows::rfc3339(ns)),
-        ns / 1_000_000_000
-    );
+    let ns = otelwatch::windows::parse_rfc3339_ns(start).expect("an RFC 3339 window start");
+    (ns - t0_ns) / 10_000_000_000
 }

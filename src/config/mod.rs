@@ -151,6 +151,15 @@ pub fn decode_section<T: DeserializeOwned + Default>(
     })
 }
 
+/// `Ok(value)` when no problem was found, else every problem.
+pub fn validated<T>(value: T, errors: Vec<ConfigError>) -> Result<T, Vec<ConfigError>> {
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Where a network receiver listens, for the "two receivers on one port" check.
 #[derive(Debug, Clone)]
 pub struct Listen {

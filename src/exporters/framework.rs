@@ -181,6 +181,17 @@ impl QueueSettings {
     }
 }
 
+/// Checks the shared `retry_on_failure` and `sending_queue` sections of an exporter.
+pub fn validate_sending(
+    path: &str,
+    retry: &RetrySettings,
+    queue: &QueueSettings,
+    errors: &mut Vec<ConfigError>,
+) {
+    retry.validate(&format!("{path}.retry_on_failure"), errors);
+    queue.validate(&format!("{path}.sending_queue"), errors);
+}
+
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub queue: QueueSettings,

@@ -92,15 +92,13 @@ impl OtlpExporterConfig {
                 "must be longer than 0",
             ));
         }
-        cfg.retry_on_failure
-            .validate(&format!("{path}.retry_on_failure"), &mut errors);
-        cfg.sending_queue
-            .validate(&format!("{path}.sending_queue"), &mut errors);
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        super::framework::validate_sending(
+            path,
+            &cfg.retry_on_failure,
+            &cfg.sending_queue,
+            &mut errors,
+        );
+        crate::config::validated(cfg, errors)
     }
 
     /// The endpoint as an `http://` URI.

@@ -51,11 +51,7 @@ impl BatchConfig {
                 "must be longer than 0",
             ));
         }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        crate::config::validated(cfg, errors)
     }
 }
 

@@ -88,11 +88,7 @@ impl WindowConfig {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        crate::config::validated(cfg, errors)
     }
 }
 

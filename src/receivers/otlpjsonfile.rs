@@ -67,11 +67,7 @@ impl OtlpJsonFileConfig {
                 "must be a positive number",
             ));
         }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        crate::config::validated(cfg, errors)
     }
 }
 

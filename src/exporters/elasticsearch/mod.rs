@@ -201,15 +201,13 @@ impl ElasticsearchConfig {
                 "must be at least 1024",
             ));
         }
-        cfg.retry_on_failure
-            .validate(&format!("{path}.retry_on_failure"), &mut errors);
-        cfg.sending_queue
-            .validate(&format!("{path}.sending_queue"), &mut errors);
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        super::framework::validate_sending(
+            path,
+            &cfg.retry_on_failure,
+            &cfg.sending_queue,
+            &mut errors,
+        );
+        crate::config::validated(cfg, errors)
     }
 
     pub fn run_settings(&self) -> RunSettings {

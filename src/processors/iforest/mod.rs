@@ -122,11 +122,7 @@ impl IForestConfig {
         if !(cfg.min_deviation.is_finite() && cfg.min_deviation > 0.0) {
             err("min_deviation", "must be a positive number");
         }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        crate::config::validated(cfg, errors)
     }
 
     fn forest_params(&self) -> ForestParams {

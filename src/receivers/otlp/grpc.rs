@@ -158,13 +158,7 @@ pub(super) async fn start(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ReceiverError> {
-    let listener = tokio::net::TcpListener::bind(&cfg.endpoint)
-        .await
-        .map_err(|source| ReceiverError::Bind {
-            receiver: id.to_string(),
-            endpoint: cfg.endpoint.clone(),
-            source,
-        })?;
+    let listener = super::bind(id, &cfg.endpoint).await?;
     let local = listener.local_addr().ok();
     let max_recv = cfg.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
     fn svc<S>(shared: &Arc<Shared>, max_recv: usize) -> GrpcSignal<S> {

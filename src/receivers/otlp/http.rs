@@ -192,13 +192,7 @@ pub(super) async fn start(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ReceiverError> {
-    let listener = tokio::net::TcpListener::bind(&cfg.endpoint)
-        .await
-        .map_err(|source| ReceiverError::Bind {
-            receiver: id.to_string(),
-            endpoint: cfg.endpoint.clone(),
-            source,
-        })?;
+    let listener = super::bind(id, &cfg.endpoint).await?;
     let local = listener.local_addr().ok();
     let mut router: Router<HttpState> = Router::new();
     if shared.has_consumer(DataKind::Traces) {

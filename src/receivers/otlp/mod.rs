@@ -139,11 +139,7 @@ impl OtlpReceiverConfig {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
-        }
+        crate::config::validated(cfg, errors)
     }
 
     pub fn listens(&self, path: &str) -> Vec<Listen> {
@@ -290,6 +286,20 @@ impl Shared {
             *c = [None, None, None];
         }
     }
+}
+
+/// Binds a listener now, so a taken port fails startup naming the receiver and endpoint.
+pub(crate) async fn bind(
+    id: &str,
+    endpoint: &str,
+) -> Result<tokio::net::TcpListener, ReceiverError> {
+    tokio::net::TcpListener::bind(endpoint)
+        .await
+        .map_err(|source| ReceiverError::Bind {
+            receiver: id.to_string(),
+            endpoint: endpoint.to_string(),
+            source,
+        })
 }
 
 pub async fn start(
