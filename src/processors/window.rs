@@ -264,17 +264,27 @@ pub fn classify(span: &Span) -> (bool, bool) {
     (error, client_error)
 }
 
-/// The callee of a CLIENT/PRODUCER span.
+/// The callee of a CLIENT/PRODUCER span: `peer.service`, else `server.address`, else
+/// `db.system` / `messaging.system`; for instrumentations that only record the legacy
+/// attributes, `net.peer.name`, else the host (and port) of `url.full` / `http.url`.
 pub fn edge_target(span: &Span) -> Option<&str> {
     [
         "peer.service",
         "server.address",
         "db.system",
         "messaging.system",
+        "net.peer.name",
     ]
     .iter()
     .find_map(|k| attr_str(&span.attributes, k))
-    .or_else(|| attr_str(&span.attributes, "net.peer.name"))
+    .or_else(|| {
+        let url = attr_str(&span.attributes, "url.full")
+            .or_else(|| attr_str(&span.attributes, "http.url"))?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        (!host.is_empty()).then_some(host)
+    })
 }
 
 impl WindowProcessor {

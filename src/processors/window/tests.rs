@@ -266,6 +266,10 @@ fn client_spans_make_edges_named_by_peer_server_or_db() {
             Value::StringValue("postgresql".into()),
         )]),
         client(vec![]), // no target: not an edge
+        client(vec![kv(
+            "http.url",
+            Value::StringValue("http://user@service-c:3001/ping?x=1".into()),
+        )]),
         SpanSpec {
             kind: SpanKind::Internal,
             ..server(T0 + S, 5)
@@ -286,6 +290,7 @@ fn client_spans_make_edges_named_by_peer_server_or_db() {
             ("service-a".to_string(), 1.0),
             ("service-a → postgresql".to_string(), 1.0),
             ("service-a → service-b".to_string(), 2.0),
+            ("service-a → service-c:3001".to_string(), 1.0),
         ])
     );
     let edge = rs

@@ -1,0 +1,101 @@
+"""Service A: the entry point of the target system. `/start` and `/test` call service B's `/ping`.
+
+Instrumented with the OpenTelemetry Python SDK (Flask and requests instrumentation), exporting
+OTLP to OTEL_EXPORTER_OTLP_ENDPOINT (gRPC by default; OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+switches to HTTP).
+
+Fault injection, off by default, for testing the detector:
+- per request: `?delay_ms=N` adds latency here, `?fail=1` answers 500 here; `?b_delay_ms=N` and
+  `?b_fail=1` are passed on to service B as its own `delay_ms` / `fail`;
+- per process: FAULT_DELAY_MS and FAULT_ERROR_RATE (0..1) apply to every request.
+"""
+import os
+import random
+import time
+
+import requests
+from flask import Flask, jsonify, request
+from opentelemetry import trace
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+SERVICE_NAME = os.environ.get("OTEL_SERVICE_NAME", "service-a")
+SERVICE_B_URL = os.environ.get("SERVICE_B_URL", "http://localhost:3001").rstrip("/")
+FAULT_DELAY_MS = float(os.environ.get("FAULT_DELAY_MS", "0"))
+FAULT_ERROR_RATE = float(os.environ.get("FAULT_ERROR_RATE", "0"))
+
+
+def exporter():
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
+
+
+provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+provider.add_span_processor(BatchSpanProcessor(exporter(), schedule_delay_millis=1000))
+trace.set_tracer_provider(provider)
+
+app = Flask(__name__)
+FlaskInstrumentor().instrument_app(app)
+# peer.service names the callee on client spans: otelwatch groups the callers' view by it.
+RequestsInstrumentor().instrument(
+    request_hook=lambda span, _request: span.set_attribute("peer.service", "service-b")
+    if span and span.is_recording()
+    else None
+)
+session = requests.Session()
+
+
+def handle(route):
+    delay = FAULT_DELAY_MS + float(request.args.get("delay_ms", 0))
+    if delay > 0:
+        time.sleep(delay / 1000.0)
+    params = {}
+    if request.args.get("b_delay_ms"):
+        params["delay_ms"] = request.args["b_delay_ms"]
+    if request.args.get("b_fail"):
+        params["fail"] = request.args["b_fail"]
+    try:
+        resp = session.get(f"{SERVICE_B_URL}/ping", params=params, timeout=10)
+        b_status = resp.status_code
+    except requests.RequestException as e:
+        return jsonify(route=route, error=f"service B unreachable: {e}"), 502
+    if request.args.get("fail") == "1" or (FAULT_ERROR_RATE and random.random() < FAULT_ERROR_RATE):
+        return jsonify(route=route, error="injected failure"), 500
+    if b_status >= 500:
+        return jsonify(route=route, error=f"service B answered {b_status}"), 502
+    return jsonify(route=route, service_b=b_status)
+
+
+@app.route("/start")
+def start():
+    return handle("/start")
+
+
+@app.route("/test")
+def test():
+    return handle("/test")
+
+
+@app.route("/healthz")
+def healthz():
+    return "ok\n"
+
+
+@app.teardown_appcontext
+def _flush(_exc):
+    return None
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("PORT", "5000"))
+    try:
+        app.run(host=os.environ.get("HOST", "0.0.0.0"), port=port, threaded=True)
+    finally:
+        provider.shutdown()
