@@ -16,6 +16,7 @@ pub mod processors;
 pub mod quality;
 pub mod receivers;
 pub mod scenario;
+pub mod target;
 pub mod telemetry;
 pub mod train;
 pub mod windows;

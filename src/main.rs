@@ -86,6 +86,32 @@ enum Command {
         #[arg(long, default_value = "120s", value_parser = parse_duration)]
         wait: Duration,
     },
+    /// Send steady normal traffic to the target system's service A (/start and /test).
+    Traffic {
+        #[arg(long, default_value = "http://localhost:5000")]
+        target: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+    },
+    /// Send anomalous requests to the target system (400–800 ms extra latency or an error, in
+    /// service A or B) and print what was injected and when.
+    GenerateAnomalies {
+        #[arg(long, default_value = "http://localhost:5000")]
+        target: String,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Time between two anomalies.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        spacing: Duration,
+        /// Print the injections as JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Benchmarks with written reports (not tests): see docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -292,6 +318,39 @@ fn main() -> ExitCode {
                 println!("models:  {}", report.model_path.display());
                 println!("windows: {}", report.windows_path.display());
                 println!("picture: {}", report.picture_path.display());
+                Ok(())
+            }
+            Command::Traffic {
+                target,
+                rate,
+                duration,
+            } => {
+                let r = otelwatch::target::traffic(&target, rate, duration).await?;
+                println!("sent {} requests to {target}: {} ok, {} failed", r.requests, r.ok, r.errors);
+                Ok(())
+            }
+            Command::GenerateAnomalies {
+                target,
+                count,
+                spacing,
+                json,
+                seed,
+            } => {
+                let injections =
+                    otelwatch::target::generate_anomalies(&target, count, spacing, seed).await?;
+                for i in &injections {
+                    if json {
+                        println!("{}", serde_json::to_string(i)?);
+                    } else {
+                        println!(
+                            "{}  {:<9} {:<7} {:>4} ms  -> HTTP {}",
+                            i.at, i.service, i.kind, i.delay_ms, i.status
+                        );
+                    }
+                }
+                if !json {
+                    println!("injected {} anomalies", injections.len());
+                }
                 Ok(())
             }
             Command::KibanaSetup {

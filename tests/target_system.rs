@@ -1,0 +1,215 @@
+//! The whole product against the real target system: service A (Flask, OpenTelemetry Python SDK)
+//! and service B (express, OpenTelemetry Node SDK) send their spans to otelwatch; normal traffic
+//! runs through warm-up and a quiet stretch, then the 20 anomalies of the original prototype are
+//! injected. At least 18 must fall in flagged windows of the affected services, and the quiet
+//! stretch must have no anomaly at all.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::*;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The interpreter with service A's requirements, and node with service B's modules.
+fn services_available() -> Option<PathBuf> {
+    let python = std::env::var_os("OTELWATCH_TARGET_PYTHON").map(PathBuf::from);
+    let node_modules = root().join("target-system/service-b/node_modules");
+    match python {
+        Some(p) if p.exists() && node_modules.exists() => Some(p),
+        _ => {
+            if std::env::var("OTELWATCH_REQUIRE_TARGET").is_ok_and(|v| v == "1") {
+                panic!("the target system is not installed: run ./scripts/test");
+            }
+            eprintln!("SKIPPED: target system not installed (run ./scripts/test)");
+            None
+        }
+    }
+}
+
+fn wait_http(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http_get(port, "/healthz") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not come up");
+}
+
+#[test]
+fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not() {
+    let Some(python) = services_available() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, a_port, b_port) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+processors:
+  window: {{ interval: 1s, allowed_lateness: 2s }}
+  iforest: {{ warmup: 30 }}
+exporters:
+  file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
+  debug: {{}}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces/detect: {{ receivers: [otlp], processors: [window, iforest], exporters: [file/windows, debug] }}
+"#
+    );
+    let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
+    let otlp = format!("http://127.0.0.1:{grpc}");
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let _b = Killed(
+        Command::new("node")
+            .args(["--require", "./tracing.js", "server.js"])
+            .current_dir(root().join("target-system/service-b"))
+            .env("PORT", b_port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(log("b.log"))
+            .stderr(log("b.err"))
+            .spawn()
+            .expect("node"),
+    );
+    let _a = Killed(
+        Command::new(&python)
+            .arg(root().join("target-system/service-a/app.py"))
+            .env("PORT", a_port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("SERVICE_B_URL", format!("http://127.0.0.1:{b_port}"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(log("a.log"))
+            .stderr(log("a.err"))
+            .spawn()
+            .expect("python"),
+    );
+    wait_http(b_port, "service B");
+    wait_http(a_port, "service A");
+    let target = format!("http://127.0.0.1:{a_port}");
+
+    // Normal traffic for the whole run.
+    let traffic = Killed(
+        Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+            .args([
+                "traffic",
+                "--target",
+                &target,
+                "--rate",
+                "20",
+                "--duration",
+                "150s",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Warm-up (30 windows of 1 s, and a margin), then a quiet stretch of 40 s.
+    std::thread::sleep(Duration::from_secs(38));
+    let quiet_from = now_ns();
+    std::thread::sleep(Duration::from_secs(40));
+    let quiet_to = now_ns();
+    // The prototype's 20 anomalies, 2 s apart (40 s, as long as the quiet stretch).
+    let out = Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+        .args([
+            "generate-anomalies",
+            "--target",
+            &target,
+            "--count",
+            "20",
+            "--spacing",
+            "2s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injections: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(injections.len(), 20);
+    std::thread::sleep(Duration::from_secs(6));
+    drop(traffic);
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+
+    let docs: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("windows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let start_ns = |d: &serde_json::Value| {
+        otelwatch::windows::parse_rfc3339_ns(d["window"]["start"].as_str().unwrap()).unwrap()
+    };
+    let flagged: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["anomaly"]["is_anomaly"] == true)
+        .collect();
+    let quiet_flags: Vec<String> = flagged
+        .iter()
+        .filter(|d| start_ns(d) >= quiet_from && start_ns(d) + 1_000_000_000 <= quiet_to)
+        .map(|d| d["anomaly"]["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        quiet_flags.is_empty(),
+        "anomalies during the quiet stretch: {quiet_flags:#?}"
+    );
+
+    let mut detected = 0;
+    let mut missed = Vec::new();
+    for inj in &injections {
+        let at = inj["at_ns"].as_u64().unwrap();
+        let svc = inj["service"].as_str().unwrap();
+        let window = at - at % 1_000_000_000;
+        let hit = flagged.iter().any(|d| {
+            let s = start_ns(d);
+            let name = d["service"]["name"].as_str().unwrap_or("");
+            let target = d["service"]["target"]["name"].as_str();
+            // A fault in B shows in B, in A's calls to B and in A itself; a fault in A in A.
+            let related = name == svc
+                || (svc == "service-b" && (target == Some("service-b") || name == "service-a"));
+            related && s >= window && s <= window + 2_000_000_000
+        });
+        if hit {
+            detected += 1;
+        } else {
+            missed.push(inj.clone());
+        }
+    }
+    assert!(
+        detected >= 18,
+        "only {detected} of 20 injected anomalies fall in flagged windows; missed: {missed:#?}"
+    );
+}
