@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod exporters;
 pub mod kibana;
 pub mod loadgen;

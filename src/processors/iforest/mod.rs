@@ -268,8 +268,9 @@ impl SeriesModel {
     ///
     /// Each kind of feature gets the test that fits its noise:
     /// - latencies: distance from the median of recent normal windows in units of their scaled
-    ///   MAD, plus a floor (1 ms + 5%, wider for the tail statistics) so that tiny jitter on a
-    ///   very stable service is not news;
+    ///   MAD, plus a floor (2 ms + 5% for mean and median, 5 ms + 10% for p95, 10 ms + 20% for
+    ///   p99, max and spread) so that scheduling jitter of a few milliseconds on a very fast
+    ///   service — a busy host, a garbage collection — is not news;
     /// - the request count: the same on a log scale (a drop to a fifth is as large at 10/s as at
     ///   10 000/s), with Poisson noise as the floor;
     /// - error and client-error rates: how unlikely this many errors is if the usual rate still
@@ -300,10 +301,11 @@ impl SeriesModel {
                     binomial_z(n, (f[i] * n).round(), usual.max(0.001))
                 }
                 LATENCY_MAX | LATENCY_STDDEV | LATENCY_P99 => {
-                    (f[i] - m) / (spread[i] + 2.0 + 0.15 * m)
+                    (f[i] - m) / (spread[i] + 10.0 + 0.2 * m)
                 }
+                LATENCY_P95 => (f[i] - m) / (spread[i] + 5.0 + 0.1 * m),
                 THROUGHPUT_CHANGE => (f[i] - m) / (spread[i] + 0.3),
-                _ => (f[i] - m) / (spread[i] + 1.0 + 0.05 * m),
+                _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
             if z.abs() >= min_dev {
                 out.push((i, z, m));
