@@ -112,9 +112,13 @@ service:
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(crate::pipeline::service::run(cfg, Telemetry::new(), async {
-        let _ = stop_rx.await;
-    }));
+    let service = tokio::spawn(crate::pipeline::service::run(
+        cfg,
+        Telemetry::new(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
         .map_err(|e| DemoError::Io(e.to_string()))?
         .connect_lazy();
@@ -144,9 +148,7 @@ service:
     }
     tokio::time::sleep(opts.interval + Duration::from_secs(2)).await;
     let _ = stop_tx.send(());
-    service
-        .await
-        .map_err(|e| DemoError::Io(e.to_string()))??;
+    service.await.map_err(|e| DemoError::Io(e.to_string()))??;
     summarise(&scenario, start, interval_ns, &windows_file)
 }
 
@@ -166,7 +168,9 @@ pub fn summarise(
         if doc["anomaly"]["is_anomaly"] != true {
             continue;
         }
-        let Some(s) = doc["window"]["start"].as_str().and_then(crate::windows::parse_rfc3339_ns)
+        let Some(s) = doc["window"]["start"]
+            .as_str()
+            .and_then(crate::windows::parse_rfc3339_ns)
         else {
             continue;
         };
@@ -178,14 +182,21 @@ pub fn summarise(
     for inc in &scenario.incidents {
         let hit: Vec<&(u64, String)> = flagged
             .iter()
-            .filter(|(w, svc)| *w >= inc.from && *w <= inc.to && (svc == &inc.service || svc == "service-a"))
+            .filter(|(w, svc)| {
+                *w >= inc.from && *w <= inc.to && (svc == &inc.service || svc == "service-a")
+            })
             .collect();
         if !hit.is_empty() {
             detected += 1;
         }
         explained.extend(hit.into_iter().cloned());
     }
-    let in_incident = |w: u64| scenario.incidents.iter().any(|i| w >= i.from && w <= i.to + 1);
+    let in_incident = |w: u64| {
+        scenario
+            .incidents
+            .iter()
+            .any(|i| w >= i.from && w <= i.to + 1)
+    };
     let false_alarms = flagged.iter().filter(|(w, _)| !in_incident(*w)).count();
     Ok(DemoSummary {
         injected: scenario.incidents.len(),
