@@ -123,8 +123,9 @@ service:
         .map_err(|e| DemoError::Io(e.to_string()))?
         .connect_lazy();
     let interval_ns = interval_s * 1_000_000_000;
-    let start = now_ns() - now_ns() % interval_ns + interval_ns;
-    let mut gen = Generator::new(scenario.clone(), start);
+    let now = now_ns();
+    let mut gen = Generator::new(scenario.clone(), now - now % interval_ns + interval_ns);
+    let start = gen.window_start_ns(0);
     for w in 0..total_windows {
         // Send a window's spans once its end has passed, as live services would.
         let due = gen.window_start_ns(w) + interval_ns;
@@ -204,4 +205,41 @@ pub fn summarise(
         false_alarms,
         windows_file: windows_file.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_matches_flagged_windows_to_injections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.jsonl");
+        let start = 1_767_571_200_000_000_000u64;
+        let mut sc = Scenario::target_system(1);
+        sc.interval_s = 1;
+        sc.incidents = vec![Incident {
+            service: "service-b".into(),
+            from: 45,
+            to: 46,
+            kind: IncidentKind::Latency { extra_ms: 500.0 },
+        }];
+        let doc = |w: u64, svc: &str, flagged: bool| {
+            serde_json::json!({
+                "window": { "start": crate::windows::rfc3339(start + w * 1_000_000_000) },
+                "service": { "name": svc },
+                "anomaly": { "is_anomaly": flagged }
+            })
+            .to_string()
+        };
+        let text = [
+            doc(10, "service-a", false),
+            doc(45, "service-b", true),
+            doc(80, "service-a", true),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).unwrap();
+        let s = summarise(&sc, start, 1_000_000_000, &path).unwrap();
+        assert_eq!((s.injected, s.detected, s.false_alarms), (1, 1, 1));
+    }
 }

@@ -276,7 +276,7 @@ impl SeriesModel {
     /// - error and client-error rates: how unlikely this many errors is if the usual rate still
     ///   held (binomial upper tail at this window's request count), as a z-score — so 2 errors
     ///   in 10 requests is noise while 7 in 80 against a 1% baseline is not;
-    /// - throughput change: distance from its median, floor 0.3.
+    /// - throughput change: on a log scale, with the noise of a ratio of small counts.
     fn deviations(&self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
         use feature::*;
         let (centre, spread) = self.typical();
@@ -304,7 +304,13 @@ impl SeriesModel {
                     (f[i] - m) / (spread[i] + 10.0 + 0.2 * m)
                 }
                 LATENCY_P95 => (f[i] - m) / (spread[i] + 5.0 + 0.1 * m),
-                THROUGHPUT_CHANGE => (f[i] - m) / (spread[i] + 0.3),
+                THROUGHPUT_CHANGE => {
+                    // A ratio of two Poisson counts: judged on a log scale, with the noise of
+                    // small counts (a window after a near-empty one easily shows ×8).
+                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
+                    let (lc, ls) = median_and_spread(logs);
+                    (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1)
+                }
                 _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
             if z.abs() >= min_dev {
