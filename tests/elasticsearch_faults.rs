@@ -39,6 +39,7 @@ exporters:
   elasticsearch:
     endpoints: ["http://127.0.0.1:{port}"]
     max_documents: 20
+    flush_interval: 300ms
     timeout: 5s
     retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 60s }}
   file: {{ path: "{{DIR}}/windows.jsonl" }}

@@ -198,6 +198,9 @@ pub struct RunSettings {
     pub retry: RetrySettings,
     /// Per attempt; `None` for no limit.
     pub timeout: Option<Duration>,
+    /// Merge queued batches until this many items or this long has passed since the first,
+    /// then send them as one (`None`: send each batch as it comes).
+    pub accumulate: Option<(usize, Duration)>,
 }
 
 #[derive(Clone)]
@@ -344,26 +347,65 @@ async fn run<E: Export>(
     pending: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.queue.num_consumers.max(1)));
+    let accumulate = settings.accumulate;
     let settings = Arc::new(settings);
     let mut inflight = JoinSet::new();
-    while let Some(batch) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
+    let mut held: Option<(Batch, tokio::time::Instant)> = None;
+    loop {
+        // With accumulation, wait for more only until the held batch is due.
+        let next = match (&held, accumulate) {
+            (Some((_, due)), Some(_)) => tokio::select! {
+                b = rx.recv() => Some(b),
+                _ = tokio::time::sleep_until(*due) => None,
+            },
+            _ => Some(rx.recv().await),
         };
-        let (id, exporter, settings, counters, pending) = (
-            id.clone(),
-            exporter.clone(),
-            settings.clone(),
-            counters.clone(),
-            pending.clone(),
-        );
-        inflight.spawn(async move {
-            let items = batch.items as u64;
-            deliver(&id, exporter.as_ref(), batch, &settings, &counters).await;
-            pending.fetch_sub(items, Ordering::Relaxed);
-            drop(permit);
-        });
-        while inflight.try_join_next().is_some() {}
+        let ready = match (next, accumulate) {
+            (Some(None), _) => held.take().map(|(b, _)| b),
+            (Some(Some(batch)), Some((max_items, wait))) => match held.take() {
+                None if batch.items >= max_items => Some(batch),
+                None => {
+                    held = Some((batch, tokio::time::Instant::now() + wait));
+                    None
+                }
+                Some((mut acc, due)) => match crate::processors::batch::merge(&mut acc, batch) {
+                    Ok(()) if acc.items >= max_items => Some(acc),
+                    Ok(()) => {
+                        held = Some((acc, due));
+                        None
+                    }
+                    Err(other) => {
+                        held = Some((other, tokio::time::Instant::now() + wait));
+                        Some(acc)
+                    }
+                },
+            },
+            (Some(Some(batch)), None) => Some(batch),
+            (None, _) => held.take().map(|(b, _)| b),
+        };
+        let closed = rx.is_closed() && rx.is_empty() && held.is_none();
+        if let Some(batch) = ready {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (id, exporter, settings, counters, pending) = (
+                id.clone(),
+                exporter.clone(),
+                settings.clone(),
+                counters.clone(),
+                pending.clone(),
+            );
+            inflight.spawn(async move {
+                let items = batch.items as u64;
+                deliver(&id, exporter.as_ref(), batch, &settings, &counters).await;
+                pending.fetch_sub(items, Ordering::Relaxed);
+                drop(permit);
+            });
+            while inflight.try_join_next().is_some() {}
+        }
+        if closed {
+            break;
+        }
     }
     while inflight.join_next().await.is_some() {}
     exporter.shutdown().await;
@@ -482,6 +524,7 @@ mod tests {
             queue: QueueSettings::serial(4),
             retry,
             timeout: None,
+            accumulate: None,
         };
         let running = spawn("test", exp, settings, &t);
         running.input.send(batch(7)).await.unwrap();
@@ -527,6 +570,45 @@ mod tests {
             .collect();
         let (_, t) = run_one(script, retry).await;
         assert_eq!(t.sum(names::EXPORTER_FAILED, &[]), 7);
+    }
+
+    /// Records the item count of every batch it is given.
+    struct Sizes(Mutex<Vec<usize>>);
+
+    impl Export for Sizes {
+        async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+            self.0.lock().unwrap().push(batch.items);
+            Ok(Delivered::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn accumulation_merges_batches_up_to_the_size_or_the_interval() {
+        let t = Telemetry::new();
+        let exp = std::sync::Arc::new(Sizes(Mutex::new(Vec::new())));
+        struct Shared(std::sync::Arc<Sizes>);
+        impl Export for Shared {
+            async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+                self.0.export(batch).await
+            }
+        }
+        let settings = RunSettings {
+            queue: QueueSettings::serial(16),
+            retry: RetrySettings::disabled(),
+            timeout: None,
+            accumulate: Some((10, Duration::from_millis(50))),
+        };
+        let running = spawn("acc", Shared(exp.clone()), settings, &t);
+        for _ in 0..4 {
+            running.input.send(batch(3)).await.unwrap(); // 3+3+3+3: sent at 12
+        }
+        running.input.send(batch(2)).await.unwrap(); // held, then sent by the interval
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        running.input.send(batch(1)).await.unwrap(); // held until the input closes
+        drop(running.input);
+        running.task.await.unwrap();
+        assert_eq!(*exp.0.lock().unwrap(), vec![12, 2, 1]);
+        assert_eq!(t.sum(names::EXPORTER_SENT, &[]), 15);
     }
 
     #[test]

@@ -91,6 +91,7 @@ fn local_settings() -> RunSettings {
         queue: QueueSettings::serial(256),
         retry: RetrySettings::disabled(),
         timeout: None,
+        accumulate: None,
     }
 }
 

@@ -119,6 +119,7 @@ impl OtlpExporterConfig {
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),
             timeout: Some(self.timeout.get()),
+            accumulate: None,
         }
     }
 }

@@ -104,6 +104,7 @@ impl WebhookConfig {
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),
             timeout: Some(self.timeout.get()),
+            accumulate: None,
         }
     }
 }

@@ -75,8 +75,8 @@ fn owned<T: Clone>(a: Arc<T>) -> T {
     Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())
 }
 
-/// Appends `b` to `a` when both carry the same signal; gives `b` back otherwise.
-fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
+/// Appends `b` to `a` when both carry the same kind of data; gives `b` back otherwise.
+pub fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
     let merged = match (&mut a.payload, b.payload) {
         (Payload::Traces(x), Payload::Traces(y)) => {
             Arc::make_mut(x)

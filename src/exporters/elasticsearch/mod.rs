@@ -14,6 +14,7 @@
 //!     anomalies_index: otelwatch-anomalies
 //!     max_documents: 1000               # per _bulk request
 //!     max_bytes: 5242880                # per _bulk request, before compression
+//!     flush_interval: 0s                # gather windows this long before writing (0s: at once)
 //!     compression: true                 # gzip request bodies
 //!     timeout: 30s
 //!     retry_on_failure: { initial_interval: 1s, max_interval: 30s, max_elapsed_time: 300s }
@@ -105,6 +106,9 @@ pub struct ElasticsearchConfig {
     pub anomalies_index: String,
     pub max_documents: usize,
     pub max_bytes: usize,
+    /// Gather closed windows for up to this long (or `max_documents`) before writing; `0s`
+    /// writes each set of windows as soon as it closes.
+    pub flush_interval: ConfigDuration,
     pub compression: bool,
     pub timeout: ConfigDuration,
     pub retry_on_failure: RetrySettings,
@@ -125,6 +129,7 @@ impl Default for ElasticsearchConfig {
             anomalies_index: "otelwatch-anomalies".into(),
             max_documents: 1000,
             max_bytes: 5 * 1024 * 1024,
+            flush_interval: ConfigDuration::from_secs(0),
             compression: true,
             timeout: ConfigDuration::from_secs(30),
             retry_on_failure: RetrySettings {
@@ -217,6 +222,8 @@ impl ElasticsearchConfig {
             // Item-level retries happen inside one export call; the framework's timeout covers
             // the whole call, so it is left to the client's per-request timeout.
             timeout: None,
+            accumulate: (!self.flush_interval.get().is_zero())
+                .then(|| (self.max_documents, self.flush_interval.get())),
         }
     }
 }
