@@ -205,7 +205,32 @@ service:
         if hit {
             detected += 1;
         } else {
-            missed.push(inj.clone());
+            // What the detector saw around it, for the failure message.
+            let around: Vec<String> = docs
+                .iter()
+                .filter(|d| {
+                    let s = start_ns(d);
+                    s >= window && s <= window + 2_000_000_000
+                })
+                .map(|d| {
+                    format!(
+                        "{} {}{} n={} err={} p95={} score={:.2} thr={:.2} flagged={}",
+                        d["window"]["start"].as_str().unwrap_or(""),
+                        d["service"]["name"].as_str().unwrap_or(""),
+                        d["service"]["target"]["name"]
+                            .as_str()
+                            .map(|t| format!("->{t}"))
+                            .unwrap_or_default(),
+                        d["features"]["request_count"],
+                        d["features"]["error_rate"],
+                        d["features"]["latency_p95_ms"],
+                        d["anomaly"]["score"].as_f64().unwrap_or(0.0),
+                        d["anomaly"]["threshold"].as_f64().unwrap_or(0.0),
+                        d["anomaly"]["is_anomaly"]
+                    )
+                })
+                .collect();
+            missed.push(serde_json::json!({ "injection": inj, "windows": around }));
         }
     }
     assert!(

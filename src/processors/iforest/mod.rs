@@ -296,9 +296,14 @@ impl SeriesModel {
                     (f[i].ln_1p() - lc) / (ls + poisson + 0.05)
                 }
                 ERROR_RATE | CLIENT_ERROR_RATE => {
-                    let usual = self.normal.iter().map(|w| w[i]).sum::<f64>()
-                        / self.normal.len().max(1) as f64;
-                    binomial_z(n, (f[i] * n).round(), usual.max(0.001))
+                    // The usual rate over recent normal windows, request-weighted; with none
+                    // seen, half an error over everything seen (Jeffreys), so a service that
+                    // never errs is judged against how rarely it errs, not against 0.1%.
+                    let (errors, requests) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
+                        (e + w[i] * w[REQUEST_COUNT], r + w[REQUEST_COUNT])
+                    });
+                    let usual = (errors + 0.5) / (requests + 1.0);
+                    binomial_z(n, (f[i] * n).round(), usual)
                 }
                 LATENCY_MAX | LATENCY_STDDEV | LATENCY_P99 => {
                     (f[i] - m) / (spread[i] + 10.0 + 0.2 * m)
@@ -313,7 +318,18 @@ impl SeriesModel {
                 }
                 _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
-            if z.abs() >= min_dev {
+            // The first errors of a series with none in all its recent normal windows count at
+            // half the evidence: new errors are news even at a volume where one is not rare.
+            let bar = if (i == ERROR_RATE || i == CLIENT_ERROR_RATE)
+                && f[i] > 0.0
+                && self.normal.len() >= 10
+                && self.normal.iter().all(|w| w[i] == 0.0)
+            {
+                min_dev / 2.0
+            } else {
+                min_dev
+            };
+            if z.abs() >= bar {
                 out.push((i, z, m));
             }
         }
@@ -517,18 +533,25 @@ impl IForestProcessor {
         let x = transform(&rec.features);
         let threshold = model.threshold(cfg);
         let warming_up = model.learned < cfg.warmup;
+        let forest_score = model.forest.score(&x);
         let mut deviations = if warming_up {
             Vec::new()
         } else {
             model.deviations(&rec.features, cfg.min_deviation)
         };
         let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
-        let score = model
-            .forest
-            .score(&x)
-            .max(evidence_score(strongest, cfg.min_deviation));
+        let score = forest_score.max(evidence_score(strongest, cfg.min_deviation));
         let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
-        if !is_anomaly {
+        // Above the threshold without a cause: not reported, but not learned either, so an
+        // outlier does not widen what the forest calls normal (unless it keeps happening).
+        let unexplained = !warming_up && !is_anomaly && score >= threshold;
+        if unexplained {
+            model.consecutive += 1;
+            if model.consecutive >= cfg.relearn_after {
+                model.learn(&rec.features, &x, score, true);
+            }
+            deviations.clear();
+        } else if !is_anomaly {
             deviations.clear();
             model.consecutive = 0;
             model.learn(&rec.features, &x, score, !warming_up);
