@@ -24,8 +24,10 @@
 //! stand out as a whole, or by one feature far beyond its noise (a subtle error-rate rise that a
 //! forest over ten dimensions barely sees). A window is an anomaly when its score passes the
 //! threshold **and** at least one feature is out of line, so every anomaly comes with its causes,
-//! and a window unusual in a way no single feature shows is not reported. Anomalous windows are not learned (an incident must not become normal), until one
-//! has lasted `relearn_after` windows: then it is a new level, and learning resumes.
+//! and a window unusual in a way no single feature shows is not reported. Anomalous windows are
+//! not learned (an incident must not become normal), nor are unexplained ones above the
+//! threshold, until such windows have lasted `relearn_after` in a row: then it is a new level,
+//! and learning resumes.
 
 pub mod batch;
 pub mod forest;
