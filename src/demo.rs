@@ -8,7 +8,6 @@
 
 use crate::config;
 use crate::scenario::{Generator, Incident, IncidentKind, Scenario};
-use crate::telemetry::Telemetry;
 use prost::Message;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -111,14 +110,7 @@ service:
         total_windows * interval_s
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(crate::pipeline::service::run(
-        cfg,
-        Telemetry::new(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let service = crate::pipeline::service::InProcess::spawn(cfg);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
         .map_err(|e| DemoError::Io(e.to_string()))?
         .connect_lazy();
@@ -148,8 +140,7 @@ service:
         }
     }
     tokio::time::sleep(opts.interval + Duration::from_secs(2)).await;
-    let _ = stop_tx.send(());
-    service.await.map_err(|e| DemoError::Io(e.to_string()))??;
+    service.stop().await?;
     summarise(&scenario, start, interval_ns, &windows_file)
 }
 

@@ -21,7 +21,6 @@ use crate::config;
 use crate::processors::iforest::batch::BatchForest;
 use crate::processors::iforest::transform;
 use crate::scenario::{Generator, Incident, IncidentKind, Scenario, ServiceSpec};
-use crate::telemetry::Telemetry;
 use crate::windows::{FEATURE_NAMES, N_FEATURES};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,14 +258,7 @@ service:
         out.display()
     );
     let cfg = config::parse(&yaml, &|_| None)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(crate::pipeline::service::run(
-        cfg,
-        Telemetry::new(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let service = crate::pipeline::service::InProcess::spawn(cfg);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .map_err(|e| QualityError::Send(e.to_string()))?
         .connect_lazy();
@@ -292,10 +284,7 @@ service:
             }
         }
     }
-    let _ = stop_tx.send(());
-    service
-        .await
-        .map_err(|e| QualityError::Send(e.to_string()))??;
+    service.stop().await?;
     let text = std::fs::read_to_string(&out).map_err(|e| QualityError::Read(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&dir);
     let interval = case.scenario.interval_s;

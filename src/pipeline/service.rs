@@ -284,3 +284,27 @@ pub async fn run(
         lost_items,
     })
 }
+
+/// A pipeline running in this process (the demo and the quality benchmark), stopped on demand.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<Result<RunReport, ServiceError>>,
+}
+
+impl InProcess {
+    pub fn spawn(cfg: Config) -> Self {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(cfg, Telemetry::new(), async {
+            let _ = stop_rx.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stops it as a signal would, and waits for the drain.
+    pub async fn stop(self) -> Result<RunReport, ServiceError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+}
