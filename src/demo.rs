@@ -1,14 +1,19 @@
 //! `otelwatch demo`: the whole product in one command, with nothing else installed. otelwatch
 //! runs its pipeline in this process (OTLP receivers, window, iforest, terminal and file
-//! exporters); the built-in simulator plays the target system (service-a calling service-b)
-//! in real time over OTLP/gRPC; after the warm-up it injects the original prototype's 20
-//! anomalies (+400–800 ms of latency, one window each, alternately in each service); the
-//! anomalies appear live in the terminal, every scored window goes to a file, and a summary
-//! says how many injected anomalies were detected.
+//! exporters). The traffic comes from the real target system (service A on Flask calling
+//! service B on express, both with the OpenTelemetry SDK; see `services`) when Python and
+//! Node.js are there, or else from the built-in simulator, which plays the same two services
+//! over OTLP/gRPC. After the warm-up the demo injects the original prototype's 20 anomalies
+//! (+400–800 ms of latency or an error, alternately in each service); the anomalies appear live
+//! in the terminal, every scored window goes to a file, and a summary says how many injected
+//! anomalies were detected.
+
+mod services;
 
 use crate::config;
 use crate::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
+pub use services::ServicesError;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,8 +24,23 @@ pub enum DemoError {
     Config(#[from] config::ConfigErrors),
     #[error(transparent)]
     Service(#[from] crate::pipeline::service::ServiceError),
+    #[error("the real target system cannot run: {0}")]
+    Services(#[from] ServicesError),
+    #[error("driving the target system: {0}")]
+    Target(#[from] crate::target::TargetError),
     #[error("{0}")]
     Io(String),
+}
+
+/// Where the demo's traffic comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrafficSource {
+    /// The real services if Python and Node.js can run them, else the simulator.
+    Auto,
+    /// The real services (service A: Flask, service B: express) from the target system.
+    Services,
+    /// The built-in simulator of the same two services.
+    Simulator,
 }
 
 #[derive(Debug, Clone)]
@@ -30,10 +50,15 @@ pub struct DemoOptions {
     pub out_dir: PathBuf,
     pub anomalies: usize,
     pub seed: u64,
+    pub traffic: TrafficSource,
+    /// The target system's directory (`target-system/`).
+    pub target_system: PathBuf,
 }
 
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
+    /// `services` or `simulator`.
+    pub source: &'static str,
     pub injected: usize,
     pub detected: usize,
     pub false_alarms: usize,
@@ -87,9 +112,142 @@ service:
         windows_file.display()
     );
     let cfg = config::parse(&yaml, &|_| None)?;
+    let service = crate::pipeline::service::InProcess::spawn(cfg);
+    let services = match opts.traffic {
+        TrafficSource::Simulator => None,
+        TrafficSource::Services => {
+            Some(services::start(&opts.target_system, grpc, &opts.out_dir).await?)
+        }
+        TrafficSource::Auto => {
+            match services::start(&opts.target_system, grpc, &opts.out_dir).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    println!(
+                        "the real target system cannot run here ({e});
+the built-in simulator plays it instead.
+"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let interval_ns = interval_s * 1_000_000_000;
+    let total_windows = WARMUP_WINDOWS + 10 + opts.anomalies as u64 * SPACING + 5;
+    let (source, scenario, start) = match &services {
+        Some(s) => {
+            println!(
+                "otelwatch demo: service A (Flask) at {} calls service B (express); both send OTLP to otelwatch on 127.0.0.1:{grpc}.\n\
+                 {interval_s}s windows; warm-up {} s at 20 requests/s; then {} anomalies (+400-800 ms or an error), one every {} s. About {} s in all.\n",
+                s.target,
+                WARMUP_WINDOWS * interval_s,
+                opts.anomalies,
+                SPACING * interval_s,
+                total_windows * interval_s
+            );
+            let (scenario, start) =
+                drive_services(&s.target, &opts, interval_ns, total_windows).await?;
+            ("services", scenario, start)
+        }
+        None => {
+            println!(
+                "otelwatch demo: the simulated target system (service-a -> service-b) sends OTLP to otelwatch on 127.0.0.1:{grpc}.\n\
+                 {interval_s}s windows; warm-up {} s; then {} anomalies of +400-800 ms, one every {} s. About {} s in all.\n",
+                WARMUP_WINDOWS * interval_s,
+                opts.anomalies,
+                SPACING * interval_s,
+                total_windows * interval_s
+            );
+            let (scenario, start) =
+                drive_simulator(grpc, &opts, interval_ns, total_windows).await?;
+            ("simulator", scenario, start)
+        }
+    };
+    // Stopping closes, scores and exports the windows still open.
+    service.stop().await?;
+    drop(services);
+    let mut summary = summarise(&scenario, start, interval_ns, total_windows, &windows_file)?;
+    summary.source = source;
+    Ok(summary)
+}
 
+/// The first window boundary after now.
+fn next_window(interval_ns: u64) -> u64 {
+    let now = now_ns();
+    now - now % interval_ns + interval_ns
+}
+
+/// Real traffic to service A for the whole demo; the anomalies after the warm-up. Returns the
+/// injections as a scenario (window indexes from `start`) and `start`.
+async fn drive_services(
+    target: &str,
+    opts: &DemoOptions,
+    interval_ns: u64,
+    total_windows: u64,
+) -> Result<(Scenario, u64), DemoError> {
+    let start = next_window(interval_ns);
+    let end = start + total_windows * interval_ns;
+    let traffic = {
+        let target = target.to_string();
+        // Stops a little before the last window ends, so no request straddles the boundary
+        // into a window of its own (which would look like traffic collapsing).
+        let duration = Duration::from_nanos(end.saturating_sub(now_ns() + interval_ns / 4));
+        tokio::spawn(async move { crate::target::traffic(&target, 20.0, duration).await })
+    };
+    let inject_at = start + (WARMUP_WINDOWS + 10) * interval_ns + interval_ns / 4;
+    tokio::time::sleep(Duration::from_nanos(inject_at.saturating_sub(now_ns()))).await;
+    let injections = crate::target::generate_anomalies(
+        target,
+        opts.anomalies,
+        Duration::from_nanos(SPACING * interval_ns),
+        opts.seed,
+        |i| println!("  >> injected {}", crate::target::describe(i)),
+    )
+    .await?;
+    match traffic.await {
+        Ok(Ok(r)) => println!(
+            "\ntraffic: {} requests to service A, {} answered with an error",
+            r.requests, r.errors
+        ),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(DemoError::Io(e.to_string())),
+    }
+    // The services export every 200 ms: wait for their last spans, and stop before the
+    // silence after the traffic fills a window of its own.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let mut scenario = Scenario::target_system(opts.seed);
-    scenario.interval_s = interval_s;
+    scenario.interval_s = interval_ns / 1_000_000_000;
+    scenario.incidents = injections
+        .iter()
+        .map(|i| {
+            let from = i.at_ns.saturating_sub(start) / interval_ns;
+            Incident {
+                service: i.service.clone(),
+                from,
+                to: from + 1,
+                kind: if i.kind == "error" {
+                    IncidentKind::Errors { rate: 1.0 }
+                } else {
+                    IncidentKind::Latency {
+                        extra_ms: i.delay_ms as f64,
+                    }
+                },
+            }
+        })
+        .collect();
+    Ok((scenario, start))
+}
+
+/// The simulator's spans, window by window, in real time, with latency incidents after the
+/// warm-up. Returns the scenario and its first window's start.
+async fn drive_simulator(
+    grpc: u16,
+    opts: &DemoOptions,
+    interval_ns: u64,
+    total_windows: u64,
+) -> Result<(Scenario, u64), DemoError> {
+    let mut scenario = Scenario::target_system(opts.seed);
+    scenario.interval_s = interval_ns / 1_000_000_000;
     scenario.incidents = (0..opts.anomalies as u64)
         .map(|i| Incident {
             service: if i % 2 == 0 { "service-b" } else { "service-a" }.into(),
@@ -100,23 +258,10 @@ service:
             },
         })
         .collect();
-    let total_windows = WARMUP_WINDOWS + 10 + opts.anomalies as u64 * SPACING + 5;
-    println!(
-        "otelwatch demo: the simulated target system (service-a -> service-b) sends OTLP to otelwatch on 127.0.0.1:{grpc}.\n\
-         {interval_s}s windows; warm-up {} s; then {} anomalies of +400-800 ms, one every {} s. About {} s in all.\n",
-        WARMUP_WINDOWS * interval_s,
-        opts.anomalies,
-        SPACING * interval_s,
-        total_windows * interval_s
-    );
-
-    let service = crate::pipeline::service::InProcess::spawn(cfg);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
         .map_err(|e| DemoError::Io(e.to_string()))?
         .connect_lazy();
-    let interval_ns = interval_s * 1_000_000_000;
-    let now = now_ns();
-    let mut gen = Generator::new(scenario.clone(), now - now % interval_ns + interval_ns);
+    let mut gen = Generator::new(scenario.clone(), next_window(interval_ns));
     let start = gen.window_start_ns(0);
     for w in 0..total_windows {
         // Send a window's spans once its end has passed, as live services would.
@@ -140,15 +285,16 @@ service:
         }
     }
     tokio::time::sleep(opts.interval + Duration::from_secs(2)).await;
-    service.stop().await?;
-    summarise(&scenario, start, interval_ns, &windows_file)
+    Ok((scenario, start))
 }
 
-/// Reads the scored windows back and compares them with what was injected.
+/// Reads the scored windows back and compares them with what was injected, over the demo's
+/// `windows` windows from `start_ns`.
 pub fn summarise(
     scenario: &Scenario,
     start_ns: u64,
     interval_ns: u64,
+    windows: u64,
     windows_file: &Path,
 ) -> Result<DemoSummary, DemoError> {
     let text = std::fs::read_to_string(windows_file).map_err(|e| DemoError::Io(e.to_string()))?;
@@ -166,7 +312,10 @@ pub fn summarise(
         else {
             continue;
         };
-        let w = s.saturating_sub(start_ns) / interval_ns;
+        if s < start_ns || s >= start_ns + windows * interval_ns {
+            continue;
+        }
+        let w = (s - start_ns) / interval_ns;
         flagged.insert((w, doc["service"]["name"].as_str().unwrap_or("").to_string()));
     }
     let mut detected = 0;
@@ -191,6 +340,7 @@ pub fn summarise(
     };
     let false_alarms = flagged.iter().filter(|(w, _)| !in_incident(*w)).count();
     Ok(DemoSummary {
+        source: "simulator",
         injected: scenario.incidents.len(),
         detected,
         false_alarms,
@@ -230,7 +380,10 @@ mod tests {
         ]
         .join("\n");
         std::fs::write(&path, text).unwrap();
-        let s = summarise(&sc, start, 1_000_000_000, &path).unwrap();
+        let s = summarise(&sc, start, 1_000_000_000, 100, &path).unwrap();
         assert_eq!((s.injected, s.detected, s.false_alarms), (1, 1, 1));
+        // Windows outside the demo's span are not its business.
+        let s = summarise(&sc, start, 1_000_000_000, 60, &path).unwrap();
+        assert_eq!((s.injected, s.detected, s.false_alarms), (1, 1, 0));
     }
 }

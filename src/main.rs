@@ -38,8 +38,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// The whole product in one command, nothing else needed: otelwatch with a simulated target
-    /// system, 20 injected anomalies printed live as they are found, and a summary at the end.
+    /// The whole product in one command, nothing else needed: otelwatch with the target system
+    /// (the real services when Python and Node.js are there, else the built-in simulator), 20
+    /// injected anomalies printed live as they are found, and a summary at the end.
     Demo {
         /// Window length (the demo lasts about 100 windows).
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -51,6 +52,12 @@ enum Command {
         anomalies: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Where the traffic comes from.
+        #[arg(long, value_enum, default_value = "auto")]
+        traffic: otelwatch::demo::TrafficSource,
+        /// The target system's directory (service-a/, service-b/).
+        #[arg(long, default_value = "target-system")]
+        target_system: PathBuf,
     },
     /// Check a pipeline file and list every problem; exit 1 if there is any.
     Validate {
@@ -339,16 +346,21 @@ fn main() -> ExitCode {
                 out,
                 anomalies,
                 seed,
+                traffic,
+                target_system,
             } => {
                 let summary = otelwatch::demo::run(otelwatch::demo::DemoOptions {
                     interval,
                     out_dir: out,
                     anomalies,
                     seed,
+                    traffic,
+                    target_system,
                 })
                 .await?;
                 println!(
-                    "\nsummary: {} anomalies injected, {} detected; {} windows flagged outside the injections.\nscored windows: {}",
+                    "\nsummary ({}): {} anomalies injected, {} detected; {} windows flagged outside the injections.\nscored windows: {}",
+                    summary.source,
                     summary.injected,
                     summary.detected,
                     summary.false_alarms,
@@ -372,18 +384,19 @@ fn main() -> ExitCode {
                 json,
                 seed,
             } => {
+                // Each injection is printed as it happens, so it can be watched live.
                 let injections =
-                    otelwatch::target::generate_anomalies(&target, count, spacing, seed).await?;
-                for i in &injections {
-                    if json {
-                        println!("{}", serde_json::to_string(i)?);
-                    } else {
-                        println!(
-                            "{}  {:<9} {:<7} {:>4} ms  -> HTTP {}",
-                            i.at, i.service, i.kind, i.delay_ms, i.status
-                        );
-                    }
-                }
+                    otelwatch::target::generate_anomalies(&target, count, spacing, seed, |i| {
+                        if json {
+                            match serde_json::to_string(i) {
+                                Ok(line) => println!("{line}"),
+                                Err(e) => tracing::error!(error = %e, "cannot encode injection"),
+                            }
+                        } else {
+                            println!("{}", otelwatch::target::describe(i));
+                        }
+                    })
+                    .await?;
                 if !json {
                     println!("injected {} anomalies", injections.len());
                 }

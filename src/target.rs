@@ -100,13 +100,23 @@ pub struct Injection {
     pub status: u16,
 }
 
+/// One line saying what was injected, when, and what service A answered.
+pub fn describe(i: &Injection) -> String {
+    format!(
+        "{}  {:<9} {:<7} {:>4} ms  -> HTTP {}",
+        i.at, i.service, i.kind, i.delay_ms, i.status
+    )
+}
+
 /// Sends `count` anomalous requests, `spacing` apart: alternately latency (400–800 ms) and
-/// errors, alternately in service A and service B (every fourth is an error).
+/// errors, alternately in service A and service B (every fourth is an error). `injected` hears
+/// of each one as soon as service A has answered.
 pub async fn generate_anomalies(
     target: &str,
     count: usize,
     spacing: Duration,
     seed: u64,
+    mut injected: impl FnMut(&Injection),
 ) -> Result<Vec<Injection>, TargetError> {
     let base = base(target)?;
     let client = client()?;
@@ -135,14 +145,16 @@ pub async fn generate_anomalies(
             .await
             .map(|r| r.status().as_u16())
             .unwrap_or(0);
-        out.push(Injection {
+        let injection = Injection {
             at: crate::windows::rfc3339(at_ns - at_ns % 1_000_000),
             at_ns,
             service: if in_b { "service-b" } else { "service-a" }.into(),
             kind: if error { "error" } else { "latency" }.into(),
             delay_ms: if error { 0 } else { delay_ms },
             status,
-        });
+        };
+        injected(&injection);
+        out.push(injection);
     }
     Ok(out)
 }

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -60,27 +59,9 @@ fn python_sdk_spans_arrive_span_for_span() {
     let mut expected = SpanSet::new();
     for (proto, endpoint, gzip, service, n) in runs {
         let record = dir.path().join(format!("{service}.sent"));
-        let mut cmd = Command::new(&python);
-        cmd.arg(sdk_script("send_spans.py"))
-            .args(["--protocol", proto, "--endpoint", &endpoint])
-            .args(["--spans", &n.to_string(), "--service", service])
-            .arg("--record")
-            .arg(&record);
-        if gzip {
-            cmd.arg("--gzip");
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{service}: SDK export failed:\n{}\n{}\notelwatch:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            ow.stderr()
-        );
-        for line in std::fs::read_to_string(&record).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let s = |k: &str| v[k].as_str().unwrap().to_string();
-            expected.insert((s("trace_id"), s("span_id")), (s("service"), s("name")));
+        match sdk_send_spans(&python, proto, &endpoint, n, service, gzip, &record) {
+            Ok(sent) => expected.extend(sent),
+            Err(e) => panic!("{e}\notelwatch:\n{}", ow.stderr()),
         }
     }
     assert_eq!(expected.len(), 300 + 257 + 200 + 101);
@@ -109,6 +90,15 @@ fn python_sdk_spans_arrive_span_for_span() {
         "otelwatch_receiver_accepted_items_total{receiver=\"otlp\",transport=\"http\",signal=\"traces\"}",
     );
     assert_eq!((grpc_in, http_in), (557.0, 301.0));
+    // And the requests by content encoding: each run's compression, nothing else.
+    for transport in ["grpc", "http"] {
+        for (encoding, used) in [("identity", true), ("gzip", true), ("zstd", false)] {
+            let n = ow.metric(&format!(
+                "otelwatch_receiver_requests_total{{receiver=\"otlp\",transport=\"{transport}\",encoding=\"{encoding}\"}}"
+            ));
+            assert_eq!(n > 0.0, used, "{transport} {encoding}: {n}");
+        }
+    }
     assert!(
         ow.stdout().contains("traces: "),
         "debug exporter printed nothing"

@@ -2,28 +2,9 @@
 
 mod support;
 
-use otelwatch::otlp::{count_items, decode_json_line};
-use otelwatch::pipeline::DataKind;
 use std::process::Command;
 use std::time::Duration;
 use support::*;
-
-/// Items per signal in an OTLP/JSON lines file.
-fn items_by_kind(path: &std::path::Path) -> (usize, usize, usize) {
-    let text = std::fs::read(path).unwrap_or_default();
-    let (mut t, mut m, mut l) = (0, 0, 0);
-    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let (b, _) = decode_json_line(line).unwrap();
-        let n = count_items(&b.payload);
-        match b.kind() {
-            DataKind::Traces => t += n,
-            DataKind::Metrics => m += n,
-            DataKind::Logs => l += n,
-            DataKind::Windows => panic!("no windows expected here"),
-        }
-    }
-    (t, m, l)
-}
 
 #[test]
 fn python_sdk_metrics_and_logs_arrive_over_both_transports() {

@@ -2,7 +2,8 @@
 //! and service B (express, OpenTelemetry Node SDK) send their spans to otelwatch; normal traffic
 //! runs through warm-up and a quiet stretch, then the 20 anomalies of the original prototype are
 //! injected. At least 18 must fall in flagged windows of the affected services, and the quiet
-//! stretch must have no anomaly at all.
+//! stretch must have no anomaly at all. otelwatch forwards everything to the real OpenTelemetry
+//! Collector, whose file must hold every span otelwatch accepted, in complete traces.
 
 mod support;
 
@@ -58,6 +59,64 @@ fn wait_http(port: u16, what: &str) {
     panic!("{what} did not come up");
 }
 
+/// Every span otelwatch accepted reached the collector, once, and every trace there is whole:
+/// each parent is present, and the requests to service A reached service B.
+fn forwarded_traces_are_complete(accepted: &std::path::Path, collected: &std::path::Path) {
+    let (want, _) = read_spans(accepted);
+    let (got, dups) = read_spans(collected);
+    assert!(want.len() > 1000, "only {} spans accepted", want.len());
+    assert_eq!(dups, 0, "the collector got a span twice");
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} spans did not reach the collector, e.g. {:?}",
+        missing.len(),
+        want.len(),
+        missing.first()
+    );
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the collector got spans otelwatch never accepted"
+    );
+
+    let mut spans = std::collections::HashMap::new();
+    let text = std::fs::read(collected).unwrap();
+    for line in complete_lines(&text) {
+        let (batch, _) = otelwatch::otlp::decode_json_line(line).unwrap();
+        if let otelwatch::pipeline::Payload::Traces(t) = &batch.payload {
+            for rs in &t.resource_spans {
+                let svc =
+                    otelwatch::exporters::debug::service_name(rs.resource.as_ref()).to_string();
+                for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                    spans.insert(
+                        (s.trace_id.clone(), s.span_id.clone()),
+                        (s.parent_span_id.clone(), svc.clone(), s.name.clone()),
+                    );
+                }
+            }
+        }
+    }
+    let orphans = spans
+        .iter()
+        .filter(|((trace, _), (parent, _, _))| {
+            !parent.is_empty() && !spans.contains_key(&(trace.clone(), parent.clone()))
+        })
+        .count();
+    assert_eq!(orphans, 0, "spans whose parent never arrived");
+    // Requests to /start and /test (not /healthz) go on to service B.
+    let mut traces: std::collections::HashMap<&[u8], (bool, bool)> = Default::default();
+    for ((trace, _), (_, svc, name)) in &spans {
+        let t = traces.entry(trace.as_slice()).or_default();
+        t.0 |= svc == "service-a" && (name.ends_with("/start") || name.ends_with("/test"));
+        t.1 |= svc == "service-b";
+    }
+    let calls = traces.values().filter(|(a, _)| *a).count();
+    let one_sided = traces.values().filter(|(a, b)| *a && !*b).count();
+    assert!(calls > 1000, "only {calls} traces of requests to service A");
+    assert_eq!(one_sided, 0, "traces of service A without service B's part");
+}
+
 #[test]
 fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not() {
     let Some(python) = services_available() else {
@@ -65,6 +124,19 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
     };
     let dir = tempfile::tempdir().unwrap();
     let (grpc, a_port, b_port) = (free_port(), free_port(), free_port());
+    // The downstream collector, when built (always in CI).
+    let c_port = free_port();
+    let collected = dir.path().join("collector.jsonl");
+    let collector = support::collector::collector_binary().map(|bin| {
+        let cfg = support::collector::file_sink_config(c_port, &collected);
+        support::collector::Collector::start(&bin, dir.path(), "collector", &cfg)
+    });
+    let forward = match collector {
+        Some(_) => {
+            "traces/forward: { receivers: [otlp], exporters: [otlp/collector, file/accepted] }"
+        }
+        None => "",
+    };
     let cfg = format!(
         r#"
 receivers:
@@ -76,11 +148,14 @@ processors:
   iforest: {{ warmup: 30 }}
 exporters:
   file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
+  file/accepted: {{ path: "{{DIR}}/accepted.jsonl" }}
+  otlp/collector: {{ endpoint: "127.0.0.1:{c_port}" }}
   debug: {{}}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
   pipelines:
     traces/detect: {{ receivers: [otlp], processors: [window, iforest], exporters: [file/windows, debug] }}
+    {forward}
 "#
     );
     let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
@@ -163,7 +238,13 @@ service:
     assert_eq!(injections.len(), 20);
     std::thread::sleep(Duration::from_secs(6));
     drop(traffic);
+    // The services export in batches every 200 ms: let the last ones arrive.
+    std::thread::sleep(Duration::from_secs(2));
     assert!(ow.terminate().success(), "{}", ow.stderr());
+    if let Some(mut c) = collector {
+        c.stop();
+        forwarded_traces_are_complete(&dir.path().join("accepted.jsonl"), &collected);
+    }
 
     let docs: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("windows.jsonl"))
         .unwrap()

@@ -35,7 +35,9 @@ impl Encoding {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub const ALL: [Encoding; 4] = [Self::Identity, Self::Gzip, Self::Zstd, Self::Deflate];
+
+    pub fn name(self) -> &'static str {
         match self {
             Self::Identity => "identity",
             Self::Gzip => "gzip",

@@ -158,6 +158,7 @@ pub mod names {
     pub const RECEIVER_REFUSED: &str = "otelwatch_receiver_refused_items_total";
     pub const RECEIVER_REJECTED_ITEMS: &str = "otelwatch_receiver_rejected_items_total";
     pub const RECEIVER_BAD_REQUESTS: &str = "otelwatch_receiver_bad_requests_total";
+    pub const RECEIVER_REQUESTS: &str = "otelwatch_receiver_requests_total";
     pub const EXPORTER_SENT: &str = "otelwatch_exporter_sent_items_total";
     pub const EXPORTER_FAILED: &str = "otelwatch_exporter_failed_items_total";
     pub const EXPORTER_RETRIES: &str = "otelwatch_exporter_retries_total";

@@ -38,7 +38,8 @@ def exporter():
 
 
 provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-provider.add_span_processor(BatchSpanProcessor(exporter(), schedule_delay_millis=1000))
+# Export every OTEL_BSP_SCHEDULE_DELAY ms (the SDK's default is 5000).
+provider.add_span_processor(BatchSpanProcessor(exporter()))
 trace.set_tracer_provider(provider)
 
 app = Flask(__name__)

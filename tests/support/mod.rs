@@ -2,11 +2,13 @@
 //! real sockets, read what it wrote.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod fake_es;
 pub mod search;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use otelwatch::otlp::decode_json_line;
+use otelwatch::otlp::{count_items, decode_json_line};
+use otelwatch::pipeline::DataKind;
 use otelwatch::pipeline::Payload;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -224,7 +226,7 @@ pub fn read_spans(path: &Path) -> (SpanSet, usize) {
     let mut set = SpanSet::new();
     let mut dups = 0;
     let text = std::fs::read(path).unwrap_or_default();
-    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for line in complete_lines(&text) {
         let (batch, _) = decode_json_line(line).expect("file exporter wrote an invalid line");
         if let Payload::Traces(t) = &batch.payload {
             spans_of(t, &mut set, &mut dups);
@@ -341,4 +343,64 @@ pub fn make_requests(n: usize, spans: usize, seed: u64, sent: &mut SpanSet) -> V
             bytes::Bytes::from(r.encode_to_vec())
         })
         .collect()
+}
+
+/// Items per signal (spans, metric data points, log records) in an OTLP/JSON lines file.
+pub fn items_by_kind(path: &Path) -> (usize, usize, usize) {
+    let text = std::fs::read(path).unwrap_or_default();
+    let (mut t, mut m, mut l) = (0, 0, 0);
+    for line in complete_lines(&text) {
+        let (b, _) = decode_json_line(line).expect("an invalid OTLP/JSON line");
+        let n = count_items(&b.payload);
+        match b.kind() {
+            DataKind::Traces => t += n,
+            DataKind::Metrics => m += n,
+            DataKind::Logs => l += n,
+            DataKind::Windows => panic!("no windows expected here"),
+        }
+    }
+    (t, m, l)
+}
+
+/// Sends `n` spans with the OpenTelemetry Python SDK (`tests/sdk/send_spans.py`) and returns
+/// the spans it saw acknowledged. `endpoint` is `host:port` for gRPC, a full URL for HTTP.
+pub fn sdk_send_spans(
+    python: &Path,
+    protocol: &str,
+    endpoint: &str,
+    n: usize,
+    service: &str,
+    gzip: bool,
+    record: &Path,
+) -> Result<SpanSet, String> {
+    let mut cmd = Command::new(python);
+    cmd.arg(sdk_script("send_spans.py"))
+        .args(["--protocol", protocol, "--endpoint", endpoint])
+        .args(["--spans", &n.to_string(), "--service", service])
+        .arg("--record")
+        .arg(record);
+    if gzip {
+        cmd.arg("--gzip");
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{service}: SDK export failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut sent = SpanSet::new();
+    for line in std::fs::read_to_string(record).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        sent.insert((s("trace_id"), s("span_id")), (s("service"), s("name")));
+    }
+    Ok(sent)
+}
+
+/// The lines of a file being written: a last line without its newline is not complete yet.
+pub fn complete_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    text[..end].split(|b| *b == b'\n').filter(|l| !l.is_empty())
 }

@@ -2,6 +2,7 @@
 
 use super::{Shared, Transport, RETRY_AFTER};
 use crate::otlp::codec::ServerCodec;
+use crate::otlp::compression::Encoding;
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
 use crate::pipeline::{DataKind, Refused};
@@ -60,6 +61,14 @@ where
         Box::pin(async move {
             if req.uri().path() != S::GRPC_PATH {
                 return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            // An unsupported encoding is refused by tonic below, and not counted.
+            let encoding = req
+                .headers()
+                .get("grpc-encoding")
+                .and_then(|v| v.to_str().ok());
+            if let Ok(e) = Encoding::from_header(encoding) {
+                this.shared.request(Transport::Grpc, e);
             }
             let mut grpc = tonic::server::Grpc::new(ServerCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)

@@ -110,6 +110,7 @@ async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Respons
         Ok(e) => e,
         Err(e) => return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, format, e.to_string()),
     };
+    shared.request(Transport::Http, encoding);
     let body = match axum::body::to_bytes(req.into_body(), st.max_body).await {
         Ok(b) => b,
         Err(e) => {

@@ -19,6 +19,7 @@ mod grpc;
 mod http;
 
 use crate::config::{decode_section, listen_addr, ConfigError, Listen};
+use crate::otlp::compression::Encoding;
 use crate::otlp::Signal;
 use crate::pipeline::{DataKind, FanOut, Refused};
 use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
@@ -187,6 +188,8 @@ struct SignalCounters {
 pub(crate) struct Shared {
     consumers: RwLock<[Option<FanOut>; 3]>,
     counters: Vec<SignalCounters>,
+    /// Requests per transport and content encoding (which clients compress, and how).
+    requests: Vec<Counter>,
 }
 
 fn signal_index(kind: DataKind) -> usize {
@@ -227,9 +230,35 @@ impl Shared {
                 });
             }
         }
+        let mut requests = Vec::new();
+        for transport in [Transport::Grpc, Transport::Http] {
+            for encoding in Encoding::ALL {
+                requests.push(telemetry.counter(
+                    names::RECEIVER_REQUESTS,
+                    "Requests received, by transport and content encoding.",
+                    vec![
+                        ("receiver", id.to_string()),
+                        ("transport", transport.as_str().to_string()),
+                        ("encoding", encoding.name().to_string()),
+                    ],
+                ));
+            }
+        }
         Self {
             consumers: RwLock::new(consumers),
             counters,
+            requests,
+        }
+    }
+
+    /// Counts one request by its content encoding.
+    pub(crate) fn request(&self, t: Transport, encoding: Encoding) {
+        let i = Encoding::ALL
+            .iter()
+            .position(|e| *e == encoding)
+            .unwrap_or(0);
+        if let Some(c) = self.requests.get(t as usize * Encoding::ALL.len() + i) {
+            c.inc();
         }
     }
 

@@ -1,0 +1,460 @@
+//! otelwatch with the real OpenTelemetry Collector (built by `scripts/collector` from the
+//! published collector modules) on both sides:
+//! - downstream: otelwatch forwards to the collector, whose file exporter shows that every span,
+//!   data point and log record arrived, unchanged, and exactly once, across an outage too;
+//! - upstream: the collector's OTLP exporter (gzip by default) sends into otelwatch, and honours
+//!   otelwatch's RESOURCE_EXHAUSTED + RetryInfo when the pipeline is full.
+
+mod support;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use otelwatch::otlp::decode_json_line;
+use otelwatch::pipeline::Payload;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::collector::*;
+use support::*;
+
+/// Every span with its resource attributes and scope name, by span id: what "unchanged" means.
+type FullSpans = BTreeMap<Vec<u8>, (Vec<KeyValue>, String, Span)>;
+
+fn full_spans(req: &ExportTraceServiceRequest, into: &mut FullSpans) {
+    for rs in &req.resource_spans {
+        let attrs = rs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.clone())
+            .unwrap_or_default();
+        for ss in &rs.scope_spans {
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            for s in &ss.spans {
+                let mut s = s.clone();
+                // The collector's data model always has a status; an empty one is what an
+                // absent one means in proto3.
+                s.status.get_or_insert_with(Default::default);
+                into.insert(s.span_id.clone(), (attrs.clone(), scope.clone(), s));
+            }
+        }
+    }
+}
+
+fn read_full_spans(path: &Path) -> FullSpans {
+    let mut out = FullSpans::new();
+    let text = std::fs::read(path).unwrap_or_default();
+    for line in complete_lines(&text) {
+        let (batch, _) = decode_json_line(line).expect("the collector wrote an invalid line");
+        if let Payload::Traces(t) = &batch.payload {
+            full_spans(t, &mut out);
+        }
+    }
+    out
+}
+
+/// Where two renderings part, with some context on either side.
+fn first_difference(want: &str, have: &str) -> String {
+    let at = want
+        .char_indices()
+        .zip(have.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(want.len().min(have.len()), |((i, _), _)| i);
+    let from = want[..at]
+        .char_indices()
+        .rev()
+        .nth(80)
+        .map_or(0, |(i, _)| i);
+    let until = |s: &str| s[at..].chars().take(80).collect::<String>();
+    format!(
+        "...{}\n  sent: ...{}\n  got:  ...{}",
+        &want[from..at],
+        until(want),
+        have.get(at..).map(|_| until(have)).unwrap_or_default()
+    )
+}
+
+/// Builds `n` requests and remembers their spans in full.
+fn requests(n: usize, spans: usize, seed: u64, sent: &mut FullSpans) -> Vec<bytes::Bytes> {
+    use prost::Message;
+    let mut ids = SpanSet::new();
+    make_requests(n, spans, seed, &mut ids)
+        .into_iter()
+        .inspect(|b| {
+            let r = ExportTraceServiceRequest::decode(b.clone()).unwrap();
+            full_spans(&r, sent);
+        })
+        .collect()
+}
+
+fn send_metrics_logs(python: &Path, endpoint: &str, logs: usize) -> (usize, usize) {
+    let out = Command::new(python)
+        .arg(sdk_script("send_metrics_logs.py"))
+        .args(["--protocol", "grpc", "--endpoint", endpoint])
+        .args(["--logs", &logs.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["data_points"].as_u64().unwrap() as usize,
+        v["log_records"].as_u64().unwrap() as usize,
+    )
+}
+
+fn forwarder(grpc: u16, downstream: u16, compression: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+exporters:
+  otlp/collector:
+    endpoint: 127.0.0.1:{downstream}
+    compression: {compression}
+    timeout: 5s
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 120s }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp/collector] }}
+    metrics: {{ receivers: [otlp], exporters: [otlp/collector] }}
+    logs: {{ receivers: [otlp], exporters: [otlp/collector] }}
+"#
+    )
+}
+
+fn setup() -> Option<(PathBuf, PathBuf)> {
+    let bin = collector_binary()?;
+    let python = sdk_python()?;
+    Some((bin, python))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signal_reaches_the_real_collector_unchanged() {
+    let Some((bin, python)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, grpc) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = {
+        let out = out.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = Collector::start(&bin, &d, "collector", &file_sink_config(c_port, &out));
+            let ow = Otelwatch::start(&d, "ow", &forwarder(grpc, c_port, "gzip"));
+            (c, ow)
+        })
+        .await
+        .unwrap()
+    };
+
+    // Traces built here (known in full), half of them gzip-compressed on the way in.
+    let mut sent = FullSpans::new();
+    for (i, body) in requests(40, 25, 11, &mut sent).into_iter().enumerate() {
+        grpc_send(grpc, body, i % 2 == 0, TRACES).await.unwrap();
+    }
+    // And the OpenTelemetry Python SDK's traces, metrics and logs.
+    let py = python.clone();
+    let record = dir.path().join("sdk.sent");
+    let (sdk_spans, (points, records)) = tokio::task::spawn_blocking(move || {
+        let spans = sdk_send_spans(
+            &py,
+            "grpc",
+            &format!("localhost:{grpc}"),
+            150,
+            "svc-sdk",
+            true,
+            &record,
+        )
+        .unwrap();
+        (
+            spans,
+            send_metrics_logs(&py, &format!("localhost:{grpc}"), 9),
+        )
+    })
+    .await
+    .unwrap();
+    let expected = sent.len() + sdk_spans.len();
+    assert_eq!(expected, 40 * 25 + 150);
+
+    let arrived = wait_until(Duration::from_secs(20), || {
+        let (t, m, l) = items_by_kind(&out);
+        t >= expected && m >= points && l >= records
+    });
+    assert!(
+        arrived,
+        "the collector got {:?} of ({expected}, {points}, {records}):\notelwatch:\n{}\ncollector:\n{}",
+        items_by_kind(&out),
+        ow.stderr(),
+        collector.log()
+    );
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    collector.stop();
+
+    // Exactly as many items as were sent: nothing lost, nothing twice.
+    assert_eq!(items_by_kind(&out), (expected, points, records));
+    // Span for span, field for field, as they were sent.
+    let got = read_full_spans(&out);
+    for (id, want) in &sent {
+        let have = got.get(id);
+        assert!(
+            have == Some(want),
+            "span {id:02x?} changed on the way: {}",
+            first_difference(&format!("{:?}", Some(want)), &format!("{have:?}"))
+        );
+    }
+    let (ids, dups) = read_spans(&out);
+    assert_eq!(dups, 0);
+    for key in sdk_spans.keys() {
+        assert!(ids.contains_key(key), "SDK span {key:?} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_reaches_the_real_collector_once_across_its_restart() {
+    let Some((bin, _)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, grpc) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let d = dir.path().to_path_buf();
+    let (cfg_c, bin_c) = (file_sink_config(c_port, &out), bin.clone());
+    let (mut collector, ow) = tokio::task::spawn_blocking(move || {
+        let c = Collector::start(&bin_c, &d, "collector", &cfg_c);
+        let ow = Otelwatch::start(&d, "ow", &forwarder(grpc, c_port, "none"));
+        (c, ow)
+    })
+    .await
+    .unwrap();
+
+    let mut sent = SpanSet::new();
+    let bodies = make_requests(60, 20, 5, &mut sent);
+    let (before, after) = bodies.split_at(20);
+    for b in before {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+    // The collector goes away (graceful stop) while traffic continues, then comes back.
+    let c = tokio::task::spawn_blocking(move || {
+        collector.stop();
+        collector
+    })
+    .await
+    .unwrap();
+    drop(c);
+    for b in &after[..20] {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = dir.path().to_path_buf();
+    let cfg_c = file_sink_config(c_port, &out);
+    let mut collector =
+        tokio::task::spawn_blocking(move || Collector::start(&bin, &d, "collector2", &cfg_c))
+            .await
+            .unwrap();
+    for b in &after[20..] {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+
+    let complete = wait_until(Duration::from_secs(30), || {
+        read_spans(&out).0.len() >= sent.len()
+    });
+    assert!(
+        complete,
+        "{} of {} spans reached the collector:\n{}",
+        read_spans(&out).0.len(),
+        sent.len(),
+        ow.stderr()
+    );
+    collector.stop();
+    let (got, dups) = read_spans(&out);
+    assert_eq!(dups, 0, "a span arrived twice");
+    assert_eq!(got, sent);
+    assert!(
+        ow.metric("otelwatch_exporter_retries_total{exporter=\"otlp/collector\"}") > 0.0,
+        "the outage must have caused retries:\n{}",
+        ow.metrics()
+    );
+}
+
+/// otelwatch with detection and a file of everything it accepted, fed by the collector.
+fn behind_collector(grpc: u16, extra_exporter: &str, traces_to: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+processors:
+  window: {{ interval: 1s, allowed_lateness: 1s }}
+exporters:
+  file/in: {{ path: "{{DIR}}/in.jsonl" }}
+  file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
+  {extra_exporter}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [{traces_to}] }}
+    traces/windows: {{ receivers: [otlp], processors: [window], exporters: [file/windows] }}
+    metrics: {{ receivers: [otlp], exporters: [file/in] }}
+    logs: {{ receivers: [otlp], exporters: [file/in] }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_collector_exports_into_otelwatch_with_gzip() {
+    let Some((bin, python)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, grpc) = (free_port(), free_port());
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
+        let ow = Otelwatch::start(&d, "ow", &behind_collector(grpc, "", "file/in"));
+        let c = Collector::start(&bin, &d, "collector", &relay_config(c_port, grpc, ""));
+        (c, ow)
+    })
+    .await
+    .unwrap();
+
+    let mut sent = SpanSet::new();
+    for body in make_requests(30, 20, 21, &mut sent) {
+        grpc_send(c_port, body, false, TRACES).await.unwrap();
+    }
+    let py = python.clone();
+    let record = dir.path().join("sdk.sent");
+    let (sdk_spans, (points, records)) = tokio::task::spawn_blocking(move || {
+        let spans = sdk_send_spans(
+            &py,
+            "grpc",
+            &format!("localhost:{c_port}"),
+            120,
+            "svc-via-collector",
+            false,
+            &record,
+        )
+        .unwrap();
+        (
+            spans,
+            send_metrics_logs(&py, &format!("localhost:{c_port}"), 6),
+        )
+    })
+    .await
+    .unwrap();
+    sent.extend(sdk_spans);
+
+    let file = dir.path().join("in.jsonl");
+    let arrived = wait_until(Duration::from_secs(20), || {
+        let (t, m, l) = items_by_kind(&file);
+        t >= sent.len() && m >= points && l >= records
+    });
+    assert!(
+        arrived,
+        "otelwatch got {:?} of ({}, {points}, {records}):\ncollector:\n{}",
+        items_by_kind(&file),
+        sent.len(),
+        collector.log()
+    );
+    collector.stop();
+    let metrics = ow.metrics();
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+
+    let (got, dups) = read_spans(&file);
+    assert_eq!(dups, 0);
+    assert_eq!(got, sent, "otelwatch must hold exactly the spans sent");
+    assert_eq!(items_by_kind(&file), (sent.len(), points, records));
+    // The collector compressed every request (gzip is its OTLP exporter's default).
+    let requests = |enc: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "otelwatch_receiver_requests_total{{receiver=\"otlp\",transport=\"grpc\",encoding=\"{enc}\"}} "
+                ))
+                .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(requests("gzip") > 0.0, "{metrics}");
+    assert_eq!(requests("identity"), 0.0, "{metrics}");
+    // The spans fed the window processor: one series per service that sent spans.
+    let windows = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    assert!(
+        windows.contains("\"svc-via-collector\""),
+        "no windows for the SDK's service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_collector_retries_when_otelwatch_pushes_back() {
+    let Some((bin, _)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, grpc, down) = (free_port(), free_port(), free_port());
+    // otelwatch forwards to a downstream that is not up yet, through a one-slot queue: its
+    // pipeline fills, and the receiver answers RESOURCE_EXHAUSTED with a RetryInfo of 1 s.
+    let stuck = format!(
+        "otlp/down: {{ endpoint: 127.0.0.1:{down}, timeout: 2s, \
+         retry_on_failure: {{ initial_interval: 200ms, max_interval: 1s, max_elapsed_time: 300s }}, \
+         sending_queue: {{ num_consumers: 1, queue_size: 1 }} }}"
+    );
+    let d = dir.path().to_path_buf();
+    let (b, st) = (bin.clone(), stuck.clone());
+    let (collector, ow) = tokio::task::spawn_blocking(move || {
+        let ow = Otelwatch::start(&d, "ow", &behind_collector(grpc, &st, "otlp/down"));
+        // The collector's exporter: its queue takes everything at once, ten senders retry.
+        let c = Collector::start(
+            &b,
+            &d,
+            "collector",
+            &relay_config(
+                c_port,
+                grpc,
+                "retry_on_failure: { initial_interval: 200ms, max_interval: 2s, max_elapsed_time: 300s }",
+            ),
+        );
+        (c, ow)
+    })
+    .await
+    .unwrap();
+
+    let mut sent = SpanSet::new();
+    for body in make_requests(400, 5, 31, &mut sent) {
+        grpc_send(c_port, body, false, TRACES).await.unwrap();
+    }
+    let refused = "otelwatch_receiver_refused_items_total{receiver=\"otlp\",transport=\"grpc\",signal=\"traces\"}";
+    let pushed_back = wait_until(Duration::from_secs(20), || ow.metric(refused) > 0.0);
+    assert!(pushed_back, "otelwatch never refused:\n{}", ow.metrics());
+
+    // The downstream comes up: otelwatch drains, the collector's retries get in, nothing is lost.
+    let out = dir.path().join("down.jsonl");
+    let d = dir.path().to_path_buf();
+    let cfg = file_sink_config(down, &out);
+    let mut downstream =
+        tokio::task::spawn_blocking(move || Collector::start(&bin, &d, "downstream", &cfg))
+            .await
+            .unwrap();
+    let complete = wait_until(Duration::from_secs(90), || {
+        read_spans(&out).0.len() >= sent.len()
+    });
+    assert!(
+        complete,
+        "{} of {} spans arrived:\notelwatch:\n{}\ncollector:\n{}",
+        read_spans(&out).0.len(),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    downstream.stop();
+    let (got, dups) = read_spans(&out);
+    assert_eq!(dups, 0, "a span arrived twice");
+    assert_eq!(got, sent);
+    drop(collector);
+}
