@@ -174,7 +174,7 @@ async fn every_signal_reaches_the_real_collector_unchanged() {
             &format!("localhost:{grpc}"),
             150,
             "svc-sdk",
-            true,
+            &["--gzip"],
             &record,
         )
         .unwrap();
@@ -338,7 +338,7 @@ async fn the_real_collector_exports_into_otelwatch_with_gzip() {
             &format!("localhost:{c_port}"),
             120,
             "svc-via-collector",
-            false,
+            &[],
             &record,
         )
         .unwrap();

@@ -59,7 +59,15 @@ fn python_sdk_spans_arrive_span_for_span() {
     let mut expected = SpanSet::new();
     for (proto, endpoint, gzip, service, n) in runs {
         let record = dir.path().join(format!("{service}.sent"));
-        match sdk_send_spans(&python, proto, &endpoint, n, service, gzip, &record) {
+        match sdk_send_spans(
+            &python,
+            proto,
+            &endpoint,
+            n,
+            service,
+            if gzip { &["--gzip"] } else { &[] },
+            &record,
+        ) {
             Ok(sent) => expected.extend(sent),
             Err(e) => panic!("{e}\notelwatch:\n{}", ow.stderr()),
         }

@@ -7,6 +7,7 @@
 
 pub mod duration;
 mod env;
+pub mod tls;
 
 pub use duration::ConfigDuration;
 

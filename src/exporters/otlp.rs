@@ -4,15 +4,22 @@
 //! ```yaml
 //! exporters:
 //!   otlp/collector:
-//!     endpoint: localhost:14317     # or http://host:port
+//!     endpoint: localhost:14317     # or http://host:port, or https://host:port for TLS
 //!     compression: gzip             # gzip (default), zstd or none
+//!     tls: { ca_file: ca.pem }      # TLS (see config::tls); without `tls`, plaintext
 //!     timeout: 5s
 //!     headers: { x-tenant: acme }
 //!     retry_on_failure: { initial_interval: 1s, max_elapsed_time: 300s }
 //!     sending_queue: { num_consumers: 10, queue_size: 1000 }
 //! ```
+//!
+//! TLS is on when the endpoint says `https://`, or when a `tls` section is given without
+//! `insecure: true`. Unlike the Collector, a bare `host:port` with no `tls` section is plaintext:
+//! the usual place of otelwatch is next to its collector, and a silent switch to TLS would
+//! break every existing plaintext setup.
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
+use crate::config::tls::{ClientTls, TlsError};
 use crate::config::{decode_section, parse_endpoint, ConfigDuration, ConfigError};
 use crate::otlp::codec::ClientCodec;
 use crate::otlp::status::retry_delay;
@@ -42,9 +49,10 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpExporterConfig {
-    /// `host:port` or `http://host:port` of the downstream OTLP/gRPC server.
+    /// `host:port`, `http://host:port` or `https://host:port` of the downstream OTLP/gRPC server.
     pub endpoint: String,
     pub compression: Compression,
+    pub tls: Option<ClientTls>,
     /// Per attempt.
     pub timeout: ConfigDuration,
     /// Extra gRPC metadata sent with every request.
@@ -58,6 +66,7 @@ impl Default for OtlpExporterConfig {
         Self {
             endpoint: String::new(),
             compression: Compression::Gzip,
+            tls: None,
             timeout: ConfigDuration::from_secs(5),
             headers: BTreeMap::new(),
             retry_on_failure: RetrySettings::default(),
@@ -77,6 +86,9 @@ impl OtlpExporterConfig {
             ));
         } else if let Err(e) = cfg.uri() {
             errors.push(ConfigError::new(format!("{path}.endpoint"), e));
+        }
+        if let Some(tls) = &cfg.tls {
+            tls.validate(&format!("{path}.tls"), &mut errors);
         }
         for k in cfg.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_str(&k.to_ascii_lowercase()).is_err() {
@@ -101,17 +113,33 @@ impl OtlpExporterConfig {
         crate::config::validated(cfg, errors)
     }
 
-    /// The endpoint as an `http://` URI.
+    /// The endpoint as a URI: `https://` when TLS is on, else `http://`.
     pub fn uri(&self) -> Result<String, String> {
         let e = self.endpoint.trim();
-        if e.starts_with("https://") {
-            return Err(format!(
-                "{e:?}: TLS to the downstream collector is not supported; use a plaintext endpoint (host:port or http://host:port)"
-            ));
-        }
-        let hostport = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+        let insecure = self.tls.as_ref().map(|t| t.insecure);
+        let (hostport, tls) = if let Some(rest) = e.strip_prefix("https://") {
+            if insecure == Some(true) {
+                return Err(format!(
+                    "{e:?} asks for TLS but tls.insecure is true; use http:// or drop insecure"
+                ));
+            }
+            (rest, true)
+        } else if let Some(rest) = e.strip_prefix("http://") {
+            if insecure == Some(false) {
+                return Err(format!(
+                    "{e:?} is plaintext but a tls section is set; use https:// or host:port, or tls.insecure: true"
+                ));
+            }
+            (rest, false)
+        } else {
+            (e, insecure == Some(false))
+        };
+        let hostport = hostport.trim_end_matches('/');
         parse_endpoint(hostport)?;
-        Ok(format!("http://{hostport}"))
+        Ok(format!(
+            "{}://{hostport}",
+            if tls { "https" } else { "http" }
+        ))
     }
 
     pub fn run_settings(&self) -> RunSettings {
@@ -134,6 +162,8 @@ pub struct OtlpExporter {
 pub enum OtlpExporterError {
     #[error("invalid endpoint: {0}")]
     Endpoint(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl OtlpExporter {
@@ -141,11 +171,17 @@ impl OtlpExporter {
     /// otelwatch.
     pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
         let uri = cfg.uri().map_err(OtlpExporterError::Endpoint)?;
-        let channel = Endpoint::from_shared(uri)
+        let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| OtlpExporterError::Endpoint(e.to_string()))?
             .tcp_nodelay(true)
-            .connect_timeout(cfg.timeout.get())
-            .connect_lazy();
+            .connect_timeout(cfg.timeout.get());
+        if uri.starts_with("https://") {
+            let tls = crate::config::tls::tonic_client(&cfg.tls.clone().unwrap_or_default())?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        let channel = endpoint.connect_lazy();
         let mut headers = MetadataMap::new();
         for (k, v) in &cfg.headers {
             if let (Ok(k), Ok(v)) = (
@@ -285,8 +321,22 @@ mod tests {
         c.endpoint = "http://collector:4317/".into();
         assert_eq!(c.uri().unwrap(), "http://collector:4317");
         c.endpoint = "https://collector:4317".into();
-        assert!(c.uri().unwrap_err().contains("TLS"));
+        assert_eq!(c.uri().unwrap(), "https://collector:4317");
         c.endpoint = "collector".into();
         assert!(c.uri().is_err());
+        // A tls section turns TLS on for host:port, unless it says insecure.
+        c.endpoint = "collector:4317".into();
+        c.tls = Some(ClientTls::default());
+        assert_eq!(c.uri().unwrap(), "https://collector:4317");
+        c.tls = Some(ClientTls {
+            insecure: true,
+            ..Default::default()
+        });
+        assert_eq!(c.uri().unwrap(), "http://collector:4317");
+        c.endpoint = "https://collector:4317".into();
+        assert!(c.uri().unwrap_err().contains("insecure"));
+        c.endpoint = "http://collector:4317".into();
+        c.tls = Some(ClientTls::default());
+        assert!(c.uri().unwrap_err().contains("plaintext"));
     }
 }

@@ -1,11 +1,13 @@
 """Sends spans to otelwatch with the official OpenTelemetry Python SDK and records what it sent.
 
 Usage: send_spans.py --protocol grpc|http --endpoint URL --spans N --service NAME
-                     [--gzip] [--record FILE]
+                     [--gzip] [--record FILE] [--ca PEM]
+  --ca: send over TLS, trusting this CA (gRPC; for HTTP give an https:// URL too).
 Exits 1 if any export was not acknowledged as a success.
 """
 import argparse
 import json
+import os
 import sys
 
 from opentelemetry import trace
@@ -49,6 +51,7 @@ def main():
     p.add_argument("--service", default="sdk-test")
     p.add_argument("--gzip", action="store_true")
     p.add_argument("--record")
+    p.add_argument("--ca")
     a = p.parse_args()
 
     if a.protocol == "grpc":
@@ -58,10 +61,22 @@ def main():
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.exporter.otlp.proto.http import Compression
     compression = Compression.Gzip if a.gzip else Compression.NoCompression
-    if a.protocol == "grpc":
+    if a.protocol == "grpc" and a.ca:
+        import grpc
+        with open(a.ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        inner = OTLPSpanExporter(endpoint=a.endpoint, insecure=False, credentials=credentials,
+                                 compression=compression, timeout=10)
+    elif a.protocol == "grpc":
         inner = OTLPSpanExporter(endpoint=a.endpoint, insecure=True, compression=compression, timeout=10)
     else:
-        inner = OTLPSpanExporter(endpoint=a.endpoint, compression=compression, timeout=10)
+        if a.ca:
+            # requests prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment over the
+            # session's CA file the exporter sets, so point them at the same file.
+            os.environ["REQUESTS_CA_BUNDLE"] = a.ca
+            os.environ.pop("CURL_CA_BUNDLE", None)
+        inner = OTLPSpanExporter(endpoint=a.endpoint, compression=compression, timeout=10,
+                                 certificate_file=a.ca if a.ca else None)
     rec = Recording(inner)
     provider = TracerProvider(resource=Resource.create({"service.name": a.service}))
     provider.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=64, schedule_delay_millis=100))

@@ -2,6 +2,7 @@
 //! real sockets, read what it wrote.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod collector;
 pub mod fake_es;
 pub mod search;
@@ -363,14 +364,15 @@ pub fn items_by_kind(path: &Path) -> (usize, usize, usize) {
 }
 
 /// Sends `n` spans with the OpenTelemetry Python SDK (`tests/sdk/send_spans.py`) and returns
-/// the spans it saw acknowledged. `endpoint` is `host:port` for gRPC, a full URL for HTTP.
+/// the spans it saw acknowledged. `endpoint` is `host:port` for gRPC, a full URL for HTTP;
+/// `flags` are the script's options (`--gzip`, `--ca FILE`).
 pub fn sdk_send_spans(
     python: &Path,
     protocol: &str,
     endpoint: &str,
     n: usize,
     service: &str,
-    gzip: bool,
+    flags: &[&str],
     record: &Path,
 ) -> Result<SpanSet, String> {
     let mut cmd = Command::new(python);
@@ -378,10 +380,8 @@ pub fn sdk_send_spans(
         .args(["--protocol", protocol, "--endpoint", endpoint])
         .args(["--spans", &n.to_string(), "--service", service])
         .arg("--record")
-        .arg(record);
-    if gzip {
-        cmd.arg("--gzip");
-    }
+        .arg(record)
+        .args(flags);
     let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(

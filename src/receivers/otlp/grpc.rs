@@ -187,12 +187,22 @@ pub(super) async fn start(
     if shared.has_consumer(DataKind::Logs) {
         routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv));
     }
-    tracing::info!(receiver = id, endpoint = ?local, "OTLP/gRPC receiver listening");
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &cfg.tls {
+        let start_err = |message: String| ReceiverError::Start {
+            receiver: id.to_string(),
+            message,
+        };
+        let tls = crate::config::tls::tonic_server(tls).map_err(|e| start_err(e.to_string()))?;
+        server = server
+            .tls_config(tls)
+            .map_err(|e| start_err(format!("TLS: {e}")))?;
+    }
+    tracing::info!(receiver = id, endpoint = ?local, tls = cfg.tls.is_some(), "OTLP/gRPC receiver listening");
     let id = id.to_string();
     Ok(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let result = server
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;

@@ -221,14 +221,84 @@ pub(super) async fn start(
     let app = app.fallback(|| async {
         (StatusCode::NOT_FOUND, Body::from("not an OTLP path\n")).into_response()
     });
-    tracing::info!(receiver = id, endpoint = ?local, "OTLP/HTTP receiver listening");
+    let tls = match &cfg.tls {
+        Some(t) => {
+            Some(
+                crate::config::tls::rustls_server(t).map_err(|e| ReceiverError::Start {
+                    receiver: id.to_string(),
+                    message: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    tracing::info!(receiver = id, endpoint = ?local, tls = tls.is_some(), "OTLP/HTTP receiver listening");
     let id = id.to_string();
     Ok(tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let result = match tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+            Some(tls) => {
+                serve_tls(listener, app, tls, stop).await;
+                Ok(())
+            }
+        };
         if let Err(e) = result {
             tracing::error!(receiver = %id, error = %e, "OTLP/HTTP server failed");
         }
     }))
 }
+
+/// HTTPS: each connection's handshake runs in its own task (a slow client holds up no one);
+/// on stop, no new connections are taken and the open ones finish their requests.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    stop: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP/HTTP: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "OTLP/HTTP: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "OTLP/HTTP: TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "OTLP/HTTP: connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -18,6 +18,7 @@
 mod grpc;
 mod http;
 
+use crate::config::tls::ServerTls;
 use crate::config::{decode_section, listen_addr, ConfigError, Listen};
 use crate::otlp::compression::Encoding;
 use crate::otlp::Signal;
@@ -39,6 +40,8 @@ pub struct GrpcConfig {
     pub endpoint: String,
     /// Largest accepted message, after decompression, in MiB.
     pub max_recv_msg_size_mib: usize,
+    /// Serve TLS (and require client certificates with `client_ca_file`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for GrpcConfig {
@@ -46,6 +49,7 @@ impl Default for GrpcConfig {
         Self {
             endpoint: "0.0.0.0:4317".into(),
             max_recv_msg_size_mib: 4,
+            tls: None,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct HttpConfig {
     pub endpoint: String,
     /// Largest accepted body in bytes, both as sent and after decompression.
     pub max_request_body_size: usize,
+    /// Serve HTTPS (and require client certificates with `client_ca_file`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for HttpConfig {
@@ -64,6 +70,7 @@ impl Default for HttpConfig {
         Self {
             endpoint: "0.0.0.0:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -125,6 +132,9 @@ impl OtlpReceiverConfig {
                     "must be at least 1",
                 ));
             }
+            if let Some(tls) = &g.tls {
+                tls.validate(&format!("{path}.protocols.grpc.tls"), &mut errors);
+            }
         }
         if let Some(h) = &p.http {
             if let Err(e) = listen_addr(&h.endpoint) {
@@ -132,6 +142,9 @@ impl OtlpReceiverConfig {
                     format!("{path}.protocols.http.endpoint"),
                     e,
                 ));
+            }
+            if let Some(tls) = &h.tls {
+                tls.validate(&format!("{path}.protocols.http.tls"), &mut errors);
             }
             if h.max_request_body_size == 0 {
                 errors.push(ConfigError::new(

@@ -1,0 +1,299 @@
+//! TLS on both sides of otelwatch, with real peers: the OpenTelemetry Python SDK sends over TLS to
+//! the gRPC and HTTP receivers; otelwatch exports over mutual TLS to the real OpenTelemetry
+//! Collector; the Collector exports over mutual TLS into otelwatch. Certificates come from a
+//! throwaway CA made with `openssl` for each test.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::collector::*;
+use support::*;
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_sends_over_tls_and_plaintext_is_refused() {
+    let Some(python) = sdk_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs::make(dir.path());
+    let (grpc, http) = (free_port(), free_port());
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        p(&certs.server_cert),
+        p(&certs.server_key)
+    );
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc}, {tls} }}
+      http: {{ endpoint: 127.0.0.1:{http}, {tls} }}
+exporters:
+  file: {{ path: "{{DIR}}/spans.jsonl" }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+"#
+    );
+    let d = dir.path().to_path_buf();
+    let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+        .await
+        .unwrap();
+
+    // A plaintext client gets no OTLP service on the TLS port.
+    let mut ignored = SpanSet::new();
+    let body = make_requests(1, 3, 1, &mut ignored).remove(0);
+    assert!(grpc_send(grpc, body, false, TRACES).await.is_err());
+
+    let ca = p(&certs.ca);
+    let record = |n: &str| dir.path().join(n);
+    let (r1, r2) = (record("grpc.sent"), record("http.sent"));
+    let (py, ca2) = (python.clone(), ca.clone());
+    let (over_grpc, over_http) = tokio::task::spawn_blocking(move || {
+        let g = sdk_send_spans(
+            &py,
+            "grpc",
+            &format!("localhost:{grpc}"),
+            120,
+            "svc-tls-grpc",
+            &["--gzip", "--ca", &ca2],
+            &r1,
+        );
+        let h = sdk_send_spans(
+            &py,
+            "http",
+            &format!("https://localhost:{http}/v1/traces"),
+            80,
+            "svc-tls-http",
+            &["--ca", &ca2],
+            &r2,
+        );
+        (g, h)
+    })
+    .await
+    .unwrap();
+    let mut expected = over_grpc.unwrap();
+    expected.extend(over_http.unwrap());
+    assert_eq!(expected.len(), 200);
+
+    let file = dir.path().join("spans.jsonl");
+    let arrived = wait_until(Duration::from_secs(10), || {
+        read_spans(&file).0.len() >= expected.len()
+    });
+    assert!(arrived, "{}", ow.stderr());
+    let (got, dups) = read_spans(&file);
+    assert_eq!(dups, 0);
+    assert_eq!(got, expected);
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otelwatch_exports_to_the_real_collector_over_mutual_tls() {
+    let Some(bin) = collector_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs::make(dir.path());
+    let (c_port, grpc) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    // The collector requires a client certificate from our CA.
+    let collector_cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{c_port}"
+        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
+exporters:
+  file: {{ path: "{}", flush_interval: 100ms }}
+service:
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+"#,
+        p(&certs.server_cert),
+        p(&certs.server_key),
+        p(&certs.ca),
+        p(&out)
+    );
+    let exporter = |name: &str, client_cert: bool| {
+        let identity = if client_cert {
+            format!(
+                ", cert_file: \"{}\", key_file: \"{}\"",
+                p(&certs.client_cert),
+                p(&certs.client_key)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "otlp/{name}: {{ endpoint: \"localhost:{c_port}\", timeout: 2s, \
+             tls: {{ ca_file: \"{}\"{identity} }}, \
+             retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 60s }} }}",
+            p(&certs.ca)
+        )
+    };
+    let grpc2 = free_port();
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+  otlp/anonymous:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc2} }}
+exporters:
+  {}
+  {}
+service:
+  shutdown_timeout: 2s
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlp/mtls] }}
+    traces/anonymous: {{ receivers: [otlp/anonymous], exporters: [otlp/anonymous] }}
+"#,
+        exporter("mtls", true),
+        exporter("anonymous", false)
+    );
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
+        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
+        let ow = Otelwatch::start(&d, "ow", &cfg);
+        (c, ow)
+    })
+    .await
+    .unwrap();
+
+    let mut sent = SpanSet::new();
+    for body in make_requests(20, 10, 41, &mut sent) {
+        grpc_send(grpc, body, false, TRACES).await.unwrap();
+    }
+    // Without a client certificate the collector turns otelwatch away: nothing of this arrives.
+    let mut anonymous = SpanSet::new();
+    for body in make_requests(3, 10, 42, &mut anonymous) {
+        grpc_send(grpc2, body, false, TRACES).await.unwrap();
+    }
+    let arrived = wait_until(Duration::from_secs(20), || {
+        read_spans(&out).0.len() >= sent.len()
+    });
+    assert!(
+        arrived,
+        "{} of {} spans arrived:\n{}\n{}",
+        read_spans(&out).0.len(),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    let refused = wait_until(Duration::from_secs(10), || {
+        ow.metric("otelwatch_exporter_retries_total{exporter=\"otlp/anonymous\"}") > 0.0
+    });
+    assert!(refused, "the anonymous exporter was never refused");
+    let _ = ow.terminate();
+    collector.stop();
+    let (got, dups) = read_spans(&out);
+    assert_eq!(dups, 0);
+    assert_eq!(got, sent, "exactly the mutual-TLS exporter's spans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_collector_exports_into_otelwatch_over_mutual_tls() {
+    let Some(bin) = collector_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs::make(dir.path());
+    let (c_port, grpc) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
+exporters:
+  file: {{ path: "{{DIR}}/in.jsonl" }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+"#,
+        p(&certs.server_cert),
+        p(&certs.server_key),
+        p(&certs.ca)
+    );
+    let tls = format!(
+        "tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+        p(&certs.ca),
+        p(&certs.client_cert),
+        p(&certs.client_key)
+    );
+    // relay_config's endpoint is 127.0.0.1; the server certificate names it too.
+    let collector_cfg = relay_config(c_port, grpc, &tls).replace("tls: { insecure: true }", "");
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
+        let ow = Otelwatch::start(&d, "ow", &cfg);
+        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
+        (c, ow)
+    })
+    .await
+    .unwrap();
+    let mut sent = SpanSet::new();
+    for body in make_requests(15, 10, 43, &mut sent) {
+        grpc_send(c_port, body, false, TRACES).await.unwrap();
+    }
+    let file = dir.path().join("in.jsonl");
+    let arrived = wait_until(Duration::from_secs(20), || {
+        read_spans(&file).0.len() >= sent.len()
+    });
+    assert!(
+        arrived,
+        "{} of {} spans arrived:\n{}\n{}",
+        read_spans(&file).0.len(),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    collector.stop();
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    let (got, dups) = read_spans(&file);
+    assert_eq!(dups, 0);
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn a_missing_certificate_stops_startup_naming_the_component_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{}
+        tls: {{ cert_file: "{{DIR}}/nope.pem", key_file: "{{DIR}}/nope.key" }}
+exporters:
+  nop: {{}}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [nop] }}
+"#,
+        free_port()
+    );
+    let mut ow = Otelwatch::start_finite(dir.path(), "ow", &cfg);
+    let status = ow.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    let err = ow.stderr();
+    assert!(
+        err.contains("receiver otlp") && err.contains("nope.pem"),
+        "{err}"
+    );
+}
