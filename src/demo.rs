@@ -63,6 +63,8 @@ pub struct DemoSummary {
     pub detected: usize,
     pub false_alarms: usize,
     pub windows_file: PathBuf,
+    /// The picture of normal vs anomalous windows, when it could be drawn.
+    pub picture: Option<PathBuf>,
 }
 
 const WARMUP_WINDOWS: u64 = 35;
@@ -168,7 +170,30 @@ the built-in simulator plays it instead.
     drop(services);
     let mut summary = summarise(&scenario, start, interval_ns, total_windows, &windows_file)?;
     summary.source = source;
+    summary.picture = draw(&windows_file, &opts.out_dir.join("demo-anomalies.png"));
     Ok(summary)
+}
+
+/// The picture of normal vs anomalous windows (one panel per series); a failure to draw is
+/// reported and leaves the demo's result alone.
+fn draw(windows_file: &Path, picture: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(windows_file).ok()?;
+    let records: Vec<crate::windows::WindowRecord> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|d| {
+            let mut r = crate::windows::WindowRecord::from_document(&d)?;
+            r.anomaly = crate::windows::Anomaly::from_document(&d);
+            Some(r)
+        })
+        .collect();
+    match crate::plot::render_png(&records, picture, 4) {
+        Ok(()) => Some(picture.to_path_buf()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot draw the demo's picture");
+            None
+        }
+    }
 }
 
 /// The first window boundary after now.
@@ -345,6 +370,7 @@ pub fn summarise(
         detected,
         false_alarms,
         windows_file: windows_file.to_path_buf(),
+        picture: None,
     })
 }
 

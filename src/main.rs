@@ -366,6 +366,9 @@ fn main() -> ExitCode {
                     summary.false_alarms,
                     summary.windows_file.display()
                 );
+                if let Some(p) = &summary.picture {
+                    println!("picture of normal vs anomalous windows: {}", p.display());
+                }
                 Ok(())
             }
             Command::Traffic {

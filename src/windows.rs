@@ -202,6 +202,23 @@ impl WindowRecord {
     }
 }
 
+impl Anomaly {
+    /// The verdict part of a window document (`anomaly`), for showing what was decided; the
+    /// explanation's contributions and the severity are not read back.
+    pub fn from_document(doc: &Value) -> Option<Anomaly> {
+        let a = doc.get("anomaly")?;
+        Some(Anomaly {
+            score: a["score"].as_f64()?,
+            threshold: a["threshold"].as_f64().unwrap_or(0.0),
+            is_anomaly: a["is_anomaly"].as_bool().unwrap_or(false),
+            severity: None,
+            warming_up: a["warming_up"].as_bool().unwrap_or(false),
+            contributions: Vec::new(),
+            message: a["message"].as_str().unwrap_or("").to_string(),
+        })
+    }
+}
+
 impl WindowRecord {
     /// Reads a window document back (as written by `to_document`); `None` if it is not one.
     pub fn from_document(doc: &Value) -> Option<WindowRecord> {

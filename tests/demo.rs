@@ -70,6 +70,14 @@ fn without_the_services_the_simulator_plays_them_and_everything_is_found() {
         windows.lines().count() > 150,
         "every scored window is written"
     );
+    // And drawn: a PNG of normal vs anomalous windows.
+    let png = std::fs::read(dir.path().join("demo-anomalies.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
+    assert!(stdout.contains("demo-anomalies.png"), "{stdout}");
 }
 
 #[test]
