@@ -458,3 +458,102 @@ async fn the_real_collector_retries_when_otelwatch_pushes_back() {
     assert_eq!(got, sent);
     drop(collector);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlphttp_reaches_the_real_collector_unchanged_as_protobuf_and_json() {
+    let Some((bin, python)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_http, grpc_proto, grpc_json) = (free_port(), free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let collector_cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: "127.0.0.1:{c_http}" }}
+exporters:
+  file: {{ path: "{}", append: true, flush_interval: 100ms }}
+service:
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+    metrics: {{ receivers: [otlp], exporters: [file] }}
+    logs: {{ receivers: [otlp], exporters: [file] }}
+"#,
+        out.display()
+    );
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc_proto} }}
+  otlp/json:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc_json} }}
+exporters:
+  otlphttp/proto:
+    endpoint: http://127.0.0.1:{c_http}
+    compression: gzip
+  otlphttp/json:
+    traces_endpoint: http://127.0.0.1:{c_http}/v1/traces
+    metrics_endpoint: http://127.0.0.1:{c_http}/v1/metrics
+    logs_endpoint: http://127.0.0.1:{c_http}/v1/logs
+    encoding: json
+    compression: zstd
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
+    metrics: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
+    logs: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
+    traces/json: {{ receivers: [otlp/json], exporters: [otlphttp/json] }}
+"#
+    );
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
+        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
+        let ow = Otelwatch::start(&d, "ow", &cfg);
+        (c, ow)
+    })
+    .await
+    .unwrap();
+
+    let mut sent = FullSpans::new();
+    for body in requests(20, 25, 51, &mut sent) {
+        grpc_send(grpc_proto, body, false, TRACES).await.unwrap();
+    }
+    for body in requests(20, 25, 52, &mut sent) {
+        grpc_send(grpc_json, body, false, TRACES).await.unwrap();
+    }
+    let py = python.clone();
+    let (points, records) = tokio::task::spawn_blocking(move || {
+        send_metrics_logs(&py, &format!("localhost:{grpc_proto}"), 5)
+    })
+    .await
+    .unwrap();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        let (t, m, l) = items_by_kind(&out);
+        t >= sent.len() && m >= points && l >= records
+    });
+    assert!(
+        arrived,
+        "the collector got {:?} of ({}, {points}, {records}):\notelwatch:\n{}\ncollector:\n{}",
+        items_by_kind(&out),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    collector.stop();
+    assert_eq!(items_by_kind(&out), (sent.len(), points, records));
+    let got = read_full_spans(&out);
+    for (id, want) in &sent {
+        let have = got.get(id);
+        assert!(
+            have == Some(want),
+            "span {id:02x?} changed on the way: {}",
+            first_difference(&format!("{:?}", Some(want)), &format!("{have:?}"))
+        );
+    }
+}

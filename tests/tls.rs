@@ -297,3 +297,81 @@ service:
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlphttp_reaches_the_real_collector_over_mutual_tls() {
+    let Some(bin) = collector_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs::make(dir.path());
+    let (c_port, grpc) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let collector_cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: "127.0.0.1:{c_port}"
+        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
+exporters:
+  file: {{ path: "{}", flush_interval: 100ms }}
+service:
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [file] }}
+"#,
+        p(&certs.server_cert),
+        p(&certs.server_key),
+        p(&certs.ca),
+        p(&out)
+    );
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+exporters:
+  otlphttp:
+    endpoint: https://localhost:{c_port}
+    tls: {{ ca_file: "{}", cert_file: "{}", key_file: "{}" }}
+service:
+  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
+  pipelines:
+    traces: {{ receivers: [otlp], exporters: [otlphttp] }}
+"#,
+        p(&certs.ca),
+        p(&certs.client_cert),
+        p(&certs.client_key)
+    );
+    let d = dir.path().to_path_buf();
+    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
+        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
+        let ow = Otelwatch::start(&d, "ow", &cfg);
+        (c, ow)
+    })
+    .await
+    .unwrap();
+    let mut sent = SpanSet::new();
+    for body in make_requests(15, 10, 44, &mut sent) {
+        grpc_send(grpc, body, false, TRACES).await.unwrap();
+    }
+    let arrived = wait_until(Duration::from_secs(20), || {
+        read_spans(&out).0.len() >= sent.len()
+    });
+    assert!(
+        arrived,
+        "{} of {} spans arrived:\n{}\n{}",
+        read_spans(&out).0.len(),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    collector.stop();
+    let (got, dups) = read_spans(&out);
+    assert_eq!(dups, 0);
+    assert_eq!(got, sent);
+}

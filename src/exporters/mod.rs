@@ -3,6 +3,7 @@
 //! | type | takes | what |
 //! |---|---|---|
 //! | `otlp` | traces, metrics, logs | OTLP/gRPC to a downstream collector (forwarding) |
+//! | `otlphttp` | traces, metrics, logs | OTLP/HTTP to a downstream collector (forwarding) |
 //! | `debug` | traces, metrics, logs, windows | prints to the terminal (anomalies as coloured lines) |
 //! | `file` | traces, metrics, logs, windows | OTLP/JSON lines; window documents |
 //! | `nop` | traces, metrics, logs, windows | discards (benchmarks) |
@@ -15,6 +16,7 @@ pub mod file;
 pub mod framework;
 pub mod nop;
 pub mod otlp;
+pub mod otlphttp;
 pub mod webhook;
 
 use crate::config::{ComponentId, ConfigError};
@@ -22,11 +24,20 @@ use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
 use framework::{QueueSettings, RetrySettings, RunSettings, RunningExporter};
 
-pub const TYPES: &[&str] = &["otlp", "debug", "file", "nop", "webhook", "elasticsearch"];
+pub const TYPES: &[&str] = &[
+    "otlp",
+    "otlphttp",
+    "debug",
+    "file",
+    "nop",
+    "webhook",
+    "elasticsearch",
+];
 
 #[derive(Debug, Clone)]
 pub enum ExporterConfig {
     Otlp(otlp::OtlpExporterConfig),
+    OtlpHttp(otlphttp::OtlpHttpConfig),
     Debug(debug::DebugConfig),
     File(file::FileConfig),
     Nop,
@@ -41,6 +52,7 @@ pub fn parse_config(
 ) -> Result<ExporterConfig, Vec<ConfigError>> {
     match id.kind.as_str() {
         "otlp" => otlp::OtlpExporterConfig::parse(path, value).map(ExporterConfig::Otlp),
+        "otlphttp" => otlphttp::OtlpHttpConfig::parse(path, value).map(ExporterConfig::OtlpHttp),
         "debug" => debug::DebugConfig::parse(path, value).map(ExporterConfig::Debug),
         "file" => file::FileConfig::parse(path, value).map(ExporterConfig::File),
         "webhook" => webhook::WebhookConfig::parse(path, value).map(ExporterConfig::Webhook),
@@ -67,6 +79,11 @@ pub enum ExporterError {
     Otlp {
         id: String,
         source: otlp::OtlpExporterError,
+    },
+    #[error("exporter {id}: {source}")]
+    OtlpHttp {
+        id: String,
+        source: otlphttp::OtlpHttpError,
     },
     #[error("exporter {id}: {source}")]
     File {
@@ -99,7 +116,7 @@ impl ExporterConfig {
     /// The data kinds this exporter can take.
     pub fn accepts(&self) -> &'static [DataKind] {
         match self {
-            ExporterConfig::Otlp(_) => &DataKind::SIGNALS,
+            ExporterConfig::Otlp(_) | ExporterConfig::OtlpHttp(_) => &DataKind::SIGNALS,
             ExporterConfig::Debug(_) | ExporterConfig::File(_) | ExporterConfig::Nop => {
                 &DataKind::ALL
             }
@@ -119,6 +136,15 @@ impl ExporterConfig {
                 let exp = otlp::OtlpExporter::new(c).map_err(|source| ExporterError::Otlp {
                     id: name.clone(),
                     source,
+                })?;
+                framework::spawn(&name, exp, c.run_settings(), telemetry)
+            }
+            ExporterConfig::OtlpHttp(c) => {
+                let exp = otlphttp::OtlpHttpExporter::new(c).map_err(|source| {
+                    ExporterError::OtlpHttp {
+                        id: name.clone(),
+                        source,
+                    }
                 })?;
                 framework::spawn(&name, exp, c.run_settings(), telemetry)
             }

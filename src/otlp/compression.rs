@@ -83,10 +83,40 @@ pub fn decompress(
     Ok(out.into())
 }
 
+/// Compresses a request body for sending (gzip at its fast level, zstd at level 3: both trade a
+/// little size for much less CPU, as the Collector's defaults do).
+pub fn compress(encoding: Encoding, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    match encoding {
+        Encoding::Identity => Ok(body.to_vec()),
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body)?;
+            e.finish()
+        }
+        Encoding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body)?;
+            e.finish()
+        }
+        Encoding::Zstd => zstd::encode_all(body, 3),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn what_is_compressed_decompresses() {
+        let data = b"otlp body ".repeat(500);
+        for e in Encoding::ALL {
+            let packed = compress(e, &data).unwrap();
+            let out = decompress(e, packed.into(), 100_000).unwrap();
+            assert_eq!(&out[..], &data[..], "{}", e.name());
+        }
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
