@@ -201,6 +201,9 @@ pub struct RunSettings {
     /// Merge queued batches until this many items or this long has passed since the first,
     /// then send them as one (`None`: send each batch as it comes).
     pub accumulate: Option<(usize, Duration)>,
+    /// The exporter sends `Batch::encoded` when present and never reads the payload then: its
+    /// queue keeps only the bytes (see `Batch::encoded_only`).
+    pub encoded_only: bool,
 }
 
 #[derive(Clone)]
@@ -229,6 +232,7 @@ impl Counters {
 pub struct ExporterInput {
     pub id: Arc<str>,
     tx: mpsc::Sender<Batch>,
+    encoded_only: bool,
     /// Items handed over and not yet sent or failed: what a forced stop would lose.
     pending: Arc<AtomicU64>,
 }
@@ -236,6 +240,11 @@ pub struct ExporterInput {
 impl ExporterInput {
     /// Queues a batch, waiting for room. Fails only if the exporter has stopped.
     pub async fn send(&self, batch: Batch) -> Result<(), Batch> {
+        let batch = if self.encoded_only {
+            batch.encoded_only()
+        } else {
+            batch
+        };
         let items = batch.items as u64;
         self.pending.fetch_add(items, Ordering::Relaxed);
         match self.tx.send(batch).await {
@@ -330,6 +339,8 @@ pub fn spawn<E: Export>(
     let input = ExporterInput {
         id: id.into(),
         tx,
+        // Merging batches needs their payloads.
+        encoded_only: settings.encoded_only && settings.accumulate.is_none(),
         pending: pending.clone(),
     };
     let id: Arc<str> = id.into();
@@ -525,6 +536,7 @@ mod tests {
             retry,
             timeout: None,
             accumulate: None,
+            encoded_only: false,
         };
         let running = spawn("test", exp, settings, &t);
         running.input.send(batch(7)).await.unwrap();
@@ -597,6 +609,7 @@ mod tests {
             retry: RetrySettings::disabled(),
             timeout: None,
             accumulate: Some((10, Duration::from_millis(50))),
+            encoded_only: false,
         };
         let running = spawn("acc", Shared(exp.clone()), settings, &t);
         for _ in 0..4 {

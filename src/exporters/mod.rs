@@ -109,6 +109,7 @@ fn local_settings() -> RunSettings {
         retry: RetrySettings::disabled(),
         timeout: None,
         accumulate: None,
+        encoded_only: false,
     }
 }
 

@@ -148,6 +148,7 @@ impl OtlpExporterConfig {
             retry: self.retry_on_failure.clone(),
             timeout: Some(self.timeout.get()),
             accumulate: None,
+            encoded_only: true,
         }
     }
 }

@@ -150,6 +150,7 @@ impl OtlpHttpConfig {
             retry: self.retry_on_failure.clone(),
             timeout: Some(self.timeout.get()),
             accumulate: None,
+            encoded_only: self.encoding == BodyEncoding::Proto,
         }
     }
 

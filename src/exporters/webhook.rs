@@ -105,6 +105,7 @@ impl WebhookConfig {
             retry: self.retry_on_failure.clone(),
             timeout: Some(self.timeout.get()),
             accumulate: None,
+            encoded_only: false,
         }
     }
 }

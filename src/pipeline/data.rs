@@ -108,4 +108,60 @@ impl Batch {
     pub fn kind(&self) -> DataKind {
         self.payload.kind()
     }
+
+    /// The batch as an exporter that sends only `encoded` needs it: when the bytes are there,
+    /// the decoded payload is replaced by an empty request of the same signal, so a queue of
+    /// such batches holds the wire bytes and not also the (several times larger) decoded copy.
+    /// The one exception to "payload and encoded agree"; only for such exporters' queues.
+    pub fn encoded_only(self) -> Batch {
+        let payload = match (&self.encoded, &self.payload) {
+            (Some(_), Payload::Traces(_)) => Payload::Traces(Arc::default()),
+            (Some(_), Payload::Metrics(_)) => Payload::Metrics(Arc::default()),
+            (Some(_), Payload::Logs(_)) => Payload::Logs(Arc::default()),
+            _ => return self,
+        };
+        Batch { payload, ..self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    #[test]
+    fn encoded_only_keeps_the_bytes_and_drops_the_decoded_copy() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: "GET /".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = Bytes::from(req.encode_to_vec());
+        let batch = Batch {
+            payload: Payload::Traces(Arc::new(req.clone())),
+            encoded: Some(bytes.clone()),
+            items: 1,
+        };
+        let slim = batch.encoded_only();
+        assert_eq!(slim.encoded.as_ref(), Some(&bytes));
+        assert_eq!(slim.items, 1);
+        assert_eq!(slim.kind(), DataKind::Traces);
+        assert!(matches!(&slim.payload, Payload::Traces(t) if t.resource_spans.is_empty()));
+        // Without bytes there is nothing to send but the payload: it stays.
+        let kept = Batch {
+            payload: Payload::Traces(Arc::new(req)),
+            encoded: None,
+            items: 1,
+        }
+        .encoded_only();
+        assert!(matches!(&kept.payload, Payload::Traces(t) if t.resource_spans.len() == 1));
+    }
 }

@@ -224,6 +224,7 @@ impl ElasticsearchConfig {
             timeout: None,
             accumulate: (!self.flush_interval.get().is_zero())
                 .then(|| (self.max_documents, self.flush_interval.get())),
+            encoded_only: false,
         }
     }
 }
