@@ -147,17 +147,14 @@ async fn every_signal_reaches_the_real_collector_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let (c_port, grpc) = (free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = {
-        let out = out.clone();
-        tokio::task::spawn_blocking(move || {
-            let c = Collector::start(&bin, &d, "collector", &file_sink_config(c_port, &out));
-            let ow = Otelwatch::start(&d, "ow", &forwarder(grpc, c_port, "gzip"));
-            (c, ow)
-        })
-        .await
-        .unwrap()
-    };
+    let (mut collector, mut ow) = start_pair(
+        &bin,
+        dir.path(),
+        file_sink_config(c_port, &out),
+        forwarder(grpc, c_port, "gzip"),
+        true,
+    )
+    .await;
 
     // Traces built here (known in full), half of them gzip-compressed on the way in.
     let mut sent = FullSpans::new();
@@ -227,15 +224,14 @@ async fn every_span_reaches_the_real_collector_once_across_its_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (c_port, grpc) = (free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
-    let d = dir.path().to_path_buf();
-    let (cfg_c, bin_c) = (file_sink_config(c_port, &out), bin.clone());
-    let (mut collector, ow) = tokio::task::spawn_blocking(move || {
-        let c = Collector::start(&bin_c, &d, "collector", &cfg_c);
-        let ow = Otelwatch::start(&d, "ow", &forwarder(grpc, c_port, "none"));
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, ow) = start_pair(
+        &bin,
+        dir.path(),
+        file_sink_config(c_port, &out),
+        forwarder(grpc, c_port, "none"),
+        true,
+    )
+    .await;
 
     let mut sent = SpanSet::new();
     let bodies = make_requests(60, 20, 5, &mut sent);
@@ -265,20 +261,9 @@ async fn every_span_reaches_the_real_collector_once_across_its_restart() {
         grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
     }
 
-    let complete = wait_until(Duration::from_secs(30), || {
-        read_spans(&out).0.len() >= sent.len()
-    });
-    assert!(
-        complete,
-        "{} of {} spans reached the collector:\n{}",
-        read_spans(&out).0.len(),
-        sent.len(),
-        ow.stderr()
-    );
+    wait_for_spans(&out, &sent, Duration::from_secs(30), || ow.stderr());
     collector.stop();
-    let (got, dups) = read_spans(&out);
-    assert_eq!(dups, 0, "a span arrived twice");
-    assert_eq!(got, sent);
+    assert_exactly(&out, &sent);
     assert!(
         ow.metric("otelwatch_exporter_retries_total{exporter=\"otlp/collector\"}") > 0.0,
         "the outage must have caused retries:\n{}",
@@ -316,14 +301,14 @@ async fn the_real_collector_exports_into_otelwatch_with_gzip() {
     let Some((bin, python)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (c_port, grpc) = (free_port(), free_port());
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
-        let ow = Otelwatch::start(&d, "ow", &behind_collector(grpc, "", "file/in"));
-        let c = Collector::start(&bin, &d, "collector", &relay_config(c_port, grpc, ""));
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, mut ow) = start_pair(
+        &bin,
+        dir.path(),
+        relay_config(c_port, grpc, ""),
+        behind_collector(grpc, "", "file/in"),
+        false,
+    )
+    .await;
 
     let mut sent = SpanSet::new();
     for body in make_requests(30, 20, 21, &mut sent) {
@@ -367,9 +352,7 @@ async fn the_real_collector_exports_into_otelwatch_with_gzip() {
     let metrics = ow.metrics();
     assert!(ow.terminate().success(), "{}", ow.stderr());
 
-    let (got, dups) = read_spans(&file);
-    assert_eq!(dups, 0);
-    assert_eq!(got, sent, "otelwatch must hold exactly the spans sent");
+    assert_exactly(&file, &sent);
     assert_eq!(items_by_kind(&file), (sent.len(), points, records));
     // The collector compressed every request (gzip is its OTLP exporter's default).
     let requests = |enc: &str| {
@@ -405,25 +388,20 @@ async fn the_real_collector_retries_when_otelwatch_pushes_back() {
          retry_on_failure: {{ initial_interval: 200ms, max_interval: 1s, max_elapsed_time: 300s }}, \
          sending_queue: {{ num_consumers: 1, queue_size: 1 }} }}"
     );
-    let d = dir.path().to_path_buf();
-    let (b, st) = (bin.clone(), stuck.clone());
-    let (collector, ow) = tokio::task::spawn_blocking(move || {
-        let ow = Otelwatch::start(&d, "ow", &behind_collector(grpc, &st, "otlp/down"));
-        // The collector's exporter: its queue takes everything at once, ten senders retry.
-        let c = Collector::start(
-            &b,
-            &d,
-            "collector",
-            &relay_config(
-                c_port,
-                grpc,
-                "retry_on_failure: { initial_interval: 200ms, max_interval: 2s, max_elapsed_time: 300s }",
-            ),
-        );
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    // The collector's exporter: its queue takes everything at once, ten senders retry.
+    let retrying = relay_config(
+        c_port,
+        grpc,
+        "retry_on_failure: { initial_interval: 200ms, max_interval: 2s, max_elapsed_time: 300s }",
+    );
+    let (collector, ow) = start_pair(
+        &bin,
+        dir.path(),
+        retrying,
+        behind_collector(grpc, &stuck, "otlp/down"),
+        false,
+    )
+    .await;
 
     let mut sent = SpanSet::new();
     for body in make_requests(400, 5, 31, &mut sent) {
@@ -441,21 +419,11 @@ async fn the_real_collector_retries_when_otelwatch_pushes_back() {
         tokio::task::spawn_blocking(move || Collector::start(&bin, &d, "downstream", &cfg))
             .await
             .unwrap();
-    let complete = wait_until(Duration::from_secs(90), || {
-        read_spans(&out).0.len() >= sent.len()
+    wait_for_spans(&out, &sent, Duration::from_secs(90), || {
+        format!("{}\n{}", ow.stderr(), collector.log())
     });
-    assert!(
-        complete,
-        "{} of {} spans arrived:\notelwatch:\n{}\ncollector:\n{}",
-        read_spans(&out).0.len(),
-        sent.len(),
-        ow.stderr(),
-        collector.log()
-    );
     downstream.stop();
-    let (got, dups) = read_spans(&out);
-    assert_eq!(dups, 0, "a span arrived twice");
-    assert_eq!(got, sent);
+    assert_exactly(&out, &sent);
     drop(collector);
 }
 
@@ -463,25 +431,9 @@ async fn the_real_collector_retries_when_otelwatch_pushes_back() {
 async fn otlphttp_reaches_the_real_collector_unchanged_as_protobuf_and_json() {
     let Some((bin, python)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (c_http, grpc_proto, grpc_json) = (free_port(), free_port(), free_port());
+    let (c_port, grpc_proto, grpc_json) = (free_port(), free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
-    let collector_cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      http: {{ endpoint: "127.0.0.1:{c_http}" }}
-exporters:
-  file: {{ path: "{}", append: true, flush_interval: 100ms }}
-service:
-  telemetry: {{ metrics: {{ level: none }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-    metrics: {{ receivers: [otlp], exporters: [file] }}
-    logs: {{ receivers: [otlp], exporters: [file] }}
-"#,
-        out.display()
-    );
+    let collector_cfg = file_sink_config_with("http", c_port, "", &out);
     let cfg = format!(
         r#"
 receivers:
@@ -493,12 +445,12 @@ receivers:
       grpc: {{ endpoint: 127.0.0.1:{grpc_json} }}
 exporters:
   otlphttp/proto:
-    endpoint: http://127.0.0.1:{c_http}
+    endpoint: http://127.0.0.1:{c_port}
     compression: gzip
   otlphttp/json:
-    traces_endpoint: http://127.0.0.1:{c_http}/v1/traces
-    metrics_endpoint: http://127.0.0.1:{c_http}/v1/metrics
-    logs_endpoint: http://127.0.0.1:{c_http}/v1/logs
+    traces_endpoint: http://127.0.0.1:{c_port}/v1/traces
+    metrics_endpoint: http://127.0.0.1:{c_port}/v1/metrics
+    logs_endpoint: http://127.0.0.1:{c_port}/v1/logs
     encoding: json
     compression: zstd
 service:
@@ -510,14 +462,7 @@ service:
     traces/json: {{ receivers: [otlp/json], exporters: [otlphttp/json] }}
 "#
     );
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
-        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
-        let ow = Otelwatch::start(&d, "ow", &cfg);
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
 
     let mut sent = FullSpans::new();
     for body in requests(20, 25, 51, &mut sent) {

@@ -20,11 +20,7 @@ async fn the_python_sdk_sends_over_tls_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs::make(dir.path());
     let (grpc, http) = (free_port(), free_port());
-    let tls = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
-        p(&certs.server_cert),
-        p(&certs.server_key)
-    );
+    let tls = certs.server_tls(false);
     let cfg = format!(
         r#"
 receivers:
@@ -86,9 +82,7 @@ service:
         read_spans(&file).0.len() >= expected.len()
     });
     assert!(arrived, "{}", ow.stderr());
-    let (got, dups) = read_spans(&file);
-    assert_eq!(dups, 0);
-    assert_eq!(got, expected);
+    assert_exactly(&file, &expected);
     assert!(ow.terminate().success(), "{}", ow.stderr());
 }
 
@@ -102,26 +96,7 @@ async fn otelwatch_exports_to_the_real_collector_over_mutual_tls() {
     let (c_port, grpc) = (free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
     // The collector requires a client certificate from our CA.
-    let collector_cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: "127.0.0.1:{c_port}"
-        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
-exporters:
-  file: {{ path: "{}", flush_interval: 100ms }}
-service:
-  telemetry: {{ metrics: {{ level: none }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#,
-        p(&certs.server_cert),
-        p(&certs.server_key),
-        p(&certs.ca),
-        p(&out)
-    );
+    let collector_cfg = file_sink_config_with("grpc", c_port, &certs.server_tls(true), &out);
     let exporter = |name: &str, client_cert: bool| {
         let identity = if client_cert {
             format!(
@@ -162,14 +137,7 @@ service:
         exporter("mtls", true),
         exporter("anonymous", false)
     );
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
-        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
-        let ow = Otelwatch::start(&d, "ow", &cfg);
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
 
     let mut sent = SpanSet::new();
     for body in make_requests(20, 10, 41, &mut sent) {
@@ -180,26 +148,16 @@ service:
     for body in make_requests(3, 10, 42, &mut anonymous) {
         grpc_send(grpc2, body, false, TRACES).await.unwrap();
     }
-    let arrived = wait_until(Duration::from_secs(20), || {
-        read_spans(&out).0.len() >= sent.len()
+    wait_for_spans(&out, &sent, Duration::from_secs(20), || {
+        format!("{}\n{}", ow.stderr(), collector.log())
     });
-    assert!(
-        arrived,
-        "{} of {} spans arrived:\n{}\n{}",
-        read_spans(&out).0.len(),
-        sent.len(),
-        ow.stderr(),
-        collector.log()
-    );
     let refused = wait_until(Duration::from_secs(10), || {
         ow.metric("otelwatch_exporter_retries_total{exporter=\"otlp/anonymous\"}") > 0.0
     });
     assert!(refused, "the anonymous exporter was never refused");
     let _ = ow.terminate();
     collector.stop();
-    let (got, dups) = read_spans(&out);
-    assert_eq!(dups, 0);
-    assert_eq!(got, sent, "exactly the mutual-TLS exporter's spans");
+    assert_exactly(&out, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +175,7 @@ receivers:
     protocols:
       grpc:
         endpoint: 127.0.0.1:{grpc}
-        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
+        {}
 exporters:
   file: {{ path: "{{DIR}}/in.jsonl" }}
 service:
@@ -225,47 +183,23 @@ service:
   pipelines:
     traces: {{ receivers: [otlp], exporters: [file] }}
 "#,
-        p(&certs.server_cert),
-        p(&certs.server_key),
-        p(&certs.ca)
+        certs.server_tls(true)
     );
-    let tls = format!(
-        "tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
-        p(&certs.ca),
-        p(&certs.client_cert),
-        p(&certs.client_key)
-    );
+    let tls = certs.client_tls();
     // relay_config's endpoint is 127.0.0.1; the server certificate names it too.
     let collector_cfg = relay_config(c_port, grpc, &tls).replace("tls: { insecure: true }", "");
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
-        let ow = Otelwatch::start(&d, "ow", &cfg);
-        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, false).await;
     let mut sent = SpanSet::new();
     for body in make_requests(15, 10, 43, &mut sent) {
         grpc_send(c_port, body, false, TRACES).await.unwrap();
     }
     let file = dir.path().join("in.jsonl");
-    let arrived = wait_until(Duration::from_secs(20), || {
-        read_spans(&file).0.len() >= sent.len()
+    wait_for_spans(&file, &sent, Duration::from_secs(20), || {
+        format!("{}\n{}", ow.stderr(), collector.log())
     });
-    assert!(
-        arrived,
-        "{} of {} spans arrived:\n{}\n{}",
-        read_spans(&file).0.len(),
-        sent.len(),
-        ow.stderr(),
-        collector.log()
-    );
     collector.stop();
     assert!(ow.terminate().success(), "{}", ow.stderr());
-    let (got, dups) = read_spans(&file);
-    assert_eq!(dups, 0);
-    assert_eq!(got, sent);
+    assert_exactly(&file, &sent);
 }
 
 #[test]
@@ -307,26 +241,7 @@ async fn otlphttp_reaches_the_real_collector_over_mutual_tls() {
     let certs = certs::make(dir.path());
     let (c_port, grpc) = (free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
-    let collector_cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: "127.0.0.1:{c_port}"
-        tls: {{ cert_file: "{}", key_file: "{}", client_ca_file: "{}" }}
-exporters:
-  file: {{ path: "{}", flush_interval: 100ms }}
-service:
-  telemetry: {{ metrics: {{ level: none }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#,
-        p(&certs.server_cert),
-        p(&certs.server_key),
-        p(&certs.ca),
-        p(&out)
-    );
+    let collector_cfg = file_sink_config_with("http", c_port, &certs.server_tls(true), &out);
     let cfg = format!(
         r#"
 receivers:
@@ -336,42 +251,23 @@ receivers:
 exporters:
   otlphttp:
     endpoint: https://localhost:{c_port}
-    tls: {{ ca_file: "{}", cert_file: "{}", key_file: "{}" }}
+    {}
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
   pipelines:
     traces: {{ receivers: [otlp], exporters: [otlphttp] }}
 "#,
-        p(&certs.ca),
-        p(&certs.client_cert),
-        p(&certs.client_key)
+        certs.client_tls()
     );
-    let d = dir.path().to_path_buf();
-    let (mut collector, mut ow) = tokio::task::spawn_blocking(move || {
-        let c = Collector::start(&bin, &d, "collector", &collector_cfg);
-        let ow = Otelwatch::start(&d, "ow", &cfg);
-        (c, ow)
-    })
-    .await
-    .unwrap();
+    let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
     let mut sent = SpanSet::new();
     for body in make_requests(15, 10, 44, &mut sent) {
         grpc_send(grpc, body, false, TRACES).await.unwrap();
     }
-    let arrived = wait_until(Duration::from_secs(20), || {
-        read_spans(&out).0.len() >= sent.len()
+    wait_for_spans(&out, &sent, Duration::from_secs(20), || {
+        format!("{}\n{}", ow.stderr(), collector.log())
     });
-    assert!(
-        arrived,
-        "{} of {} spans arrived:\n{}\n{}",
-        read_spans(&out).0.len(),
-        sent.len(),
-        ow.stderr(),
-        collector.log()
-    );
     assert!(ow.terminate().success(), "{}", ow.stderr());
     collector.stop();
-    let (got, dups) = read_spans(&out);
-    assert_eq!(dups, 0);
-    assert_eq!(got, sent);
+    assert_exactly(&out, &sent);
 }

@@ -181,6 +181,24 @@ impl QueueSettings {
     }
 }
 
+/// Checks what every exporter that sends over the network has: a per-attempt `timeout`, and the
+/// `retry_on_failure` and `sending_queue` sections.
+pub fn validate_remote(
+    path: &str,
+    timeout: &ConfigDuration,
+    retry: &RetrySettings,
+    queue: &QueueSettings,
+    errors: &mut Vec<ConfigError>,
+) {
+    if timeout.get().is_zero() {
+        errors.push(ConfigError::new(
+            format!("{path}.timeout"),
+            "must be longer than 0",
+        ));
+    }
+    validate_sending(path, retry, queue, errors);
+}
+
 /// Checks the shared `retry_on_failure` and `sending_queue` sections of an exporter.
 pub fn validate_sending(
     path: &str,
@@ -204,6 +222,19 @@ pub struct RunSettings {
     /// The exporter sends `Batch::encoded` when present and never reads the payload then: its
     /// queue keeps only the bytes (see `Batch::encoded_only`).
     pub encoded_only: bool,
+}
+
+impl RunSettings {
+    /// A network exporter's settings: its queue and retry sections, a per-attempt timeout.
+    pub fn remote(queue: &QueueSettings, retry: &RetrySettings, timeout: Duration) -> Self {
+        Self {
+            queue: queue.clone(),
+            retry: retry.clone(),
+            timeout: Some(timeout),
+            accumulate: None,
+            encoded_only: false,
+        }
+    }
 }
 
 #[derive(Clone)]

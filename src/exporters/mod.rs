@@ -14,6 +14,7 @@ pub mod debug;
 pub mod elasticsearch;
 pub mod file;
 pub mod framework;
+pub mod http;
 pub mod nop;
 pub mod otlp;
 pub mod otlphttp;

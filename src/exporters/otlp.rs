@@ -98,14 +98,9 @@ impl OtlpExporterConfig {
                 ));
             }
         }
-        if cfg.timeout.get().is_zero() {
-            errors.push(ConfigError::new(
-                format!("{path}.timeout"),
-                "must be longer than 0",
-            ));
-        }
-        super::framework::validate_sending(
+        super::framework::validate_remote(
             path,
+            &cfg.timeout,
             &cfg.retry_on_failure,
             &cfg.sending_queue,
             &mut errors,
@@ -144,11 +139,13 @@ impl OtlpExporterConfig {
 
     pub fn run_settings(&self) -> RunSettings {
         RunSettings {
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
-            timeout: Some(self.timeout.get()),
-            accumulate: None,
+            // Only the received bytes are sent on.
             encoded_only: true,
+            ..RunSettings::remote(
+                &self.sending_queue,
+                &self.retry_on_failure,
+                self.timeout.get(),
+            )
         }
     }
 }

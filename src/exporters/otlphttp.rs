@@ -35,7 +35,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -112,14 +111,7 @@ impl OtlpHttpConfig {
                 errors.push(ConfigError::new(format!("{path}.{key}"), e));
             }
         }
-        for k in cfg.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                errors.push(ConfigError::new(
-                    format!("{path}.headers.{k}"),
-                    "not a valid HTTP header name",
-                ));
-            }
-        }
+        super::http::validate_headers(path, &cfg.headers, &mut errors);
         if let Some(tls) = &cfg.tls {
             tls.validate(&format!("{path}.tls"), &mut errors);
             if tls.server_name_override.is_some() {
@@ -129,14 +121,9 @@ impl OtlpHttpConfig {
                 ));
             }
         }
-        if cfg.timeout.get().is_zero() {
-            errors.push(ConfigError::new(
-                format!("{path}.timeout"),
-                "must be longer than 0",
-            ));
-        }
-        super::framework::validate_sending(
+        super::framework::validate_remote(
             path,
+            &cfg.timeout,
             &cfg.retry_on_failure,
             &cfg.sending_queue,
             &mut errors,
@@ -146,11 +133,13 @@ impl OtlpHttpConfig {
 
     pub fn run_settings(&self) -> RunSettings {
         RunSettings {
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
-            timeout: Some(self.timeout.get()),
-            accumulate: None,
+            // As protobuf, only the received bytes are sent on.
             encoded_only: self.encoding == BodyEncoding::Proto,
+            ..RunSettings::remote(
+                &self.sending_queue,
+                &self.retry_on_failure,
+                self.timeout.get(),
+            )
         }
     }
 
@@ -184,17 +173,8 @@ pub struct OtlpHttpExporter {
 
 impl OtlpHttpExporter {
     pub fn new(cfg: &OtlpHttpConfig) -> Result<Self, OtlpHttpError> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                reqwest::header::HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
         let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(super::http::header_map(&cfg.headers))
             .timeout(cfg.timeout.get())
             .connect_timeout(cfg.timeout.get())
             .tcp_nodelay(true)
@@ -277,7 +257,7 @@ impl OtlpHttpExporter {
             .await
             .map_err(|e| ExportError::retryable(format!("POST {url}: {e}")))?;
         let status = resp.status();
-        let after = retry_after(&resp);
+        let after = super::http::retry_after(&resp);
         let is_json = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -341,18 +321,6 @@ fn error_message(body: &[u8], is_json: bool) -> String {
     from_status
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
-}
-
-/// `Retry-After` in seconds (the form OTLP servers use).
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 impl Export for OtlpHttpExporter {

@@ -19,7 +19,6 @@ use crate::pipeline::{Batch, Payload};
 use crate::windows::{Severity, WindowRecord};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -82,16 +81,10 @@ impl WebhookConfig {
                 format!("invalid URL {:?}: {e}", cfg.endpoint),
             )),
         }
-        for k in cfg.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                errors.push(ConfigError::new(
-                    format!("{path}.headers.{k}"),
-                    "not a valid HTTP header name",
-                ));
-            }
-        }
-        super::framework::validate_sending(
+        super::http::validate_headers(path, &cfg.headers, &mut errors);
+        super::framework::validate_remote(
             path,
+            &cfg.timeout,
             &cfg.retry_on_failure,
             &cfg.sending_queue,
             &mut errors,
@@ -100,13 +93,11 @@ impl WebhookConfig {
     }
 
     pub fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
-            timeout: Some(self.timeout.get()),
-            accumulate: None,
-            encoded_only: false,
-        }
+        RunSettings::remote(
+            &self.sending_queue,
+            &self.retry_on_failure,
+            self.timeout.get(),
+        )
     }
 }
 
@@ -123,17 +114,8 @@ pub struct WebhookExporter {
 
 impl WebhookExporter {
     pub fn new(cfg: &WebhookConfig) -> Result<Self, WebhookError> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                reqwest::header::HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
         let client = reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(super::http::header_map(&cfg.headers))
             .timeout(cfg.timeout.get())
             .user_agent(concat!("otelwatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -183,17 +165,6 @@ pub fn body(format: Format, anomalies: &[&WindowRecord]) -> serde_json::Value {
     }
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 impl Export for WebhookExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
         let Payload::Windows(ws) = &batch.payload else {
@@ -214,7 +185,7 @@ impl Export for WebhookExporter {
         if status.is_success() {
             return Ok(Delivered::default());
         }
-        let after = retry_after(&resp);
+        let after = super::http::retry_after(&resp);
         let text = resp.text().await.unwrap_or_default();
         let message = format!(
             "webhook answered {status}: {}",

@@ -12,6 +12,33 @@ pub struct Certs {
     pub client_key: PathBuf,
 }
 
+impl Certs {
+    /// A receiver's `tls:` section that serves the server certificate and, with `mutual`,
+    /// requires clients to present one from the CA.
+    pub fn server_tls(&self, mutual: bool) -> String {
+        let client_ca = if mutual {
+            format!(", client_ca_file: \"{}\"", self.ca.display())
+        } else {
+            String::new()
+        };
+        format!(
+            "tls: {{ cert_file: \"{}\", key_file: \"{}\"{client_ca} }}",
+            self.server_cert.display(),
+            self.server_key.display()
+        )
+    }
+
+    /// A client's `tls:` section that trusts the CA and presents the client certificate.
+    pub fn client_tls(&self) -> String {
+        format!(
+            "tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

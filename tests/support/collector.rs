@@ -23,12 +23,25 @@ pub fn collector_binary() -> Option<PathBuf> {
 /// A collector that receives OTLP/gRPC on `port` and appends every signal as OTLP/JSON lines to
 /// `file` (flushed every 100 ms, so tests can poll it).
 pub fn file_sink_config(port: u16, file: &Path) -> String {
+    file_sink_config_with("grpc", port, "", file)
+}
+
+/// The same over `protocol` (`grpc` or `http`), with `receiver_settings` (such as a `tls:`
+/// section) added to the protocol's settings.
+pub fn file_sink_config_with(
+    protocol: &str,
+    port: u16,
+    receiver_settings: &str,
+    file: &Path,
+) -> String {
     format!(
         r#"
 receivers:
   otlp:
     protocols:
-      grpc: {{ endpoint: "127.0.0.1:{port}" }}
+      {protocol}:
+        endpoint: "127.0.0.1:{port}"
+        {receiver_settings}
 exporters:
   file:
     path: "{file}"
@@ -145,4 +158,29 @@ impl Drop for Collector {
             let _ = c.wait();
         }
     }
+}
+
+/// Starts a collector and an otelwatch off the async runtime, the collector first when it is
+/// downstream (`collector_first`), otelwatch first when the collector sends into it.
+pub async fn start_pair(
+    bin: &Path,
+    dir: &Path,
+    collector_cfg: String,
+    otelwatch_cfg: String,
+    collector_first: bool,
+) -> (Collector, crate::support::Otelwatch) {
+    let (bin, dir) = (bin.to_path_buf(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let collector = || Collector::start(&bin, &dir, "collector", &collector_cfg);
+        let otelwatch = || crate::support::Otelwatch::start(&dir, "ow", &otelwatch_cfg);
+        if collector_first {
+            let c = collector();
+            (c, otelwatch())
+        } else {
+            let ow = otelwatch();
+            (collector(), ow)
+        }
+    })
+    .await
+    .expect("starting the collector and otelwatch")
 }

@@ -236,6 +236,26 @@ pub fn read_spans(path: &Path) -> (SpanSet, usize) {
     (set, dups)
 }
 
+/// Waits up to `limit` for `file` to hold as many spans as were `sent`; on time-out, panics with
+/// how many came and `context()` (the processes' logs).
+pub fn wait_for_spans(file: &Path, sent: &SpanSet, limit: Duration, context: impl Fn() -> String) {
+    let complete = wait_until(limit, || read_spans(file).0.len() >= sent.len());
+    assert!(
+        complete,
+        "{} of {} spans arrived:\n{}",
+        read_spans(file).0.len(),
+        sent.len(),
+        context()
+    );
+}
+
+/// `file` holds exactly the spans `sent`, each once.
+pub fn assert_exactly(file: &Path, sent: &SpanSet) {
+    let (got, dups) = read_spans(file);
+    assert_eq!(dups, 0, "a span arrived twice");
+    assert_eq!(&got, sent, "not exactly the spans sent");
+}
+
 /// Polls until `f` is true or the time is up.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
