@@ -4,7 +4,7 @@
 
 mod support;
 
-use otelwatch::scenario::{Generator, Incident, IncidentKind, Scenario};
+use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use serde_json::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -169,6 +169,6 @@ service:
 
 /// Window index from an RFC 3339 start (`2026-01-05T00:00:10Z`).
 fn docs_index(start: &str, t0_ns: u64) -> u64 {
-    let ns = otelwatch::windows::parse_rfc3339_ns(start).expect("an RFC 3339 window start");
+    let ns = otelwatch::model::time::parse_rfc3339_ns(start).expect("an RFC 3339 window start");
     (ns - t0_ns) / 10_000_000_000
 }

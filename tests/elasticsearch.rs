@@ -5,7 +5,7 @@
 mod support;
 
 use otelwatch::pipeline::Payload;
-use otelwatch::scenario::{Generator, Incident, IncidentKind, Scenario};
+use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use reqwest::Method;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -5,7 +5,7 @@
 mod support;
 
 use otelwatch::pipeline::Payload;
-use otelwatch::scenario::{Generator, Scenario};
+use otelwatch::tools::scenario::{Generator, Scenario};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::fake_es::FakeEs;

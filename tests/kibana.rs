@@ -107,7 +107,12 @@ async fn kibana_setup_imports_every_object_idempotently() {
         assert_eq!(query, "overwrite=true");
         assert!(auth.as_deref().is_some_and(|a| a.starts_with("Basic ")));
         assert!(body.contains("filename=\"otelwatch.ndjson\""));
-        assert!(body.contains(otelwatch::kibana::SAVED_OBJECTS.lines().next().unwrap()));
+        assert!(body.contains(
+            otelwatch::tools::kibana::SAVED_OBJECTS
+                .lines()
+                .next()
+                .unwrap()
+        ));
     }
 }
 
@@ -117,15 +122,15 @@ async fn against_a_real_kibana_when_configured() {
         eprintln!("SKIPPED: set KIBANA_URL (and KIBANA_USER/KIBANA_PASSWORD) to run against a real Kibana");
         return;
     };
-    let auth = otelwatch::kibana::KibanaAuth {
+    let auth = otelwatch::tools::kibana::KibanaAuth {
         user: std::env::var("KIBANA_USER").ok(),
         password: std::env::var("KIBANA_PASSWORD").ok(),
         api_key: std::env::var("KIBANA_API_KEY").ok(),
     };
-    let n = otelwatch::kibana::import(
+    let n = otelwatch::tools::kibana::import(
         &url,
         &auth,
-        otelwatch::kibana::SAVED_OBJECTS,
+        otelwatch::tools::kibana::SAVED_OBJECTS,
         std::time::Duration::from_secs(120),
     )
     .await

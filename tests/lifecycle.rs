@@ -90,7 +90,7 @@ fn a_file_replay_ends_by_itself_with_everything_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut sent = SpanSet::new();
     let mut text = String::new();
-    let mut f = otelwatch::loadgen::SpanFactory::new(4, 9);
+    let mut f = otelwatch::tools::loadgen::SpanFactory::new(4, 9);
     let mut dups = 0;
     for i in 0..20 {
         let req = f.request(25);

@@ -252,7 +252,7 @@ service:
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let start_ns = |d: &serde_json::Value| {
-        otelwatch::windows::parse_rfc3339_ns(d["window"]["start"].as_str().unwrap()).unwrap()
+        otelwatch::model::time::parse_rfc3339_ns(d["window"]["start"].as_str().unwrap()).unwrap()
     };
     let flagged: Vec<&serde_json::Value> = docs
         .iter()

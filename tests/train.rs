@@ -4,7 +4,7 @@
 mod support;
 
 use otelwatch::pipeline::Payload;
-use otelwatch::scenario::{Generator, Incident, IncidentKind, Scenario};
+use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use std::process::Command;
 use std::sync::Arc;

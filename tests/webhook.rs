@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use otelwatch::scenario::{Generator, Incident, IncidentKind, Scenario};
+use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! `$$` stands for a literal `$`. An unset variable without a default is an error (with its line),
 //! never a silent empty string.
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 pub(super) fn expand(
     text: &str,

@@ -5,70 +5,29 @@
 //! path. Nothing here opens a socket or a file other than the config itself; components do their
 //! IO later, when they are built (`otelwatch validate` runs only this module).
 
+pub mod decode;
 pub mod duration;
 mod env;
+pub mod error;
+pub mod id;
+pub mod listen;
 pub mod tls;
 
+pub use decode::{decode_section, validated};
 pub use duration::ConfigDuration;
+pub use error::{ConfigError, ConfigErrors};
+pub use id::ComponentId;
+pub use listen::{listen_addr, parse_endpoint, Listen};
 
 use crate::exporters::ExporterConfig;
 use crate::pipeline::DataKind;
 use crate::processors::ProcessorConfig;
 use crate::receivers::ReceiverConfig;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-
-/// One problem in the configuration, at one YAML path (`exporters.otlp/collector.endpoint`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        writeln!(
-            f,
-            "invalid configuration ({n} error{}):",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for e in &self.0 {
-            writeln!(f, "  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -79,121 +38,6 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Invalid(#[from] ConfigErrors),
-}
-
-/// A component id: `type` or `type/name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ComponentId {
-    pub kind: String,
-    pub name: Option<String>,
-}
-
-impl ComponentId {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (kind, name) = match s.split_once('/') {
-            Some((k, n)) => (k, Some(n)),
-            None => (s, None),
-        };
-        let valid_type = !kind.is_empty()
-            && kind
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid_type {
-            return Err(format!(
-                "invalid component id {s:?}: the type must be lowercase letters, digits or '_'"
-            ));
-        }
-        if let Some(n) = name {
-            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
-                return Err(format!(
-                    "invalid component id {s:?}: the name after '/' must be non-empty, without spaces or '/'"
-                ));
-            }
-        }
-        Ok(Self {
-            kind: kind.to_string(),
-            name: name.map(str::to_string),
-        })
-    }
-}
-
-impl fmt::Display for ComponentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(n) => write!(f, "{}/{}", self.kind, n),
-            None => f.write_str(&self.kind),
-        }
-    }
-}
-
-/// Deserializes one component's section (null means "all defaults") and reports the first
-/// problem at its full YAML path. Unknown keys are rejected by the structs themselves
-/// (`#[serde(deny_unknown_fields)]`).
-pub fn decode_section<T: DeserializeOwned + Default>(
-    path: &str,
-    value: Value,
-) -> Result<T, ConfigError> {
-    if value.is_null() {
-        return Ok(T::default());
-    }
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let full = if inner == "." || inner.is_empty() {
-            path.to_string()
-        } else {
-            format!("{path}.{inner}")
-        };
-        let mut message = e.into_inner().to_string();
-        if message.starts_with("invalid type: unit value") {
-            // Usually `key: ${env:UNSET:-}` — an empty expansion reads as null in YAML.
-            message.push_str(" (the value is empty; write \"\" or quote the ${env:…} reference)");
-        }
-        ConfigError::new(full, message)
-    })
-}
-
-/// `Ok(value)` when no problem was found, else every problem.
-pub fn validated<T>(value: T, errors: Vec<ConfigError>) -> Result<T, Vec<ConfigError>> {
-    if errors.is_empty() {
-        Ok(value)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Where a network receiver listens, for the "two receivers on one port" check.
-#[derive(Debug, Clone)]
-pub struct Listen {
-    pub path: String,
-    pub endpoint: String,
-}
-
-/// Parses `host:port` (host may be a name, an IPv4 or a bracketed IPv6 address).
-pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
-    let (host, port) = endpoint
-        .rsplit_once(':')
-        .ok_or_else(|| format!("endpoint {endpoint:?} must be host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("endpoint {endpoint:?} has an invalid port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("endpoint {endpoint:?} has no host"));
-    }
-    Ok((host.to_string(), port))
-}
-
-/// Resolves a listen endpoint to a socket address without DNS (`localhost` is loopback).
-pub fn listen_addr(endpoint: &str) -> Result<SocketAddr, String> {
-    let (host, port) = parse_endpoint(endpoint)?;
-    let ip = if host == "localhost" {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        host.parse().map_err(|_| {
-            format!("listen endpoint {endpoint:?}: {host:?} is not an IP address or localhost")
-        })?
-    };
-    Ok(SocketAddr::new(ip, port))
 }
 
 #[derive(Debug, Clone, Deserialize)]

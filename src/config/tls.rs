@@ -19,7 +19,7 @@
 //!         tls: { cert_file: server.pem, key_file: server.key, client_ca_file: clients-ca.pem }
 //! ```
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde::Deserialize;
 use std::sync::Arc;
 

@@ -11,9 +11,10 @@
 //! ```
 
 use super::framework::{Delivered, Export, ExportError};
-use crate::config::{decode_section, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::error::ConfigError;
+use crate::model::window::{feature, Severity, WindowRecord};
 use crate::pipeline::{Batch, Payload};
-use crate::windows::{feature, Severity, WindowRecord};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
@@ -81,7 +82,7 @@ fn hex(id: &[u8]) -> String {
 
 /// One window as a terminal line: anomalies stand out (red/yellow when `color`).
 pub fn window_line(w: &WindowRecord, color: bool) -> String {
-    let when = crate::windows::rfc3339(w.start_ns);
+    let when = crate::model::time::rfc3339(w.start_ns);
     let f = &w.features;
     let stats = format!(
         "n={:<5} err={:.3} p95={:.1}ms",
@@ -123,7 +124,7 @@ fn render_windows(ws: &[WindowRecord], verbosity: Verbosity, color: bool) -> Str
         let _ = write!(
             out,
             "windows {} {} series scored, no anomaly",
-            crate::windows::rfc3339(last),
+            crate::model::time::rfc3339(last),
             ws.len()
         );
         if warming > 0 {

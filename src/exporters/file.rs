@@ -11,7 +11,8 @@
 //! file is synced to disk when the exporter stops.
 
 use super::framework::{Delivered, Export, ExportError};
-use crate::config::{decode_section, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::error::ConfigError;
 use crate::pipeline::Batch;
 use serde::Deserialize;
 use std::io::Write;

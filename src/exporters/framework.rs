@@ -8,7 +8,8 @@
 //! sending_queue:    { num_consumers: 10, queue_size: 1000 }
 //! ```
 
-use crate::config::{ConfigDuration, ConfigError};
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
 use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::{names, Counter, Telemetry};
 use rand::RngExt;
@@ -410,7 +411,7 @@ async fn run<E: Export>(
                     held = Some((batch, tokio::time::Instant::now() + wait));
                     None
                 }
-                Some((mut acc, due)) => match crate::processors::batch::merge(&mut acc, batch) {
+                Some((mut acc, due)) => match acc.merge(batch) {
                     Ok(()) if acc.items >= max_items => Some(acc),
                     Ok(()) => {
                         held = Some((acc, due));

@@ -1,7 +1,7 @@
 //! What the exporters that speak HTTP (`otlphttp`, `webhook`) share: configured headers and
 //! the `Retry-After` answer.
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 use std::time::Duration;

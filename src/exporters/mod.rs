@@ -20,7 +20,8 @@ pub mod otlp;
 pub mod otlphttp;
 pub mod webhook;
 
-use crate::config::{ComponentId, ConfigError};
+use crate::config::error::ConfigError;
+use crate::config::id::ComponentId;
 use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
 use framework::{QueueSettings, RetrySettings, RunSettings, RunningExporter};

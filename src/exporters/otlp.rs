@@ -19,8 +19,11 @@
 //! break every existing plaintext setup.
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::config::listen::parse_endpoint;
 use crate::config::tls::{ClientTls, TlsError};
-use crate::config::{decode_section, parse_endpoint, ConfigDuration, ConfigError};
 use crate::otlp::codec::ClientCodec;
 use crate::otlp::status::retry_delay;
 use crate::otlp::Signal;
@@ -105,7 +108,7 @@ impl OtlpExporterConfig {
             &cfg.sending_queue,
             &mut errors,
         );
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     /// The endpoint as a URI: `https://` when TLS is on, else `http://`.

@@ -22,8 +22,10 @@
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
 use super::otlp::Compression;
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
 use crate::config::tls::{read_pem, ClientTls, TlsError};
-use crate::config::{decode_section, ConfigDuration, ConfigError};
 use crate::otlp::compression::{compress, Encoding};
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
@@ -128,7 +130,7 @@ impl OtlpHttpConfig {
             &cfg.sending_queue,
             &mut errors,
         );
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     pub fn run_settings(&self) -> RunSettings {

@@ -14,9 +14,11 @@
 //! failures are retried (honouring `Retry-After`); other 4xx answers are not.
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
-use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::model::window::{Severity, WindowRecord};
 use crate::pipeline::{Batch, Payload};
-use crate::windows::{Severity, WindowRecord};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -89,7 +91,7 @@ impl WebhookConfig {
             &cfg.sending_queue,
             &mut errors,
         );
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     pub fn run_settings(&self) -> RunSettings {
@@ -154,7 +156,7 @@ pub fn body(format: Format, anomalies: &[&WindowRecord]) -> serde_json::Value {
                         a.and_then(|a| a.severity)
                             .map(|s| s.as_str())
                             .unwrap_or("minor"),
-                        crate::windows::rfc3339(w.start_ns),
+                        crate::model::time::rfc3339(w.start_ns),
                         a.map(|a| a.score).unwrap_or(0.0),
                         a.map(|a| a.message.as_str()).unwrap_or("")
                     )

@@ -1,6 +1,6 @@
 //! The one envelope that travels on every edge of a pipeline.
 
-use crate::windows::WindowRecord;
+use crate::model::window::WindowRecord;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -122,6 +122,46 @@ impl Batch {
         };
         Batch { payload, ..self }
     }
+
+    /// Appends `b` to `a` when both carry the same kind of data; gives `b` back otherwise.
+    pub fn merge(&mut self, b: Batch) -> Result<(), Batch> {
+        let merged = match (&mut self.payload, b.payload) {
+            (Payload::Traces(x), Payload::Traces(y)) => {
+                Arc::make_mut(x)
+                    .resource_spans
+                    .extend(owned(y).resource_spans);
+                true
+            }
+            (Payload::Metrics(x), Payload::Metrics(y)) => {
+                Arc::make_mut(x)
+                    .resource_metrics
+                    .extend(owned(y).resource_metrics);
+                true
+            }
+            (Payload::Logs(x), Payload::Logs(y)) => {
+                Arc::make_mut(x)
+                    .resource_logs
+                    .extend(owned(y).resource_logs);
+                true
+            }
+            (_, other) => {
+                return Err(Batch {
+                    payload: other,
+                    encoded: b.encoded,
+                    items: b.items,
+                })
+            }
+        };
+        if merged {
+            self.items += b.items;
+            self.encoded = None;
+        }
+        Ok(())
+    }
+}
+
+fn owned<T: Clone>(a: Arc<T>) -> T {
+    Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())
 }
 
 #[cfg(test)]

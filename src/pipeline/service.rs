@@ -3,7 +3,8 @@
 //! deadline.
 
 use super::{Batch, FanOut, PipelineInput};
-use crate::config::{listen_addr, Config};
+use crate::config::listen::listen_addr;
+use crate::config::Config;
 use crate::exporters::framework::ExporterInput;
 use crate::exporters::ExporterError;
 use crate::processors::{Chain, ProcessorContext};

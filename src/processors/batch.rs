@@ -11,10 +11,11 @@
 //! the bytes as received.
 
 use super::Processor;
-use crate::config::{decode_section, ConfigDuration, ConfigError};
-use crate::pipeline::{Batch, Payload};
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::pipeline::Batch;
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -51,7 +52,7 @@ impl BatchConfig {
                 "must be longer than 0",
             ));
         }
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 }
 
@@ -71,46 +72,6 @@ impl BatchProcessor {
     }
 }
 
-fn owned<T: Clone>(a: Arc<T>) -> T {
-    Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())
-}
-
-/// Appends `b` to `a` when both carry the same kind of data; gives `b` back otherwise.
-pub fn merge(a: &mut Batch, b: Batch) -> Result<(), Batch> {
-    let merged = match (&mut a.payload, b.payload) {
-        (Payload::Traces(x), Payload::Traces(y)) => {
-            Arc::make_mut(x)
-                .resource_spans
-                .extend(owned(y).resource_spans);
-            true
-        }
-        (Payload::Metrics(x), Payload::Metrics(y)) => {
-            Arc::make_mut(x)
-                .resource_metrics
-                .extend(owned(y).resource_metrics);
-            true
-        }
-        (Payload::Logs(x), Payload::Logs(y)) => {
-            Arc::make_mut(x)
-                .resource_logs
-                .extend(owned(y).resource_logs);
-            true
-        }
-        (_, other) => {
-            return Err(Batch {
-                payload: other,
-                encoded: b.encoded,
-                items: b.items,
-            })
-        }
-    };
-    if merged {
-        a.items += b.items;
-        a.encoded = None;
-    }
-    Ok(())
-}
-
 impl Processor for BatchProcessor {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         match self.pending.as_mut() {
@@ -119,7 +80,7 @@ impl Processor for BatchProcessor {
                 self.pending = Some(batch);
             }
             Some(p) => {
-                if let Err(other) = merge(p, batch) {
+                if let Err(other) = p.merge(batch) {
                     out.extend(self.pending.take());
                     self.since = Instant::now();
                     self.pending = Some(other);
@@ -153,8 +114,10 @@ impl Processor for BatchProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Payload;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+    use std::sync::Arc;
 
     fn traces(n: usize) -> Batch {
         let req = ExportTraceServiceRequest {

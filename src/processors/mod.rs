@@ -11,7 +11,8 @@ pub mod batch;
 pub mod iforest;
 pub mod window;
 
-use crate::config::{ComponentId, ConfigError};
+use crate::config::error::ConfigError;
+use crate::config::id::ComponentId;
 use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::Telemetry;
 use std::time::Duration;

@@ -19,10 +19,13 @@
 //! counted (`otelwatch_window_late_spans_total`) and dropped.
 
 use super::Processor;
-use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::model::time::now_ns;
+use crate::model::window::{feature, SeriesKey, WindowRecord, N_FEATURES};
 use crate::pipeline::{Batch, Payload};
 use crate::telemetry::{Counter, Telemetry};
-use crate::windows::{feature, SeriesKey, WindowRecord, N_FEATURES};
 use hdrhistogram::Histogram;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
@@ -32,7 +35,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -88,7 +91,7 @@ impl WindowConfig {
                 ));
             }
         }
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 }
 
@@ -207,13 +210,6 @@ pub struct WindowProcessor {
     dropped_series: Counter,
     windows_out: Counter,
     warned_cap: bool,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {

@@ -8,7 +8,9 @@
 pub mod otlp;
 pub mod otlpjsonfile;
 
-use crate::config::{ComponentId, ConfigError, Listen};
+use crate::config::error::ConfigError;
+use crate::config::id::ComponentId;
+use crate::config::listen::Listen;
 use crate::pipeline::{DataKind, FanOut};
 use crate::telemetry::Telemetry;
 use tokio::task::JoinHandle;

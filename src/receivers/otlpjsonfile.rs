@@ -10,7 +10,8 @@
 //!     speed: 10           # with pace: original, replay ten times faster than recorded
 //! ```
 
-use crate::config::{decode_section, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::error::ConfigError;
 use crate::otlp::decode_json_line;
 use crate::pipeline::{DataKind, Payload, Refused};
 use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
@@ -67,7 +68,7 @@ impl OtlpJsonFileConfig {
                 "must be a positive number",
             ));
         }
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 }
 

@@ -355,7 +355,7 @@ pub async fn grpc_send_with(
 /// Builds `n` requests of `spans` realistic spans each, remembering every span sent.
 pub fn make_requests(n: usize, spans: usize, seed: u64, sent: &mut SpanSet) -> Vec<bytes::Bytes> {
     use prost::Message;
-    let mut f = otelwatch::loadgen::SpanFactory::new(3, seed);
+    let mut f = otelwatch::tools::loadgen::SpanFactory::new(3, seed);
     let mut dups = 0;
     (0..n)
         .map(|_| {

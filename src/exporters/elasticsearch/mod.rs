@@ -41,10 +41,12 @@ pub fn templates_mappings() -> Value {
 }
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
-use crate::config::{decode_section, ConfigDuration, ConfigError};
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::model::window::WindowRecord;
 use crate::pipeline::{Batch, Payload};
 use crate::telemetry::{Counter, Telemetry};
-use crate::windows::WindowRecord;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::HeaderMap;
@@ -212,7 +214,7 @@ impl ElasticsearchConfig {
             &cfg.sending_queue,
             &mut errors,
         );
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     pub fn run_settings(&self) -> RunSettings {
@@ -389,7 +391,7 @@ pub fn target_index(base: &str, mode: Mode, w: &WindowRecord) -> String {
     match mode {
         Mode::DataStream => base.to_string(),
         Mode::Index => {
-            let day = &crate::windows::rfc3339(w.start_ns)[..10];
+            let day = &crate::model::time::rfc3339(w.start_ns)[..10];
             format!("{base}-{}", day.replace('-', "."))
         }
     }

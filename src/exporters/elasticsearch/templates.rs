@@ -3,7 +3,7 @@
 //! typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
 
 use super::{ElasticsearchConfig, Mode};
-use crate::windows::FEATURE_NAMES;
+use crate::model::window::FEATURE_NAMES;
 use serde_json::{json, Map, Value};
 
 pub fn mappings() -> Value {

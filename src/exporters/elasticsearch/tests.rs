@@ -1,5 +1,5 @@
 use super::*;
-use crate::windows::{Anomaly, SeriesKey, Severity, N_FEATURES};
+use crate::model::window::{Anomaly, SeriesKey, Severity, N_FEATURES};
 use std::sync::Arc;
 
 fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
@@ -136,7 +136,7 @@ fn templates_type_every_contract_field() {
     let m = &t[0].1["template"]["mappings"]["properties"];
     assert_eq!(m["@timestamp"]["type"], "date");
     assert_eq!(m["service"]["properties"]["name"]["type"], "keyword");
-    for f in crate::windows::FEATURE_NAMES {
+    for f in crate::model::window::FEATURE_NAMES {
         assert_eq!(m["features"]["properties"][f]["type"], "double");
     }
     assert_eq!(m["anomaly"]["properties"]["is_anomaly"]["type"], "boolean");

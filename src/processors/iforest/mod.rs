@@ -34,12 +34,14 @@ pub mod forest;
 pub mod persist;
 
 use super::Processor;
-use crate::config::{decode_section, ConfigDuration, ConfigError};
-use crate::pipeline::{Batch, Payload};
-use crate::telemetry::{Counter, Telemetry};
-use crate::windows::{
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::model::window::{
     feature, Anomaly, Contribution, SeriesKey, Severity, WindowRecord, FEATURE_NAMES, N_FEATURES,
 };
+use crate::pipeline::{Batch, Payload};
+use crate::telemetry::{Counter, Telemetry};
 use forest::{ForestParams, OnlineForest};
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
@@ -124,7 +126,7 @@ impl IForestConfig {
         if !(cfg.min_deviation.is_finite() && cfg.min_deviation > 0.0) {
             err("min_deviation", "must be a positive number");
         }
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     fn forest_params(&self) -> ForestParams {

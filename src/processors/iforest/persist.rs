@@ -7,7 +7,7 @@
 //! a model survives a change of `trees` or `max_leaf_samples`.
 
 use super::{IForestConfig, SeriesModel};
-use crate::windows::{SeriesKey, N_FEATURES};
+use crate::model::window::{SeriesKey, N_FEATURES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;

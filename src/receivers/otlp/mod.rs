@@ -18,8 +18,10 @@
 mod grpc;
 mod http;
 
+use crate::config::decode::decode_section;
+use crate::config::error::ConfigError;
+use crate::config::listen::{listen_addr, Listen};
 use crate::config::tls::ServerTls;
-use crate::config::{decode_section, listen_addr, ConfigError, Listen};
 use crate::otlp::compression::Encoding;
 use crate::otlp::Signal;
 use crate::pipeline::{DataKind, FanOut, Refused};
@@ -153,7 +155,7 @@ impl OtlpReceiverConfig {
                 ));
             }
         }
-        crate::config::validated(cfg, errors)
+        crate::config::decode::validated(cfg, errors)
     }
 
     pub fn listens(&self, path: &str) -> Vec<Listen> {

@@ -4,6 +4,7 @@
 
 use crate::config::{self, LoadError};
 use crate::exporters::elasticsearch::ElasticsearchConfig;
+use crate::model::window::WindowRecord;
 use crate::otlp::decode_json_line;
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::processors::iforest::{persist::ModelError, IForestConfig, IForestProcessor};
@@ -11,7 +12,6 @@ use crate::processors::window::{WindowConfig, WindowProcessor};
 use crate::processors::{Processor, ProcessorConfig};
 use crate::receivers::otlpjsonfile::expand_includes;
 use crate::telemetry::Telemetry;
-use crate::windows::WindowRecord;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
+    Plot(#[from] crate::tools::plot::PlotError),
     #[error(
         "the recording holds no spans that make windows (SERVER/CONSUMER or CLIENT/PRODUCER spans)"
     )]
@@ -200,7 +200,7 @@ fn score_and_write(
     }
     w.flush().map_err(write_err)?;
     let picture_path = out.join("service_anomaly_detection.png");
-    crate::plot::render_png(&scored, &picture_path, 8)?;
+    crate::tools::plot::render_png(&scored, &picture_path, 8)?;
     Ok(TrainReport {
         lines,
         bad_lines,

@@ -3,8 +3,8 @@
 //! benchmark and the demo's built-in simulator use it; the labels say which series were anomalous
 //! in which windows.
 
+use crate::model::window::SeriesKey;
 use crate::processors::iforest::forest::Rng;
-use crate::windows::SeriesKey;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// The saved objects, as shipped.
-pub const SAVED_OBJECTS: &str = include_str!("../kibana/otelwatch.ndjson");
+pub const SAVED_OBJECTS: &str = include_str!("../../kibana/otelwatch.ndjson");
 
 #[derive(Debug, thiserror::Error)]
 pub enum KibanaError {

@@ -1,7 +1,7 @@
 //! The picture of normal vs anomalous windows: one panel per series, p95 latency over time, with
 //! anomalous windows marked in red and warm-up shaded grey.
 
-use crate::windows::{feature, SeriesKey, WindowRecord};
+use crate::model::window::{feature, SeriesKey, WindowRecord};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,10 +1,12 @@
 //! Benchmarks that are commands, not tests: the forest on the standard outlier data sets (the
 //! Online Isolation Forest paper's protocol) and the detector's cost per window.
 
+pub mod quality;
+
+use crate::model::window::{SeriesKey, WindowRecord, N_FEATURES};
 use crate::processors::iforest::forest::{ForestParams, OnlineForest, Rng};
 use crate::processors::iforest::{IForestConfig, IForestProcessor};
 use crate::telemetry::Telemetry;
-use crate::windows::{SeriesKey, WindowRecord, N_FEATURES};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;

@@ -16,16 +16,16 @@
 //! - **detection delay**: event time from an incident's start until the first flagged window has
 //!   closed (window end plus the allowed lateness).
 
-use crate::bench::roc_auc;
 use crate::config;
+use crate::model::window::{FEATURE_NAMES, N_FEATURES};
 use crate::processors::iforest::batch::BatchForest;
 use crate::processors::iforest::transform;
-use crate::scenario::{Generator, Incident, IncidentKind, Scenario, ServiceSpec};
-use crate::windows::{FEATURE_NAMES, N_FEATURES};
+use crate::tools::bench::roc_auc;
+use crate::tools::scenario::{Generator, Incident, IncidentKind, Scenario, ServiceSpec};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QualityError {
@@ -212,7 +212,7 @@ fn series_name(doc: &serde_json::Value) -> (String, String) {
     (name, service)
 }
 
-fn key_name(k: &crate::windows::SeriesKey) -> String {
+fn key_name(k: &crate::model::window::SeriesKey) -> String {
     match &k.target {
         Some(t) => format!("{} -> {t}", k.service),
         None => k.service.to_string(),
@@ -262,10 +262,7 @@ service:
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .map_err(|e| QualityError::Send(e.to_string()))?
         .connect_lazy();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let now = crate::model::time::now_ns();
     let span_ns = (case.windows + 360) * case.scenario.interval_s * 1_000_000_000;
     let mut g = Generator::new(case.scenario.clone(), now.saturating_sub(span_ns));
     let t0 = g.window_start_ns(0);
@@ -273,7 +270,7 @@ service:
         let body: bytes::Bytes = g.next_window().encode_to_vec().into();
         let mut tries = 0;
         loop {
-            match crate::loadgen::grpc_export(&channel, body.clone(), false).await {
+            match crate::tools::loadgen::grpc_export(&channel, body.clone(), false).await {
                 Ok(_) => break,
                 Err(e) if tries < 100 => {
                     tries += 1;
@@ -314,7 +311,7 @@ service:
 
 /// Seconds since the epoch from an RFC 3339 UTC timestamp.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    crate::windows::parse_rfc3339_ns(s).map(|ns| ns / 1_000_000_000)
+    crate::model::time::parse_rfc3339_ns(s).map(|ns| ns / 1_000_000_000)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -546,7 +543,7 @@ mod tests {
     fn rfc3339_parses_what_the_documents_write() {
         let ns = 1_767_571_210_000_000_000u64;
         assert_eq!(
-            parse_rfc3339(&crate::windows::rfc3339(ns)),
+            parse_rfc3339(&crate::model::time::rfc3339(ns)),
             Some(ns / 1_000_000_000)
         );
     }

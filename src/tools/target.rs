@@ -4,7 +4,7 @@
 
 use crate::processors::iforest::forest::Rng;
 use serde::Serialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -135,10 +135,7 @@ pub async fn generate_anomalies(
             (false, true) => "fail=1".to_string(),
             (true, true) => "b_fail=1".to_string(),
         };
-        let at_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let at_ns = crate::model::time::now_ns();
         let status = client
             .get(format!("{base}/start?{query}"))
             .send()
@@ -146,7 +143,7 @@ pub async fn generate_anomalies(
             .map(|r| r.status().as_u16())
             .unwrap_or(0);
         let injection = Injection {
-            at: crate::windows::rfc3339(at_ns - at_ns % 1_000_000),
+            at: crate::model::time::rfc3339(at_ns - at_ns % 1_000_000),
             at_ns,
             service: if in_b { "service-b" } else { "service-a" }.into(),
             kind: if error { "error" } else { "latency" }.into(),

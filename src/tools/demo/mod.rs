@@ -11,12 +11,13 @@
 mod services;
 
 use crate::config;
-use crate::scenario::{Generator, Incident, IncidentKind, Scenario};
+use crate::model::time::now_ns;
+use crate::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 pub use services::ServicesError;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -27,7 +28,7 @@ pub enum DemoError {
     #[error("the real target system cannot run: {0}")]
     Services(#[from] ServicesError),
     #[error("driving the target system: {0}")]
-    Target(#[from] crate::target::TargetError),
+    Target(#[from] crate::tools::target::TargetError),
     #[error("{0}")]
     Io(String),
 }
@@ -75,13 +76,6 @@ fn free_port() -> Result<u16, DemoError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| DemoError::Io(e.to_string()))
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
@@ -178,16 +172,16 @@ the built-in simulator plays it instead.
 /// reported and leaves the demo's result alone.
 fn draw(windows_file: &Path, picture: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(windows_file).ok()?;
-    let records: Vec<crate::windows::WindowRecord> = text
+    let records: Vec<crate::model::window::WindowRecord> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|d| {
-            let mut r = crate::windows::WindowRecord::from_document(&d)?;
-            r.anomaly = crate::windows::Anomaly::from_document(&d);
+            let mut r = crate::model::window::WindowRecord::from_document(&d)?;
+            r.anomaly = crate::model::window::Anomaly::from_document(&d);
             Some(r)
         })
         .collect();
-    match crate::plot::render_png(&records, picture, 4) {
+    match crate::tools::plot::render_png(&records, picture, 4) {
         Ok(()) => Some(picture.to_path_buf()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot draw the demo's picture");
@@ -217,16 +211,16 @@ async fn drive_services(
         // Stops a little before the last window ends, so no request straddles the boundary
         // into a window of its own (which would look like traffic collapsing).
         let duration = Duration::from_nanos(end.saturating_sub(now_ns() + interval_ns / 4));
-        tokio::spawn(async move { crate::target::traffic(&target, 20.0, duration).await })
+        tokio::spawn(async move { crate::tools::target::traffic(&target, 20.0, duration).await })
     };
     let inject_at = start + (WARMUP_WINDOWS + 10) * interval_ns + interval_ns / 4;
     tokio::time::sleep(Duration::from_nanos(inject_at.saturating_sub(now_ns()))).await;
-    let injections = crate::target::generate_anomalies(
+    let injections = crate::tools::target::generate_anomalies(
         target,
         opts.anomalies,
         Duration::from_nanos(SPACING * interval_ns),
         opts.seed,
-        |i| println!("  >> injected {}", crate::target::describe(i)),
+        |i| println!("  >> injected {}", crate::tools::target::describe(i)),
     )
     .await?;
     match traffic.await {
@@ -300,12 +294,12 @@ async fn drive_simulator(
                 println!(
                     "  >> injecting +{extra_ms:.0} ms in {} at {}",
                     inc.service,
-                    crate::windows::rfc3339(gen.window_start_ns(w))
+                    crate::model::time::rfc3339(gen.window_start_ns(w))
                 );
             }
         }
         let body: bytes::Bytes = gen.next_window().encode_to_vec().into();
-        if let Err(e) = crate::loadgen::grpc_export(&channel, body, false).await {
+        if let Err(e) = crate::tools::loadgen::grpc_export(&channel, body, false).await {
             tracing::warn!(error = %e, "demo traffic refused");
         }
     }
@@ -333,7 +327,7 @@ pub fn summarise(
         }
         let Some(s) = doc["window"]["start"]
             .as_str()
-            .and_then(crate::windows::parse_rfc3339_ns)
+            .and_then(crate::model::time::parse_rfc3339_ns)
         else {
             continue;
         };
@@ -393,7 +387,7 @@ mod tests {
         }];
         let doc = |w: u64, svc: &str, flagged: bool| {
             serde_json::json!({
-                "window": { "start": crate::windows::rfc3339(start + w * 1_000_000_000) },
+                "window": { "start": crate::model::time::rfc3339(start + w * 1_000_000_000) },
                 "service": { "name": svc },
                 "anomaly": { "is_anomaly": flagged }
             })

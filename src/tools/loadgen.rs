@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -125,10 +125,7 @@ impl SpanFactory {
     pub fn request(&mut self, spans: usize) -> ExportTraceServiceRequest {
         let n = self.services.len();
         let mut per_service: Vec<Vec<Span>> = vec![Vec::new(); n];
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = crate::model::time::now_ns();
         let mut made = 0;
         while made < spans {
             let trace_id: [u8; 16] = self.rng.random();
