@@ -13,6 +13,7 @@
 use super::framework::{Delivered, Export, ExportError};
 use crate::config::decode::decode_section;
 use crate::config::error::ConfigError;
+use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{feature, Severity, WindowRecord};
 use crate::pipeline::{Batch, Payload};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
@@ -99,8 +100,13 @@ pub fn window_line(w: &WindowRecord, color: bool) -> String {
                 (true, Some(Severity::Major)) => ("\x1b[31m", "\x1b[0m"),
                 (true, _) => ("\x1b[33m", "\x1b[0m"),
             };
+            let incident = a
+                .incident
+                .as_ref()
+                .map(|id| format!(" [incident {id}]"))
+                .unwrap_or_default();
             format!(
-                "{on}ANOMALY {sev:<8} {when} {} score={:.2} (threshold {:.2}) {}{off}",
+                "{on}ANOMALY {sev:<8} {when} {} score={:.2} (threshold {:.2}) {}{incident}{off}",
                 w.series, a.score, a.threshold, a.message
             )
         }
@@ -108,6 +114,31 @@ pub fn window_line(w: &WindowRecord, color: bool) -> String {
         Some(a) => format!("window  {when} {} {stats} score={:.2}", w.series, a.score),
         None => format!("window  {when} {} {stats}", w.series),
     }
+}
+
+/// One line per incident change worth telling a person (opened, worse, a new top cause,
+/// resolved); every change at `detailed`, as its document.
+fn render_incidents(es: &[IncidentEvent], verbosity: Verbosity, color: bool) -> String {
+    let mut out = String::new();
+    for e in es {
+        if verbosity == Verbosity::Detailed {
+            out.push_str(&e.to_document().to_string());
+            out.push('\n');
+            continue;
+        }
+        if !e.notable {
+            continue;
+        }
+        let (on, off) = match (color, e.action, e.incident.severity) {
+            (false, _, _) => ("", ""),
+            (true, Action::Resolved, _) => ("\x1b[32m", "\x1b[0m"),
+            (true, _, Severity::Critical) => ("\x1b[1;35m", "\x1b[0m"),
+            (true, _, _) => ("\x1b[35m", "\x1b[0m"),
+        };
+        let when = crate::model::time::rfc3339(e.at_ns);
+        let _ = writeln!(out, "{on}INCIDENT {when} {}{off}", e.summary());
+    }
+    out
 }
 
 fn render_windows(ws: &[WindowRecord], verbosity: Verbosity, color: bool) -> String {
@@ -156,8 +187,10 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
 }
 
 pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> String {
-    if let Payload::Windows(ws) = &batch.payload {
-        return render_windows(ws, verbosity, color);
+    match &batch.payload {
+        Payload::Windows(ws) => return render_windows(ws, verbosity, color),
+        Payload::Incidents(es) => return render_incidents(es, verbosity, color),
+        _ => {}
     }
     let mut out = String::new();
     let kind = batch.kind();
@@ -179,7 +212,7 @@ pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> Strin
                     .iter()
                     .map(|r| service_name(r.resource.as_ref()))
                     .collect(),
-                Payload::Windows(_) => BTreeSet::new(),
+                Payload::Windows(_) | Payload::Incidents(_) => BTreeSet::new(),
             };
             let list: Vec<&str> = services.into_iter().collect();
             let _ = writeln!(
@@ -240,7 +273,7 @@ pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> Strin
                     }
                 }
             }
-            Payload::Windows(_) => {}
+            Payload::Windows(_) | Payload::Incidents(_) => {}
         },
         Verbosity::Detailed => {
             let mut buf = Vec::new();

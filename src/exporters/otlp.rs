@@ -273,7 +273,7 @@ impl Export for OtlpExporter {
                 self.send::<ExportLogsServiceRequest>(encoded(batch, l.as_ref()))
                     .await
             }
-            Payload::Windows(_) => Err(ExportError::permanent(
+            Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(
                 "window records are not OTLP; the config check should have refused this pipeline",
             )),
         }

@@ -331,7 +331,7 @@ impl Export for OtlpHttpExporter {
             Payload::Traces(t) => self.send(batch, t.as_ref()).await,
             Payload::Metrics(m) => self.send(batch, m.as_ref()).await,
             Payload::Logs(l) => self.send(batch, l.as_ref()).await,
-            Payload::Windows(_) => Err(ExportError::permanent(
+            Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(
                 "window records are not OTLP; the config check should have refused this pipeline",
             )),
         }

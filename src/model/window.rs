@@ -53,6 +53,15 @@ impl SeriesKey {
             labels: Vec::new(),
         }
     }
+
+    /// The callers' view of a dependency: `caller → target`.
+    pub fn edge(caller: &str, target: &str) -> Self {
+        Self {
+            service: caller.into(),
+            target: Some(target.into()),
+            labels: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Display for SeriesKey {
@@ -103,6 +112,8 @@ pub struct Anomaly {
     pub warming_up: bool,
     pub contributions: Vec<Contribution>,
     pub message: String,
+    /// The incident this anomalous window belongs to (set by the `incidents` processor).
+    pub incident: Option<Arc<str>>,
 }
 
 /// One series over one tumbling window.
@@ -175,6 +186,9 @@ impl WindowRecord {
                 an["message"] = json!(a.message);
             }
             doc["anomaly"] = an;
+            if let Some(id) = &a.incident {
+                doc["incident"] = json!({ "id": &**id });
+            }
         }
         doc
     }
@@ -217,6 +231,7 @@ impl Anomaly {
             warming_up: a["warming_up"].as_bool().unwrap_or(false),
             contributions: Vec::new(),
             message: a["message"].as_str().unwrap_or("").to_string(),
+            incident: doc["incident"]["id"].as_str().map(Into::into),
         })
     }
 }
@@ -291,6 +306,7 @@ mod tests {
                     typical: 95.0,
                 }],
                 message: "frontend → checkout: latency_p95_ms 812 (typical 95)".into(),
+                incident: Some("3f9c0a7d51e2b864".into()),
             }),
         };
         let doc = rec.to_document();
@@ -304,6 +320,7 @@ mod tests {
         assert_eq!(doc["features"]["request_count"], 412.0);
         assert_eq!(doc["features"].as_object().unwrap().len(), 10);
         assert_eq!(doc["anomaly"]["severity"], "major");
+        assert_eq!(doc["incident"]["id"], "3f9c0a7d51e2b864");
         assert_eq!(
             doc["anomaly"]["contributions"][0]["feature"],
             "latency_p95_ms"

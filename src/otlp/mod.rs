@@ -286,6 +286,7 @@ pub fn count_items(p: &Payload) -> usize {
             .map(|s| s.log_records.len())
             .sum(),
         Payload::Windows(w) => w.len(),
+        Payload::Incidents(e) => e.len(),
     }
 }
 
@@ -340,7 +341,8 @@ fn first_key(line: &[u8]) -> Option<&'static str> {
         })
 }
 
-/// Encodes a payload as JSON lines: one OTLP/JSON export request, or one document per window.
+/// Encodes a payload as JSON lines: one OTLP/JSON export request, or one document per window
+/// or incident change.
 /// Every line but the last ends in a newline; the caller adds the final one.
 pub fn encode_json_line(p: &Payload, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match p {
@@ -353,6 +355,15 @@ pub fn encode_json_line(p: &Payload, out: &mut Vec<u8>) -> Result<(), serde_json
                     out.push(b'\n');
                 }
                 serde_json::to_writer(&mut *out, &w.to_document())?;
+            }
+            Ok(())
+        }
+        Payload::Incidents(es) => {
+            for (i, e) in es.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                serde_json::to_writer(&mut *out, &e.to_document())?;
             }
             Ok(())
         }

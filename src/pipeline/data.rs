@@ -1,5 +1,6 @@
 //! The one envelope that travels on every edge of a pipeline.
 
+use crate::model::incident::IncidentEvent;
 use crate::model::window::WindowRecord;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -14,7 +15,8 @@ pub enum DataKind {
     Traces,
     Metrics,
     Logs,
-    /// Window records (from the `window` processor), scored or not.
+    /// Detection output: window records (from the `window` processor), scored or not, and
+    /// the incident events the `incidents` processor adds to them.
     Windows,
 }
 
@@ -79,6 +81,8 @@ pub enum Payload {
     Metrics(Arc<ExportMetricsServiceRequest>),
     Logs(Arc<ExportLogsServiceRequest>),
     Windows(Arc<Vec<WindowRecord>>),
+    /// Incident changes; of the `windows` kind (they travel with the records they group).
+    Incidents(Arc<Vec<IncidentEvent>>),
 }
 
 impl Payload {
@@ -87,7 +91,7 @@ impl Payload {
             Payload::Traces(_) => DataKind::Traces,
             Payload::Metrics(_) => DataKind::Metrics,
             Payload::Logs(_) => DataKind::Logs,
-            Payload::Windows(_) => DataKind::Windows,
+            Payload::Windows(_) | Payload::Incidents(_) => DataKind::Windows,
         }
     }
 }

@@ -6,9 +6,11 @@
 //! | `batch` | traces, metrics, logs | the same | merges small requests into larger ones |
 //! | `window` | traces | windows | ten features per service / edge per tumbling window |
 //! | `iforest` | windows | windows | scores, learns, explains anomalies |
+//! | `incidents` | windows | windows + incidents | groups anomalies along the call graph, ranks root causes |
 
 pub mod batch;
 pub mod iforest;
+pub mod incidents;
 pub mod window;
 
 use crate::config::error::ConfigError;
@@ -17,7 +19,7 @@ use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::Telemetry;
 use std::time::Duration;
 
-pub const TYPES: &[&str] = &["batch", "window", "iforest"];
+pub const TYPES: &[&str] = &["batch", "window", "iforest", "incidents"];
 
 /// A processor is driven by its pipeline's task; it never spawns or sleeps itself.
 pub trait Processor: Send {
@@ -37,6 +39,7 @@ pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     Window(window::WindowConfig),
     IForest(iforest::IForestConfig),
+    Incidents(incidents::IncidentsConfig),
 }
 
 /// What a processor is given when it is built.
@@ -55,6 +58,9 @@ pub fn parse_config(
         "batch" => batch::BatchConfig::parse(path, value).map(ProcessorConfig::Batch),
         "window" => window::WindowConfig::parse(path, value).map(ProcessorConfig::Window),
         "iforest" => iforest::IForestConfig::parse(path, value).map(ProcessorConfig::IForest),
+        "incidents" => {
+            incidents::IncidentsConfig::parse(path, value).map(ProcessorConfig::Incidents)
+        }
         other => Err(vec![ConfigError::new(
             path,
             format!(
@@ -77,6 +83,10 @@ impl ProcessorConfig {
             ProcessorConfig::IForest(_) => {
                 Err("windows (put the window processor before it)".into())
             }
+            ProcessorConfig::Incidents(_) if input == DataKind::Windows => Ok(DataKind::Windows),
+            ProcessorConfig::Incidents(_) => {
+                Err("windows (put the window and iforest processors before it)".into())
+            }
         }
     }
 
@@ -89,6 +99,11 @@ impl ProcessorConfig {
                 ctx.telemetry,
             )),
             ProcessorConfig::IForest(c) => Box::new(iforest::IForestProcessor::with_saved_models(
+                c,
+                &format!("{}@{}", ctx.id, ctx.pipeline),
+                ctx.telemetry,
+            )),
+            ProcessorConfig::Incidents(c) => Box::new(incidents::IncidentsProcessor::new(
                 c,
                 &format!("{}@{}", ctx.id, ctx.pipeline),
                 ctx.telemetry,

@@ -168,6 +168,7 @@ pub fn latest_time(p: &Payload) -> Option<u64> {
             })
             .max(),
         Payload::Windows(w) => w.iter().map(|w| w.end_ns()).max(),
+        Payload::Incidents(e) => e.iter().map(|e| e.at_ns).max(),
     }
     .filter(|t| *t > 0)
 }

@@ -16,6 +16,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
             warming_up: false,
             contributions: vec![],
             message: String::new(),
+            incident: None,
         }),
     }
 }

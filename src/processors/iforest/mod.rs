@@ -285,6 +285,7 @@ impl SeriesModel {
         use feature::*;
         let (centre, spread) = self.typical();
         let n = f[REQUEST_COUNT];
+        let requests = RequestLatency::fit(self.normal.iter());
         let mut out = Vec::new();
         for i in 0..N_FEATURES {
             let m = centre[i];
@@ -292,7 +293,7 @@ impl SeriesModel {
             if n == 0.0 && i != REQUEST_COUNT && i != THROUGHPUT_CHANGE {
                 continue;
             }
-            let z = match i {
+            let z_window = match i {
                 REQUEST_COUNT => {
                     let logs: Vec<f64> = self.normal.iter().map(|w| w[i].ln_1p()).collect();
                     let (lc, ls) = median_and_spread(logs);
@@ -322,6 +323,19 @@ impl SeriesModel {
                 }
                 _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
+            // A latency statistic of a few requests is weak evidence however far it lies: it
+            // must also be significant for this window's request count (see `sample_z`).
+            let z = match (i, &requests) {
+                (LATENCY_MEAN..=LATENCY_STDDEV, Some(dist)) => {
+                    let zs = dist.sample_z(i, f[i], n);
+                    if zs.signum() == z_window.signum() {
+                        z_window.signum() * zs.abs().min(z_window.abs())
+                    } else {
+                        0.0
+                    }
+                }
+                _ => z_window,
+            };
             // The first errors of a series with none in all its recent normal windows count at
             // half the evidence: new errors are news even at a volume where one is not rare.
             let bar = if (i == ERROR_RATE || i == CLIENT_ERROR_RATE)
@@ -340,6 +354,113 @@ impl SeriesModel {
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out
     }
+}
+
+/// The latency of one request in a series, fitted to its recent normal windows: a log-normal
+/// with the pooled mean and variance of all their requests (exact sums, so busy windows weigh
+/// as much as their requests). Used to ask how likely a window's latency statistic is for the
+/// number of requests it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestLatency {
+    /// Mean and standard deviation of ln(latency in ms).
+    pub mu: f64,
+    pub sigma: f64,
+    /// Pooled mean and standard deviation in ms.
+    pub mean: f64,
+    pub stddev: f64,
+}
+
+impl RequestLatency {
+    /// `None` without enough requests seen to fit (30).
+    pub fn fit<'a>(windows: impl Iterator<Item = &'a [f64; N_FEATURES]>) -> Option<Self> {
+        use feature::*;
+        let (mut n, mut s1, mut s2) = (0.0, 0.0, 0.0);
+        for w in windows {
+            let k = w[REQUEST_COUNT];
+            if k <= 0.0 || !w[LATENCY_MEAN].is_finite() || !w[LATENCY_STDDEV].is_finite() {
+                continue;
+            }
+            n += k;
+            s1 += k * w[LATENCY_MEAN];
+            s2 += k * (w[LATENCY_STDDEV].powi(2) + w[LATENCY_MEAN].powi(2));
+        }
+        if n < 30.0 {
+            return None;
+        }
+        let mean = (s1 / n).max(1e-3);
+        let var = (s2 / n - mean * mean).max(0.0);
+        // A floor on the spread: no real service answers every request in the same time.
+        let sigma = (1.0 + var / (mean * mean)).ln().sqrt().max(0.15);
+        Some(Self {
+            mu: mean.ln() - sigma * sigma / 2.0,
+            sigma,
+            mean,
+            stddev: var.sqrt(),
+        })
+    }
+
+    /// P(one request takes longer than `x` ms).
+    pub fn exceed(&self, x: f64) -> f64 {
+        if x <= 0.0 {
+            return 1.0;
+        }
+        normal_sf((x.ln() - self.mu) / self.sigma)
+    }
+
+    /// How significant latency statistic `feature` = `x` is for a window of `n` requests drawn
+    /// from this distribution, as a signed z-score. Percentiles and the maximum are order
+    /// statistics: the k-th smallest of n is above x exactly when at least n − k + 1 requests
+    /// are, a binomial count — so one slow request among three (a p95 of 3 is their maximum)
+    /// is what the tail predicts, while a fifth of 300 requests past the old p99 is not. The
+    /// mean and the spread are judged on a log scale with their sampling error at n.
+    pub fn sample_z(&self, feature: usize, x: f64, n: f64) -> f64 {
+        use feature::*;
+        if n < 1.0 || !x.is_finite() {
+            return 0.0;
+        }
+        let order = |p: f64| {
+            let k = (p * n).ceil().clamp(1.0, n);
+            let above = self.exceed(x);
+            if above < 0.5 {
+                binomial_z(n, n - k + 1.0, above)
+            } else {
+                -binomial_z(n, k, 1.0 - above)
+            }
+        };
+        let cv2 = self.sigma.powi(2).exp() - 1.0;
+        match feature {
+            LATENCY_P50 => order(0.5),
+            LATENCY_P95 => order(0.95),
+            LATENCY_P99 => order(0.99),
+            LATENCY_MAX => order(1.0),
+            LATENCY_MEAN => (x.max(1e-3) / self.mean).ln() / (1.0 + cv2 / n).ln().sqrt(),
+            LATENCY_STDDEV if n >= 2.0 && self.stddev > 0.0 => {
+                (x.max(1e-3) / self.stddev).ln() / (1.0 + 2.0 * (cv2 + 1.0) / n).ln().sqrt()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// P(Z > z) for a standard normal Z (erfc after Numerical Recipes' `erfcc`, relative error
+/// below 1.2e-7 over the whole range, tails included).
+pub fn normal_sf(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let erfc = t
+        * (-a * a - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    let erfc = if x >= 0.0 { erfc } else { 2.0 - erfc };
+    erfc / 2.0
 }
 
 /// The strongest single-feature deviation as a score in [0, 1]: 0.5 at `min_dev`, about 0.7 at
@@ -622,6 +743,7 @@ impl IForestProcessor {
             warming_up,
             contributions,
             message,
+            incident: None,
         });
     }
 }

@@ -363,3 +363,120 @@ fn error_evidence_respects_traffic_volume() {
     assert_eq!(evidence_score(4.0, 4.0), 0.5);
     assert!(evidence_score(1.5, 4.0) < 0.2);
 }
+
+/// A window's features computed from its requests' latencies (no errors).
+fn window_of(key: &Arc<SeriesKey>, k: u64, lat: &[f64], prev: f64) -> WindowRecord {
+    let mut v = lat.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len() as f64;
+    let q = |p: f64| v[((p * n).ceil() as usize).clamp(1, v.len()) - 1];
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let mut f = [0.0; N_FEATURES];
+    f[feature::REQUEST_COUNT] = n;
+    f[feature::LATENCY_MEAN] = mean;
+    f[feature::LATENCY_P50] = q(0.5);
+    f[feature::LATENCY_P95] = q(0.95);
+    f[feature::LATENCY_P99] = q(0.99);
+    f[feature::LATENCY_MAX] = v[v.len() - 1];
+    f[feature::LATENCY_STDDEV] = var.sqrt();
+    f[feature::THROUGHPUT_CHANGE] = n / prev;
+    WindowRecord {
+        series: key.clone(),
+        start_ns: 1_700_000_000 * S + k * 10 * S,
+        interval_ns: 10 * S,
+        features: f,
+        anomaly: None,
+    }
+}
+
+/// Log-normal request latencies: median `median` ms, log spread 0.5.
+fn latencies(rng: &mut Rng, n: usize, median: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let u1 = rng.uniform(1e-12, 1.0);
+            let u2 = rng.unit();
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            median * (0.5 * z).exp()
+        })
+        .collect()
+}
+
+/// A model trained on `windows` windows of `per_window` requests each.
+fn trained(per_window: usize, windows: u64) -> (IForestProcessor, Arc<SeriesKey>, Rng) {
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::edge("frontend", "checkout"));
+    let mut rng = Rng::new(5);
+    for k in 0..windows {
+        let mut r = window_of(
+            &key,
+            k,
+            &latencies(&mut rng, per_window, 50.0),
+            per_window as f64,
+        );
+        p.score(&mut r);
+    }
+    (p, key, rng)
+}
+
+#[test]
+fn a_doubled_p95_of_three_requests_is_not_evidence_but_of_three_hundred_it_is() {
+    let true_p95 = 50.0 * (0.5f64 * 1.645).exp();
+    // A sparse series: three requests a window.
+    let (mut p, key, _) = trained(3, 200);
+    let mut sparse = window_of(&key, 200, &[48.0, 61.0, 2.0 * true_p95], 3.0);
+    p.score(&mut sparse);
+    let a = sparse.anomaly.as_ref().unwrap();
+    assert!(
+        !a.is_anomaly,
+        "three requests with a 2× p95 flagged: {}",
+        a.message
+    );
+
+    // A busy series with the same requests: a p95 twice as high in 300 requests is a shift.
+    let (mut p, key, mut rng) = trained(300, 200);
+    let shifted = latencies(&mut rng, 300, 100.0);
+    let mut busy = window_of(&key, 200, &shifted, 300.0);
+    let p95 = busy.features[feature::LATENCY_P95];
+    assert!((1.6 * true_p95..2.6 * true_p95).contains(&p95), "p95 {p95}");
+    p.score(&mut busy);
+    let a = busy.anomaly.as_ref().unwrap();
+    assert!(
+        a.is_anomaly,
+        "300 requests with a 2× p95 not flagged (score {})",
+        a.score
+    );
+}
+
+#[test]
+fn every_request_of_a_sparse_window_far_slower_is_still_caught() {
+    // Three requests, all eight times slower: each is far beyond the tail, so even three
+    // are significant.
+    let (mut p, key, _) = trained(3, 200);
+    let mut r = window_of(&key, 200, &[400.0, 420.0, 450.0], 3.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly, "score {} {:?}", a.score, a.contributions);
+}
+
+#[test]
+fn request_latency_order_statistics_follow_the_binomial_tail() {
+    let d = RequestLatency {
+        mu: 50f64.ln(),
+        sigma: 0.5,
+        mean: 50.0 * (0.125f64).exp(),
+        stddev: 28.0,
+    };
+    // P(one request > the median) = 0.5.
+    assert!((d.exceed(50.0) - 0.5).abs() < 1e-6);
+    // The maximum of 3 at the true p99 is unremarkable (3% of windows show it).
+    let p99 = 50.0 * (0.5f64 * 2.326).exp();
+    assert!(d.sample_z(feature::LATENCY_MAX, p99, 3.0) < 2.5);
+    // The median of 300 at the old p95 is impossible under the old distribution.
+    let p95 = 50.0 * (0.5f64 * 1.645).exp();
+    assert!(d.sample_z(feature::LATENCY_P50, p95, 300.0) > 10.0);
+    // A lower median is negative evidence.
+    assert!(d.sample_z(feature::LATENCY_P50, 20.0, 300.0) < -5.0);
+    assert!((normal_sf(0.0) - 0.5).abs() < 1e-7);
+    assert!((normal_sf(3.0) - 0.001_349_9).abs() < 1e-6);
+}

@@ -1,0 +1,399 @@
+use super::*;
+use crate::model::window::{Anomaly, Contribution, N_FEATURES};
+
+const INTERVAL: u64 = 10_000_000_000;
+const T0: u64 = 1_767_571_200_000_000_000;
+
+fn record(
+    service: &str,
+    target: Option<&str>,
+    w: u64,
+    anomaly: Option<(&'static str, f64, f64)>,
+) -> WindowRecord {
+    let mut features = [0.0; N_FEATURES];
+    features[feature::REQUEST_COUNT] = 100.0;
+    features[feature::LATENCY_P95] = 50.0;
+    let series = Arc::new(match target {
+        Some(t) => SeriesKey::edge(service, t),
+        None => SeriesKey::service(service),
+    });
+    let anomaly = match anomaly {
+        Some((feat, actual, typical)) => Anomaly {
+            score: 0.8,
+            threshold: 0.6,
+            is_anomaly: true,
+            severity: Some(Severity::Major),
+            warming_up: false,
+            contributions: vec![Contribution {
+                feature: feat,
+                actual,
+                typical,
+            }],
+            message: format!("{series}: {feat} {actual} (typical {typical})"),
+            incident: None,
+        },
+        None => Anomaly {
+            score: 0.3,
+            threshold: 0.6,
+            is_anomaly: false,
+            severity: None,
+            warming_up: false,
+            contributions: vec![],
+            message: String::new(),
+            incident: None,
+        },
+    };
+    WindowRecord {
+        series,
+        start_ns: T0 + w * INTERVAL,
+        interval_ns: INTERVAL,
+        features,
+        anomaly: Some(anomaly),
+    }
+}
+
+const SLOW: Option<(&str, f64, f64)> = Some(("latency_p95_ms", 600.0, 50.0));
+const ERRORS: Option<(&str, f64, f64)> = Some(("error_rate", 0.4, 0.0));
+const DROP: Option<(&str, f64, f64)> = Some(("request_count", 10.0, 100.0));
+
+/// frontend → checkout → payments, frontend → catalog, checkout → inventory; all normal.
+fn normal(w: u64) -> Vec<WindowRecord> {
+    vec![
+        record("frontend", None, w, None),
+        record("frontend", Some("checkout"), w, None),
+        record("frontend", Some("catalog"), w, None),
+        record("checkout", None, w, None),
+        record("checkout", Some("payments"), w, None),
+        record("checkout", Some("inventory"), w, None),
+        record("payments", None, w, None),
+        record("catalog", None, w, None),
+        record("inventory", None, w, None),
+    ]
+}
+
+/// The normal window with some records replaced.
+fn window(
+    w: u64,
+    changes: &[(&str, Option<&str>, Option<(&'static str, f64, f64)>)],
+) -> Vec<WindowRecord> {
+    let mut recs = normal(w);
+    for (s, t, a) in changes {
+        for r in recs.iter_mut() {
+            if &*r.series.service == *s && r.series.target.as_deref() == *t {
+                *r = record(s, *t, w, *a);
+            }
+        }
+    }
+    recs
+}
+
+fn processor(resolve_after: usize) -> IncidentsProcessor {
+    let cfg = IncidentsConfig {
+        resolve_after,
+        ..Default::default()
+    };
+    IncidentsProcessor::new(&cfg, "incidents", &Telemetry::new())
+}
+
+/// Runs windows through a processor; returns every event.
+fn run(p: &mut IncidentsProcessor, windows: Vec<Vec<WindowRecord>>) -> Vec<IncidentEvent> {
+    let mut events = Vec::new();
+    for mut w in windows {
+        p.on_window(&mut w, &mut events);
+    }
+    events
+}
+
+fn top(events: &[IncidentEvent]) -> Vec<String> {
+    let last = events.last().expect("an incident event");
+    last.incident
+        .root_cause
+        .iter()
+        .map(|c| c.service.to_string())
+        .collect()
+}
+
+fn opened(events: &[IncidentEvent]) -> usize {
+    events.iter().filter(|e| e.action == Action::Opened).count()
+}
+
+#[test]
+fn a_slow_service_whose_dependencies_are_fast_is_the_cause_and_its_caller_a_victim() {
+    let mut p = processor(3);
+    let mut ws = vec![normal(0)];
+    for w in 1..=3 {
+        ws.push(window(
+            w,
+            &[
+                ("frontend", None, SLOW),
+                ("frontend", Some("checkout"), SLOW),
+                ("checkout", None, SLOW),
+            ],
+        ));
+    }
+    let events = run(&mut p, ws);
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    assert_eq!(top(&events)[0], "checkout");
+    let reason = &events.last().unwrap().incident.root_cause[0].reason;
+    assert!(reason.contains("downstream are normal"), "{reason}");
+    let series = &events.last().unwrap().incident.series;
+    assert_eq!(series.len(), 3);
+}
+
+#[test]
+fn a_network_delay_seen_only_by_callers_blames_the_callee() {
+    let mut p = processor(3);
+    // payments' own spans are fast; only checkout's view of it is slow (and checkout waits).
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("checkout", Some("payments"), SLOW),
+                    ("checkout", None, SLOW),
+                    ("frontend", Some("checkout"), SLOW),
+                    ("frontend", None, SLOW),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(opened(&events), 1);
+    assert_eq!(top(&events)[0], "payments", "{:#?}", events.last());
+    let reason = &events.last().unwrap().incident.root_cause[0].reason;
+    assert!(reason.contains("its own spans are normal"), "{reason}");
+}
+
+#[test]
+fn an_error_that_propagates_up_the_chain_blames_the_deepest_service() {
+    let mut p = processor(3);
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("payments", None, ERRORS),
+                    ("checkout", Some("payments"), ERRORS),
+                    ("checkout", None, ERRORS),
+                    ("frontend", Some("checkout"), ERRORS),
+                    ("frontend", None, ERRORS),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(opened(&events), 1);
+    let ranked = top(&events);
+    assert_eq!(ranked[0], "payments", "{ranked:?}");
+}
+
+#[test]
+fn a_traffic_drop_at_the_entry_blames_the_entry_service() {
+    let mut p = processor(3);
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("frontend", None, DROP),
+                    ("frontend", Some("checkout"), DROP),
+                    ("checkout", None, DROP),
+                    ("checkout", Some("payments"), DROP),
+                    ("payments", None, DROP),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(opened(&events), 1);
+    let ranked = top(&events);
+    assert_eq!(ranked[0], "frontend", "{ranked:?}");
+    let reason = &events.last().unwrap().incident.root_cause[0].reason;
+    assert!(reason.contains("entry of the call graph"), "{reason}");
+}
+
+#[test]
+fn two_unrelated_faults_make_two_incidents_each_with_its_own_cause() {
+    let mut p = processor(3);
+    // catalog (under frontend) and inventory (under checkout) are not linked to each other.
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(1, &[("catalog", None, SLOW), ("inventory", None, ERRORS)]),
+        ],
+    );
+    assert_eq!(opened(&events), 2, "{events:#?}");
+    let causes: HashSet<String> = events
+        .iter()
+        .filter_map(|e| e.incident.top_cause().map(str::to_string))
+        .collect();
+    assert_eq!(
+        causes,
+        ["catalog".to_string(), "inventory".to_string()].into()
+    );
+    let ids: HashSet<&str> = events.iter().map(|e| &*e.incident.id).collect();
+    assert_eq!(ids.len(), 2);
+}
+
+#[test]
+fn lifecycle_opens_updates_and_resolves_after_the_configured_normal_windows() {
+    let mut p = processor(2);
+    let mut all = Vec::new();
+    let mut feed = |p: &mut IncidentsProcessor, mut w: Vec<WindowRecord>| {
+        let mut ev = Vec::new();
+        p.on_window(&mut w, &mut ev);
+        all.extend(ev.clone());
+        (w, ev)
+    };
+    feed(&mut p, normal(0));
+    let (w1, ev) = feed(&mut p, window(1, &[("checkout", None, SLOW)]));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].action, Action::Opened);
+    assert!(ev[0].notable);
+    let id = ev[0].incident.id.clone();
+    // The anomalous window carries the incident id; normal ones do not.
+    for r in &w1 {
+        let a = r.anomaly.as_ref().unwrap();
+        assert_eq!(a.incident.is_some(), a.is_anomaly);
+    }
+    assert_eq!(
+        w1.iter()
+            .find(|r| r.is_anomaly())
+            .unwrap()
+            .anomaly
+            .as_ref()
+            .unwrap()
+            .incident,
+        Some(id.clone())
+    );
+    // Its caller joins the next window: the same incident, updated.
+    let (_, ev) = feed(
+        &mut p,
+        window(
+            2,
+            &[
+                ("checkout", None, SLOW),
+                ("frontend", Some("checkout"), SLOW),
+            ],
+        ),
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].action, Action::Updated);
+    assert_eq!(ev[0].incident.id, id);
+    assert_eq!(ev[0].incident.series.len(), 2);
+    assert_eq!(ev[0].incident.end_ns, T0 + 3 * INTERVAL);
+    // One normal window: still open. The second: resolved when the third starts.
+    let (_, ev) = feed(&mut p, normal(3));
+    assert!(ev.is_empty());
+    let (_, ev) = feed(&mut p, normal(4));
+    assert!(ev.is_empty(), "{ev:#?}");
+    let (_, ev) = feed(&mut p, normal(5));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].action, Action::Resolved);
+    assert_eq!(ev[0].incident.status, Status::Resolved);
+    assert_eq!(ev[0].incident.id, id);
+    assert_eq!(ev[0].at_ns, T0 + 5 * INTERVAL);
+    assert_eq!(p.open_incidents(), 0);
+    // A new anomaly later is a new incident.
+    let (_, ev) = feed(&mut p, window(6, &[("checkout", None, SLOW)]));
+    assert_eq!(ev[0].action, Action::Opened);
+    assert_ne!(ev[0].incident.id, id);
+}
+
+#[test]
+fn ids_are_stable_across_replays() {
+    let ws = || vec![normal(0), window(1, &[("checkout", None, SLOW)])];
+    let a = run(&mut processor(3), ws());
+    let b = run(&mut processor(3), ws());
+    assert_eq!(a[0].incident.id, b[0].incident.id);
+    assert_eq!(a[0].incident.id.len(), 16);
+}
+
+#[test]
+fn a_record_linking_two_incidents_merges_them_into_the_older() {
+    let mut p = processor(5);
+    let mut events = run(
+        &mut p,
+        vec![normal(0), window(1, &[("catalog", None, SLOW)])],
+    );
+    events.extend(run(
+        &mut p,
+        vec![window(
+            2,
+            &[("catalog", None, SLOW), ("checkout", None, SLOW)],
+        )],
+    ));
+    // catalog and checkout are not linked directly: two incidents.
+    assert_eq!(opened(&events), 2, "{events:#?}");
+    // frontend links both (it calls catalog and checkout).
+    let ev = run(
+        &mut p,
+        vec![window(
+            3,
+            &[
+                ("catalog", None, SLOW),
+                ("checkout", None, SLOW),
+                ("frontend", None, SLOW),
+            ],
+        )],
+    );
+    let resolved: Vec<_> = ev.iter().filter(|e| e.action == Action::Resolved).collect();
+    assert_eq!(resolved.len(), 1, "{ev:#?}");
+    assert!(resolved[0].incident.message.contains("merged into"));
+    assert_eq!(p.open_incidents(), 1);
+}
+
+#[test]
+fn shutdown_resolves_open_incidents_cleanly() {
+    let mut p = processor(3);
+    run(
+        &mut p,
+        vec![normal(0), window(1, &[("checkout", None, SLOW)])],
+    );
+    let mut out = Vec::new();
+    p.on_shutdown(&mut out);
+    let Payload::Incidents(ev) = &out[0].payload else {
+        panic!("incident events expected");
+    };
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].action, Action::Resolved);
+    assert!(ev[0].incident.message.contains("otelwatch stopped"));
+    assert_eq!(p.open_incidents(), 0);
+}
+
+#[test]
+fn records_pass_through_with_the_incident_events_after_them() {
+    let mut p = processor(3);
+    let mut records = normal(0);
+    records.extend(window(1, &[("checkout", None, SLOW)]));
+    let mut out = Vec::new();
+    p.process(
+        Batch {
+            items: records.len(),
+            payload: Payload::Windows(Arc::new(records)),
+            encoded: None,
+        },
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert!(matches!(&out[0].payload, Payload::Windows(w) if w.len() == 18));
+    assert!(matches!(&out[1].payload, Payload::Incidents(e) if e.len() == 1));
+}
+
+#[test]
+fn config_errors_name_their_path() {
+    let v: serde_norway::Value = serde_norway::from_str("resolve_after: 0\nmax_open: 0").unwrap();
+    let errs = IncidentsConfig::parse("processors.incidents", v).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "processors.incidents.resolve_after",
+            "processors.incidents.max_open"
+        ]
+    );
+}
