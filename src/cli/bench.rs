@@ -24,6 +24,25 @@ pub enum BenchCommand {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Detection and root causes on real telemetry with injected faults (the Nezha
+    /// Train-Ticket data): converted to OTLP, replayed through the pipeline, scored.
+    Real {
+        /// The data set: its `.tar.gz` or the unpacked folder (with `rca_data/`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where the replay file and the results go.
+        #[arg(long, default_value = "out/real")]
+        out: PathBuf,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Minutes of fault-free traffic before the first fault.
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        /// Only the first this many faults.
+        #[arg(long)]
+        faults: Option<usize>,
+    },
     /// The detector's cost per window and memory per series.
     Scoring {
         #[arg(long, default_value_t = 100)]
@@ -42,6 +61,22 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         } => bench::forest_report(&datasets, runs, &only)?,
         BenchCommand::Quality { only } => bench::quality::report(only.as_deref()).await?,
         BenchCommand::Scoring { series, windows } => bench::scoring_cost(series, windows),
+        BenchCommand::Real {
+            data,
+            out,
+            interval,
+            warmup,
+            faults,
+        } => {
+            bench::real::run(bench::real::RealOptions {
+                data,
+                out,
+                interval_s: interval,
+                warmup_min: warmup,
+                faults,
+            })
+            .await?
+        }
     };
     println!("{table}");
     Ok(())

@@ -12,6 +12,7 @@
 //!     mode: data_stream                 # or index: daily NAME-YYYY.MM.DD indices
 //!     windows_index: otelwatch-windows
 //!     anomalies_index: otelwatch-anomalies
+//!     incidents_index: otelwatch-incidents  # a plain index in both modes (states replace by id)
 //!     max_documents: 1000               # per _bulk request
 //!     max_bytes: 5242880                # per _bulk request, before compression
 //!     flush_interval: 0s                # gather windows this long before writing (0s: at once)
@@ -44,6 +45,7 @@ use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySetti
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::model::incident::IncidentEvent;
 use crate::model::window::WindowRecord;
 use crate::pipeline::{Batch, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -106,6 +108,8 @@ pub struct ElasticsearchConfig {
     pub mode: Mode,
     pub windows_index: String,
     pub anomalies_index: String,
+    /// A plain index (or alias) in both modes: incident states replace each other by id.
+    pub incidents_index: String,
     pub max_documents: usize,
     pub max_bytes: usize,
     /// Gather closed windows for up to this long (or `max_documents`) before writing; `0s`
@@ -129,6 +133,7 @@ impl Default for ElasticsearchConfig {
             mode: Mode::DataStream,
             windows_index: "otelwatch-windows".into(),
             anomalies_index: "otelwatch-anomalies".into(),
+            incidents_index: "otelwatch-incidents".into(),
             max_documents: 1000,
             max_bytes: 5 * 1024 * 1024,
             flush_interval: ConfigDuration::from_secs(0),
@@ -188,6 +193,7 @@ impl ElasticsearchConfig {
         for (field, name) in [
             ("windows_index", &cfg.windows_index),
             ("anomalies_index", &cfg.anomalies_index),
+            ("incidents_index", &cfg.incidents_index),
         ] {
             if !valid_index_name(name) {
                 errors.push(ConfigError::new(
@@ -403,6 +409,8 @@ pub struct Doc {
     pub index: String,
     pub id: String,
     pub body: Value,
+    /// Incident states replace the previous one (`index`); windows are written once (`create`).
+    pub replace: bool,
 }
 
 /// The documents for a batch of windows: every window, and every anomaly again as an alert.
@@ -414,16 +422,32 @@ pub fn documents(cfg: &ElasticsearchConfig, windows: &[WindowRecord]) -> Vec<Doc
             index: target_index(&cfg.windows_index, cfg.mode, w),
             id: id.clone(),
             body: w.to_document(),
+            replace: false,
         });
         if w.is_anomaly() {
             docs.push(Doc {
                 index: target_index(&cfg.anomalies_index, cfg.mode, w),
                 id,
                 body: w.to_alert_document(),
+                replace: false,
             });
         }
     }
     docs
+}
+
+/// The documents for incident changes: one per incident in the incidents index, `_id` the
+/// incident id, each change replacing the last (the final state is what stays).
+pub fn incident_documents(cfg: &ElasticsearchConfig, events: &[IncidentEvent]) -> Vec<Doc> {
+    events
+        .iter()
+        .map(|e| Doc {
+            index: cfg.incidents_index.clone(),
+            id: e.incident.id.to_string(),
+            body: e.to_document(),
+            replace: true,
+        })
+        .collect()
 }
 
 /// What happened to one item of a `_bulk` request.
@@ -669,10 +693,17 @@ impl Inner {
                 let ops: Vec<BulkOperation<Value>> = chunk
                     .iter()
                     .map(|d| {
-                        BulkOperation::create(d.body.clone())
-                            .id(d.id.as_str())
-                            .index(d.index.as_str())
-                            .into()
+                        if d.replace {
+                            BulkOperation::index(d.body.clone())
+                                .id(d.id.as_str())
+                                .index(d.index.as_str())
+                                .into()
+                        } else {
+                            BulkOperation::create(d.body.clone())
+                                .id(d.id.as_str())
+                                .index(d.index.as_str())
+                                .into()
+                        }
                     })
                     .collect();
                 let resp = self
@@ -778,12 +809,15 @@ fn chunks(docs: &[Doc], max_docs: usize, max_bytes: usize) -> Vec<&[Doc]> {
 
 impl Export for ElasticsearchExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
-        let Payload::Windows(windows) = &batch.payload else {
-            return Err(ExportError::permanent(
-                "elasticsearch takes window records only",
-            ));
+        let docs = match &batch.payload {
+            Payload::Windows(windows) => documents(&self.inner.cfg, windows),
+            Payload::Incidents(events) => incident_documents(&self.inner.cfg, events),
+            _ => {
+                return Err(ExportError::permanent(
+                    "elasticsearch takes window records and incidents only",
+                ))
+            }
         };
-        let docs = documents(&self.inner.cfg, windows);
         if let Some(spool) = &self.spool {
             // A full disk queue pushes back: wait for the drain to make room.
             while spool.is_full() {

@@ -17,6 +17,9 @@ struct Line {
     index: String,
     id: String,
     body: serde_json::Value,
+    /// Written with `index` (the latest state replaces the earlier one) instead of `create`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    replace: bool,
 }
 
 pub struct Spool {
@@ -82,6 +85,7 @@ impl Spool {
                     index: d.index.clone(),
                     id: d.id.clone(),
                     body: d.body.clone(),
+                    replace: d.replace,
                 },
             )?;
             text.push(b'\n');
@@ -108,6 +112,7 @@ impl Spool {
                 index: l.index,
                 id: l.id,
                 body: l.body,
+                replace: l.replace,
             })
             .collect();
         Ok(Some((path, docs)))
@@ -145,6 +150,7 @@ mod tests {
             index: "i".into(),
             id: id.into(),
             body: serde_json::json!({ "id": id }),
+            replace: false,
         };
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append(&[doc("a"), doc("b")]).unwrap();

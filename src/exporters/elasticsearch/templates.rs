@@ -28,6 +28,7 @@ pub fn mappings() -> Value {
                 "target": { "properties": { "name": { "type": "keyword" } } }
             }},
             "labels": { "type": "object" },
+            "incident": { "properties": { "id": { "type": "keyword" } } },
             "window": { "properties": {
                 "start": { "type": "date" },
                 "end": { "type": "date" },
@@ -51,8 +52,52 @@ pub fn mappings() -> Value {
     })
 }
 
-/// (template name, body) for both indices.
+/// The incidents index: the contract's `incident.*` fields typed.
+pub fn incident_mappings() -> Value {
+    json!({
+        "properties": {
+            "@timestamp": { "type": "date" },
+            "event": { "properties": {
+                "kind": { "type": "keyword" },
+                "dataset": { "type": "keyword" },
+                "action": { "type": "keyword" },
+                "severity": { "type": "long" }
+            }},
+            "incident": { "properties": {
+                "id": { "type": "keyword" },
+                "status": { "type": "keyword" },
+                "start": { "type": "date" },
+                "end": { "type": "date" },
+                "severity": { "type": "keyword" },
+                "series": { "properties": {
+                    "service": { "type": "keyword" },
+                    "target": { "type": "keyword" }
+                }},
+                "root_cause": { "properties": {
+                    "service": { "type": "keyword" },
+                    "score": { "type": "double" },
+                    "reason": { "type": "text" }
+                }},
+                "message": { "type": "text" }
+            }}
+        }
+    })
+}
+
+/// (template name, body) for the three indices.
 pub fn all(cfg: &ElasticsearchConfig) -> Vec<(String, Value)> {
+    let incidents = (
+        format!("{}-template", cfg.incidents_index),
+        json!({
+            "priority": 200,
+            "index_patterns": [cfg.incidents_index],
+            "template": {
+                "settings": { "number_of_shards": 1 },
+                "mappings": incident_mappings()
+            },
+            "_meta": { "managed_by": "otelwatch", "contract_version": 1 }
+        }),
+    );
     [&cfg.windows_index, &cfg.anomalies_index]
         .into_iter()
         .map(|base| {
@@ -75,5 +120,6 @@ pub fn all(cfg: &ElasticsearchConfig) -> Vec<(String, Value)> {
             }
             (format!("{base}-template"), body)
         })
+        .chain([incidents])
         .collect()
 }

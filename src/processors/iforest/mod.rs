@@ -325,6 +325,7 @@ impl SeriesModel {
             };
             // A latency statistic of a few requests is weak evidence however far it lies: it
             // must also be significant for this window's request count (see `sample_z`).
+            // Without a history of requests there is nothing to judge a latency against.
             let z = match (i, &requests) {
                 (LATENCY_MEAN..=LATENCY_STDDEV, Some(dist)) => {
                     let zs = dist.sample_z(i, f[i], n);
@@ -334,6 +335,7 @@ impl SeriesModel {
                         0.0
                     }
                 }
+                (LATENCY_MEAN..=LATENCY_STDDEV, None) => 0.0,
                 _ => z_window,
             };
             // The first errors of a series with none in all its recent normal windows count at
@@ -371,7 +373,8 @@ pub struct RequestLatency {
 }
 
 impl RequestLatency {
-    /// `None` without enough requests seen to fit (30).
+    /// `None` with fewer than 5 requests seen. The spread is widened for a small history
+    /// (by 1 + 3/√N for N requests seen): a tail fitted to a handful of requests is uncertain.
     pub fn fit<'a>(windows: impl Iterator<Item = &'a [f64; N_FEATURES]>) -> Option<Self> {
         use feature::*;
         let (mut n, mut s1, mut s2) = (0.0, 0.0, 0.0);
@@ -384,13 +387,13 @@ impl RequestLatency {
             s1 += k * w[LATENCY_MEAN];
             s2 += k * (w[LATENCY_STDDEV].powi(2) + w[LATENCY_MEAN].powi(2));
         }
-        if n < 30.0 {
+        if n < 5.0 {
             return None;
         }
         let mean = (s1 / n).max(1e-3);
         let var = (s2 / n - mean * mean).max(0.0);
         // A floor on the spread: no real service answers every request in the same time.
-        let sigma = (1.0 + var / (mean * mean)).ln().sqrt().max(0.15);
+        let sigma = (1.0 + var / (mean * mean)).ln().sqrt().max(0.15) * (1.0 + 3.0 / n.sqrt());
         Some(Self {
             mu: mean.ln() - sigma * sigma / 2.0,
             sigma,

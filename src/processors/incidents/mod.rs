@@ -91,6 +91,8 @@ impl IncidentsConfig {
     }
 }
 
+/// How much of a suspect's evidence is kept from one joined window to the next.
+const DECAY: f64 = 0.7;
 /// Series per incident beyond which new ones are counted but not listed (memory stays bounded).
 const MAX_SERIES: usize = 200;
 /// Call-graph edges kept; beyond it the least recently seen is forgotten.
@@ -202,21 +204,30 @@ struct Suspect {
 
 struct OpenIncident {
     incident: Incident,
-    nodes: HashSet<Arc<str>>,
+    /// The services it involves, with the start of the last window each was anomalous in.
+    nodes: HashMap<Arc<str>, u64>,
     listed: HashSet<Arc<SeriesKey>>,
     suspects: BTreeMap<Arc<str>, Suspect>,
     windows: usize,
+    /// The decayed number of windows joined (what the suspects' totals are divided by).
+    weight: f64,
     last_start_ns: u64,
     interval_ns: u64,
 }
 
 impl OpenIncident {
-    fn touches(&self, graph: &CallGraph, ns: &[Arc<str>]) -> bool {
-        ns.iter().any(|n| {
-            self.nodes.contains(n)
-                || graph.callers(n).any(|c| self.nodes.contains(c))
-                || graph.callees(n).any(|c| self.nodes.contains(c))
-        })
+    /// The services anomalous in it within the last `recent_ns`: what a new anomaly must be
+    /// connected to to join (an incident does not reach across the graph by what it once was).
+    fn recent(&self, since_ns: u64) -> impl Iterator<Item = &Arc<str>> {
+        self.nodes
+            .iter()
+            .filter(move |(_, t)| **t >= since_ns)
+            .map(|(n, _)| n)
+    }
+
+    fn touches(&self, graph: &CallGraph, ns: &[Arc<str>], since_ns: u64) -> bool {
+        self.recent(since_ns)
+            .any(|m| ns.iter().any(|n| graph.linked(n, m)))
     }
 
     fn ranking(&self, max: usize) -> Vec<RootCause> {
@@ -226,7 +237,7 @@ impl OpenIncident {
             .filter(|(_, s)| s.total > 0.0)
             .collect();
         v.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(b.0)));
-        let windows = self.windows.max(1) as f64;
+        let windows = self.weight.max(1.0);
         v.into_iter()
             .take(max)
             .map(|(n, s)| RootCause {
@@ -275,6 +286,8 @@ pub struct IncidentsProcessor {
     cfg: IncidentsConfig,
     graph: CallGraph,
     open: Vec<OpenIncident>,
+    /// Anomalous records of the last `resolve_after` windows (see `pooled`).
+    recent: Vec<WindowRecord>,
     opened: Counter,
     resolved: Counter,
     merged: Counter,
@@ -288,6 +301,7 @@ impl IncidentsProcessor {
             cfg: cfg.clone(),
             graph: CallGraph::default(),
             open: Vec::new(),
+            recent: Vec::new(),
             opened: telemetry.counter(
                 "otelwatch_incidents_opened_total",
                 "Incidents opened.",
@@ -345,7 +359,7 @@ impl IncidentsProcessor {
             return;
         }
         let groups = self.group(records, &anomalous);
-        let ranked = rank::score_window(records, &self.graph);
+        let ranked = rank::score_window(&self.pooled(records), &self.graph);
         for (members, incidents) in groups {
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];
@@ -359,22 +373,29 @@ impl IncidentsProcessor {
             let before_severity = inc.incident.severity;
             let was_new = inc.windows == 0;
             // Suspects: the services of this group and their direct neighbours.
-            let mut candidates: HashSet<Arc<str>> = inc.nodes.clone();
-            for n in inc.nodes.iter() {
+            let mut candidates: HashSet<Arc<str>> = HashSet::new();
+            for n in inc.recent(start_ns) {
+                candidates.insert(n.clone());
                 candidates.extend(self.graph.callees(n).cloned());
+            }
+            // Older evidence fades (half-life of two windows), so the ranking follows what the
+            // incident is now, and settles while it lasts.
+            for e in inc.suspects.values_mut() {
+                e.total *= DECAY;
             }
             for n in &candidates {
                 if let Some(s) = ranked.get(n) {
                     if s.score > 0.0 {
                         let e = inc.suspects.entry(n.clone()).or_default();
                         e.total += s.score;
-                        if s.score >= e.best {
+                        if s.score >= e.best * DECAY {
                             e.best = s.score;
                             e.reason = s.reason.clone();
                         }
                     }
                 }
             }
+            inc.weight = inc.weight * DECAY + 1.0;
             inc.windows += 1;
             inc.last_start_ns = start_ns;
             inc.interval_ns = interval_ns;
@@ -396,6 +417,39 @@ impl IncidentsProcessor {
                 incident: inc.incident.clone(),
             });
         }
+    }
+
+    /// This window's records, with each series' anomalous record from the last
+    /// `resolve_after` windows standing in where it is normal (or absent) now: a sparse series
+    /// shows a fault in one window and its caller in the next, and the ranking must see both.
+    /// Remembers this window's anomalous records for the next ones.
+    fn pooled(&mut self, records: &[WindowRecord]) -> Vec<WindowRecord> {
+        let Some(first) = records.first() else {
+            return Vec::new();
+        };
+        let since = first
+            .start_ns
+            .saturating_sub(first.interval_ns * self.cfg.resolve_after as u64);
+        self.recent
+            .retain(|r| r.start_ns >= since && r.start_ns < first.start_ns);
+        let mut pool: Vec<WindowRecord> = records.to_vec();
+        let mut at: HashMap<Arc<SeriesKey>, usize> = HashMap::new();
+        for (i, r) in pool.iter().enumerate() {
+            at.insert(r.series.clone(), i);
+        }
+        for r in self.recent.iter().rev() {
+            match at.get(&r.series) {
+                Some(&i) if !pool[i].is_anomaly() => pool[i] = r.clone(),
+                Some(_) => {}
+                None => {
+                    at.insert(r.series.clone(), pool.len());
+                    pool.push(r.clone());
+                }
+            }
+        }
+        self.recent
+            .extend(records.iter().filter(|r| r.is_anomaly()).cloned());
+        pool
     }
 
     /// Resolves incidents that have had `resolve_after` normal windows since their last
@@ -456,6 +510,11 @@ impl IncidentsProcessor {
                 p[ra.max(rb)] = ra.min(rb);
             }
         };
+        // Only what was anomalous within the resolve period counts for joining.
+        let since = records.first().map_or(0, |r| {
+            r.start_ns
+                .saturating_sub(r.interval_ns * self.cfg.resolve_after as u64)
+        });
         let node_sets: Vec<Vec<Arc<str>>> = anomalous
             .iter()
             .map(|&i| nodes(&records[i].series))
@@ -470,15 +529,15 @@ impl IncidentsProcessor {
                 }
             }
             for (j, o) in self.open.iter().enumerate() {
-                if o.touches(&self.graph, &node_sets[a]) {
+                if o.touches(&self.graph, &node_sets[a], since) {
                     union(&mut parent, a, n + j);
                 }
             }
         }
         let mut groups: BTreeMap<usize, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
-        for a in 0..n {
+        for (a, &rec) in anomalous.iter().enumerate() {
             let r = find(&mut parent, a);
-            groups.entry(r).or_default().0.push(anomalous[a]);
+            groups.entry(r).or_default().0.push(rec);
         }
         for j in 0..m {
             let r = find(&mut parent, n + j);
@@ -524,7 +583,10 @@ impl IncidentsProcessor {
                     }
                     self.merged.inc();
                     let target = &mut self.open[keep];
-                    target.nodes.extend(o.nodes.iter().cloned());
+                    for (n, t) in &o.nodes {
+                        let e = target.nodes.entry(n.clone()).or_insert(*t);
+                        *e = (*e).max(*t);
+                    }
                     for s in &o.incident.series {
                         if target.listed.insert(s.clone()) {
                             target.incident.series.push(s.clone());
@@ -539,6 +601,7 @@ impl IncidentsProcessor {
                         }
                     }
                     target.windows += o.windows;
+                    target.weight += o.weight;
                     target.incident.start_ns = target.incident.start_ns.min(o.incident.start_ns);
                     target.incident.severity = target.incident.severity.max(o.incident.severity);
                     let at = start_ns;
@@ -579,10 +642,11 @@ impl IncidentsProcessor {
                         root_cause: Vec::new(),
                         message: String::new(),
                     },
-                    nodes: HashSet::new(),
+                    nodes: HashMap::new(),
                     listed: HashSet::new(),
                     suspects: BTreeMap::new(),
                     windows: 0,
+                    weight: 0.0,
                     last_start_ns: start_ns,
                     interval_ns: records[members[0]].interval_ns.max(1),
                 });
@@ -593,7 +657,9 @@ impl IncidentsProcessor {
         inc.incident.severity = inc.incident.severity.max(severity);
         for &i in members {
             let s = &records[i].series;
-            inc.nodes.extend(nodes(s));
+            for n in nodes(s) {
+                inc.nodes.insert(n, start_ns);
+            }
             if inc.listed.contains(s) {
                 continue;
             }

@@ -13,6 +13,8 @@
 //!   service's evidence is its own (or its outgoing edges') anomaly in request count or
 //!   throughput, discounted by the same anomaly in a caller.
 //!
+//! Where latency or errors are anomalous in the window too, traffic evidence counts at half: a
+//! caller that waits sends less, so then a change of traffic is more often effect than cause.
 //! The score of a service is the larger of the two, in [0, 1].
 
 use super::CallGraph;
@@ -40,10 +42,10 @@ fn is_down(name: &str) -> bool {
 
 /// The strength of a record's anomaly in one direction (its score when a cause of that kind is
 /// among its contributions), and the contribution that shows it best.
-fn strength<'a>(
-    r: &'a WindowRecord,
+fn strength(
+    r: &WindowRecord,
     dir: fn(&str) -> bool,
-) -> Option<(f64, &'a crate::model::window::Contribution)> {
+) -> Option<(f64, &crate::model::window::Contribution)> {
     let a = r.anomaly.as_ref().filter(|a| a.is_anomaly)?;
     let c = a.contributions.iter().find(|c| dir(c.feature))?;
     Some((a.score.clamp(0.0, 1.0), c))
@@ -162,6 +164,10 @@ pub fn score_window(records: &[WindowRecord], graph: &CallGraph) -> HashMap<Arc<
         e
     };
 
+    // Where latency or errors are anomalous too, a change of traffic is more often their
+    // consequence (callers that wait send less) than a cause: it counts at half.
+    let any_up = records.iter().any(|r| up(r) > 0.0);
+    let down_weight = if any_up { 0.5 } else { 1.0 };
     let mut out = HashMap::new();
     for (name, n) in &nodes {
         // Up: own or callers' view, cleared by an independently anomalous callee.
@@ -196,7 +202,7 @@ pub fn score_window(records: &[WindowRecord], graph: &CallGraph) -> HashMap<Arc<
             .callers(name)
             .filter_map(|c| nodes.get(c).and_then(|x| x.own_down).map(|x| x.0))
             .fold(0.0f64, f64::max);
-        let down_score = own_down * (1.0 - upstream.min(1.0));
+        let down_score = down_weight * own_down * (1.0 - upstream.min(1.0));
 
         let score = up_score.max(down_score);
         if score <= 0.0 {

@@ -71,11 +71,11 @@ fn normal(w: u64) -> Vec<WindowRecord> {
     ]
 }
 
+/// A record to replace: service, target, anomaly.
+type Change<'a> = (&'a str, Option<&'a str>, Option<(&'static str, f64, f64)>);
+
 /// The normal window with some records replaced.
-fn window(
-    w: u64,
-    changes: &[(&str, Option<&str>, Option<(&'static str, f64, f64)>)],
-) -> Vec<WindowRecord> {
+fn window(w: u64, changes: &[Change]) -> Vec<WindowRecord> {
     let mut recs = normal(w);
     for (s, t, a) in changes {
         for r in recs.iter_mut() {

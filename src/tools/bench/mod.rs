@@ -2,6 +2,7 @@
 //! Online Isolation Forest paper's protocol) and the detector's cost per window.
 
 pub mod quality;
+pub mod real;
 
 use crate::model::window::{SeriesKey, WindowRecord, N_FEATURES};
 use crate::processors::iforest::forest::{ForestParams, OnlineForest, Rng};
