@@ -6,21 +6,37 @@
 //!     endpoint: ${env:SLACK_WEBHOOK_URL}
 //!     format: slack          # {"text": "..."}; or json: {"anomalies": [documents]}
 //!     min_severity: major    # minor | major | critical
+//!     send: incidents        # or anomalies (every anomalous window; the default)
 //!     headers: { Authorization: "Bearer ${env:HOOK_TOKEN}" }
 //!     timeout: 5s
 //! ```
-//! One request per batch of closed windows that holds anomalies (so a retry never posts half
-//! a batch twice); windows without anomalies send nothing. 429 and 5xx answers and connection
+//! With `send: anomalies`, one request per batch of closed windows that holds anomalies (so a
+//! retry never posts half a batch twice); windows without anomalies send nothing. With
+//! `send: incidents` (put the `incidents` processor in the pipeline), one request per batch of
+//! incident changes worth paging for — opened, worse or a new top cause, resolved — each with
+//! the incident id as its `dedup_key`, so a pager rings once per incident, not once per window. 429 and 5xx answers and connection
 //! failures are retried (honouring `Retry-After`); other 4xx answers are not.
 
 use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySettings, RunSettings};
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{Severity, WindowRecord};
 use crate::pipeline::{Batch, Payload};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+/// What the webhook posts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Send {
+    /// Every anomalous window.
+    #[default]
+    Anomalies,
+    /// Incident changes worth paging for.
+    Incidents,
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +61,7 @@ pub struct WebhookConfig {
     pub endpoint: String,
     pub format: Format,
     pub min_severity: MinSeverity,
+    pub send: Send,
     pub headers: BTreeMap<String, String>,
     pub timeout: ConfigDuration,
     pub retry_on_failure: RetrySettings,
@@ -57,6 +74,7 @@ impl Default for WebhookConfig {
             endpoint: String::new(),
             format: Format::Json,
             min_severity: MinSeverity::Minor,
+            send: Send::Anomalies,
             headers: BTreeMap::new(),
             timeout: ConfigDuration::from_secs(5),
             retry_on_failure: RetrySettings {
@@ -131,7 +149,10 @@ impl WebhookExporter {
         let Some(a) = w.anomaly.as_ref().filter(|a| a.is_anomaly) else {
             return false;
         };
-        let sev = a.severity.unwrap_or(Severity::Minor);
+        self.severe_enough(a.severity.unwrap_or(Severity::Minor))
+    }
+
+    fn severe_enough(&self, sev: Severity) -> bool {
         match self.cfg.min_severity {
             MinSeverity::Minor => true,
             MinSeverity::Major => sev >= Severity::Major,
@@ -167,19 +188,59 @@ pub fn body(format: Format, anomalies: &[&WindowRecord]) -> serde_json::Value {
     }
 }
 
+/// The request body for incident changes: each with its `dedup_key` (the incident id).
+pub fn incident_body(format: Format, events: &[&IncidentEvent]) -> serde_json::Value {
+    match format {
+        Format::Json => serde_json::json!({
+            "incidents": events.iter().map(|e| serde_json::json!({
+                "dedup_key": &*e.incident.id,
+                "action": e.action.as_str(),
+                "document": e.to_document(),
+            })).collect::<Vec<_>>()
+        }),
+        Format::Slack => {
+            let lines: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let icon = match e.action {
+                        Action::Resolved => ":white_check_mark:",
+                        _ => ":rotating_light:",
+                    };
+                    format!("{icon} {}", e.summary())
+                })
+                .collect();
+            serde_json::json!({ "text": lines.join("\n") })
+        }
+    }
+}
+
 impl Export for WebhookExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
-        let Payload::Windows(ws) = &batch.payload else {
-            return Err(ExportError::permanent("webhook takes window records only"));
+        let body = match (&batch.payload, self.cfg.send) {
+            (Payload::Windows(ws), Send::Anomalies) => {
+                let anomalies: Vec<&WindowRecord> = ws.iter().filter(|w| self.wanted(w)).collect();
+                if anomalies.is_empty() {
+                    return Ok(Delivered::default());
+                }
+                body(self.cfg.format, &anomalies)
+            }
+            (Payload::Incidents(es), Send::Incidents) => {
+                let events: Vec<&IncidentEvent> = es
+                    .iter()
+                    .filter(|e| e.notable && self.severe_enough(e.incident.severity))
+                    .collect();
+                if events.is_empty() {
+                    return Ok(Delivered::default());
+                }
+                incident_body(self.cfg.format, &events)
+            }
+            (Payload::Windows(_) | Payload::Incidents(_), _) => return Ok(Delivered::default()),
+            _ => return Err(ExportError::permanent("webhook takes window records only")),
         };
-        let anomalies: Vec<&WindowRecord> = ws.iter().filter(|w| self.wanted(w)).collect();
-        if anomalies.is_empty() {
-            return Ok(Delivered::default());
-        }
         let resp = self
             .client
             .post(&self.cfg.endpoint)
-            .json(&body(self.cfg.format, &anomalies))
+            .json(&body)
             .send()
             .await
             .map_err(|e| ExportError::retryable(format!("posting to the webhook: {e}")))?;
@@ -198,5 +259,52 @@ impl Export for WebhookExporter {
         } else {
             Err(ExportError::Permanent { message })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::incident::{Incident, Status};
+    use crate::model::window::SeriesKey;
+    use std::sync::Arc;
+
+    fn event(action: Action) -> IncidentEvent {
+        IncidentEvent {
+            action,
+            at_ns: 1_767_571_210_000_000_000,
+            notable: true,
+            incident: Incident {
+                id: "3f9c0a7d51e2b864".into(),
+                status: if action == Action::Resolved {
+                    Status::Resolved
+                } else {
+                    Status::Open
+                },
+                start_ns: 1_767_571_200_000_000_000,
+                end_ns: 1_767_571_210_000_000_000,
+                severity: Severity::Major,
+                series: vec![Arc::new(SeriesKey::service("service-b"))],
+                root_cause: vec![],
+                message: "service-b is the likely cause".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn incident_posts_carry_the_incident_id_as_dedup_key() {
+        let (o, r) = (event(Action::Opened), event(Action::Resolved));
+        let b = incident_body(Format::Json, &[&o, &r]);
+        assert_eq!(b["incidents"][0]["dedup_key"], "3f9c0a7d51e2b864");
+        assert_eq!(b["incidents"][0]["action"], "opened");
+        assert_eq!(b["incidents"][1]["action"], "resolved");
+        assert_eq!(
+            b["incidents"][1]["document"]["incident"]["status"],
+            "resolved"
+        );
+        let s = incident_body(Format::Slack, &[&o, &r]);
+        let text = s["text"].as_str().unwrap();
+        assert!(text.contains("incident 3f9c0a7d51e2b864 opened"), "{text}");
+        assert!(text.contains(":white_check_mark:"), "{text}");
     }
 }

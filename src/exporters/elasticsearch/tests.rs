@@ -131,8 +131,14 @@ fn config_errors_name_their_paths() {
 fn templates_type_every_contract_field() {
     let cfg = ElasticsearchConfig::default();
     let t = templates::all(&cfg);
-    assert_eq!(t.len(), 2);
+    assert_eq!(t.len(), 3);
     assert_eq!(t[0].1["index_patterns"][0], "otelwatch-windows");
+    // Incidents: a plain index (states replace each other by id), never a data stream.
+    assert_eq!(t[2].1["index_patterns"][0], "otelwatch-incidents");
+    assert!(t[2].1.get("data_stream").is_none());
+    let i = &t[2].1["template"]["mappings"]["properties"]["incident"]["properties"];
+    assert_eq!(i["id"]["type"], "keyword");
+    assert_eq!(i["root_cause"]["properties"]["service"]["type"], "keyword");
     assert!(t[0].1["data_stream"].is_object());
     let m = &t[0].1["template"]["mappings"]["properties"];
     assert_eq!(m["@timestamp"]["type"], "date");
@@ -141,4 +147,30 @@ fn templates_type_every_contract_field() {
         assert_eq!(m["features"]["properties"][f]["type"], "double");
     }
     assert_eq!(m["anomaly"]["properties"]["is_anomaly"]["type"], "boolean");
+}
+
+#[test]
+fn incident_documents_replace_by_id_in_the_incidents_index() {
+    use crate::model::incident::{Action, Incident, IncidentEvent, Status};
+    let ev = IncidentEvent {
+        action: Action::Opened,
+        at_ns: 1_767_571_210_000_000_000,
+        notable: true,
+        incident: Incident {
+            id: "3f9c0a7d51e2b864".into(),
+            status: Status::Open,
+            start_ns: 1_767_571_200_000_000_000,
+            end_ns: 1_767_571_210_000_000_000,
+            severity: Severity::Major,
+            series: vec![Arc::new(SeriesKey::service("checkout"))],
+            root_cause: vec![],
+            message: String::new(),
+        },
+    };
+    let docs = incident_documents(&ElasticsearchConfig::default(), &[ev]);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].index, "otelwatch-incidents");
+    assert_eq!(docs[0].id, "3f9c0a7d51e2b864");
+    assert!(docs[0].replace);
+    assert_eq!(docs[0].body["incident"]["id"], "3f9c0a7d51e2b864");
 }
