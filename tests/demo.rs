@@ -65,6 +65,20 @@ fn without_the_services_the_simulator_plays_them_and_everything_is_found() {
         "with their explanation:\n{stdout}"
     );
     assert_eq!(summary(&stdout, "simulator"), (4, 4, 0), "{stdout}");
+    // The anomalies are grouped into incidents, printed as they open and resolve, and counted
+    // with their likely causes.
+    assert!(stdout.contains("INCIDENT"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("incidents: "))
+        .unwrap_or_else(|| panic!("no incidents line:\n{stdout}"));
+    let opened: usize = line
+        .trim_start_matches("incidents: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=8).contains(&opened), "{line}");
     let windows = std::fs::read_to_string(dir.path().join("demo-windows.jsonl")).unwrap();
     assert!(
         windows.lines().count() > 150,

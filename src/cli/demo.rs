@@ -43,6 +43,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         summary.false_alarms,
         summary.windows_file.display()
     );
+    let causes: Vec<String> = summary
+        .causes
+        .iter()
+        .map(|(c, n)| format!("{c} ×{n}"))
+        .collect();
+    println!(
+        "incidents: {} opened; likely causes: {}; the injected service named first for {} of {} injections",
+        summary.incidents,
+        if causes.is_empty() { "–".to_string() } else { causes.join(", ") },
+        summary.right_cause,
+        summary.injected
+    );
     if let Some(p) = &summary.picture {
         println!("picture of normal vs anomalous windows: {}", p.display());
     }

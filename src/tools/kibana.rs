@@ -1,5 +1,6 @@
-//! Kibana saved objects shipped with otelwatch (`kibana/otelwatch.ndjson`: data views for both
-//! indices, three visualizations, the alerts table and the dashboard) and their import through
+//! Kibana saved objects shipped with otelwatch (`kibana/otelwatch.ndjson`: data views for the
+//! windows, anomalies and incidents indices, three visualizations, the alerts table, the
+//! incidents table and the dashboard) and their import through
 //! the saved-objects API (`otelwatch kibana-setup`), idempotently (`overwrite=true`).
 
 use serde_json::Value;
@@ -158,6 +159,8 @@ mod tests {
         assert!(has("index-pattern", "otelwatch-anomalies"));
         assert!(has("dashboard", "otelwatch-overview"));
         assert!(has("search", "otelwatch-alerts"));
+        assert!(has("index-pattern", "otelwatch-incidents"));
+        assert!(has("search", "otelwatch-incidents-table"));
         assert_eq!(
             objects.iter().filter(|(t, _)| t == "visualization").count(),
             3

@@ -15,7 +15,7 @@ use crate::model::time::now_ns;
 use crate::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 pub use services::ServicesError;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +63,12 @@ pub struct DemoSummary {
     pub injected: usize,
     pub detected: usize,
     pub false_alarms: usize,
+    /// Incidents opened during the demo.
+    pub incidents: usize,
+    /// Injections whose incident names the injected service as the likely cause.
+    pub right_cause: usize,
+    /// Each incident's likely cause (its final ranking's first), with how often.
+    pub causes: BTreeMap<String, usize>,
     pub windows_file: PathBuf,
     /// The picture of normal vs anomalous windows, when it could be drawn.
     pub picture: Option<PathBuf>,
@@ -94,6 +100,7 @@ receivers:
 processors:
   window: {{ interval: {interval_s}s, allowed_lateness: 1s }}
   iforest: {{ warmup: 30 }}
+  incidents: {{}}
 exporters:
   debug: {{}}
   file: {{ path: "{}", append: false }}
@@ -102,7 +109,7 @@ service:
   telemetry: {{ metrics: {{ address: "" }} }}
   pipelines:
     traces: {{ receivers: [otlp], exporters: [file] }}
-    traces/detect: {{ receivers: [otlp], processors: [window, iforest], exporters: [debug, file/windows] }}
+    traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [debug, file/windows] }}
 "#,
         opts.out_dir.join("demo-telemetry.jsonl").display(),
         windows_file.display()
@@ -318,10 +325,30 @@ pub fn summarise(
 ) -> Result<DemoSummary, DemoError> {
     let text = std::fs::read_to_string(windows_file).map_err(|e| DemoError::Io(e.to_string()))?;
     let mut flagged: BTreeSet<(u64, String)> = BTreeSet::new();
+    // Each incident's last state: (start, end, top cause).
+    let mut incidents: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
+    let span_end = start_ns + windows * interval_ns;
     for line in text.lines().filter(|l| !l.is_empty()) {
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        if doc["event"]["dataset"] == "otelwatch.incident" {
+            let i = &doc["incident"];
+            let t = |k: &str| {
+                i[k].as_str()
+                    .and_then(crate::model::time::parse_rfc3339_ns)
+                    .unwrap_or(0)
+            };
+            let (s, e) = (t("start"), t("end"));
+            if e > start_ns && s < span_end {
+                let top = i["root_cause"][0]["service"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                incidents.insert(i["id"].as_str().unwrap_or("").to_string(), (s, e, top));
+            }
+            continue;
+        }
         if doc["anomaly"]["is_anomaly"] != true {
             continue;
         }
@@ -338,8 +365,20 @@ pub fn summarise(
         flagged.insert((w, doc["service"]["name"].as_str().unwrap_or("").to_string()));
     }
     let mut detected = 0;
+    let mut right_cause = 0;
     let mut explained = BTreeSet::new();
     for inc in &scenario.incidents {
+        let (from, to) = (
+            start_ns + inc.from * interval_ns,
+            start_ns + (inc.to + 2) * interval_ns,
+        );
+        if incidents
+            .values()
+            .filter(|(s, e, _)| *s < to && *e > from)
+            .any(|(_, _, top)| *top == inc.service)
+        {
+            right_cause += 1;
+        }
         let hit: Vec<&(u64, String)> = flagged
             .iter()
             .filter(|(w, svc)| {
@@ -363,6 +402,14 @@ pub fn summarise(
         injected: scenario.incidents.len(),
         detected,
         false_alarms,
+        incidents: incidents.len(),
+        right_cause,
+        causes: incidents
+            .values()
+            .fold(BTreeMap::new(), |mut m, (_, _, top)| {
+                *m.entry(top.clone()).or_default() += 1;
+                m
+            }),
         windows_file: windows_file.to_path_buf(),
         picture: None,
     })
