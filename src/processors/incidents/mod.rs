@@ -68,25 +68,15 @@ impl Default for IncidentsConfig {
 impl IncidentsConfig {
     pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
-        let mut errors = Vec::new();
-        if cfg.resolve_after == 0 {
-            errors.push(ConfigError::new(
-                format!("{path}.resolve_after"),
-                "must be at least 1",
-            ));
-        }
-        if cfg.max_open == 0 {
-            errors.push(ConfigError::new(
-                format!("{path}.max_open"),
-                "must be at least 1",
-            ));
-        }
-        if cfg.max_causes == 0 {
-            errors.push(ConfigError::new(
-                format!("{path}.max_causes"),
-                "must be at least 1",
-            ));
-        }
+        let errors = [
+            ("resolve_after", cfg.resolve_after),
+            ("max_open", cfg.max_open),
+            ("max_causes", cfg.max_causes),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(field, _)| ConfigError::new(format!("{path}.{field}"), "must be at least 1"))
+        .collect();
         validated(cfg, errors)
     }
 }

@@ -100,7 +100,7 @@ receivers:
 processors:
   window: {{ interval: {interval_s}s, allowed_lateness: 1s }}
   iforest: {{ warmup: 30 }}
-  incidents: {{}}
+  incidents: {{ resolve_after: 1 }}
 exporters:
   debug: {{}}
   file: {{ path: "{}", append: false }}
