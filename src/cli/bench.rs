@@ -39,6 +39,9 @@ pub enum BenchCommand {
         /// Minutes of fault-free traffic before the first fault.
         #[arg(long, default_value_t = 10)]
         warmup: u64,
+        /// Minutes of fault-free traffic between two faults.
+        #[arg(long, default_value_t = 2)]
+        gap: u64,
         /// Only the first this many faults.
         #[arg(long)]
         faults: Option<usize>,
@@ -66,6 +69,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             out,
             interval,
             warmup,
+            gap,
             faults,
         } => {
             bench::real::run(bench::real::RealOptions {
@@ -73,6 +77,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 out,
                 interval_s: interval,
                 warmup_min: warmup,
+                gap_min: gap,
                 faults,
             })
             .await?

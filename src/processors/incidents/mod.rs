@@ -26,6 +26,7 @@
 //! a batch of their own.
 
 mod rank;
+mod rates;
 #[cfg(test)]
 mod tests;
 
@@ -278,6 +279,7 @@ pub struct IncidentsProcessor {
     open: Vec<OpenIncident>,
     /// Anomalous records of the last `resolve_after` windows (see `pooled`).
     recent: Vec<WindowRecord>,
+    rates: rates::BaseRates,
     opened: Counter,
     resolved: Counter,
     merged: Counter,
@@ -292,6 +294,7 @@ impl IncidentsProcessor {
             graph: CallGraph::default(),
             open: Vec::new(),
             recent: Vec::new(),
+            rates: rates::BaseRates::default(),
             opened: telemetry.counter(
                 "otelwatch_incidents_opened_total",
                 "Incidents opened.",
@@ -346,10 +349,14 @@ impl IncidentsProcessor {
             .filter(|&i| records[i].is_anomaly())
             .collect();
         if anomalous.is_empty() {
+            self.rates.observe(records);
             return;
         }
         let groups = self.group(records, &anomalous);
-        let ranked = rank::score_window(&self.pooled(records), &self.graph);
+        let pool = self.pooled(records);
+        let rates = &self.rates;
+        let ranked = rank::score_window(&pool, &self.graph, &|s| rates.surprisal(s));
+        self.rates.observe(records);
         for (members, incidents) in groups {
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];

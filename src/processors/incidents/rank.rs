@@ -1,24 +1,30 @@
-//! Root-cause scores for one window: how strongly the window's records point at each service.
+//! Root-cause scores for one window: the share of the window's anomalous evidence that each
+//! service explains.
 //!
-//! Two directions of blame:
-//! - **Latency and errors travel up** the call chain: a caller is slow because its callee is.
-//!   A service's evidence is the larger of its own records' anomaly and the share of its
-//!   callers whose view of it is anomalous ("every caller sees it slow" is as strong as its own
-//!   spans, and it is the only sign of a network fault at the service). The evidence is
-//!   discounted by how well a callee explains it: a callee explains its caller when it is
-//!   anomalous *independently of that caller* — in its own spans, or in other callers' view of
-//!   it, or, when the caller is its only witness, in an edge that is slow while the caller's
-//!   other calls are not (if all of a service's calls are slow, the trouble is its own).
-//! - **Traffic changes travel down**: a service receives less because its caller sends less. A
-//!   service's evidence is its own (or its outgoing edges') anomaly in request count or
-//!   throughput, discounted by the same anomaly in a caller.
+//! Every anomalous record is evidence, worth its anomaly score, and the evidence flows to the
+//! service that best explains it:
+//! - **Latency and errors flow down the call chain.** A slow service is slow because of itself
+//!   or because of a slow call: its own evidence goes to its anomalous outgoing edges in
+//!   proportion to how anomalous they are (as much as the most anomalous one is, in [0, 1]); the
+//!   rest stays with it. An anomalous edge caller → callee is either the callee's doing (the
+//!   callee is slow, or the network to it is: a network fault at a service shows only in its
+//!   callers' view of it) or the caller's (a caller whose CPU is starved is slow in every call
+//!   it makes). It is split by the share of the callee's callers that see it anomalous against
+//!   the share of the caller's calls that are anomalous: "every caller sees it" points at the
+//!   callee, "every call it makes is slow" at the caller. The callee's part goes on through the
+//!   callee's own evidence if its own spans are anomalous, and stays with it if not.
+//! - **Traffic changes flow up.** A service receives less because its caller sends less: the
+//!   evidence of a change of request count or throughput goes to the callers that changed too
+//!   (in proportion, as above), the rest stays. Where latency or errors are anomalous in the
+//!   window too, traffic evidence counts at half: a caller that waits sends less, so then a
+//!   change of traffic is more often effect than cause.
 //!
-//! Where latency or errors are anomalous in the window too, traffic evidence counts at half: a
-//! caller that waits sends less, so then a change of traffic is more often effect than cause.
-//! The score of a service is the larger of the two, in [0, 1].
+//! A service's score is the evidence that ends with it over all the window's evidence, in
+//! [0, 1]: the ranking does not depend on how many series a fault touches, only on where their
+//! anomalies point.
 
 use super::CallGraph;
-use crate::model::window::{feature, WindowRecord, FEATURE_NAMES};
+use crate::model::window::{feature, SeriesKey, WindowRecord, FEATURE_NAMES};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -87,8 +93,178 @@ fn up(r: &WindowRecord) -> f64 {
     strength(r, is_up).map(|s| s.0).unwrap_or(0.0)
 }
 
+/// How deep evidence flows along the call graph (a guard against cycles).
+const MAX_DEPTH: usize = 12;
+
+/// Where one window's evidence ends.
+struct Flow<'a, 'g> {
+    nodes: &'g HashMap<Arc<str>, Node<'a>>,
+    graph: &'g CallGraph,
+    up: HashMap<Arc<str>, f64>,
+    down: HashMap<Arc<str>, f64>,
+}
+
+impl Flow<'_, '_> {
+    /// The mean anomaly of a service's active incoming (or outgoing) edges.
+    fn share(&self, n: &str, incoming: bool) -> f64 {
+        let Some(x) = self.nodes.get(n) else {
+            return 0.0;
+        };
+        let edges = if incoming { &x.in_edges } else { &x.out_edges };
+        if edges.is_empty() {
+            return 0.0;
+        }
+        edges.iter().map(|r| up(r)).sum::<f64>() / edges.len() as f64
+    }
+
+    /// How much of `n`'s own anomaly its anomalous calls explain, in [0, 1]: by milliseconds
+    /// when both are latencies (a call that got 1 s slower explains a service that got 1 s
+    /// slower, not one that got 5 s slower), else by the most anomalous call's score.
+    fn explained(&self, n: &str, slow: &[(&WindowRecord, f64)]) -> f64 {
+        let by_score = slow.iter().map(|(_, e)| *e).fold(0.0f64, f64::max).min(1.0);
+        let own = self
+            .nodes
+            .get(n)
+            .and_then(|x| x.own_up)
+            .and_then(|(_, r)| latency_delta(r));
+        let calls = slow
+            .iter()
+            .filter_map(|(r, _)| latency_delta(r))
+            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+        match (own, calls) {
+            (Some(o), Some(c)) if o > 0.0 => (c / o).clamp(0.0, 1.0),
+            _ => by_score,
+        }
+    }
+
+    /// The caller's part in its slow calls: the share of its own slowness that they do not
+    /// explain (a starved caller is slower than its calls); without its own evidence, half.
+    fn unexplained(&self, n: &str) -> f64 {
+        let Some(x) = self.nodes.get(n) else {
+            return 1.0;
+        };
+        if x.own_up.is_none() {
+            return 0.5;
+        }
+        let slow: Vec<(&WindowRecord, f64)> = x
+            .out_edges
+            .iter()
+            .map(|r| (*r, up(r)))
+            .filter(|(_, e)| *e > 0.0)
+            .collect();
+        1.0 - self.explained(n, &slow)
+    }
+
+    /// Latency or error evidence `m` that arrives at `n`'s own spans.
+    fn settle(&mut self, n: &Arc<str>, m: f64, depth: usize) {
+        let slow: Vec<(&WindowRecord, f64)> = match self.nodes.get(n) {
+            Some(x) if depth < MAX_DEPTH => x
+                .out_edges
+                .iter()
+                .filter(|r| r.series.target.as_deref() != Some(&**n))
+                .map(|r| (*r, up(r)))
+                .filter(|(_, e)| *e > 0.0)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let d = self.explained(n, &slow);
+        *self.up.entry(n.clone()).or_default() += m * (1.0 - d);
+        let sum: f64 = slow.iter().map(|(_, e)| e).sum();
+        for (r, e) in slow {
+            self.edge(r, m * d * e / sum, depth + 1);
+        }
+    }
+
+    /// Evidence `m` of an anomalous edge: split between its callee and its caller.
+    fn edge(&mut self, r: &WindowRecord, m: f64, depth: usize) {
+        let Some(callee) = r.series.target.clone() else {
+            return;
+        };
+        let caller = r.series.service.clone();
+        let sb = self.share(&callee, true);
+        let sa = self.share(&caller, false) * self.unexplained(&caller);
+        // Even evidence leans to the callee: with one caller and one call, a slow call is more
+        // often the callee's (or its network's) than the caller's.
+        let wb = if sa + sb > 0.0 {
+            (sb / (sa + sb)).max(if sb >= sa { 0.5 + 1e-3 } else { 0.0 })
+        } else {
+            1.0
+        };
+        *self.up.entry(caller).or_default() += m * (1.0 - wb);
+        let callee_own = self
+            .nodes
+            .get(&callee)
+            .and_then(|x| x.own_up)
+            .is_some_and(|x| x.0 > 0.0);
+        if callee_own {
+            self.settle(&callee, m * wb, depth);
+        } else {
+            *self.up.entry(callee).or_default() += m * wb;
+        }
+    }
+
+    /// Traffic evidence `m` at `n`: goes to the callers whose traffic changed too.
+    fn climb(&mut self, n: &Arc<str>, m: f64, depth: usize) {
+        let changed: Vec<(Arc<str>, f64)> = if depth < MAX_DEPTH {
+            self.graph
+                .callers(n)
+                .filter(|c| ***c != **n)
+                .filter_map(|c| {
+                    let s = self.nodes.get(c).and_then(|x| x.own_down)?.0;
+                    (s > 0.0).then(|| (c.clone(), s))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let u = changed
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(0.0f64, f64::max)
+            .min(1.0);
+        *self.down.entry(n.clone()).or_default() += m * (1.0 - u);
+        let sum: f64 = changed.iter().map(|(_, s)| s).sum();
+        for (c, s) in changed {
+            self.climb(&c, m * u * s / sum, depth + 1);
+        }
+    }
+}
+
+/// How many milliseconds slower a record is than typical, by its most anomalous latency
+/// feature (none when that feature is not a latency).
+fn latency_delta(r: &WindowRecord) -> Option<f64> {
+    let (_, c) = strength(r, is_up)?;
+    c.feature
+        .starts_with("latency_")
+        .then(|| (c.actual - c.typical).max(0.0))
+}
+
+/// How far a record's up anomaly is from typical: the log ratio of its most anomalous latency
+/// or error feature (a hundredfold latency is stronger evidence than a doubled one, whatever
+/// the detector's score). Latencies are offset by 1 ms and rates by 0.01 so that a zero
+/// typical value does not make the ratio infinite.
+fn magnitude(r: &WindowRecord) -> f64 {
+    let Some((_, c)) = strength(r, is_up) else {
+        return 0.0;
+    };
+    let eps = if c.feature.starts_with("latency_") {
+        1.0
+    } else {
+        0.01
+    };
+    ((c.actual.max(0.0) + eps) / (c.typical.max(0.0) + eps))
+        .ln()
+        .max(0.1)
+}
+
 /// Scores every service the window's records speak of.
-pub fn score_window(records: &[WindowRecord], graph: &CallGraph) -> HashMap<Arc<str>, Scored> {
+///
+/// `weight` is how much an anomaly of a series counts as evidence (see `rates`).
+pub fn score_window(
+    records: &[WindowRecord],
+    graph: &CallGraph,
+    weight: &dyn Fn(&SeriesKey) -> f64,
+) -> HashMap<Arc<str>, Scored> {
     let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
     for r in records {
         let active = r.features[feature::REQUEST_COUNT] > 0.0 || r.is_anomaly();
@@ -110,114 +286,61 @@ pub fn score_window(records: &[WindowRecord], graph: &CallGraph) -> HashMap<Arc<
             }
         }
     }
-    let own_up = |n: &str| {
-        nodes
-            .get(n)
-            .and_then(|x| x.own_up)
-            .map(|x| x.0)
-            .unwrap_or(0.0)
+    let mut flow = Flow {
+        nodes: &nodes,
+        graph,
+        up: HashMap::new(),
+        down: HashMap::new(),
     };
-    // The share of a service's callers (other than `except`) that see it anomalous.
-    let in_share = |n: &str, except: Option<&str>| -> (f64, usize) {
-        let Some(x) = nodes.get(n) else {
-            return (0.0, 0);
-        };
-        let edges: Vec<&&WindowRecord> = x
-            .in_edges
-            .iter()
-            .filter(|r| Some(&*r.series.service) != except)
-            .collect();
-        if edges.is_empty() {
-            return (0.0, 0);
-        }
-        let sum: f64 = edges.iter().map(|r| up(r)).sum();
-        (sum / edges.len() as f64, edges.len())
-    };
-    // How much of `caller`'s own slowness `callee` explains.
-    let explains = |callee: &str, caller: &str| -> f64 {
-        let (others, n_others) = in_share(callee, Some(caller));
-        let mut e = own_up(callee).max(others);
-        if n_others == 0 {
-            // The caller is the only witness: its edge counts unless all its calls are slow.
-            let Some(c) = nodes.get(caller) else {
-                return e;
-            };
-            let edge = c
-                .out_edges
-                .iter()
-                .find(|r| r.series.target.as_deref() == Some(callee))
-                .map(|r| up(r))
-                .unwrap_or(0.0);
-            let others: Vec<f64> = c
-                .out_edges
-                .iter()
-                .filter(|r| r.series.target.as_deref() != Some(callee))
-                .map(|r| up(r))
-                .collect();
-            let others_slow = if others.is_empty() {
-                0.0
-            } else {
-                others.iter().sum::<f64>() / others.len() as f64
-            };
-            e = e.max(edge * (1.0 - others_slow));
-        }
-        e
-    };
-
-    // Where latency or errors are anomalous too, a change of traffic is more often their
-    // consequence (callers that wait send less) than a cause: it counts at half.
-    let any_up = records.iter().any(|r| up(r) > 0.0);
-    let down_weight = if any_up { 0.5 } else { 1.0 };
-    let mut out = HashMap::new();
-    for (name, n) in &nodes {
-        // Up: own or callers' view, cleared by an independently anomalous callee.
-        let (share, callers) = in_share(name, None);
-        let own = n.own_up.map(|x| x.0).unwrap_or(0.0);
-        let evidence = own.max(share);
-        let mut explained = 0.0f64;
-        let mut explained_by: Option<&str> = None;
-        let mut callees: Vec<&Arc<str>> = graph.callees(name).collect();
-        for r in &n.out_edges {
-            if let Some(t) = &r.series.target {
-                if !callees.contains(&t) {
-                    callees.push(t);
-                }
-            }
-        }
-        for c in callees {
-            if **c == **name {
-                continue;
-            }
-            let e = explains(c, name);
-            if e > explained {
-                explained = e;
-                explained_by = Some(c);
-            }
-        }
-        let up_score = evidence * (1.0 - explained.min(1.0));
-
-        // Down: own change of traffic, cleared by the same in a caller.
-        let own_down = n.own_down.map(|x| x.0).unwrap_or(0.0);
-        let upstream = graph
-            .callers(name)
-            .filter_map(|c| nodes.get(c).and_then(|x| x.own_down).map(|x| x.0))
-            .fold(0.0f64, f64::max);
-        let down_score = down_weight * own_down * (1.0 - upstream.min(1.0));
-
-        let score = up_score.max(down_score);
-        if score <= 0.0 {
+    for r in records {
+        let e = up(r) * magnitude(r) * weight(&r.series);
+        if e <= 0.0 {
             continue;
         }
-        let reason = if up_score >= down_score {
-            up_reason(
-                name,
-                n,
-                own,
-                share,
-                callers,
-                explained_by.filter(|_| explained > 0.0),
-            )
+        if r.series.target.is_some() {
+            flow.edge(r, e, 0);
         } else {
+            flow.settle(&r.series.service, e, 0);
+        }
+    }
+    // Where latency or errors are anomalous too, a change of traffic is more often their
+    // consequence (callers that wait send less) than a cause: it counts at half.
+    let down_weight = if flow.up.is_empty() { 1.0 } else { 0.5 };
+    let sources: Vec<(Arc<str>, f64)> = nodes
+        .iter()
+        .filter_map(|(n, x)| x.own_down.map(|(s, r)| (n.clone(), s * weight(&r.series))))
+        .collect();
+    for (n, s) in sources {
+        flow.climb(&n, down_weight * s, 0);
+    }
+    let total: f64 = flow.up.values().chain(flow.down.values()).sum();
+    if total <= 0.0 {
+        return HashMap::new();
+    }
+    let mut out = HashMap::new();
+    for (name, n) in &nodes {
+        let up_mass = flow.up.get(name).copied().unwrap_or(0.0);
+        let down_mass = flow.down.get(name).copied().unwrap_or(0.0);
+        let score = (up_mass + down_mass) / total;
+        if score <= 1e-9 {
+            continue;
+        }
+        let reason = if up_mass >= down_mass {
+            let own = n.own_up.map(|x| x.0).unwrap_or(0.0);
+            let share = flow.share(name, true);
+            let slowest = n
+                .out_edges
+                .iter()
+                .filter(|r| up(r) > 0.0)
+                .max_by(|a, b| up(a).total_cmp(&up(b)))
+                .and_then(|r| r.series.target.as_deref())
+                .filter(|t| nodes.get(*t).is_some_and(|x| x.own_up.is_some()));
+            up_reason(name, n, own, share, n.in_edges.len(), slowest)
+        } else {
+            let upstream = graph
+                .callers(name)
+                .filter_map(|c| nodes.get(c).and_then(|x| x.own_down).map(|x| x.0))
+                .fold(0.0f64, f64::max);
             down_reason(name, n, upstream, graph.callers(name).next().is_none())
         };
         out.insert(name.clone(), Scored { score, reason });

@@ -397,3 +397,104 @@ fn config_errors_name_their_path() {
         ]
     );
 }
+
+#[test]
+fn a_starved_caller_whose_every_call_is_slow_is_the_cause_not_its_callees() {
+    let mut p = processor(3);
+    // checkout is 900 ms slower itself; both of its calls are 150 ms slower (its CPU is
+    // starved: everything it does is slow); payments and inventory are fast in their own spans.
+    let call = Some(("latency_p95_ms", 200.0, 50.0));
+    let own = Some(("latency_p95_ms", 950.0, 50.0));
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("checkout", None, own),
+                    ("checkout", Some("payments"), call),
+                    ("checkout", Some("inventory"), call),
+                    ("frontend", Some("checkout"), own),
+                    ("frontend", None, own),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(top(&events)[0], "checkout", "{:#?}", events.last());
+}
+
+#[test]
+fn a_slow_call_that_accounts_for_its_callers_slowness_blames_the_callee() {
+    let mut p = processor(3);
+    // checkout → payments got 1 s slower and checkout got 1 s slower: the call explains it.
+    let slow_call = Some(("latency_p95_ms", 1010.0, 10.0));
+    let slow_own = Some(("latency_p95_ms", 1050.0, 50.0));
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("checkout", None, slow_own),
+                    ("checkout", Some("payments"), slow_call),
+                    ("frontend", Some("checkout"), slow_own),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(top(&events)[0], "payments", "{:#?}", events.last());
+}
+
+#[test]
+fn a_series_that_is_often_anomalous_weighs_less_than_one_that_rarely_is() {
+    let mut rates = rates::BaseRates::default();
+    let noisy = SeriesKey::service("catalog");
+    let quiet = SeriesKey::service("payments");
+    let fresh = surprisal_of(&rates, &quiet);
+    for w in 0..200 {
+        let mut recs = normal(w);
+        if w % 5 == 0 {
+            recs.retain(|r| *r.series != noisy);
+            recs.push(record("catalog", None, w, SLOW));
+        }
+        rates.observe(&recs);
+    }
+    let (n, q) = (surprisal_of(&rates, &noisy), surprisal_of(&rates, &quiet));
+    assert!(
+        n < fresh && fresh < q,
+        "noisy {n}, fresh {fresh}, quiet {q}"
+    );
+    // About -ln(0.2 * 200 / 300 + ...) for the noisy one: an anomaly in five windows.
+    assert!((1.0..2.5).contains(&n), "{n}");
+}
+
+fn surprisal_of(rates: &rates::BaseRates, s: &SeriesKey) -> f64 {
+    rates.surprisal(s)
+}
+
+#[test]
+fn a_chronically_noisy_service_does_not_outrank_the_one_a_fault_made_anomalous() {
+    let mut p = processor(1);
+    // catalog is slow every other window for a long time; then payments' callers see it slow
+    // while catalog is slow as well, as much.
+    let mut ws = Vec::new();
+    for w in 0..200 {
+        if w % 2 == 0 {
+            ws.push(window(w, &[("frontend", Some("catalog"), SLOW)]));
+        } else {
+            ws.push(normal(w));
+        }
+    }
+    ws.push(window(
+        200,
+        &[
+            ("frontend", Some("catalog"), SLOW),
+            ("checkout", Some("payments"), SLOW),
+        ],
+    ));
+    let events = run(&mut p, ws);
+    let last = events.last().unwrap();
+    assert_eq!(top(&events)[0], "payments", "{last:#?}");
+}

@@ -65,6 +65,8 @@ pub struct RealOptions {
     pub interval_s: u64,
     /// Minutes of the fault-free minute replayed before the first fault.
     pub warmup_min: u64,
+    /// Minutes of the fault-free minute replayed between two faults' blocks.
+    pub gap_min: u64,
     /// Only the first this many faults (a small slice, for a quick check).
     pub faults: Option<usize>,
 }
@@ -288,102 +290,199 @@ fn read_faults(day: &Path) -> Result<Vec<RawFault>, RealError> {
     Ok(out)
 }
 
-/// `HH_MM_trace.csv` of the UTC minute that starts at `minute_s`.
-fn trace_file(dir: &Path, minute_s: u64) -> PathBuf {
-    let m = (minute_s / 60) % 1440;
-    dir.join(format!("{:02}_{:02}_trace.csv", m / 60, m % 60))
+/// A run of consecutive per-minute trace files (`HH_MM_trace.csv`): the spans recorded around
+/// one injection.
+struct Block {
+    rows: Vec<Row>,
+    /// The first span's start and the last span's end, on the data's clock.
+    first_ns: u64,
+    last_ns: u64,
 }
 
-/// Writes the replay file; returns the faults on the replay's clock, the first moment after
-/// the warm-up, and the replay's end.
-pub fn convert(
-    root: &Path,
-    opts: &RealOptions,
-    out_file: &Path,
-) -> Result<(Vec<Fault>, u64, u64), RealError> {
+impl Block {
+    fn from_rows(rows: Vec<Row>) -> Option<Block> {
+        let first_ns = rows.iter().map(|r| r.start).min()?;
+        let last_ns = rows.iter().map(|r| r.end.max(r.start)).max()?;
+        Some(Block {
+            rows,
+            first_ns,
+            last_ns,
+        })
+    }
+
+    /// Whole minutes the block takes on the replay's clock (so windows stay aligned).
+    fn minutes(&self) -> u64 {
+        (self.last_ns.saturating_sub(self.first_ns) / 1_000_000_000)
+            .div_ceil(60)
+            .max(1)
+    }
+}
+
+/// The trace files of `dir` grouped into blocks of consecutive minutes. A fault is placed by
+/// its timestamp in the block whose spans cover it, not by the files' names: the names follow
+/// the fault list's `inject_time`, which is a minute off its `inject_timestamp` for some
+/// faults, and the spans show the timestamp is the moment the delay starts.
+fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
+    let mut minutes: Vec<(u32, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some(stem) = name.strip_suffix("_trace.csv") else {
+            continue;
+        };
+        let mut hm = stem.split('_').map(|x| x.parse::<u32>());
+        if let (Some(Ok(h)), Some(Ok(m)), None) = (hm.next(), hm.next(), hm.next()) {
+            minutes.push((h * 60 + m, p));
+        }
+    }
+    minutes.sort();
+    let mut blocks = Vec::new();
+    let mut rows = Vec::new();
+    let mut prev: Option<u32> = None;
+    for (m, p) in minutes {
+        if prev.is_some_and(|x| x + 1 != m) {
+            blocks.extend(Block::from_rows(std::mem::take(&mut rows)));
+        }
+        rows.extend(read_rows(&p)?);
+        prev = Some(m);
+    }
+    blocks.extend(Block::from_rows(rows));
+    Ok(blocks)
+}
+
+/// The replay's plan on its own clock.
+pub struct Plan {
+    pub faults: Vec<Fault>,
+    /// The end of the warm-up.
+    pub warm_end_ns: u64,
+    /// Where each fault's block lies: the day's own data, the only time that is scored.
+    pub blocks: Vec<(u64, u64)>,
+    /// Time outside every fault inside the blocks (what false positives are counted over).
+    pub quiet_ns: u64,
+    pub end_ns: u64,
+}
+
+/// Writes the replay file: the fault-free minute `warmup_min` times, then each fault's block,
+/// with `gap_min` fault-free minutes between blocks (the day had minutes of normal traffic
+/// between injections; without them one fault's aftermath runs into the next one's start).
+pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan, RealError> {
     let rca = day_dir(root, "rca_data")?;
     let construct = day_dir(root, "construct_data")?;
-    let mut faults = read_faults(&rca)?;
+    let mut raw = read_faults(&rca)?;
+    let blocks = trace_blocks(&rca.join("trace"))?;
+    // Each fault with the block its injection falls in.
+    let mut placed: Vec<(RawFault, usize)> = Vec::new();
+    for f in raw.drain(..) {
+        let at = f.at_s * 1_000_000_000;
+        // The block its injection falls in, or one that starts within a minute after it (the
+        // spans were recorded from shortly after some injections).
+        if let Some(b) = blocks
+            .iter()
+            .position(|b| b.first_ns <= at + 60_000_000_000 && at <= b.last_ns)
+        {
+            if !placed.iter().any(|(_, x)| *x == b) {
+                placed.push((f, b));
+            }
+        }
+    }
     if let Some(n) = opts.faults {
-        faults.truncate(n);
+        placed.truncate(n);
     }
     let normal_file = std::fs::read_dir(construct.join("trace"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
         .ok_or_else(|| data_err(&construct, "no fault-free trace file"))?;
-    let normal = read_rows(&normal_file)?;
-    let normal_minute = normal.iter().map(|r| r.start).min().unwrap_or(0) / 60_000_000_000 * 60;
+    let normal = Block::from_rows(read_rows(&normal_file)?)
+        .ok_or_else(|| data_err(&normal_file, "no spans"))?;
 
-    let minutes = opts.warmup_min + 3 * faults.len() as u64;
+    let total_min = opts.warmup_min * normal.minutes()
+        + placed
+            .iter()
+            .map(|(_, b)| blocks[*b].minutes() + opts.gap_min * normal.minutes())
+            .sum::<u64>();
     let now_s = crate::model::time::now_ns() / 1_000_000_000;
     // Whole minutes, ending ten minutes ago (inside the window processor's clock-skew limit).
-    let base_s = (now_s - minutes * 60 - 600) / 60 * 60;
+    let base_s = (now_s - total_min * 60 - 600) / 60 * 60;
     let mut w = std::io::BufWriter::new(std::fs::File::create(out_file)?);
-    let mut write_block = |spans: Vec<(String, Span)>| -> Result<(), RealError> {
-        let mut spans = spans;
+    let mut cursor_s = base_s;
+    // Writes a block at the cursor (its first span there), moves the cursor past it.
+    let mut write_block = |b: &Block, copy: u8, cursor_s: &mut u64| -> Result<u64, RealError> {
+        let at_s = *cursor_s;
+        let shift =
+            at_s as i64 * 1_000_000_000 - (b.first_ns / 1_000_000_000 * 1_000_000_000) as i64;
+        let mut spans = to_spans(&b.rows, shift, copy);
         spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
         for chunk in spans.chunks(2000) {
-            let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
-            for (svc, s) in chunk {
-                by_service.entry(svc).or_default().push(s.clone());
-            }
-            let req = ExportTraceServiceRequest {
-                resource_spans: by_service
-                    .into_iter()
-                    .map(|(svc, spans)| ResourceSpans {
-                        resource: Some(Resource {
-                            attributes: vec![kv("service.name", svc)],
-                            ..Default::default()
-                        }),
-                        scope_spans: vec![ScopeSpans {
-                            scope: Some(InstrumentationScope {
-                                name: "nezha-replay".into(),
-                                ..Default::default()
-                            }),
-                            spans,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    })
-                    .collect(),
-            };
-            serde_json::to_writer(&mut w, &req).map_err(|e| data_err(out_file, e.to_string()))?;
-            w.write_all(b"\n")?;
+            write_request(&mut w, chunk).map_err(|e| data_err(out_file, e.to_string()))?;
         }
-        Ok(())
+        *cursor_s += b.minutes() * 60;
+        Ok(at_s)
     };
     for copy in 0..opts.warmup_min {
-        let shift =
-            (base_s + copy * 60) as i64 * 1_000_000_000 - normal_minute as i64 * 1_000_000_000;
-        write_block(to_spans(&normal, shift, copy as u8))?;
+        write_block(&normal, copy as u8, &mut cursor_s)?;
     }
-    let warm_end_ns = (base_s + opts.warmup_min * 60) * 1_000_000_000;
-    let mut shifted = Vec::new();
-    for (i, f) in faults.iter().enumerate() {
-        let block_s = f.at_s / 60 * 60;
-        let mut rows = Vec::new();
-        for m in 0..3 {
-            let p = trace_file(&rca.join("trace"), block_s + m * 60);
-            if p.exists() {
-                rows.extend(read_rows(&p)?);
+    let warm_end_ns = cursor_s * 1_000_000_000;
+    let mut plan = Plan {
+        faults: Vec::new(),
+        warm_end_ns,
+        blocks: Vec::new(),
+        quiet_ns: 0,
+        end_ns: 0,
+    };
+    for (i, (f, b)) in placed.iter().enumerate() {
+        if i > 0 {
+            for copy in 0..opts.gap_min {
+                write_block(&normal, (100 + copy) as u8, &mut cursor_s)?;
             }
         }
-        let place_s = base_s + opts.warmup_min * 60 + 3 * 60 * i as u64;
-        let shift = place_s as i64 * 1_000_000_000 - block_s as i64 * 1_000_000_000;
-        write_block(to_spans(&rows, shift, 0))?;
-        shifted.push(Fault {
+        let block = &blocks[*b];
+        let at_s = write_block(block, 0, &mut cursor_s)?;
+        let (from, to) = (at_s * 1_000_000_000, cursor_s * 1_000_000_000);
+        let start_ns = from
+            + (f.at_s * 1_000_000_000)
+                .saturating_sub(block.first_ns / 1_000_000_000 * 1_000_000_000);
+        plan.quiet_ns += start_ns - from;
+        plan.blocks.push((from, to));
+        plan.faults.push(Fault {
             service: service_of(&f.pod).to_string(),
             kind: f.kind.clone(),
-            start_ns: (place_s + (f.at_s - block_s)) * 1_000_000_000,
-            end_ns: (place_s + 180) * 1_000_000_000,
+            start_ns,
+            end_ns: to,
         });
     }
     w.flush()?;
-    Ok((
-        shifted,
-        warm_end_ns,
-        (base_s + minutes * 60) * 1_000_000_000,
-    ))
+    plan.end_ns = cursor_s * 1_000_000_000;
+    Ok(plan)
+}
+
+/// One OTLP/JSON request line: the spans grouped by service.
+fn write_request(w: &mut impl Write, spans: &[(String, Span)]) -> std::io::Result<()> {
+    let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for (svc, s) in spans {
+        by_service.entry(svc).or_default().push(s.clone());
+    }
+    let req = ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(svc, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", svc)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "nezha-replay".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    serde_json::to_writer(&mut *w, &req).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
 }
 
 /// What the replay produced: every scored window and every incident's final state (with its
@@ -462,28 +561,31 @@ fn in_fault(faults: &[Fault], start: u64, end: u64) -> Option<usize> {
         .position(|f| start < f.end_ns && end > f.start_ns)
 }
 
-/// Scores windows (by index: `score`, flagged by `flag`) against the faults.
+/// Scores windows (by index: `score`, flagged by `flag`) against the faults. Only windows
+/// inside the day's blocks count (not the warm-up, not the fault-free minutes between blocks).
 fn figures(
-    faults: &[Fault],
+    plan: &Plan,
     windows: &[&WindowRecord],
-    warm_end: u64,
-    end: u64,
     score: &dyn Fn(usize) -> f64,
     flag: &dyn Fn(usize) -> bool,
 ) -> Figures {
+    let faults = &plan.faults;
     let mut fig = Figures {
         faults: faults.len(),
         ..Default::default()
     };
     let services: HashSet<&str> = windows.iter().map(|w| &*w.series.service).collect();
     fig.services = services.len();
-    let fault_ns: u64 = faults.iter().map(|f| f.end_ns - f.start_ns).sum();
-    fig.quiet_hours = (end.saturating_sub(warm_end).saturating_sub(fault_ns)) as f64 / 3.6e12;
+    fig.quiet_hours = plan.quiet_ns as f64 / 3.6e12;
     let mut first_flag: Vec<Option<u64>> = vec![None; faults.len()];
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     let mut false_flags = 0usize;
     for (i, w) in windows.iter().enumerate() {
-        if w.start_ns < warm_end {
+        if !plan
+            .blocks
+            .iter()
+            .any(|(a, b)| w.start_ns >= *a && w.start_ns < *b)
+        {
             continue;
         }
         let f = in_fault(faults, w.start_ns, w.end_ns());
@@ -569,7 +671,8 @@ pub async fn run(opts: RealOptions) -> Result<String, RealError> {
     let replay = opts.out.join("replay-traces.jsonl");
     let results = opts.out.join("windows.jsonl");
     let _ = std::fs::remove_file(&results);
-    let (faults, warm_end, end) = convert(&root, &opts, &replay)?;
+    let plan = convert(&root, &opts, &replay)?;
+    let (faults, warm_end) = (&plan.faults, plan.warm_end_ns);
     let warmup_windows = (opts.warmup_min * 60 / opts.interval_s).max(16);
     let yaml = format!(
         r#"
@@ -597,15 +700,28 @@ service:
         std::future::pending::<()>(),
     )
     .await?;
+    let faults_json: Vec<Value> = faults
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "service": f.service,
+                "kind": f.kind,
+                "start": crate::model::time::rfc3339(f.start_ns),
+                "end": crate::model::time::rfc3339(f.end_ns),
+            })
+        })
+        .collect();
+    std::fs::write(
+        opts.out.join("faults.json"),
+        serde_json::to_string_pretty(&faults_json).unwrap_or_default(),
+    )?;
     let output = read_output(&results)?;
     let windows: Vec<&WindowRecord> = output.windows.iter().collect();
 
     // otelwatch.
     let mut ours = figures(
-        &faults,
+        &plan,
         &windows,
-        warm_end,
-        end,
         &|i| windows[i].anomaly.as_ref().map(|a| a.score).unwrap_or(0.0),
         &|i| windows[i].is_anomaly(),
     );
@@ -626,7 +742,7 @@ service:
     let mut on_fault = 0usize;
     let mut false_incidents = 0usize;
     for (s, e, _) in &incidents {
-        match in_fault(&faults, *s, *e) {
+        match in_fault(faults, *s, *e) {
             Some(_) => on_fault += 1,
             None => false_incidents += 1,
         }
@@ -656,11 +772,11 @@ service:
                 .map(|(_, _, c)| c.clone())
         })
         .collect();
-    rank_score(&mut ours, &faults, &ranked);
+    rank_score(&mut ours, faults, &ranked);
 
     // The baseline.
     let z = baseline_scores(&windows, warm_end);
-    let mut base = figures(&faults, &windows, warm_end, end, &|i| z[i], &|i| z[i] > 3.0);
+    let mut base = figures(&plan, &windows, &|i| z[i], &|i| z[i] > 3.0);
     let base_ranked: Vec<Option<Vec<String>>> = faults
         .iter()
         .map(|f| {
@@ -678,13 +794,13 @@ service:
             (!v.is_empty()).then(|| v.into_iter().map(|x| x.0).collect())
         })
         .collect();
-    rank_score(&mut base, &faults, &base_ranked);
+    rank_score(&mut base, faults, &base_ranked);
 
     let mut t = String::new();
     t.push_str(&format!(
         "Nezha Train-Ticket replay: {} faults ({}), {} services, {:.2} h outside faults after a {}-minute warm-up, {} s windows\n\n",
         faults.len(),
-        kinds(&faults),
+        kinds(faults),
         ours.services,
         ours.quiet_hours,
         opts.warmup_min,
