@@ -230,13 +230,17 @@ impl Flow<'_, '_> {
     }
 }
 
-/// How many milliseconds slower a record is than typical, by its most anomalous latency
-/// feature (none when that feature is not a latency).
+/// How many milliseconds slower a record is than typical: the largest shift among its latency
+/// contributions (the largest on both sides of a comparison, so that a caller's p95 is not set
+/// against its call's mean). None when its anomaly is not one of latency.
 fn latency_delta(r: &WindowRecord) -> Option<f64> {
-    let (_, c) = strength(r, is_up)?;
-    c.feature
-        .starts_with("latency_")
-        .then(|| (c.actual - c.typical).max(0.0))
+    strength(r, is_up)?;
+    let a = r.anomaly.as_ref()?;
+    a.contributions
+        .iter()
+        .filter(|c| c.feature.starts_with("latency_") && c.feature != "latency_stddev_ms")
+        .map(|c| (c.actual - c.typical).max(0.0))
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))))
 }
 
 /// How far a record's up anomaly is from typical: the log ratio of its most anomalous latency

@@ -1,5 +1,5 @@
 //! The detection quality benchmark: labelled scenarios sent over OTLP/gRPC through the real
-//! pipeline (otlp receiver → window → iforest → file exporter, in this process), then scored
+//! pipeline (otlp receiver → window → iforest → incidents → file exporter, in this process), then scored
 //! against their labels, next to a batch isolation forest trained once on the warm-up (what a
 //! detector trained once on history, like the original prototype, can do).
 //!
@@ -14,7 +14,12 @@
 //! - **ROC AUC**: the score of labelled (series, window) pairs against pairs outside every
 //!   incident (pairs of unlabelled series during an incident are left out);
 //! - **detection delay**: event time from an incident's start until the first flagged window has
-//!   closed (window end plus the allowed lateness).
+//!   closed (window end plus the allowed lateness);
+//! - **root cause top-1 / top-3**: incidents whose otelwatch incident (the one most of its
+//!   flagged windows belong to, as it stood one window after the injected incident ended)
+//!   ranks the injected service first / among its first three. The injected service of a
+//!   network delay is the callee (the network to it is slow). The baseline's ranking: the
+//!   services (the callee of an edge) of the windows it flagged then, by their highest score.
 
 use crate::config;
 use crate::model::window::{FEATURE_NAMES, N_FEATURES};
@@ -195,6 +200,23 @@ pub struct Scored {
     pub score: f64,
     pub flagged: bool,
     pub features: [f64; N_FEATURES],
+    /// The incident the window's anomaly belongs to.
+    pub incident: Option<String>,
+}
+
+/// One incident change as read back: its window (by `@timestamp`), its id and ranked services.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    pub window: u64,
+    pub id: String,
+    pub causes: Vec<String>,
+}
+
+/// What one case's run wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub scored: Vec<Scored>,
+    pub incidents: Vec<Ranked>,
 }
 
 fn series_name(doc: &serde_json::Value) -> (String, String) {
@@ -226,8 +248,9 @@ fn free_port() -> Result<u16, QualityError> {
         .map_err(|e| QualityError::Send(e.to_string()))
 }
 
-/// Runs one case through the real pipeline over OTLP and returns the scored windows.
-pub async fn run_through_pipeline(case: &QualityCase) -> Result<Vec<Scored>, QualityError> {
+/// Runs one case through the real pipeline over OTLP and returns the scored windows and the
+/// incidents.
+pub async fn run_through_pipeline(case: &QualityCase) -> Result<Run, QualityError> {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "otelwatch-quality-{}-{}",
         std::process::id(),
@@ -245,12 +268,13 @@ receivers:
 processors:
   window: {{ interval: {}s, allowed_lateness: {}s, group_by: [http.route] }}
   iforest: {{ warmup: {} }}
+  incidents: {{}}
 exporters:
   file: {{ path: "{}" }}
 service:
   telemetry: {{ metrics: {{ address: "" }} }}
   pipelines:
-    traces: {{ receivers: [otlp], processors: [window, iforest], exporters: [file] }}
+    traces: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [file] }}
 "#,
         case.scenario.interval_s,
         case.lateness_s,
@@ -285,10 +309,26 @@ service:
     let text = std::fs::read_to_string(&out).map_err(|e| QualityError::Read(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&dir);
     let interval = case.scenario.interval_s;
-    let mut scored = Vec::new();
+    let mut run = Run::default();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let doc: serde_json::Value =
             serde_json::from_str(line).map_err(|e| QualityError::Read(e.to_string()))?;
+        if doc["event"]["dataset"] == "otelwatch.incident" {
+            let at = doc["@timestamp"].as_str().unwrap_or("");
+            let secs = parse_rfc3339(at).ok_or_else(|| QualityError::Read(at.into()))?;
+            run.incidents.push(Ranked {
+                // The window that ended at the change.
+                window: (secs.saturating_sub(t0 / 1_000_000_000) / interval).saturating_sub(1),
+                id: doc["incident"]["id"].as_str().unwrap_or("").to_string(),
+                causes: doc["incident"]["root_cause"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["service"].as_str().map(str::to_string))
+                    .collect(),
+            });
+            continue;
+        }
         let start = doc["window"]["start"].as_str().unwrap_or("");
         let secs = parse_rfc3339(start).ok_or_else(|| QualityError::Read(start.into()))?;
         let w = secs.saturating_sub(t0 / 1_000_000_000) / interval;
@@ -297,16 +337,102 @@ service:
         for (i, n) in FEATURE_NAMES.iter().enumerate() {
             features[i] = doc["features"][n].as_f64().unwrap_or(0.0);
         }
-        scored.push(Scored {
+        run.scored.push(Scored {
             series,
             service,
             window: w,
             score: doc["anomaly"]["score"].as_f64().unwrap_or(0.0),
             flagged: doc["anomaly"]["is_anomaly"].as_bool().unwrap_or(false),
             features,
+            incident: doc["incident"]["id"].as_str().map(str::to_string),
         });
     }
-    Ok(scored)
+    Ok(run)
+}
+
+/// The service an injected incident is caused by: the callee of a network delay, else the
+/// service it was injected in.
+pub fn root_of(inc: &Incident) -> &str {
+    match &inc.kind {
+        IncidentKind::NetworkDelay { callee, .. } => callee,
+        _ => &inc.service,
+    }
+}
+
+/// Per injected incident: otelwatch's ranking (the incident most of the windows flagged while
+/// it lasts belong to, as it stood one window after it ended).
+pub fn rankings(case: &QualityCase, run: &Run) -> Vec<Option<Vec<String>>> {
+    case.scenario
+        .incidents
+        .iter()
+        .map(|inc| {
+            let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+            for s in &run.scored {
+                if s.flagged && s.window >= inc.from && s.window < inc.to + 2 {
+                    if let Some(id) = &s.incident {
+                        *votes.entry(id).or_default() += 1;
+                    }
+                }
+            }
+            let id = votes.iter().max_by_key(|(_, n)| **n).map(|(id, _)| *id)?;
+            run.incidents
+                .iter()
+                .rfind(|r| r.id == id && r.window <= inc.to)
+                .or_else(|| run.incidents.iter().find(|r| r.id == id))
+                .map(|r| r.causes.clone())
+        })
+        .collect()
+}
+
+/// The baseline's ranking per injected incident: the services of the windows it flagged while
+/// the incident lasted, by their highest score.
+pub fn baseline_rankings(
+    case: &QualityCase,
+    scored: &[Scored],
+    flag: &dyn Fn(&Scored) -> bool,
+    score: &dyn Fn(&Scored) -> f64,
+) -> Vec<Option<Vec<String>>> {
+    case.scenario
+        .incidents
+        .iter()
+        .map(|inc| {
+            let mut best: BTreeMap<String, f64> = BTreeMap::new();
+            for s in scored {
+                if s.window >= inc.from && s.window < inc.to + 2 && flag(s) {
+                    let svc = s
+                        .series
+                        .split(" [")
+                        .next()
+                        .unwrap_or("")
+                        .rsplit(" -> ")
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let e = best.entry(svc).or_insert(0.0);
+                    *e = e.max(score(s));
+                }
+            }
+            let mut v: Vec<(String, f64)> = best.into_iter().collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            (!v.is_empty()).then(|| v.into_iter().map(|x| x.0).collect())
+        })
+        .collect()
+}
+
+/// (top-1, top-3) hits of rankings against the injected incidents' root services.
+pub fn root_cause_hits(case: &QualityCase, ranked: &[Option<Vec<String>>]) -> (usize, usize) {
+    let (mut top1, mut top3) = (0, 0);
+    for (inc, r) in case.scenario.incidents.iter().zip(ranked) {
+        let Some(r) = r else { continue };
+        let root = root_of(inc);
+        if r.first().is_some_and(|s| s == root) {
+            top1 += 1;
+        }
+        if r.iter().take(3).any(|s| s == root) {
+            top3 += 1;
+        }
+    }
+    (top1, top3)
 }
 
 /// Seconds since the epoch from an RFC 3339 UTC timestamp.
@@ -484,35 +610,56 @@ pub fn baseline_scores(case: &QualityCase, scored: &[Scored]) -> BTreeMap<(Strin
 /// Runs every case (or those whose name contains `only`) and returns the report table.
 pub async fn report(only: Option<&str>) -> Result<String, QualityError> {
     let mut table = String::from(
-        "| scenario | detector | incident recall | window precision | false positives per service-hour | ROC AUC | mean detection delay |\n|---|---|---|---|---|---|---|\n",
+        "| scenario | detector | incident recall | window precision | false positives per service-hour | ROC AUC | mean detection delay | root cause top-1 | top-3 |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for case in cases() {
         if only.is_some_and(|o| !case.name.contains(o)) {
             continue;
         }
-        let scored = run_through_pipeline(&case).await?;
-        let ours = evaluate(&case, &scored, &|s| s.flagged, &|s| s.score);
-        let base = baseline_scores(&case, &scored);
+        let run = run_through_pipeline(&case).await?;
+        let scored = &run.scored;
+        let ours = evaluate(&case, scored, &|s| s.flagged, &|s| s.score);
+        let ranked = rankings(&case, &run);
+        let our_roots = root_cause_hits(&case, &ranked);
+        for (inc, r) in case.scenario.incidents.iter().zip(&ranked) {
+            let first = r.as_ref().and_then(|r| r.first());
+            if first.map(String::as_str) != Some(root_of(inc)) {
+                eprintln!(
+                    "    root cause not first: {} {:?} at window {} → {}",
+                    root_of(inc),
+                    inc.kind,
+                    inc.from,
+                    r.as_ref()
+                        .map(|r| r.iter().take(3).cloned().collect::<Vec<_>>().join(", "))
+                        .unwrap_or_else(|| "no incident".into())
+                );
+            }
+        }
+        let base = baseline_scores(&case, scored);
         let bscore = |s: &Scored| {
             base.get(&(s.series.clone(), s.window))
                 .copied()
                 .unwrap_or(0.0)
         };
-        let theirs = evaluate(&case, &scored, &|s| bscore(s) > 0.5, &bscore);
-        for (who, m) in [
-            ("otelwatch (online)", &ours),
-            ("batch iForest, trained once", &theirs),
+        let theirs = evaluate(&case, scored, &|s| bscore(s) > 0.5, &bscore);
+        let their_roots = root_cause_hits(
+            &case,
+            &baseline_rankings(&case, scored, &|s| bscore(s) > 0.5, &bscore),
+        );
+        for (who, m, (top1, top3)) in [
+            ("otelwatch (online)", &ours, our_roots),
+            ("batch iForest, trained once", &theirs, their_roots),
         ] {
             let row = if m.incidents == 0 {
                 format!(
-                    "| {} | {who} | – | – ({} flagged) | {:.2} | – | – |\n",
+                    "| {} | {who} | – | – ({} flagged) | {:.2} | – | – | – | – |\n",
                     case.name,
                     m.flagged,
                     m.fp_per_service_hour()
                 )
             } else {
                 format!(
-                    "| {} | {who} | {:.2} ({}/{}) | {:.2} ({}/{}) | {:.2} | {:.3} | {:.0} s |\n",
+                    "| {} | {who} | {:.2} ({}/{}) | {:.2} ({}/{}) | {:.2} | {:.3} | {:.0} s | {:.2} ({top1}/{}) | {:.2} ({top3}/{}) |\n",
                     case.name,
                     m.recall(),
                     m.detected,
@@ -522,7 +669,11 @@ pub async fn report(only: Option<&str>) -> Result<String, QualityError> {
                     m.flagged,
                     m.fp_per_service_hour(),
                     m.auc,
-                    m.mean_delay_s()
+                    m.mean_delay_s(),
+                    top1 as f64 / m.incidents as f64,
+                    m.incidents,
+                    top3 as f64 / m.incidents as f64,
+                    m.incidents
                 )
             };
             eprint!("{row}");
@@ -572,6 +723,7 @@ mod tests {
             score: if flagged { 0.9 } else { 0.3 },
             flagged,
             features: [0.0; N_FEATURES],
+            incident: None,
         };
         let scored = vec![
             row("service-b", 10, true),
