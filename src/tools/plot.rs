@@ -1,7 +1,9 @@
-//! The picture of normal vs anomalous windows: one panel per series, p95 latency over time, with
-//! anomalous windows marked in red and warm-up shaded grey.
+//! The picture of normal vs anomalous windows: one panel per series, over time, with anomalous
+//! windows marked in red and warm-up shaded grey. Each panel draws the feature that made most of
+//! the series' windows anomalous (p95 latency when none was), so a red dot sits where its cause
+//! shows; a dot whose own cause is another feature is labelled with it.
 
-use crate::model::window::{feature, SeriesKey, WindowRecord};
+use crate::model::window::{feature, SeriesKey, WindowRecord, FEATURE_NAMES};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,12 +85,10 @@ pub fn render_png(
     };
     let panels = root.split_evenly((series.len(), 1));
     for (panel, (key, rs)) in panels.iter().zip(&series) {
+        let f = panel_feature(rs);
+        let name = FEATURE_NAMES[f];
         let xmax = rs.iter().map(|r| minutes(r)).fold(1.0, f64::max);
-        let ymax = rs
-            .iter()
-            .map(|r| r.features[feature::LATENCY_P95])
-            .fold(1.0, f64::max)
-            * 1.1;
+        let ymax = rs.iter().map(|r| r.features[f]).fold(1.0, f64::max) * 1.1;
         let anomalies = rs.iter().filter(|r| r.is_anomaly()).count();
         let mut builder = ChartBuilder::on(panel);
         builder.margin(12);
@@ -96,7 +96,7 @@ pub fn render_png(
             builder
                 .caption(
                     format!(
-                        "{key}: p95 latency, {anomalies} anomalous windows of {}",
+                        "{key}: {name}, {anomalies} anomalous windows of {}",
                         rs.len()
                     ),
                     ("sans-serif", 16),
@@ -111,7 +111,7 @@ pub fn render_png(
             chart
                 .configure_mesh()
                 .x_desc("minutes")
-                .y_desc("p95 ms")
+                .y_desc(name)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|e| err(&e))?;
@@ -130,21 +130,100 @@ pub fn render_png(
         }
         chart
             .draw_series(LineSeries::new(
-                rs.iter()
-                    .map(|r| (minutes(r), r.features[feature::LATENCY_P95])),
+                rs.iter().map(|r| (minutes(r), r.features[f])),
                 &RGBColor(40, 90, 200),
             ))
             .map_err(|e| err(&e))?;
         chart
-            .draw_series(rs.iter().filter(|r| r.is_anomaly()).map(|r| {
-                Circle::new(
-                    (minutes(r), r.features[feature::LATENCY_P95]),
-                    5,
-                    RED.filled(),
-                )
-            }))
+            .draw_series(
+                rs.iter()
+                    .filter(|r| r.is_anomaly())
+                    .map(|r| Circle::new((minutes(r), r.features[f]), 5, RED.filled())),
+            )
             .map_err(|e| err(&e))?;
+        if font {
+            chart
+                .draw_series(rs.iter().filter(|r| r.is_anomaly()).filter_map(|r| {
+                    let cause = top_feature(r).filter(|c| *c != f)?;
+                    Some(Text::new(
+                        FEATURE_NAMES[cause],
+                        (minutes(r), r.features[f]),
+                        ("sans-serif", 12).into_font().color(&RED),
+                    ))
+                }))
+                .map_err(|e| err(&e))?;
+        }
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// The feature that made a window anomalous (its first contribution).
+fn top_feature(r: &WindowRecord) -> Option<usize> {
+    let c = r.anomaly.as_ref()?.contributions.first()?;
+    FEATURE_NAMES.iter().position(|n| *n == c.feature)
+}
+
+/// The feature most of a series' anomalous windows were anomalous in; p95 latency if none.
+fn panel_feature(rs: &[&WindowRecord]) -> usize {
+    let mut count = [0usize; FEATURE_NAMES.len()];
+    for r in rs.iter().filter(|r| r.is_anomaly()) {
+        if let Some(f) = top_feature(r) {
+            count[f] += 1;
+        }
+    }
+    match count
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, n)| (**n, *i == feature::LATENCY_P95))
+    {
+        Some((i, n)) if *n > 0 => i,
+        _ => feature::LATENCY_P95,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::window::{Anomaly, Contribution, N_FEATURES};
+
+    fn rec(w: u64, cause: Option<&'static str>) -> WindowRecord {
+        WindowRecord {
+            series: Arc::new(SeriesKey::service("checkout")),
+            start_ns: w * 10_000_000_000,
+            interval_ns: 10_000_000_000,
+            features: [1.0; N_FEATURES],
+            anomaly: Some(Anomaly {
+                score: if cause.is_some() { 0.8 } else { 0.3 },
+                threshold: 0.6,
+                is_anomaly: cause.is_some(),
+                severity: None,
+                warming_up: false,
+                contributions: cause
+                    .map(|c| {
+                        vec![Contribution {
+                            feature: c,
+                            actual: 2.0,
+                            typical: 1.0,
+                        }]
+                    })
+                    .unwrap_or_default(),
+                message: String::new(),
+                incident: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_panel_draws_the_feature_its_anomalies_were_in() {
+        let rs = [
+            rec(0, None),
+            rec(1, Some("latency_p99_ms")),
+            rec(2, Some("latency_p99_ms")),
+            rec(3, Some("error_rate")),
+        ];
+        let refs: Vec<&WindowRecord> = rs.iter().collect();
+        assert_eq!(FEATURE_NAMES[panel_feature(&refs)], "latency_p99_ms");
+        assert_eq!(panel_feature(&refs[..1]), feature::LATENCY_P95);
+    }
 }
