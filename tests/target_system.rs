@@ -146,6 +146,7 @@ receivers:
 processors:
   window: {{ interval: 1s, allowed_lateness: 2s }}
   iforest: {{ warmup: 30 }}
+  incidents: {{ resolve_after: 1 }}
 exporters:
   file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
   file/accepted: {{ path: "{{DIR}}/accepted.jsonl" }}
@@ -154,7 +155,7 @@ exporters:
 service:
   telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
   pipelines:
-    traces/detect: {{ receivers: [otlp], processors: [window, iforest], exporters: [file/windows, debug] }}
+    traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [file/windows, debug] }}
     {forward}
 "#
     );
@@ -201,7 +202,7 @@ service:
                 "--rate",
                 "20",
                 "--duration",
-                "150s",
+                "170s",
             ])
             .stdout(Stdio::null())
             .spawn()
@@ -212,7 +213,8 @@ service:
     let quiet_from = now_ns();
     std::thread::sleep(Duration::from_secs(40));
     let quiet_to = now_ns();
-    // The prototype's 20 anomalies, 2 s apart (40 s, as long as the quiet stretch).
+    // The prototype's 20 anomalies, 3 s apart (three windows: each can resolve as its own
+    // incident before the next).
     let out = Command::new(env!("CARGO_BIN_EXE_otelwatch"))
         .args([
             "generate-anomalies",
@@ -221,7 +223,7 @@ service:
             "--count",
             "20",
             "--spacing",
-            "2s",
+            "3s",
             "--json",
         ])
         .output()
@@ -268,7 +270,18 @@ service:
         "anomalies during the quiet stretch: {quiet_flags:#?}"
     );
 
+    // Each incident's last state.
+    let mut incidents: std::collections::HashMap<&str, &serde_json::Value> = Default::default();
+    for d in docs
+        .iter()
+        .filter(|d| d["event"]["dataset"] == "otelwatch.incident")
+    {
+        incidents.insert(d["incident"]["id"].as_str().unwrap(), &d["incident"]);
+    }
     let mut detected = 0;
+    let mut named_first = 0;
+    let mut own_incident: std::collections::HashSet<&str> = Default::default();
+    let mut wrong = Vec::new();
     let mut missed = Vec::new();
     for inj in &injections {
         let at = inj["at_ns"].as_u64().unwrap();
@@ -283,6 +296,32 @@ service:
                 || (svc == "service-b" && (target == Some("service-b") || name == "service-a"));
             related && s >= window && s <= window + 2_000_000_000
         });
+        // The incident the injection's flagged windows belong to names the injected service
+        // first, and each injection is its own incident.
+        let ids: std::collections::BTreeSet<&str> = flagged
+            .iter()
+            .filter(|d| {
+                let s = start_ns(d);
+                s >= window && s <= window + 2_000_000_000
+            })
+            .filter_map(|d| d["incident"]["id"].as_str())
+            .collect();
+        let first_cause = |id: &str| {
+            incidents
+                .get(id)
+                .and_then(|i| i["root_cause"][0]["service"].as_str())
+        };
+        if ids.iter().any(|id| first_cause(id) == Some(svc)) {
+            named_first += 1;
+        } else if hit {
+            wrong.push(format!(
+                "{svc}: {:?}",
+                ids.iter().map(|id| first_cause(id)).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(id) = ids.iter().next() {
+            own_incident.insert(id);
+        }
         if hit {
             detected += 1;
         } else {
@@ -317,5 +356,14 @@ service:
     assert!(
         detected >= 18,
         "only {detected} of 20 injected anomalies fall in flagged windows; missed: {missed:#?}"
+    );
+    assert!(
+        named_first >= 18,
+        "only {named_first} of 20 injections have an incident naming the injected service first: {wrong:#?}"
+    );
+    assert!(
+        own_incident.len() >= 18,
+        "{} distinct incidents for 20 injections",
+        own_incident.len()
     );
 }

@@ -5,12 +5,13 @@
 //! Conversion (the data has no span kinds, statuses or attributes): a span whose parent runs in
 //! another pod, or that has none, is its pod's SERVER span; a span with a child in another pod is
 //! a CLIENT span with `peer.service` the child's service; the rest are INTERNAL. A pod's service
-//! is its name without the two trailing hash segments. Traces exist only in 3-minute blocks after
-//! each injection, so the replay puts them end to end: first the fault-free minute repeated for
-//! the warm-up, then each fault's block, shifted in time (whole minutes, so windows stay
-//! aligned); a fault lasts from its shifted injection time to the end of its block.
+//! is its name without the two trailing hash segments. Traces exist only in blocks of consecutive
+//! minute files around each injection, so the replay puts them end to end: first the fault-free
+//! minute repeated for the warm-up, then each fault's block, with `gap_min` fault-free minutes
+//! between blocks, each shifted in time to whole minutes (so windows stay aligned). A fault is
+//! placed by its timestamp in the block whose spans cover it and lasts to the end of its block.
 //!
-//! Definitions (after the warm-up):
+//! Definitions (over the blocks only: not the warm-up, not the minutes between blocks):
 //! - **fault recall**: faults with a flagged window (any series) while they last;
 //! - **window precision**: flagged windows during a fault over all flagged windows;
 //! - **false positives per service-hour**: flagged windows outside every fault, per service
@@ -312,6 +313,8 @@ impl Block {
 
     /// Whole minutes the block takes on the replay's clock (so windows stay aligned).
     fn minutes(&self) -> u64 {
+        // Whole seconds: the last spans' ends may reach a fraction of a second past the block's
+        // minutes (into the next window) rather than add a minute of silence.
         (self.last_ns.saturating_sub(self.first_ns) / 1_000_000_000)
             .div_ceil(60)
             .max(1)
@@ -878,6 +881,35 @@ mod tests {
             "ts-order-service"
         );
         assert_eq!(service_of("frontend"), "frontend");
+    }
+
+    #[test]
+    fn blocks_are_runs_of_consecutive_minute_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration\n";
+        // Minute files 12:06, 12:07 (one block) and 12:15 (another); each holds one span that
+        // starts 7 s before its minute ends, as in the data set.
+        for (name, minute) in [("12_06", 726u64), ("12_07", 727), ("12_15", 735)] {
+            let start = (minute * 60 + 53) * 1_000_000_000;
+            let line = format!(
+                "{:032x},{:016x},root,gw-a-b,/,{start},{},1000\n",
+                minute,
+                minute,
+                start + 1_000_000
+            );
+            std::fs::write(
+                dir.path().join(format!("{name}_trace.csv")),
+                format!("{header}{line}"),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a trace file").unwrap();
+        let blocks = trace_blocks(dir.path()).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].rows.len(), 2);
+        assert_eq!(blocks[0].first_ns, (726 * 60 + 53) * 1_000_000_000);
+        assert_eq!(blocks[1].rows.len(), 1);
+        assert_eq!(blocks[0].minutes(), 1);
     }
 
     #[test]
