@@ -277,8 +277,6 @@ pub struct IncidentsProcessor {
     cfg: IncidentsConfig,
     graph: CallGraph,
     open: Vec<OpenIncident>,
-    /// Anomalous records of the last `resolve_after` windows (see `pooled`).
-    recent: Vec<WindowRecord>,
     rates: rates::BaseRates,
     opened: Counter,
     resolved: Counter,
@@ -293,7 +291,6 @@ impl IncidentsProcessor {
             cfg: cfg.clone(),
             graph: CallGraph::default(),
             open: Vec::new(),
-            recent: Vec::new(),
             rates: rates::BaseRates::default(),
             opened: telemetry.counter(
                 "otelwatch_incidents_opened_total",
@@ -353,9 +350,11 @@ impl IncidentsProcessor {
             return;
         }
         let groups = self.group(records, &anomalous);
-        let pool = self.pooled(records);
+        // Scored on this window's records alone: the incident integrates the windows (with a
+        // decay), and a series' anomaly carried into later windows would be counted again and
+        // set against records of another time.
         let rates = &self.rates;
-        let ranked = rank::score_window(&pool, &self.graph, &|s| rates.surprisal(s));
+        let ranked = rank::score_window(records, &self.graph, &|s| rates.surprisal(s));
         self.rates.observe(records);
         for (members, incidents) in groups {
             let slot = self.join(records, &members, incidents, start_ns, events);
@@ -414,39 +413,6 @@ impl IncidentsProcessor {
                 incident: inc.incident.clone(),
             });
         }
-    }
-
-    /// This window's records, with each series' anomalous record from the last
-    /// `resolve_after` windows standing in where it is normal (or absent) now: a sparse series
-    /// shows a fault in one window and its caller in the next, and the ranking must see both.
-    /// Remembers this window's anomalous records for the next ones.
-    fn pooled(&mut self, records: &[WindowRecord]) -> Vec<WindowRecord> {
-        let Some(first) = records.first() else {
-            return Vec::new();
-        };
-        let since = first
-            .start_ns
-            .saturating_sub(first.interval_ns * self.cfg.resolve_after as u64);
-        self.recent
-            .retain(|r| r.start_ns >= since && r.start_ns < first.start_ns);
-        let mut pool: Vec<WindowRecord> = records.to_vec();
-        let mut at: HashMap<Arc<SeriesKey>, usize> = HashMap::new();
-        for (i, r) in pool.iter().enumerate() {
-            at.insert(r.series.clone(), i);
-        }
-        for r in self.recent.iter().rev() {
-            match at.get(&r.series) {
-                Some(&i) if !pool[i].is_anomaly() => pool[i] = r.clone(),
-                Some(_) => {}
-                None => {
-                    at.insert(r.series.clone(), pool.len());
-                    pool.push(r.clone());
-                }
-            }
-        }
-        self.recent
-            .extend(records.iter().filter(|r| r.is_anomaly()).cloned());
-        pool
     }
 
     /// Resolves incidents that have had `resolve_after` normal windows since their last
