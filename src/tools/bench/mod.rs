@@ -21,6 +21,32 @@ pub enum BenchError {
     NoDatasets(String),
 }
 
+/// Services ranked by their best score (ties by name); none when there are none.
+pub fn ranked_by_score(best: impl IntoIterator<Item = (String, f64)>) -> Option<Vec<String>> {
+    let mut v: Vec<(String, f64)> = best.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    (!v.is_empty()).then(|| v.into_iter().map(|x| x.0).collect())
+}
+
+/// Rankings against the true root services: (ranked, top-1 hits, top-3 hits).
+pub fn root_cause_hits<'a>(
+    roots: impl IntoIterator<Item = &'a str>,
+    ranked: &[Option<Vec<String>>],
+) -> (usize, usize, usize) {
+    let (mut n, mut top1, mut top3) = (0, 0, 0);
+    for (root, r) in roots.into_iter().zip(ranked) {
+        let Some(r) = r else { continue };
+        n += 1;
+        if r.first().is_some_and(|s| s == root) {
+            top1 += 1;
+        }
+        if r.iter().take(3).any(|s| s == root) {
+            top3 += 1;
+        }
+    }
+    (n, top1, top3)
+}
+
 /// ROC AUC by the rank-sum (Mann–Whitney) statistic, ties sharing their average rank.
 pub fn roc_auc(scores: &[f64], labels: &[bool]) -> f64 {
     let mut idx: Vec<usize> = (0..scores.len()).collect();

@@ -412,26 +412,15 @@ pub fn baseline_rankings(
                     *e = e.max(score(s));
                 }
             }
-            let mut v: Vec<(String, f64)> = best.into_iter().collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            (!v.is_empty()).then(|| v.into_iter().map(|x| x.0).collect())
+            crate::tools::bench::ranked_by_score(best)
         })
         .collect()
 }
 
 /// (top-1, top-3) hits of rankings against the injected incidents' root services.
 pub fn root_cause_hits(case: &QualityCase, ranked: &[Option<Vec<String>>]) -> (usize, usize) {
-    let (mut top1, mut top3) = (0, 0);
-    for (inc, r) in case.scenario.incidents.iter().zip(ranked) {
-        let Some(r) = r else { continue };
-        let root = root_of(inc);
-        if r.first().is_some_and(|s| s == root) {
-            top1 += 1;
-        }
-        if r.iter().take(3).any(|s| s == root) {
-            top3 += 1;
-        }
-    }
+    let (_, top1, top3) =
+        crate::tools::bench::root_cause_hits(case.scenario.incidents.iter().map(root_of), ranked);
     (top1, top3)
 }
 

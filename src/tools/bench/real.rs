@@ -622,16 +622,8 @@ fn figures(
 }
 
 fn rank_score(fig: &mut Figures, faults: &[Fault], ranked: &[Option<Vec<String>>]) {
-    for (f, r) in faults.iter().zip(ranked) {
-        let Some(r) = r else { continue };
-        fig.ranked += 1;
-        if r.first().is_some_and(|s| *s == f.service) {
-            fig.top1 += 1;
-        }
-        if r.iter().take(3).any(|s| *s == f.service) {
-            fig.top3 += 1;
-        }
-    }
+    (fig.ranked, fig.top1, fig.top3) =
+        crate::tools::bench::root_cause_hits(faults.iter().map(|f| f.service.as_str()), ranked);
 }
 
 /// The baseline's per-window score: the largest |z| of its features against the series'
@@ -792,9 +784,7 @@ service:
                     *e = e.max(v);
                 }
             }
-            let mut v: Vec<(String, f64)> = best.into_iter().collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            (!v.is_empty()).then(|| v.into_iter().map(|x| x.0).collect())
+            crate::tools::bench::ranked_by_score(best)
         })
         .collect();
     rank_score(&mut base, faults, &base_ranked);
