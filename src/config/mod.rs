@@ -9,6 +9,7 @@ pub mod decode;
 pub mod duration;
 mod env;
 pub mod error;
+mod graph;
 pub mod id;
 pub mod listen;
 pub mod tls;
@@ -25,8 +26,7 @@ use crate::processors::ProcessorConfig;
 use crate::receivers::ReceiverConfig;
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashSet;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,104 +150,44 @@ pub fn parse(
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let expanded = env::expand(text, lookup_env, &mut errors);
-    let root: Value = match serde_norway::from_str(&expanded) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(ConfigError::new("", format!("not valid YAML: {e}")));
-            return Err(ConfigErrors(errors));
-        }
+    let Some(sections) = Sections::split(&expanded, &mut errors) else {
+        return Err(ConfigErrors(errors));
     };
-    let root = match root {
-        Value::Mapping(m) => m,
-        Value::Null => Mapping::new(),
-        _ => {
-            errors.push(ConfigError::new("", "the top level must be a mapping"));
-            return Err(ConfigErrors(errors));
-        }
-    };
-
-    let mut receivers_v = Mapping::new();
-    let mut processors_v = Mapping::new();
-    let mut exporters_v = Mapping::new();
-    let mut service_v = Value::Null;
-    for (k, v) in root {
-        let key = key_str(&k);
-        match key.as_str() {
-            "receivers" | "processors" | "exporters" => match v {
-                Value::Mapping(m) => match key.as_str() {
-                    "receivers" => receivers_v = m,
-                    "processors" => processors_v = m,
-                    _ => exporters_v = m,
-                },
-                Value::Null => {}
-                _ => errors.push(ConfigError::new(key, "must be a mapping of component ids")),
-            },
-            "service" => service_v = v,
-            other => errors.push(ConfigError::new(
-                other,
-                "unknown top-level key (expected receivers, processors, exporters, service)",
-            )),
-        }
-    }
 
     // Components that are defined but invalid: already reported, so the graph checks treat
     // them as defined instead of adding "not defined" errors for every reference.
     let mut broken = HashSet::new();
     let receivers = decode_components(
         "receivers",
-        receivers_v,
+        sections.receivers,
         crate::receivers::parse_config,
         &mut errors,
         &mut broken,
     );
     let processors = decode_components(
         "processors",
-        processors_v,
+        sections.processors,
         crate::processors::parse_config,
         &mut errors,
         &mut broken,
     );
     let exporters = decode_components(
         "exporters",
-        exporters_v,
+        sections.exporters,
         crate::exporters::parse_config,
         &mut errors,
         &mut broken,
     );
+    let service = ServiceSection::decode(sections.service, &mut errors);
 
-    let service: ServiceSection = match decode_section("service", service_v) {
-        Ok(s) => s,
-        Err(e) => {
-            errors.push(e);
-            ServiceSection::default()
-        }
+    let components = graph::Components {
+        receivers: &receivers,
+        processors: &processors,
+        exporters: &exporters,
+        broken: &broken,
     };
-    if !service.telemetry.metrics.address.is_empty() {
-        if let Err(e) = listen_addr(&service.telemetry.metrics.address) {
-            errors.push(ConfigError::new("service.telemetry.metrics.address", e));
-        }
-    }
-    if let Some(level) = &service.telemetry.logs.level {
-        if !matches!(
-            level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            errors.push(ConfigError::new(
-                "service.telemetry.logs.level",
-                format!("unknown level {level:?} (error, warn, info, debug, trace)"),
-            ));
-        }
-    }
-
-    let pipelines = check_graph(
-        &service,
-        &receivers,
-        &processors,
-        &exporters,
-        &broken,
-        &mut errors,
-    );
-    check_ports(&service, &receivers, &mut errors);
+    let pipelines = graph::check_graph(&service, &components, &mut errors);
+    graph::check_ports(&service, &receivers, &mut errors);
 
     if errors.is_empty() {
         Ok(Config {
@@ -260,6 +200,87 @@ pub fn parse(
         })
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// The file's four top-level sections, still undecoded.
+#[derive(Default)]
+struct Sections {
+    receivers: Mapping,
+    processors: Mapping,
+    exporters: Mapping,
+    service: Value,
+}
+
+impl Sections {
+    /// `None` when the text is not a YAML mapping (reported); unknown keys are reported too.
+    fn split(text: &str, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let root = match serde_norway::from_str(text) {
+            Ok(Value::Mapping(m)) => m,
+            Ok(Value::Null) => Mapping::new(),
+            Ok(_) => {
+                errors.push(ConfigError::new("", "the top level must be a mapping"));
+                return None;
+            }
+            Err(e) => {
+                errors.push(ConfigError::new("", format!("not valid YAML: {e}")));
+                return None;
+            }
+        };
+        let mut sections = Self::default();
+        for (k, v) in root {
+            let key = key_str(&k);
+            let slot = match key.as_str() {
+                "receivers" => &mut sections.receivers,
+                "processors" => &mut sections.processors,
+                "exporters" => &mut sections.exporters,
+                "service" => {
+                    sections.service = v;
+                    continue;
+                }
+                other => {
+                    errors.push(ConfigError::new(
+                        other,
+                        "unknown top-level key (expected receivers, processors, exporters, service)",
+                    ));
+                    continue;
+                }
+            };
+            match v {
+                Value::Mapping(m) => *slot = m,
+                Value::Null => {}
+                _ => errors.push(ConfigError::new(key, "must be a mapping of component ids")),
+            }
+        }
+        Some(sections)
+    }
+}
+
+impl ServiceSection {
+    /// The `service` section with its telemetry settings checked (defaults where it is invalid).
+    fn decode(value: Value, errors: &mut Vec<ConfigError>) -> Self {
+        let service: Self = decode_section("service", value).unwrap_or_else(|e| {
+            errors.push(e);
+            Self::default()
+        });
+        let address = &service.telemetry.metrics.address;
+        if !address.is_empty() {
+            if let Err(e) = listen_addr(address) {
+                errors.push(ConfigError::new("service.telemetry.metrics.address", e));
+            }
+        }
+        if let Some(level) = &service.telemetry.logs.level {
+            if !matches!(
+                level.as_str(),
+                "error" | "warn" | "info" | "debug" | "trace"
+            ) {
+                errors.push(ConfigError::new(
+                    "service.telemetry.logs.level",
+                    format!("unknown level {level:?} (error, warn, info, debug, trace)"),
+                ));
+            }
+        }
+        service
     }
 }
 
@@ -305,236 +326,6 @@ fn decode_components<T>(
         }
     }
     out
-}
-
-fn check_graph(
-    service: &ServiceSection,
-    receivers: &[(ComponentId, ReceiverConfig)],
-    processors: &[(ComponentId, ProcessorConfig)],
-    exporters: &[(ComponentId, ExporterConfig)],
-    broken: &Broken,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Pipeline> {
-    let mut used: HashSet<(&'static str, ComponentId)> = HashSet::new();
-    let mut pipelines = Vec::new();
-    if service.pipelines.is_empty() {
-        errors.push(ConfigError::new(
-            "service.pipelines",
-            "at least one pipeline is required",
-        ));
-    }
-    for (k, v) in &service.pipelines {
-        let pid = key_str(k);
-        let path = format!("service.pipelines.{pid}");
-        let signal = match ComponentId::parse(&pid) {
-            Ok(id) => match DataKind::from_signal_name(&id.kind) {
-                Some(kind) => kind,
-                None => {
-                    errors.push(ConfigError::new(
-                        &path,
-                        format!(
-                            "unknown pipeline type {:?} (traces, metrics or logs, optionally /name)",
-                            id.kind
-                        ),
-                    ));
-                    continue;
-                }
-            },
-            Err(e) => {
-                errors.push(ConfigError::new(&path, e));
-                continue;
-            }
-        };
-        let pc: PipelineConfig = match decode_section(&path, v.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let mut ok = true;
-        if pc.receivers.is_empty() {
-            errors.push(ConfigError::new(
-                format!("{path}.receivers"),
-                "a pipeline needs at least one receiver",
-            ));
-            ok = false;
-        }
-        if pc.exporters.is_empty() {
-            errors.push(ConfigError::new(
-                format!("{path}.exporters"),
-                "a pipeline needs at least one exporter",
-            ));
-            ok = false;
-        }
-        let mut resolve = |list: &[String],
-                           field: &str,
-                           section: &'static str,
-                           known: &dyn Fn(&ComponentId) -> bool| {
-            let mut ids = Vec::new();
-            for (i, name) in list.iter().enumerate() {
-                let ipath = format!("{path}.{field}[{i}]");
-                if broken.contains(&(section, name.clone())) {
-                    // Reported where it is defined; the pipeline cannot be checked further.
-                    ok = false;
-                    continue;
-                }
-                match ComponentId::parse(name) {
-                    Ok(id) if known(&id) => {
-                        if ids.contains(&id) {
-                            errors
-                                .push(ConfigError::new(ipath, format!("{name:?} is listed twice")));
-                            ok = false;
-                        } else {
-                            used.insert((section, id.clone()));
-                            ids.push(id);
-                        }
-                    }
-                    Ok(_) => {
-                        errors.push(ConfigError::new(
-                            ipath,
-                            format!(
-                                "{} {name:?} is not defined under {section}",
-                                &section[..section.len() - 1]
-                            ),
-                        ));
-                        ok = false;
-                    }
-                    Err(e) => {
-                        errors.push(ConfigError::new(ipath, e));
-                        ok = false;
-                    }
-                }
-            }
-            ids
-        };
-        let r_ids = resolve(&pc.receivers, "receivers", "receivers", &|id| {
-            receivers.iter().any(|(i, _)| i == id)
-        });
-        let p_ids = resolve(&pc.processors, "processors", "processors", &|id| {
-            processors.iter().any(|(i, _)| i == id)
-        });
-        let e_ids = resolve(&pc.exporters, "exporters", "exporters", &|id| {
-            exporters.iter().any(|(i, _)| i == id)
-        });
-        if !ok {
-            continue;
-        }
-        for (i, id) in r_ids.iter().enumerate() {
-            if let Some((_, rc)) = receivers.iter().find(|(r, _)| r == id) {
-                if !rc.signals().contains(&signal) {
-                    errors.push(ConfigError::new(
-                        format!("{path}.receivers[{i}]"),
-                        format!(
-                            "receiver {id:?} cannot produce {signal}",
-                            id = id.to_string()
-                        ),
-                    ));
-                    ok = false;
-                }
-            }
-        }
-        let mut kind = signal;
-        let mut last_step = "the receivers".to_string();
-        for (i, id) in p_ids.iter().enumerate() {
-            if let Some((_, pc)) = processors.iter().find(|(p, _)| p == id) {
-                match pc.output_kind(kind) {
-                    Ok(out) => kind = out,
-                    Err(accepts) => {
-                        errors.push(ConfigError::new(
-                            format!("{path}.processors[{i}]"),
-                            format!(
-                                "processor \"{id}\" cannot take {kind} from {last_step} (it takes {accepts})"
-                            ),
-                        ));
-                        ok = false;
-                        break;
-                    }
-                }
-                last_step = format!("processor \"{id}\"");
-            }
-        }
-        if ok {
-            for (i, id) in e_ids.iter().enumerate() {
-                if let Some((_, ec)) = exporters.iter().find(|(e, _)| e == id) {
-                    let accepts = ec.accepts();
-                    if !accepts.contains(&kind) {
-                        let list: Vec<String> = accepts.iter().map(|k| k.to_string()).collect();
-                        errors.push(ConfigError::new(
-                            format!("{path}.exporters[{i}]"),
-                            format!(
-                                "exporter \"{id}\" cannot take {kind} from {last_step} (it takes {})",
-                                list.join(", ")
-                            ),
-                        ));
-                        ok = false;
-                    }
-                }
-            }
-        }
-        if ok {
-            pipelines.push(Pipeline {
-                id: pid,
-                signal,
-                receivers: r_ids,
-                processors: p_ids,
-                exporters: e_ids,
-                output: kind,
-            });
-        }
-    }
-    for (section, ids) in [
-        (
-            "receivers",
-            receivers.iter().map(|(i, _)| i).collect::<Vec<_>>(),
-        ),
-        ("processors", processors.iter().map(|(i, _)| i).collect()),
-        ("exporters", exporters.iter().map(|(i, _)| i).collect()),
-    ] {
-        for id in ids {
-            if !used.contains(&(section, id.clone())) {
-                errors.push(ConfigError::new(
-                    format!("{section}.{id}"),
-                    "defined but not used in any pipeline",
-                ));
-            }
-        }
-    }
-    pipelines
-}
-
-fn check_ports(
-    service: &ServiceSection,
-    receivers: &[(ComponentId, ReceiverConfig)],
-    errors: &mut Vec<ConfigError>,
-) {
-    let mut listens: Vec<Listen> = receivers
-        .iter()
-        .flat_map(|(id, r)| r.listens(&format!("receivers.{id}")))
-        .collect();
-    if !service.telemetry.metrics.address.is_empty() {
-        listens.push(Listen {
-            path: "service.telemetry.metrics.address".into(),
-            endpoint: service.telemetry.metrics.address.clone(),
-        });
-    }
-    let addrs: Vec<(String, SocketAddr)> = listens
-        .iter()
-        .filter_map(|l| listen_addr(&l.endpoint).ok().map(|a| (l.path.clone(), a)))
-        .collect();
-    let mut reported = BTreeMap::new();
-    for (i, (pa, a)) in addrs.iter().enumerate() {
-        for (pb, b) in &addrs[..i] {
-            let same_port = a.port() == b.port() && a.port() != 0;
-            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
-            if same_port && overlap && reported.insert(pa.clone(), ()).is_none() {
-                errors.push(ConfigError::new(
-                    pa.clone(),
-                    format!("port {} is already used by {pb}", a.port()),
-                ));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! shutdown stop receivers first, let every stage drain, and flush exporters — all within one
 //! deadline.
 
-use super::{Batch, FanOut, PipelineInput};
+use super::{Batch, DataKind, FanOut, PipelineInput};
 use crate::config::listen::listen_addr;
-use crate::config::Config;
-use crate::exporters::framework::ExporterInput;
+use crate::config::{ComponentId, Config, Pipeline};
+use crate::exporters::framework::{ExporterInput, PendingProbe};
 use crate::exporters::ExporterError;
 use crate::processors::{Chain, ProcessorContext};
 use crate::receivers::{ReceiverContext, ReceiverError};
@@ -103,28 +103,94 @@ async fn dispatch(pipeline: &str, exporters: &[ExporterInput], out: &mut Vec<Bat
 }
 
 /// Runs the configured pipelines until `shutdown` resolves (or every finite source has ended),
-/// then drains. `on_ready` is told the self-telemetry address once everything listens.
+/// then drains.
 pub async fn run(
     cfg: Config,
     telemetry: Telemetry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, ServiceError> {
     let health = HealthState::default();
+    let Exporters {
+        inputs,
+        tasks: exporter_tasks,
+        probes,
+    } = start_exporters(&cfg, &telemetry)?;
+    let (pipeline_tasks, pipeline_inputs) = start_pipelines(&cfg, &telemetry, &inputs);
+    // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
+    drop(inputs);
+    let stop = CancellationToken::new();
+    let receivers = start_receivers(&cfg, &telemetry, &pipeline_inputs, &stop).await?;
+    drop(pipeline_inputs);
+    let telemetry_stop = CancellationToken::new();
+    let telemetry_task = start_telemetry(&cfg, &telemetry, &health, &telemetry_stop)
+        .await
+        .inspect_err(|_| stop.cancel())?;
+    health.set_ready(true);
+    tracing::info!(
+        pipelines = cfg.pipelines.len(),
+        receivers = cfg.receivers.len(),
+        exporters = cfg.exporters.len(),
+        "otelwatch is running"
+    );
 
-    // 1. Exporters.
-    let mut exporter_inputs = Vec::new();
-    let mut exporter_tasks = Vec::new();
-    let mut pending_probes = Vec::new();
-    for (id, ec) in &cfg.exporters {
-        let running = ec.start(id, &telemetry)?;
-        pending_probes.push(running.input.clone_probe());
-        exporter_inputs.push((id.clone(), running.input));
-        exporter_tasks.push(running.task);
+    let Receivers {
+        mut tasks,
+        all_finite,
+    } = receivers;
+    let reason = wait_for_stop(shutdown, all_finite, &mut tasks).await;
+
+    tracing::info!(?reason, deadline = ?cfg.shutdown_timeout.get(), "shutting down: draining pipelines and flushing exporters");
+    health.set_ready(false);
+    stop.cancel();
+    let deadline = Instant::now() + cfg.shutdown_timeout.get();
+    let stages = [tasks, pipeline_tasks, exporter_tasks];
+    let lost_items = drain(stages, deadline, &probes).await;
+    telemetry_stop.cancel();
+    if let Some(t) = telemetry_task {
+        let _ = t.await;
     }
+    let drained = lost_items.is_none();
+    if drained {
+        tracing::info!("shutdown complete: every accepted item was delivered or accounted for");
+    }
+    Ok(RunReport {
+        reason,
+        drained,
+        lost_items: lost_items.unwrap_or(0),
+    })
+}
 
-    // 2. Pipelines, each with its processors and a bounded input queue.
-    let mut pipeline_inputs = Vec::new();
-    let mut pipeline_tasks = Vec::new();
+struct Exporters {
+    inputs: Vec<(ComponentId, ExporterInput)>,
+    tasks: Vec<JoinHandle<()>>,
+    /// What each exporter still holds, for the count of items lost at the deadline.
+    probes: Vec<PendingProbe>,
+}
+
+/// Step 1: exporters, first, so that everything upstream has somewhere to send.
+fn start_exporters(cfg: &Config, telemetry: &Telemetry) -> Result<Exporters, ServiceError> {
+    let mut started = Exporters {
+        inputs: Vec::new(),
+        tasks: Vec::new(),
+        probes: Vec::new(),
+    };
+    for (id, ec) in &cfg.exporters {
+        let running = ec.start(id, telemetry)?;
+        started.probes.push(running.input.clone_probe());
+        started.inputs.push((id.clone(), running.input));
+        started.tasks.push(running.task);
+    }
+    Ok(started)
+}
+
+/// Step 2: pipelines, each with its processors and a bounded input queue.
+fn start_pipelines<'c>(
+    cfg: &'c Config,
+    telemetry: &Telemetry,
+    exporter_inputs: &[(ComponentId, ExporterInput)],
+) -> (Vec<JoinHandle<()>>, Vec<(&'c Pipeline, PipelineInput)>) {
+    let mut tasks = Vec::new();
+    let mut inputs = Vec::new();
     for p in &cfg.pipelines {
         let (tx, rx) = mpsc::channel(PIPELINE_QUEUE_BATCHES);
         let weak = tx.downgrade();
@@ -146,7 +212,7 @@ pub async fn run(
                 pc.build(&ProcessorContext {
                     id: &id.to_string(),
                     pipeline: &p.id,
-                    telemetry: &telemetry,
+                    telemetry,
                 })
             })
             .collect();
@@ -157,23 +223,32 @@ pub async fn run(
             .map(|(_, input)| input.clone())
             .collect();
         let id: Arc<str> = p.id.as_str().into();
-        pipeline_tasks.push(tokio::spawn(run_pipeline(
-            id.clone(),
-            rx,
-            Chain::new(stages),
-            exporters,
-        )));
-        pipeline_inputs.push((p, PipelineInput { pipeline: id, tx }));
+        let chain = Chain::new(stages);
+        tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
+        inputs.push((p, PipelineInput { pipeline: id, tx }));
     }
-    // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
-    drop(exporter_inputs);
+    (tasks, inputs)
+}
 
-    // 3. Receivers, last.
-    let stop = CancellationToken::new();
-    let mut receiver_tasks = Vec::new();
-    let mut all_finite = true;
+struct Receivers {
+    tasks: Vec<JoinHandle<()>>,
+    /// Every receiver is a finite source (a file read once): the service ends when they do.
+    all_finite: bool,
+}
+
+/// Step 3: receivers, last: each signal a receiver produces goes to the pipelines that list it.
+async fn start_receivers(
+    cfg: &Config,
+    telemetry: &Telemetry,
+    pipeline_inputs: &[(&Pipeline, PipelineInput)],
+    stop: &CancellationToken,
+) -> Result<Receivers, ServiceError> {
+    let mut started = Receivers {
+        tasks: Vec::new(),
+        all_finite: true,
+    };
     for (rid, rc) in &cfg.receivers {
-        let consumers = crate::pipeline::DataKind::SIGNALS.map(|kind| {
+        let consumers = DataKind::SIGNALS.map(|kind| {
             let targets: Vec<PipelineInput> = pipeline_inputs
                 .iter()
                 .filter(|(p, _)| p.signal == kind && p.receivers.contains(rid))
@@ -189,8 +264,8 @@ pub async fn run(
         };
         match crate::receivers::start(rc, ctx).await {
             Ok(r) => {
-                all_finite &= r.finite;
-                receiver_tasks.push(r.task);
+                started.all_finite &= r.finite;
+                started.tasks.push(r.task);
             }
             Err(e) => {
                 stop.cancel();
@@ -198,92 +273,73 @@ pub async fn run(
             }
         }
     }
-    drop(pipeline_inputs);
+    Ok(started)
+}
 
-    // 4. Self-telemetry.
-    let telemetry_stop = CancellationToken::new();
-    let mut telemetry_task = None;
-    if !cfg.telemetry.metrics.address.is_empty() {
-        let addr = listen_addr(&cfg.telemetry.metrics.address)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let (local, task) = telemetry::serve(
-            addr,
-            telemetry.clone(),
-            health.clone(),
-            telemetry_stop.clone(),
-        )
-        .await
-        .inspect_err(|_| stop.cancel())?;
-        tracing::info!(address = %local, "self-telemetry on /metrics and /healthz");
-        telemetry_task = Some(task);
+/// Step 4: self-telemetry (`/metrics`, `/healthz`), unless its address is empty.
+async fn start_telemetry(
+    cfg: &Config,
+    telemetry: &Telemetry,
+    health: &HealthState,
+    stop: &CancellationToken,
+) -> Result<Option<JoinHandle<()>>, ServiceError> {
+    if cfg.telemetry.metrics.address.is_empty() {
+        return Ok(None);
     }
-    health.set_ready(true);
-    tracing::info!(
-        pipelines = cfg.pipelines.len(),
-        receivers = cfg.receivers.len(),
-        exporters = cfg.exporters.len(),
-        "otelwatch is running"
-    );
+    let addr = listen_addr(&cfg.telemetry.metrics.address)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let (local, task) =
+        telemetry::serve(addr, telemetry.clone(), health.clone(), stop.clone()).await?;
+    tracing::info!(address = %local, "self-telemetry on /metrics and /healthz");
+    Ok(Some(task))
+}
 
-    // 5. Run until told to stop, or until every finite source has ended.
-    let reason = if all_finite {
-        tokio::select! {
-            _ = shutdown => StopReason::Signal,
-            _ = futures_util::future::join_all(receiver_tasks.iter_mut()) => {
-                receiver_tasks.clear();
-                StopReason::InputEnded
-            }
-        }
-    } else {
+/// Step 5: runs until told to stop, or until every finite source has ended (their tasks are then
+/// done and removed).
+async fn wait_for_stop(
+    shutdown: impl Future<Output = ()>,
+    all_finite: bool,
+    receiver_tasks: &mut Vec<JoinHandle<()>>,
+) -> StopReason {
+    if !all_finite {
         shutdown.await;
-        StopReason::Signal
-    };
+        return StopReason::Signal;
+    }
+    tokio::select! {
+        _ = shutdown => StopReason::Signal,
+        _ = futures_util::future::join_all(receiver_tasks.iter_mut()) => {
+            receiver_tasks.clear();
+            StopReason::InputEnded
+        }
+    }
+}
 
-    // 6. Stop receivers first, then let pipelines and exporters drain, within one deadline.
-    tracing::info!(?reason, deadline = ?cfg.shutdown_timeout.get(), "shutting down: draining pipelines and flushing exporters");
-    health.set_ready(false);
-    stop.cancel();
-    let deadline = Instant::now() + cfg.shutdown_timeout.get();
-    let mut all: Vec<&mut JoinHandle<()>> = Vec::new();
-    all.extend(receiver_tasks.iter_mut());
-    all.extend(pipeline_tasks.iter_mut());
-    all.extend(exporter_tasks.iter_mut());
+/// Step 6: waits for receivers, then pipelines, then exporters to finish, until `deadline`; past it
+/// aborts what is left and returns the items still queued in exporters (`None` when drained).
+async fn drain(
+    mut stages: [Vec<JoinHandle<()>>; 3],
+    deadline: Instant,
+    probes: &[PendingProbe],
+) -> Option<u64> {
     let drained = tokio::time::timeout_at(deadline, async {
-        for t in all {
+        for t in stages.iter_mut().flatten() {
             let _ = t.await;
         }
     })
     .await
     .is_ok();
-    let lost_items = if drained {
-        0
-    } else {
-        let lost: u64 = pending_probes.iter().map(|p| p.pending_items()).sum();
-        for t in receiver_tasks
-            .iter()
-            .chain(&pipeline_tasks)
-            .chain(&exporter_tasks)
-        {
-            t.abort();
-        }
-        tracing::error!(
-            lost_items = lost,
-            "shutdown deadline passed before every exporter finished; undelivered items were dropped"
-        );
-        lost
-    };
-    telemetry_stop.cancel();
-    if let Some(t) = telemetry_task {
-        let _ = t.await;
-    }
     if drained {
-        tracing::info!("shutdown complete: every accepted item was delivered or accounted for");
+        return None;
     }
-    Ok(RunReport {
-        reason,
-        drained,
-        lost_items,
-    })
+    let lost: u64 = probes.iter().map(|p| p.pending_items()).sum();
+    for t in stages.iter().flatten() {
+        t.abort();
+    }
+    tracing::error!(
+        lost_items = lost,
+        "shutdown deadline passed before every exporter finished; undelivered items were dropped"
+    );
+    Some(lost)
 }
 
 /// A pipeline running in this process (the demo and the quality benchmark), stopped on demand.
