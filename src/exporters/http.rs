@@ -1,6 +1,7 @@
-//! What the exporters that speak HTTP (`otlphttp`, `webhook`) share: configured headers and
-//! the `Retry-After` answer.
+//! What the exporters that speak HTTP (`otlphttp`, `webhook`, `elasticsearch`) share:
+//! configured headers, the `Retry-After` answer and what a failure status means.
 
+use super::framework::ExportError;
 use crate::config::error::ConfigError;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeMap;
@@ -41,9 +42,30 @@ pub fn header_map(headers: &BTreeMap<String, String>) -> HeaderMap {
     map
 }
 
-/// `Retry-After` in seconds (the form OTLP servers and webhooks use).
-pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
+/// An HTTP failure status as an export error: 429 and 5xx are worth retrying (after the
+/// peer's `Retry-After`, if it gave one), the rest is permanent; the message quotes the start
+/// of the answer.
+pub fn classify_status(
+    status: u16,
+    what: &str,
+    after: Option<Duration>,
+    body: &str,
+) -> ExportError {
+    let mut message = format!("{what}: HTTP {status}");
+    if !body.is_empty() {
+        message.push_str(": ");
+        message.extend(body.chars().take(300));
+    }
+    if status == 429 || status >= 500 {
+        ExportError::Retryable { message, after }
+    } else {
+        ExportError::permanent(message)
+    }
+}
+
+/// `Retry-After` in seconds (the form OTLP servers, webhooks and search clusters use).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?

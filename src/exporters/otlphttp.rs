@@ -259,7 +259,7 @@ impl OtlpHttpExporter {
             .await
             .map_err(|e| ExportError::retryable(format!("POST {url}: {e}")))?;
         let status = resp.status();
-        let after = super::http::retry_after(&resp);
+        let after = super::http::retry_after(resp.headers());
         let is_json = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

@@ -248,17 +248,14 @@ impl Export for WebhookExporter {
         if status.is_success() {
             return Ok(Delivered::default());
         }
-        let after = super::http::retry_after(&resp);
+        let after = super::http::retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
-        let message = format!(
-            "webhook answered {status}: {}",
-            text.chars().take(200).collect::<String>()
-        );
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(ExportError::Retryable { message, after })
-        } else {
-            Err(ExportError::Permanent { message })
-        }
+        Err(super::http::classify_status(
+            status.as_u16(),
+            "webhook",
+            after,
+            &text,
+        ))
     }
 }
 

@@ -5,22 +5,14 @@
 //! `queue.max_bytes`; past that, `export` waits, which pushes back on the pipeline.
 //! A file resent after a crash is harmless: ids are deterministic and `create` answers 409.
 
+use super::cluster::Cluster;
 use super::Doc;
-use serde::{Deserialize, Serialize};
+use crate::exporters::framework::{Backoff, ExportError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Line {
-    index: String,
-    id: String,
-    body: serde_json::Value,
-    /// Written with `index` (the latest state replaces the earlier one) instead of `create`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    replace: bool,
-}
 
 pub struct Spool {
     dir: PathBuf,
@@ -79,15 +71,7 @@ impl Spool {
         let tmp = self.dir.join(format!(".spool-{seq:020}.tmp"));
         let mut text = Vec::new();
         for d in docs {
-            serde_json::to_writer(
-                &mut text,
-                &Line {
-                    index: d.index.clone(),
-                    id: d.id.clone(),
-                    body: d.body.clone(),
-                    replace: d.replace,
-                },
-            )?;
+            serde_json::to_writer(&mut text, d)?;
             text.push(b'\n');
         }
         let mut f = std::fs::File::create(&tmp)?;
@@ -107,13 +91,7 @@ impl Spool {
         let text = std::fs::read_to_string(&path)?;
         let docs = text
             .lines()
-            .filter_map(|l| serde_json::from_str::<Line>(l).ok())
-            .map(|l| Doc {
-                index: l.index,
-                id: l.id,
-                body: l.body,
-                replace: l.replace,
-            })
+            .filter_map(|l| serde_json::from_str::<Doc>(l).ok())
             .collect();
         Ok(Some((path, docs)))
     }
@@ -125,6 +103,52 @@ impl Spool {
             .fetch_sub(len.min(self.bytes()), Ordering::Relaxed);
         self.changed.notify_waiters();
         Ok(())
+    }
+}
+
+/// Writes spooled files to the cluster, oldest first, until the exporter is dropped.
+pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
+    // The documents are safe on disk: retry without end, at the configured pace.
+    let mut backoff = Backoff::unbounded(&cluster.cfg.retry_on_failure);
+    loop {
+        let changed = spool.changed.notified();
+        let next = match spool.oldest() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the disk queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some((path, docs)) = next else {
+            changed.await;
+            continue;
+        };
+        let result = match cluster.ensure_ready().await {
+            Ok(()) => cluster.write(docs).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                backoff.reset();
+                if let Err(e) = spool.remove(&path) {
+                    tracing::error!(error = %e, path = %path.display(), "cannot remove a written spool file");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(e) => {
+                let first = backoff.retries() == 0;
+                let after = match &e {
+                    ExportError::Retryable { after, .. } => *after,
+                    ExportError::Permanent { .. } => None,
+                };
+                let wait = backoff.next(after).unwrap_or(Duration::from_secs(1));
+                if first {
+                    tracing::warn!(error = %e, retry_in = ?wait, "disk queue: send failed; retrying (documents stay on disk)");
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -146,11 +170,13 @@ mod tests {
     #[test]
     fn files_come_back_in_order_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let doc = |id: &str| Doc {
-            index: "i".into(),
-            id: id.into(),
-            body: serde_json::json!({ "id": id }),
-            replace: false,
+        let doc = |id: &str| {
+            Doc::new(
+                "i".into(),
+                id.into(),
+                &serde_json::json!({ "id": id }),
+                false,
+            )
         };
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append(&[doc("a"), doc("b")]).unwrap();

@@ -1,5 +1,6 @@
+use super::bulk::chunks;
 use super::*;
-use crate::model::window::{Anomaly, SeriesKey, Severity, N_FEATURES};
+use crate::model::window::{Anomaly, SeriesKey, Severity, WindowRecord, N_FEATURES};
 use std::sync::Arc;
 
 fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
@@ -53,7 +54,7 @@ fn anomalies_go_to_both_indices_and_index_mode_is_daily() {
             "otelwatch-anomalies"
         ]
     );
-    assert_eq!(docs[2].body["event"]["kind"], "alert");
+    assert_eq!(docs[2].json()["event"]["kind"], "alert");
     cfg.mode = Mode::Index;
     let docs = documents(&cfg, &ws);
     assert_eq!(docs[0].index, "otelwatch-windows-2026.01.05");
@@ -94,7 +95,7 @@ fn requests_are_split_by_count_and_size() {
             .collect::<Vec<_>>(),
         [3, 3, 3, 1]
     );
-    let one = docs[0].body.to_string().len();
+    let one = docs[0].body.get().len();
     let by_size = chunks(&docs, 100, one * 2 + 300);
     assert!(
         by_size.iter().all(|c| c.len() <= 2),
@@ -172,5 +173,5 @@ fn incident_documents_replace_by_id_in_the_incidents_index() {
     assert_eq!(docs[0].index, "otelwatch-incidents");
     assert_eq!(docs[0].id, "3f9c0a7d51e2b864");
     assert!(docs[0].replace);
-    assert_eq!(docs[0].body["incident"]["id"], "3f9c0a7d51e2b864");
+    assert_eq!(docs[0].json()["incident"]["id"], "3f9c0a7d51e2b864");
 }

@@ -8,11 +8,13 @@
 //! sending_queue:    { num_consumers: 10, queue_size: 1000 }
 //! ```
 
+mod retry;
+
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::{names, Counter, Telemetry};
-use rand::RngExt;
+pub use retry::{Backoff, RetrySettings};
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
 
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -61,81 +62,6 @@ pub trait Export: Send + Sync + 'static {
     /// Called once after the last batch, before the exporter stops (flush files, close streams).
     fn shutdown(&self) -> impl Future<Output = ()> + Send {
         async {}
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySettings {
-    pub enabled: bool,
-    pub initial_interval: ConfigDuration,
-    pub max_interval: ConfigDuration,
-    /// Give up on a batch after this long; `0` retries until shutdown.
-    pub max_elapsed_time: ConfigDuration,
-    pub multiplier: f64,
-    pub randomization_factor: f64,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            initial_interval: ConfigDuration::from_secs(5),
-            max_interval: ConfigDuration::from_secs(30),
-            max_elapsed_time: ConfigDuration::from_secs(300),
-            multiplier: 1.5,
-            randomization_factor: 0.5,
-        }
-    }
-}
-
-impl RetrySettings {
-    pub fn disabled() -> Self {
-        Self {
-            enabled: false,
-            ..Self::default()
-        }
-    }
-
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            errors.push(ConfigError::new(
-                format!("{path}.multiplier"),
-                "must be at least 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.randomization_factor) {
-            errors.push(ConfigError::new(
-                format!("{path}.randomization_factor"),
-                "must be between 0 and 1",
-            ));
-        }
-        if self.enabled && self.initial_interval.get().is_zero() {
-            errors.push(ConfigError::new(
-                format!("{path}.initial_interval"),
-                "must be longer than 0",
-            ));
-        }
-        if self.max_interval < self.initial_interval {
-            errors.push(ConfigError::new(
-                format!("{path}.max_interval"),
-                "must not be shorter than initial_interval",
-            ));
-        }
-    }
-
-    /// The `attempt`-th wait (0-based), jittered by ± randomization_factor.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.initial_interval.get().as_secs_f64()
-            * self.multiplier.powi(attempt.min(64) as i32);
-        let base = base.min(self.max_interval.get().as_secs_f64());
-        let f = self.randomization_factor;
-        let jitter = if f > 0.0 {
-            rand::rng().random_range(1.0 - f..=1.0 + f)
-        } else {
-            1.0
-        };
-        Duration::from_secs_f64((base * jitter).max(0.0))
     }
 }
 
@@ -463,8 +389,7 @@ async fn deliver<E: Export>(
     counters: &Counters,
 ) {
     let c = counters.for_kind(batch.kind());
-    let started = Instant::now();
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(&settings.retry);
     loop {
         let result = match settings.timeout {
             Some(t) => match tokio::time::timeout(t, exporter.export(&batch)).await {
@@ -480,10 +405,10 @@ async fn deliver<E: Export>(
                 if rejected > 0 {
                     c.failed.add(rejected as u64);
                 }
-                if attempt > 0 {
+                if backoff.retries() > 0 {
                     tracing::info!(
                         exporter = id,
-                        attempts = attempt + 1,
+                        attempts = backoff.retries() + 1,
                         "delivered after retrying"
                     );
                 }
@@ -495,23 +420,19 @@ async fn deliver<E: Export>(
                 return;
             }
             Err(ExportError::Retryable { message, after }) => {
-                let retry = &settings.retry;
-                let wait = after.unwrap_or_else(|| retry.backoff(attempt));
-                let limit = retry.max_elapsed_time.get();
-                let exhausted = !limit.is_zero() && started.elapsed() + wait > limit;
-                if !retry.enabled || exhausted {
+                let attempt = backoff.retries();
+                let Some(wait) = backoff.next(after) else {
                     c.failed.add(batch.items as u64);
                     tracing::warn!(exporter = id, items = batch.items, attempts = attempt + 1, error = %message,
-                        "dropping batch: {}", if retry.enabled { "retries exhausted" } else { "retry disabled" });
+                        "dropping batch: {}", if settings.retry.enabled { "retries exhausted" } else { "retry disabled" });
                     return;
-                }
+                };
                 if attempt == 0 {
                     tracing::warn!(exporter = id, error = %message, retry_in = ?wait, "send failed; retrying");
                 } else {
                     tracing::debug!(exporter = id, error = %message, attempt, retry_in = ?wait, "send failed again");
                 }
                 counters.retries.inc();
-                attempt += 1;
                 tokio::time::sleep(wait).await;
             }
         }
@@ -654,26 +575,5 @@ mod tests {
         running.task.await.unwrap();
         assert_eq!(*exp.0.lock().unwrap(), vec![12, 2, 1]);
         assert_eq!(t.sum(names::EXPORTER_SENT, &[]), 15);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let r = RetrySettings {
-            initial_interval: ConfigDuration::from_secs(1),
-            max_interval: ConfigDuration::from_secs(4),
-            randomization_factor: 0.0,
-            ..RetrySettings::default()
-        };
-        assert_eq!(r.backoff(0), Duration::from_secs(1));
-        assert_eq!(r.backoff(1), Duration::from_millis(1500));
-        assert_eq!(r.backoff(10), Duration::from_secs(4));
-        let j = RetrySettings {
-            randomization_factor: 0.5,
-            ..r
-        };
-        for _ in 0..100 {
-            let d = j.backoff(0);
-            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1500));
-        }
     }
 }
