@@ -16,6 +16,9 @@ use crate::config::error::ConfigError;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{feature, Severity, WindowRecord};
 use crate::pipeline::{Batch, Payload};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
@@ -187,100 +190,97 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
 }
 
 pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> String {
-    match &batch.payload {
-        Payload::Windows(ws) => return render_windows(ws, verbosity, color),
-        Payload::Incidents(es) => return render_incidents(es, verbosity, color),
-        _ => {}
+    match (&batch.payload, verbosity) {
+        (Payload::Windows(ws), _) => render_windows(ws, verbosity, color),
+        (Payload::Incidents(es), _) => render_incidents(es, verbosity, color),
+        (_, Verbosity::Basic) => summary_line(batch),
+        (Payload::Traces(t), Verbosity::Normal) => span_lines(t),
+        (Payload::Metrics(m), Verbosity::Normal) => metric_lines(m),
+        (Payload::Logs(l), Verbosity::Normal) => log_lines(l),
+        (_, Verbosity::Detailed) => {
+            let mut buf = Vec::new();
+            match crate::otlp::encode_json_line(&batch.payload, &mut buf) {
+                Ok(()) => format!("{}\n", String::from_utf8_lossy(&buf)),
+                Err(_) => String::new(),
+            }
+        }
     }
-    let mut out = String::new();
+}
+
+/// `traces: 12 spans from checkout, payments`.
+fn summary_line(batch: &Batch) -> String {
+    let services: BTreeSet<&str> = match &batch.payload {
+        Payload::Traces(t) => t
+            .resource_spans
+            .iter()
+            .map(|r| service_name(r.resource.as_ref()))
+            .collect(),
+        Payload::Metrics(m) => m
+            .resource_metrics
+            .iter()
+            .map(|r| service_name(r.resource.as_ref()))
+            .collect(),
+        Payload::Logs(l) => l
+            .resource_logs
+            .iter()
+            .map(|r| service_name(r.resource.as_ref()))
+            .collect(),
+        Payload::Windows(_) | Payload::Incidents(_) => BTreeSet::new(),
+    };
+    let list: Vec<&str> = services.into_iter().collect();
     let kind = batch.kind();
-    match verbosity {
-        Verbosity::Basic => {
-            let services: BTreeSet<&str> = match &batch.payload {
-                Payload::Traces(t) => t
-                    .resource_spans
-                    .iter()
-                    .map(|r| service_name(r.resource.as_ref()))
-                    .collect(),
-                Payload::Metrics(m) => m
-                    .resource_metrics
-                    .iter()
-                    .map(|r| service_name(r.resource.as_ref()))
-                    .collect(),
-                Payload::Logs(l) => l
-                    .resource_logs
-                    .iter()
-                    .map(|r| service_name(r.resource.as_ref()))
-                    .collect(),
-                Payload::Windows(_) | Payload::Incidents(_) => BTreeSet::new(),
-            };
-            let list: Vec<&str> = services.into_iter().collect();
+    let (items, name) = (batch.items, kind.item_name());
+    format!("{kind}: {items} {name} from {}\n", list.join(", "))
+}
+
+fn span_lines(t: &ExportTraceServiceRequest) -> String {
+    let mut out = String::new();
+    for rs in &t.resource_spans {
+        let svc = service_name(rs.resource.as_ref());
+        for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            let ms = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
+            let status = s.status.as_ref().map(|s| s.code).unwrap_or(0);
+            let status = ["UNSET", "OK", "ERROR"]
+                .get(status as usize)
+                .copied()
+                .unwrap_or("?");
             let _ = writeln!(
                 out,
-                "{kind}: {} {} from {}",
-                batch.items,
-                kind.item_name(),
-                list.join(", ")
+                "span {svc} {:?} {:.3}ms {status} kind={} trace={} span={}",
+                s.name,
+                ms,
+                s.kind,
+                hex(&s.trace_id),
+                hex(&s.span_id)
             );
         }
-        Verbosity::Normal => match &batch.payload {
-            Payload::Traces(t) => {
-                for rs in &t.resource_spans {
-                    let svc = service_name(rs.resource.as_ref());
-                    for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                        let ms = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64
-                            / 1e6;
-                        let status = s.status.as_ref().map(|s| s.code).unwrap_or(0);
-                        let status = ["UNSET", "OK", "ERROR"]
-                            .get(status as usize)
-                            .copied()
-                            .unwrap_or("?");
-                        let _ = writeln!(
-                            out,
-                            "span {svc} {:?} {:.3}ms {status} kind={} trace={} span={}",
-                            s.name,
-                            ms,
-                            s.kind,
-                            hex(&s.trace_id),
-                            hex(&s.span_id)
-                        );
-                    }
-                }
-            }
-            Payload::Metrics(m) => {
-                for rm in &m.resource_metrics {
-                    let svc = service_name(rm.resource.as_ref());
-                    for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                        let _ = writeln!(
-                            out,
-                            "metric {svc} {} ({} data points)",
-                            metric.name,
-                            crate::otlp::data_points(metric)
-                        );
-                    }
-                }
-            }
-            Payload::Logs(l) => {
-                for rl in &l.resource_logs {
-                    let svc = service_name(rl.resource.as_ref());
-                    for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
-                        let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
-                            Some(Value::StringValue(s)) => s.clone(),
-                            Some(other) => format!("{other:?}"),
-                            None => String::new(),
-                        };
-                        let _ = writeln!(out, "log {svc} {} {body}", r.severity_text);
-                    }
-                }
-            }
-            Payload::Windows(_) | Payload::Incidents(_) => {}
-        },
-        Verbosity::Detailed => {
-            let mut buf = Vec::new();
-            if crate::otlp::encode_json_line(&batch.payload, &mut buf).is_ok() {
-                out.push_str(&String::from_utf8_lossy(&buf));
-                out.push('\n');
-            }
+    }
+    out
+}
+
+fn metric_lines(m: &ExportMetricsServiceRequest) -> String {
+    let mut out = String::new();
+    for rm in &m.resource_metrics {
+        let svc = service_name(rm.resource.as_ref());
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            let points = crate::otlp::data_points(metric);
+            let _ = writeln!(out, "metric {svc} {} ({points} data points)", metric.name);
+        }
+    }
+    out
+}
+
+fn log_lines(l: &ExportLogsServiceRequest) -> String {
+    let mut out = String::new();
+    for rl in &l.resource_logs {
+        let svc = service_name(rl.resource.as_ref());
+        for r in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+            let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "log {svc} {} {body}", r.severity_text);
         }
     }
     out

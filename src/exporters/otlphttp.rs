@@ -29,6 +29,7 @@ use crate::config::tls::{read_pem, ClientTls, TlsError};
 use crate::otlp::compression::{compress, Encoding};
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
+use crate::pipeline::SignalKind;
 use crate::pipeline::{Batch, Payload};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -147,11 +148,10 @@ impl OtlpHttpConfig {
 
     /// Where one signal goes: its own endpoint, else the base URL with the signal's path.
     fn url_for<S: Signal>(&self) -> String {
-        let own = match S::KIND {
-            crate::pipeline::DataKind::Traces => &self.traces_endpoint,
-            crate::pipeline::DataKind::Metrics => &self.metrics_endpoint,
-            crate::pipeline::DataKind::Logs => &self.logs_endpoint,
-            crate::pipeline::DataKind::Windows => &None,
+        let own = match S::SIGNAL {
+            SignalKind::Traces => &self.traces_endpoint,
+            SignalKind::Metrics => &self.metrics_endpoint,
+            SignalKind::Logs => &self.logs_endpoint,
         };
         own.clone()
             .unwrap_or_else(|| format!("{}{}", self.endpoint.trim_end_matches('/'), S::HTTP_PATH))
@@ -238,7 +238,7 @@ impl OtlpHttpExporter {
                 "application/json",
             ),
         };
-        let url = &self.urls[S::KIND.signal_index().unwrap_or(0)];
+        let url = &self.urls[S::SIGNAL.index()];
         let mut req = self
             .client
             .post(url)

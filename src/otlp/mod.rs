@@ -4,7 +4,8 @@ pub mod codec;
 pub mod compression;
 pub mod status;
 
-use crate::pipeline::{Batch, DataKind, Payload};
+use crate::pipeline::SignalKind;
+use crate::pipeline::{Batch, Payload};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -34,7 +35,7 @@ pub struct Checked {
 pub trait Signal:
     prost::Message + Default + Serialize + DeserializeOwned + Send + Sync + 'static
 {
-    const KIND: DataKind;
+    const SIGNAL: SignalKind;
     /// gRPC service name, for routing (`opentelemetry.proto.collector.trace.v1.TraceService`).
     const SERVICE: &'static str;
     /// gRPC method path.
@@ -81,7 +82,7 @@ fn retain_counting<T>(items: &mut Vec<T>, keep: impl Fn(&T) -> bool, checked: &m
 }
 
 impl Signal for ExportTraceServiceRequest {
-    const KIND: DataKind = DataKind::Traces;
+    const SIGNAL: SignalKind = SignalKind::Traces;
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     const HTTP_PATH: &'static str = "/v1/traces";
@@ -152,7 +153,7 @@ pub fn data_points(m: &Metric) -> usize {
 }
 
 impl Signal for ExportMetricsServiceRequest {
-    const KIND: DataKind = DataKind::Metrics;
+    const SIGNAL: SignalKind = SignalKind::Metrics;
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const GRPC_PATH: &'static str =
         "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -209,7 +210,7 @@ impl Signal for ExportMetricsServiceRequest {
 }
 
 impl Signal for ExportLogsServiceRequest {
-    const KIND: DataKind = DataKind::Logs;
+    const SIGNAL: SignalKind = SignalKind::Logs;
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     const HTTP_PATH: &'static str = "/v1/logs";

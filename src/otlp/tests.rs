@@ -1,4 +1,5 @@
 use super::*;
+use crate::pipeline::DataKind;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 /// An OTLP/JSON line as the specification writes it: hex ids, camelCase keys, enums as numbers,

@@ -47,12 +47,12 @@ impl DataKind {
         }
     }
 
-    /// Position among the OTLP signals (traces 0, metrics 1, logs 2); `None` for windows.
-    pub fn signal_index(self) -> Option<usize> {
+    /// The OTLP signal this kind is; `None` for windows.
+    pub fn signal(self) -> Option<SignalKind> {
         match self {
-            Self::Traces => Some(0),
-            Self::Metrics => Some(1),
-            Self::Logs => Some(2),
+            Self::Traces => Some(SignalKind::Traces),
+            Self::Metrics => Some(SignalKind::Metrics),
+            Self::Logs => Some(SignalKind::Logs),
             Self::Windows => None,
         }
     }
@@ -71,6 +71,37 @@ impl DataKind {
 impl fmt::Display for DataKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The three OTLP signals: what receivers produce and forwarding exporters send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl SignalKind {
+    pub const ALL: [SignalKind; 3] = [SignalKind::Traces, SignalKind::Metrics, SignalKind::Logs];
+
+    /// Position in per-signal tables: traces 0, metrics 1, logs 2.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn data_kind(self) -> DataKind {
+        match self {
+            Self::Traces => DataKind::Traces,
+            Self::Metrics => DataKind::Metrics,
+            Self::Logs => DataKind::Logs,
+        }
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.data_kind().as_str())
     }
 }
 

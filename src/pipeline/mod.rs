@@ -4,5 +4,5 @@ mod data;
 mod fanout;
 pub mod service;
 
-pub use data::{Batch, DataKind, Payload};
+pub use data::{Batch, DataKind, Payload, SignalKind};
 pub use fanout::{FanOut, PipelineInput, Refused};

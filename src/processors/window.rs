@@ -429,65 +429,7 @@ impl WindowProcessor {
                 continue;
             }
             let start = self.window_start(o.end_ns);
-            if !self.series.contains_key(&o.key) {
-                if self.series.len() >= self.max_services {
-                    self.dropped_series.inc();
-                    if !self.warned_cap {
-                        self.warned_cap = true;
-                        tracing::warn!(
-                            max_services = self.max_services,
-                            "window: series cap reached; new services and edges are not tracked"
-                        );
-                    }
-                    continue;
-                }
-                // A new series starts at the window of its first span (or the first open one).
-                let first_open = self.window_start(self.watermark());
-                let next_emit = start.max(if self.max_event_ns == 0 {
-                    0
-                } else {
-                    first_open
-                });
-                self.series.insert(
-                    o.key.clone(),
-                    Series {
-                        key: Arc::new(o.key.clone()),
-                        open: BTreeMap::new(),
-                        next_emit,
-                        last_seen_ns: 0,
-                        previous_count: None,
-                    },
-                );
-            }
-            let hist = if self
-                .series
-                .get(&o.key)
-                .is_some_and(|s| !s.open.contains_key(&start))
-            {
-                Some(self.new_hist())
-            } else {
-                None
-            };
-            let Some(series) = self.series.get_mut(&o.key) else {
-                continue;
-            };
-            if start < series.next_emit {
-                self.late_spans.inc();
-                if let Some(h) = hist {
-                    self.spare_hists.push(h);
-                }
-                continue;
-            }
-            let acc = match hist {
-                Some(h) => series.open.entry(start).or_insert_with(|| Accum::new(h)),
-                None => match series.open.get_mut(&start) {
-                    Some(a) => a,
-                    None => continue,
-                },
-            };
-            acc.add(o.ms, o.error, o.client_error);
-            series.last_seen_ns = series.last_seen_ns.max(o.end_ns);
-            if o.end_ns > self.max_event_ns {
+            if self.track(&o.key, start) && self.add(&o, start) && o.end_ns > self.max_event_ns {
                 self.max_event_ns = o.end_ns;
                 raised = true;
             }
@@ -495,6 +437,72 @@ impl WindowProcessor {
         if raised {
             self.last_data = Instant::now();
         }
+    }
+
+    /// Makes sure `key` has a series (its first window the one starting at `start`, or the
+    /// first open one); false when the series cap keeps a new one out.
+    fn track(&mut self, key: &SeriesKey, start: u64) -> bool {
+        if self.series.contains_key(key) {
+            return true;
+        }
+        if self.series.len() >= self.max_services {
+            self.dropped_series.inc();
+            if !self.warned_cap {
+                self.warned_cap = true;
+                tracing::warn!(
+                    max_services = self.max_services,
+                    "window: series cap reached; new services and edges are not tracked"
+                );
+            }
+            return false;
+        }
+        let first_open = self.window_start(self.watermark());
+        let next_emit = start.max(if self.max_event_ns == 0 {
+            0
+        } else {
+            first_open
+        });
+        self.series.insert(
+            key.clone(),
+            Series {
+                key: Arc::new(key.clone()),
+                open: BTreeMap::new(),
+                next_emit,
+                last_seen_ns: 0,
+                previous_count: None,
+            },
+        );
+        true
+    }
+
+    /// Adds one span to its series' window starting at `start`; false if that window has
+    /// already been emitted (the span is late).
+    fn add(&mut self, o: &Observation, start: u64) -> bool {
+        let needs_window = self
+            .series
+            .get(&o.key)
+            .is_some_and(|s| !s.open.contains_key(&start));
+        let hist = needs_window.then(|| self.new_hist());
+        let Some(series) = self.series.get_mut(&o.key) else {
+            return false;
+        };
+        if start < series.next_emit {
+            self.late_spans.inc();
+            if let Some(h) = hist {
+                self.spare_hists.push(h);
+            }
+            return false;
+        }
+        let acc = match hist {
+            Some(h) => series.open.entry(start).or_insert_with(|| Accum::new(h)),
+            None => match series.open.get_mut(&start) {
+                Some(a) => a,
+                None => return false,
+            },
+        };
+        acc.add(o.ms, o.error, o.client_error);
+        series.last_seen_ns = series.last_seen_ns.max(o.end_ns);
+        true
     }
 
     /// Emits every window that ends at or before `watermark`, empty ones included, and forgets

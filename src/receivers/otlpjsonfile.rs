@@ -13,10 +13,11 @@
 use crate::config::decode::decode_section;
 use crate::config::error::ConfigError;
 use crate::otlp::decode_json_line;
-use crate::pipeline::{DataKind, Payload, Refused};
+use crate::pipeline::{Payload, Refused, SignalKind};
 use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
-use crate::telemetry::names;
+use crate::telemetry::{names, Counter};
 use serde::Deserialize;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -182,104 +183,144 @@ pub async fn start(
         receiver: id.clone(),
         message,
     })?;
-    let accepted: Vec<_> = DataKind::SIGNALS
-        .iter()
-        .map(|k| {
-            ctx.telemetry.counter(
-                names::RECEIVER_ACCEPTED,
-                "Items accepted into the pipelines.",
-                vec![
-                    ("receiver", id.clone()),
-                    ("transport", "file".into()),
-                    ("signal", k.to_string()),
-                ],
-            )
-        })
-        .collect();
+    let accepted = SignalKind::ALL.map(|k| {
+        ctx.telemetry.counter(
+            names::RECEIVER_ACCEPTED,
+            "Items accepted into the pipelines.",
+            vec![
+                ("receiver", id.clone()),
+                ("transport", "file".into()),
+                ("signal", k.to_string()),
+            ],
+        )
+    });
     let bad_lines = ctx.telemetry.counter(
         names::RECEIVER_BAD_REQUESTS,
         "Requests refused as malformed, too large or of an unsupported type.",
         vec![("receiver", id.clone()), ("transport", "file".into())],
     );
-    let cfg = cfg.clone();
+    let mut replay = Replay {
+        cfg: cfg.clone(),
+        ctx,
+        id,
+        accepted,
+        bad_lines,
+        clock: None,
+        lines: 0,
+        items: 0,
+        warned_no_pipeline: [false; 3],
+    };
     let task = tokio::spawn(async move {
-        let mut clock: Option<(u64, Instant)> = None;
-        let mut lines_total = 0u64;
-        let mut items_total = 0u64;
-        let mut warned_no_pipeline = [false; 3];
-        'files: for file in &files {
-            let f = match tokio::fs::File::open(file).await {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(receiver = %id, file = %file.display(), error = %e, "cannot open");
-                    continue;
-                }
+        for file in &files {
+            if replay.file(file).await.is_break() {
+                break;
+            }
+        }
+        let Replay {
+            id, lines, items, ..
+        } = replay;
+        tracing::info!(receiver = %id, lines, items, "replay finished");
+    });
+    Ok(RunningReceiver { task, finite: true })
+}
+
+/// One replay of the configured files, line by line, in order.
+struct Replay {
+    cfg: OtlpJsonFileConfig,
+    ctx: ReceiverContext,
+    id: String,
+    accepted: [Counter; 3],
+    bad_lines: Counter,
+    /// With `pace: original`: the first item's time and the instant it was sent.
+    clock: Option<(u64, Instant)>,
+    lines: u64,
+    items: u64,
+    warned_no_pipeline: [bool; 3],
+}
+
+/// `Break`: stop the whole replay (told to stop, or the pipelines are shutting down).
+type Flow = ControlFlow<()>;
+
+impl Replay {
+    async fn file(&mut self, file: &Path) -> Flow {
+        let f = match tokio::fs::File::open(file).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(receiver = %self.id, file = %file.display(), error = %e, "cannot open");
+                return Flow::Continue(());
+            }
+        };
+        let mut reader = tokio::io::BufReader::with_capacity(1 << 20, f);
+        let mut line = Vec::new();
+        let mut lineno = 0u64;
+        loop {
+            line.clear();
+            let read = tokio::select! {
+                r = reader.read_until(b'\n', &mut line) => r,
+                _ = self.ctx.stop.cancelled() => return Flow::Break(()),
             };
-            let mut reader = tokio::io::BufReader::with_capacity(1 << 20, f);
-            let mut line = Vec::new();
-            let mut lineno = 0u64;
-            loop {
-                line.clear();
-                let read = tokio::select! {
-                    r = reader.read_until(b'\n', &mut line) => r,
-                    _ = ctx.stop.cancelled() => break 'files,
-                };
-                match read {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(receiver = %id, file = %file.display(), error = %e, "read failed");
-                        break;
-                    }
+            match read {
+                Ok(0) => return Flow::Continue(()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(receiver = %self.id, file = %file.display(), error = %e, "read failed");
+                    return Flow::Continue(());
                 }
-                lineno += 1;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let (batch, checked) = match decode_json_line(&line) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        bad_lines.inc();
-                        tracing::warn!(receiver = %id, "{}:{lineno}: skipped: {e}", file.display());
-                        continue;
-                    }
-                };
-                if checked.rejected > 0 {
-                    tracing::warn!(receiver = %id, "{}:{lineno}: {}", file.display(), checked.reason);
-                }
-                let idx = batch.kind().signal_index().unwrap_or(0);
-                let Some(fan) = &ctx.consumers[idx] else {
-                    if !warned_no_pipeline[idx] {
-                        warned_no_pipeline[idx] = true;
-                        tracing::warn!(receiver = %id, "{}:{lineno}: no pipeline takes {} from this receiver; skipping them", file.display(), batch.kind());
-                    }
-                    continue;
-                };
-                if cfg.pace == Pace::Original {
-                    if let Some(ts) = latest_time(&batch.payload) {
-                        let (t0, i0) = *clock.get_or_insert((ts, Instant::now()));
-                        let offset = ts.saturating_sub(t0) as f64 / cfg.speed;
-                        let due = i0 + Duration::from_nanos(offset as u64);
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(due) => {}
-                            _ = ctx.stop.cancelled() => break 'files,
-                        }
-                    }
-                }
-                let items = batch.items as u64;
-                match fan.send_patiently(batch).await {
-                    Ok(()) => {
-                        accepted[idx].add(items);
-                        lines_total += 1;
-                        items_total += items;
-                    }
-                    Err(Refused::ShuttingDown) | Err(Refused::Full) => break 'files,
+            }
+            lineno += 1;
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                let at = format!("{}:{lineno}", file.display());
+                self.line(&line, &at).await?;
+            }
+        }
+    }
+
+    /// Decodes one line (`at`: file and line number, for messages) and hands it on.
+    async fn line(&mut self, line: &[u8], at: &str) -> Flow {
+        let id = &self.id;
+        let (batch, checked) = match decode_json_line(line) {
+            Ok(b) => b,
+            Err(e) => {
+                self.bad_lines.inc();
+                tracing::warn!(receiver = %id, "{at}: skipped: {e}");
+                return Flow::Continue(());
+            }
+        };
+        if checked.rejected > 0 {
+            tracing::warn!(receiver = %id, "{at}: {}", checked.reason);
+        }
+        // A line decodes into one of the three signals.
+        let Some(signal) = batch.kind().signal() else {
+            return Flow::Continue(());
+        };
+        let Some(fan) = self.ctx.consumers[signal.index()].clone() else {
+            if !std::mem::replace(&mut self.warned_no_pipeline[signal.index()], true) {
+                tracing::warn!(receiver = %id, "{at}: no pipeline takes {signal} from this receiver; skipping them");
+            }
+            return Flow::Continue(());
+        };
+        if self.cfg.pace == Pace::Original {
+            if let Some(ts) = latest_time(&batch.payload) {
+                let (t0, i0) = *self.clock.get_or_insert((ts, Instant::now()));
+                let offset = ts.saturating_sub(t0) as f64 / self.cfg.speed;
+                let due = i0 + Duration::from_nanos(offset as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = self.ctx.stop.cancelled() => return Flow::Break(()),
                 }
             }
         }
-        tracing::info!(receiver = %id, lines = lines_total, items = items_total, "replay finished");
-    });
-    Ok(RunningReceiver { task, finite: true })
+        let items = batch.items as u64;
+        match fan.send_patiently(batch).await {
+            Ok(()) => {
+                self.accepted[signal.index()].add(items);
+                self.lines += 1;
+                self.items += items;
+                Flow::Continue(())
+            }
+            Err(Refused::ShuttingDown) | Err(Refused::Full) => Flow::Break(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,6 @@ impl Doc {
     }
 }
 
-
 /// The documents for a batch of windows: every window, and every anomaly again as an alert.
 pub fn documents(cfg: &ElasticsearchConfig, windows: &[WindowRecord]) -> Vec<Doc> {
     let mut docs = Vec::with_capacity(windows.len());

@@ -193,6 +193,17 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// What a window was judged to be.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Normal {
+        warming_up: bool,
+    },
+    Anomaly,
+    /// Above the threshold, but no feature is out of line.
+    Unexplained,
+}
+
 /// One series' detector state.
 pub struct SeriesModel {
     pub forest: OnlineForest,
@@ -233,6 +244,31 @@ impl SeriesModel {
             }
         }
         self.learned += 1;
+    }
+
+    /// What the model learns from a scored window: a normal one is learned (its score kept
+    /// once warm); an anomalous or unexplained one is not, until it has lasted
+    /// `relearn_after` windows and is taken as the new normal.
+    fn follow(
+        &mut self,
+        cfg: &IForestConfig,
+        features: &[f64; N_FEATURES],
+        x: &[f64],
+        score: f64,
+        verdict: Verdict,
+    ) {
+        match verdict {
+            Verdict::Normal { warming_up } => {
+                self.consecutive = 0;
+                self.learn(features, x, score, !warming_up);
+            }
+            Verdict::Anomaly | Verdict::Unexplained => {
+                self.consecutive += 1;
+                if self.consecutive >= cfg.relearn_after {
+                    self.learn(features, x, score, true);
+                }
+            }
+        }
     }
 
     fn threshold(&self, cfg: &IForestConfig) -> f64 {
@@ -672,23 +708,16 @@ impl IForestProcessor {
         let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
         // Above the threshold without a cause: not reported, but not learned either, so an
         // outlier does not widen what the forest calls normal (unless it keeps happening).
-        let unexplained = !warming_up && !is_anomaly && score >= threshold;
-        if unexplained {
-            model.consecutive += 1;
-            if model.consecutive >= cfg.relearn_after {
-                model.learn(&rec.features, &x, score, true);
-            }
-            deviations.clear();
-        } else if !is_anomaly {
-            deviations.clear();
-            model.consecutive = 0;
-            model.learn(&rec.features, &x, score, !warming_up);
+        let verdict = if is_anomaly {
+            Verdict::Anomaly
+        } else if !warming_up && score >= threshold {
+            Verdict::Unexplained
         } else {
-            model.consecutive += 1;
-            if model.consecutive >= cfg.relearn_after {
-                // It has lasted long enough to be the new normal.
-                model.learn(&rec.features, &x, score, true);
-            }
+            Verdict::Normal { warming_up }
+        };
+        model.follow(cfg, &rec.features, &x, score, verdict);
+        if !is_anomaly {
+            deviations.clear();
         }
         let contributions: Vec<Contribution> = deviations
             .iter()
@@ -699,37 +728,9 @@ impl IForestProcessor {
                 typical: *typical,
             })
             .collect();
-        let severity = is_anomaly.then(|| {
-            let over = score - threshold;
-            if over >= 0.15 || strongest >= 50.0 {
-                Severity::Critical
-            } else if over >= 0.05 || strongest >= 15.0 {
-                Severity::Major
-            } else {
-                Severity::Minor
-            }
-        });
+        let severity = is_anomaly.then(|| severity(score - threshold, strongest));
         let message = if is_anomaly {
-            let parts: Vec<String> = deviations
-                .iter()
-                .take(3)
-                .map(|(i, _, t)| {
-                    format!(
-                        "{} {} (typical {})",
-                        FEATURE_NAMES[*i],
-                        fmt_value(*i, rec.features[*i]),
-                        fmt_value(*i, *t)
-                    )
-                })
-                .collect();
-            let mut m = format!("{}: {}", rec.series, parts.join(", "));
-            if model.consecutive >= cfg.relearn_after {
-                m.push_str(&format!(
-                    " (for {} windows; now learning it as the new normal)",
-                    model.consecutive
-                ));
-            }
-            m
+            explain(rec, &deviations, model.consecutive, cfg.relearn_after)
         } else {
             String::new()
         };
@@ -749,6 +750,45 @@ impl IForestProcessor {
             incident: None,
         });
     }
+}
+
+/// How far over the threshold (or how many spreads off typical) an anomaly is.
+fn severity(over: f64, strongest: f64) -> Severity {
+    if over >= 0.15 || strongest >= 50.0 {
+        Severity::Critical
+    } else if over >= 0.05 || strongest >= 15.0 {
+        Severity::Major
+    } else {
+        Severity::Minor
+    }
+}
+
+/// `series: feature actual (typical t), …`, and a note once it is being learned as normal.
+fn explain(
+    rec: &WindowRecord,
+    deviations: &[(usize, f64, f64)],
+    consecutive: usize,
+    relearn_after: usize,
+) -> String {
+    let parts: Vec<String> = deviations
+        .iter()
+        .take(3)
+        .map(|(i, _, t)| {
+            format!(
+                "{} {} (typical {})",
+                FEATURE_NAMES[*i],
+                fmt_value(*i, rec.features[*i]),
+                fmt_value(*i, *t)
+            )
+        })
+        .collect();
+    let mut m = format!("{}: {}", rec.series, parts.join(", "));
+    if consecutive >= relearn_after {
+        m.push_str(&format!(
+            " (for {consecutive} windows; now learning it as the new normal)"
+        ));
+    }
+    m
 }
 
 impl Processor for IForestProcessor {

@@ -269,27 +269,7 @@ pub fn score_window(
     graph: &CallGraph,
     weight: &dyn Fn(&SeriesKey) -> f64,
 ) -> HashMap<Arc<str>, Scored> {
-    let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
-    for r in records {
-        let active = r.features[feature::REQUEST_COUNT] > 0.0 || r.is_anomaly();
-        match &r.series.target {
-            Some(t) => {
-                if !active {
-                    continue;
-                }
-                nodes.entry(t.clone()).or_default().in_edges.push(r);
-                let caller = nodes.entry(r.series.service.clone()).or_default();
-                caller.out_edges.push(r);
-                // Sending less (or more) is the caller's doing.
-                best(&mut caller.own_down, r, is_down);
-            }
-            None => {
-                let n = nodes.entry(r.series.service.clone()).or_default();
-                best(&mut n.own_up, r, is_up);
-                best(&mut n.own_down, r, is_down);
-            }
-        }
-    }
+    let nodes = nodes_of(records);
     let mut flow = Flow {
         nodes: &nodes,
         graph,
@@ -326,30 +306,64 @@ pub fn score_window(
         let up_mass = flow.up.get(name).copied().unwrap_or(0.0);
         let down_mass = flow.down.get(name).copied().unwrap_or(0.0);
         let score = (up_mass + down_mass) / total;
-        if score <= 1e-9 {
-            continue;
+        if score > 1e-9 {
+            let reason = reason(name, n, &flow, up_mass >= down_mass);
+            out.insert(name.clone(), Scored { score, reason });
         }
-        let reason = if up_mass >= down_mass {
-            let own = n.own_up.map(|x| x.0).unwrap_or(0.0);
-            let share = flow.share(name, true);
-            let slowest = n
-                .out_edges
-                .iter()
-                .filter(|r| up(r) > 0.0)
-                .max_by(|a, b| up(a).total_cmp(&up(b)))
-                .and_then(|r| r.series.target.as_deref())
-                .filter(|t| nodes.get(*t).is_some_and(|x| x.own_up.is_some()));
-            up_reason(name, n, own, share, n.in_edges.len(), slowest)
-        } else {
-            let upstream = graph
-                .callers(name)
-                .filter_map(|c| nodes.get(c).and_then(|x| x.own_down).map(|x| x.0))
-                .fold(0.0f64, f64::max);
-            down_reason(name, n, upstream, graph.callers(name).next().is_none())
-        };
-        out.insert(name.clone(), Scored { score, reason });
     }
     out
+}
+
+/// Each service's own record and the edges it calls and is called on, in this window.
+fn nodes_of(records: &[WindowRecord]) -> HashMap<Arc<str>, Node<'_>> {
+    let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
+    for r in records {
+        let active = r.features[feature::REQUEST_COUNT] > 0.0 || r.is_anomaly();
+        match &r.series.target {
+            Some(t) => {
+                if !active {
+                    continue;
+                }
+                nodes.entry(t.clone()).or_default().in_edges.push(r);
+                let caller = nodes.entry(r.series.service.clone()).or_default();
+                caller.out_edges.push(r);
+                // Sending less (or more) is the caller's doing.
+                best(&mut caller.own_down, r, is_down);
+            }
+            None => {
+                let n = nodes.entry(r.series.service.clone()).or_default();
+                best(&mut n.own_up, r, is_up);
+                best(&mut n.own_down, r, is_down);
+            }
+        }
+    }
+    nodes
+}
+
+/// Why a service is ranked where it is: by the latency/error evidence it kept (`by_up`), or
+/// by the change of traffic it started.
+fn reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> String {
+    let nodes = flow.nodes;
+    if by_up {
+        let own = n.own_up.map(|x| x.0).unwrap_or(0.0);
+        let share = flow.share(name, true);
+        let slowest = n
+            .out_edges
+            .iter()
+            .filter(|r| up(r) > 0.0)
+            .max_by(|a, b| up(a).total_cmp(&up(b)))
+            .and_then(|r| r.series.target.as_deref())
+            .filter(|t| nodes.get(*t).is_some_and(|x| x.own_up.is_some()));
+        up_reason(name, n, own, share, n.in_edges.len(), slowest)
+    } else {
+        let upstream = flow
+            .graph
+            .callers(name)
+            .filter_map(|c| nodes.get(c).and_then(|x| x.own_down).map(|x| x.0))
+            .fold(0.0f64, f64::max);
+        let no_callers = flow.graph.callers(name).next().is_none();
+        down_reason(name, n, upstream, no_callers)
+    }
 }
 
 fn up_reason(

@@ -5,7 +5,7 @@ use crate::otlp::codec::ServerCodec;
 use crate::otlp::compression::Encoding;
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
-use crate::pipeline::{DataKind, Refused};
+use crate::pipeline::{Refused, SignalKind};
 use crate::receivers::ReceiverError;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -79,7 +79,7 @@ where
                 _signal: PhantomData,
             };
             let mut res = grpc.unary(unary, req).await;
-            too_large_is_resource_exhausted(&mut res, &this.shared, S::KIND);
+            too_large_is_resource_exhausted(&mut res, &this.shared, S::SIGNAL);
             Ok(res)
         })
     }
@@ -91,7 +91,7 @@ where
 fn too_large_is_resource_exhausted(
     res: &mut http::Response<tonic::body::Body>,
     shared: &Shared,
-    kind: DataKind,
+    kind: SignalKind,
 ) {
     let headers = res.headers_mut();
     let status = headers.get("grpc-status").and_then(|v| v.to_str().ok());
@@ -132,10 +132,10 @@ impl<S: Signal> UnaryService<Bytes> for Unary<S> {
             let msg = match S::decode(raw.clone()) {
                 Ok(m) => m,
                 Err(e) => {
-                    shared.bad_request(Transport::Grpc, S::KIND);
+                    shared.bad_request(Transport::Grpc, S::SIGNAL);
                     return Err(Status::invalid_argument(format!(
                         "malformed OTLP {} request: {e}",
-                        S::KIND
+                        S::SIGNAL
                     )));
                 }
             };
@@ -178,13 +178,13 @@ pub(super) async fn start(
         }
     }
     let mut routes = tonic::service::RoutesBuilder::default();
-    if shared.has_consumer(DataKind::Traces) {
+    if shared.has_consumer(SignalKind::Traces) {
         routes.add_service(svc::<ExportTraceServiceRequest>(&shared, max_recv));
     }
-    if shared.has_consumer(DataKind::Metrics) {
+    if shared.has_consumer(SignalKind::Metrics) {
         routes.add_service(svc::<ExportMetricsServiceRequest>(&shared, max_recv));
     }
-    if shared.has_consumer(DataKind::Logs) {
+    if shared.has_consumer(SignalKind::Logs) {
         routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv));
     }
     let mut server = tonic::transport::Server::builder().tcp_nodelay(true);

@@ -5,7 +5,7 @@ use super::{Shared, Transport, RETRY_AFTER};
 use crate::otlp::compression::{self, DecompressError, Encoding};
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
-use crate::pipeline::{DataKind, Refused};
+use crate::pipeline::{Refused, SignalKind};
 use crate::receivers::ReceiverError;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -84,76 +84,12 @@ fn error_response(
 
 async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Response {
     let shared = &st.shared;
-    let bad = |status: StatusCode, format: Format, message: String| {
-        shared.bad_request(Transport::Http, S::KIND);
-        error_response(status, format, tonic::Code::InvalidArgument, message, false)
-    };
-    let Some(format) = Format::from_headers(req.headers()) else {
-        let got = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_else(|| "none".into());
-        return bad(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Format::Protobuf,
-            format!(
-                "unsupported Content-Type {got:?}: use application/x-protobuf or application/json"
-            ),
-        );
-    };
-    let encoding = match Encoding::from_header(
-        req.headers()
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    ) {
-        Ok(e) => e,
-        Err(e) => return bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, format, e.to_string()),
-    };
-    shared.request(Transport::Http, encoding);
-    let body = match axum::body::to_bytes(req.into_body(), st.max_body).await {
-        Ok(b) => b,
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                bad(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format,
-                    format!("request body is larger than {} bytes", st.max_body),
-                )
-            } else {
-                bad(
-                    StatusCode::BAD_REQUEST,
-                    format,
-                    format!("cannot read request body: {e}"),
-                )
-            };
-        }
-    };
-    let body = match compression::decompress(encoding, body, st.max_body) {
-        Ok(b) => b,
-        Err(e @ DecompressError::TooLarge { .. }) => {
-            return bad(StatusCode::PAYLOAD_TOO_LARGE, format, e.to_string())
-        }
-        Err(e) => return bad(StatusCode::BAD_REQUEST, format, e.to_string()),
-    };
-    let decoded = match format {
-        Format::Protobuf => S::decode(body.clone())
-            .map(|m| (m, Some(body)))
-            .map_err(|e| e.to_string()),
-        Format::Json => serde_json::from_slice::<S>(&body)
-            .map(|m| (m, None))
-            .map_err(|e| e.to_string()),
-    };
-    let (msg, encoded) = match decoded {
-        Ok(d) => d,
-        Err(e) => {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format,
-                format!("malformed OTLP {} request: {e}", S::KIND),
-            )
+    let (format, msg, encoded) = match read_request::<S>(&st, req).await {
+        Ok(r) => r,
+        Err(Bad(status, format, message)) => {
+            shared.bad_request(Transport::Http, S::SIGNAL);
+            let code = tonic::Code::InvalidArgument;
+            return error_response(status, format, code, message, false);
         }
     };
     match shared.accept(Transport::Http, msg, encoded).await {
@@ -187,6 +123,73 @@ async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Respons
     }
 }
 
+/// A request refused before it reached the pipelines: the HTTP status, the format to answer
+/// in, and why.
+struct Bad(StatusCode, Format, String);
+
+/// Reads, decompresses and decodes one export request; the protobuf bytes are kept for
+/// forwarding as they are.
+async fn read_request<S: Signal>(
+    st: &HttpState,
+    req: Request,
+) -> Result<(Format, S, Option<bytes::Bytes>), Bad> {
+    let Some(format) = Format::from_headers(req.headers()) else {
+        let got = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_else(|| "none".into());
+        let message = format!(
+            "unsupported Content-Type {got:?}: use application/x-protobuf or application/json"
+        );
+        return Err(Bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Format::Protobuf,
+            message,
+        ));
+    };
+    let bad = |status: StatusCode, message: String| Bad(status, format, message);
+    let content_encoding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let encoding = Encoding::from_header(content_encoding)
+        .map_err(|e| bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?;
+    st.shared.request(Transport::Http, encoding);
+    let body = axum::body::to_bytes(req.into_body(), st.max_body)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                let message = format!("request body is larger than {} bytes", st.max_body);
+                bad(StatusCode::PAYLOAD_TOO_LARGE, message)
+            } else {
+                bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}"),
+                )
+            }
+        })?;
+    let body = compression::decompress(encoding, body, st.max_body).map_err(|e| match e {
+        DecompressError::TooLarge { .. } => bad(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        _ => bad(StatusCode::BAD_REQUEST, e.to_string()),
+    })?;
+    let decoded = match format {
+        Format::Protobuf => S::decode(body.clone())
+            .map(|m| (m, Some(body)))
+            .map_err(|e| e.to_string()),
+        Format::Json => serde_json::from_slice::<S>(&body)
+            .map(|m| (m, None))
+            .map_err(|e| e.to_string()),
+    };
+    let (msg, encoded) = decoded.map_err(|e| {
+        let message = format!("malformed OTLP {} request: {e}", S::SIGNAL);
+        bad(StatusCode::BAD_REQUEST, message)
+    })?;
+    Ok((format, msg, encoded))
+}
+
 pub(super) async fn start(
     id: &str,
     cfg: &super::HttpConfig,
@@ -196,19 +199,19 @@ pub(super) async fn start(
     let listener = super::bind(id, &cfg.endpoint).await?;
     let local = listener.local_addr().ok();
     let mut router: Router<HttpState> = Router::new();
-    if shared.has_consumer(DataKind::Traces) {
+    if shared.has_consumer(SignalKind::Traces) {
         router = router.route(
             ExportTraceServiceRequest::HTTP_PATH,
             post(handle::<ExportTraceServiceRequest>),
         );
     }
-    if shared.has_consumer(DataKind::Metrics) {
+    if shared.has_consumer(SignalKind::Metrics) {
         router = router.route(
             ExportMetricsServiceRequest::HTTP_PATH,
             post(handle::<ExportMetricsServiceRequest>),
         );
     }
-    if shared.has_consumer(DataKind::Logs) {
+    if shared.has_consumer(SignalKind::Logs) {
         router = router.route(
             ExportLogsServiceRequest::HTTP_PATH,
             post(handle::<ExportLogsServiceRequest>),

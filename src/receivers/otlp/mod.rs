@@ -24,6 +24,7 @@ use crate::config::listen::{listen_addr, Listen};
 use crate::config::tls::ServerTls;
 use crate::otlp::compression::Encoding;
 use crate::otlp::Signal;
+use crate::pipeline::SignalKind;
 use crate::pipeline::{DataKind, FanOut, Refused};
 use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
 use crate::telemetry::{names, Counter, Telemetry};
@@ -207,10 +208,6 @@ pub(crate) struct Shared {
     requests: Vec<Counter>,
 }
 
-fn signal_index(kind: DataKind) -> usize {
-    kind.signal_index().unwrap_or(0)
-}
-
 impl Shared {
     fn new(id: &str, consumers: [Option<FanOut>; 3], telemetry: &Telemetry) -> Self {
         let mut counters = Vec::new();
@@ -277,18 +274,18 @@ impl Shared {
         }
     }
 
-    fn counters(&self, t: Transport, kind: DataKind) -> &SignalCounters {
-        &self.counters[t as usize * 3 + signal_index(kind)]
+    fn counters(&self, t: Transport, kind: SignalKind) -> &SignalCounters {
+        &self.counters[t as usize * 3 + kind.index()]
     }
 
-    fn has_consumer(&self, kind: DataKind) -> bool {
+    fn has_consumer(&self, kind: SignalKind) -> bool {
         self.consumers
             .read()
-            .map(|c| c[signal_index(kind)].is_some())
+            .map(|c| c[kind.index()].is_some())
             .unwrap_or(false)
     }
 
-    pub(crate) fn bad_request(&self, t: Transport, kind: DataKind) {
+    pub(crate) fn bad_request(&self, t: Transport, kind: SignalKind) {
         self.counters(t, kind).bad_requests.inc();
     }
 
@@ -300,7 +297,7 @@ impl Shared {
         encoded: Option<Bytes>,
     ) -> Result<crate::otlp::Checked, Refused> {
         let checked = msg.check();
-        let c = self.counters(t, S::KIND);
+        let c = self.counters(t, S::SIGNAL);
         c.rejected.add(checked.rejected as u64);
         if checked.accepted == 0 {
             return Ok(checked);
@@ -309,7 +306,7 @@ impl Shared {
             .consumers
             .read()
             .ok()
-            .and_then(|c| c[signal_index(S::KIND)].clone())
+            .and_then(|c| c[S::SIGNAL.index()].clone())
             .ok_or(Refused::ShuttingDown)?;
         let batch = crate::otlp::batch_from(msg, encoded, &checked);
         match fan.send(batch).await {
