@@ -667,7 +667,32 @@ pub async fn run(opts: RealOptions) -> Result<String, RealError> {
     let results = opts.out.join("windows.jsonl");
     let _ = std::fs::remove_file(&results);
     let plan = convert(&root, &opts, &replay)?;
-    let (faults, warm_end) = (&plan.faults, plan.warm_end_ns);
+    run_pipeline(&opts, &replay, &results).await?;
+    write_faults(&opts.out.join("faults.json"), &plan.faults)?;
+    let output = read_output(&results)?;
+    let windows: Vec<&WindowRecord> = output.windows.iter().collect();
+
+    // otelwatch.
+    let mut ours = figures(
+        &plan,
+        &windows,
+        &|i| windows[i].anomaly.as_ref().map(|a| a.score).unwrap_or(0.0),
+        &|i| windows[i].is_anomaly(),
+    );
+    incident_figures(&mut ours, &plan, &output);
+    let ranked = incident_rankings(&plan.faults, &output, opts.interval_s);
+    rank_score(&mut ours, &plan.faults, &ranked);
+
+    // The baseline.
+    let z = baseline_scores(&windows, plan.warm_end_ns);
+    let mut base = figures(&plan, &windows, &|i| z[i], &|i| z[i] > 3.0);
+    let base_ranked = baseline_rankings(&plan.faults, &windows, &z);
+    rank_score(&mut base, &plan.faults, &base_ranked);
+    Ok(report(&opts, &plan.faults, &ours, &base, &ranked))
+}
+
+/// The replay through `window` → `iforest` → `incidents` into a file of window records.
+async fn run_pipeline(opts: &RealOptions, replay: &Path, results: &Path) -> Result<(), RealError> {
     let warmup_windows = (opts.warmup_min * 60 / opts.interval_s).max(16);
     let yaml = format!(
         r#"
@@ -689,12 +714,13 @@ service:
         results.display()
     );
     let cfg = config::parse(&yaml, &|_| None)?;
-    crate::pipeline::service::run(
-        cfg,
-        crate::telemetry::Telemetry::new(),
-        std::future::pending::<()>(),
-    )
-    .await?;
+    let telemetry = crate::telemetry::Telemetry::new();
+    crate::pipeline::service::run(cfg, telemetry, std::future::pending::<()>()).await?;
+    Ok(())
+}
+
+/// The faults as placed on the replay's clock, for checking the results by hand.
+fn write_faults(path: &Path, faults: &[Fault]) -> Result<(), RealError> {
     let faults_json: Vec<Value> = faults
         .iter()
         .map(|f| {
@@ -707,50 +733,47 @@ service:
         })
         .collect();
     std::fs::write(
-        opts.out.join("faults.json"),
+        path,
         serde_json::to_string_pretty(&faults_json).unwrap_or_default(),
     )?;
-    let output = read_output(&results)?;
-    let windows: Vec<&WindowRecord> = output.windows.iter().collect();
+    Ok(())
+}
 
-    // otelwatch.
-    let mut ours = figures(
-        &plan,
-        &windows,
-        &|i| windows[i].anomaly.as_ref().map(|a| a.score).unwrap_or(0.0),
-        &|i| windows[i].is_anomaly(),
-    );
-    let incidents: Vec<(u64, u64, Vec<String>)> = output
-        .incidents
-        .values()
-        .map(|(_, d)| {
-            let i = &d["incident"];
-            let t = |k: &str| {
-                i[k].as_str()
-                    .and_then(crate::model::time::parse_rfc3339_ns)
-                    .unwrap_or(0)
-            };
-            (t("start"), t("end"), causes_of(i))
-        })
-        .filter(|(_, e, _)| *e > warm_end)
-        .collect();
+/// False incidents per quiet hour and incidents per detected fault.
+fn incident_figures(ours: &mut Figures, plan: &Plan, output: &Output) {
     let mut on_fault = 0usize;
     let mut false_incidents = 0usize;
-    for (s, e, _) in &incidents {
-        match in_fault(faults, *s, *e) {
+    for (_, d) in output.incidents.values() {
+        let i = &d["incident"];
+        let t = |k: &str| {
+            i[k].as_str()
+                .and_then(crate::model::time::parse_rfc3339_ns)
+                .unwrap_or(0)
+        };
+        if t("end") <= plan.warm_end_ns {
+            continue;
+        }
+        match in_fault(&plan.faults, t("start"), t("end")) {
             Some(_) => on_fault += 1,
             None => false_incidents += 1,
         }
     }
     ours.false_incidents_per_hour = false_incidents as f64 / ours.quiet_hours.max(1e-9);
     ours.incidents_per_fault = on_fault as f64 / ours.detected.max(1) as f64;
-    // Per fault: the incident most of its flagged windows belong to, as it stood when the
-    // fault ended.
-    let ranked: Vec<Option<Vec<String>>> = faults
+}
+
+/// Per fault: the ranking of the incident most of its flagged windows belong to, as it stood
+/// when the fault ended (one window later).
+fn incident_rankings(
+    faults: &[Fault],
+    output: &Output,
+    interval_s: u64,
+) -> Vec<Option<Vec<String>>> {
+    faults
         .iter()
         .map(|f| {
             let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-            for w in &windows {
+            for w in &output.windows {
                 if w.start_ns < f.end_ns && w.end_ns() > f.start_ns {
                     if let Some(id) = w.anomaly.as_ref().and_then(|a| a.incident.as_deref()) {
                         *votes.entry(id).or_default() += 1;
@@ -758,7 +781,7 @@ service:
                 }
             }
             let id = votes.iter().max_by_key(|(_, n)| **n).map(|(id, _)| *id)?;
-            let until = f.end_ns + opts.interval_s * 1_000_000_000;
+            let until = f.end_ns + interval_s * 1_000_000_000;
             output
                 .changes
                 .iter()
@@ -766,29 +789,38 @@ service:
                 .or_else(|| output.changes.iter().find(|(_, i, _)| i == id))
                 .map(|(_, _, c)| c.clone())
         })
-        .collect();
-    rank_score(&mut ours, faults, &ranked);
+        .collect()
+}
 
-    // The baseline.
-    let z = baseline_scores(&windows, warm_end);
-    let mut base = figures(&plan, &windows, &|i| z[i], &|i| z[i] > 3.0);
-    let base_ranked: Vec<Option<Vec<String>>> = faults
+/// The baseline's ranking per fault: services (callees for edges) by their largest z during it.
+fn baseline_rankings(
+    faults: &[Fault],
+    windows: &[&WindowRecord],
+    z: &[f64],
+) -> Vec<Option<Vec<String>>> {
+    faults
         .iter()
         .map(|f| {
             let mut best: HashMap<String, f64> = HashMap::new();
             for (i, w) in windows.iter().enumerate() {
                 if w.start_ns < f.end_ns && w.end_ns() > f.start_ns {
                     let svc = w.series.target.as_deref().unwrap_or(&w.series.service);
-                    let v = z[i];
                     let e = best.entry(svc.to_string()).or_insert(0.0);
-                    *e = e.max(v);
+                    *e = e.max(z[i]);
                 }
             }
             crate::tools::bench::ranked_by_score(best)
         })
-        .collect();
-    rank_score(&mut base, faults, &base_ranked);
+        .collect()
+}
 
+fn report(
+    opts: &RealOptions,
+    faults: &[Fault],
+    ours: &Figures,
+    base: &Figures,
+    ranked: &[Option<Vec<String>>],
+) -> String {
     let mut t = String::new();
     t.push_str(&format!(
         "Nezha Train-Ticket replay: {} faults ({}), {} services, {:.2} h outside faults after a {}-minute warm-up, {} s windows\n\n",
@@ -800,13 +832,13 @@ service:
         opts.interval_s
     ));
     t.push_str("| detector | fault recall | window precision | FP per service-hour | false incidents per hour | incidents per fault | root cause top-1 | top-3 | ROC AUC | mean delay |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    t.push_str(&row("otelwatch (online forest + incidents)", &ours, true));
-    t.push_str(&row("baseline: max feature z-score > 3", &base, false));
+    t.push_str(&row("otelwatch (online forest + incidents)", ours, true));
+    t.push_str(&row("baseline: max feature z-score > 3", base, false));
     t.push_str(
         "| Nezha (published, logs+metrics+traces) | – | – | – | – | – | 0.867 | 0.978 | – | – |\n",
     );
     t.push_str("\nper fault (otelwatch): injected service, kind → its incident's ranking\n");
-    for (f, r) in faults.iter().zip(&ranked) {
+    for (f, r) in faults.iter().zip(ranked) {
         t.push_str(&format!(
             "  {} {} → {}\n",
             f.service,
@@ -816,7 +848,7 @@ service:
                 .unwrap_or_else(|| "no incident".into())
         ));
     }
-    Ok(t)
+    t
 }
 
 fn kinds(faults: &[Fault]) -> String {
