@@ -168,8 +168,9 @@ impl Export for ElasticsearchExporter {
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
             }
-            spool
-                .append(&docs)
+            // Written and synced on a blocking thread, not on the runtime's workers.
+            spool::blocking(spool, move |s| s.append(&docs))
+                .await
                 .map_err(|e| ExportError::retryable(format!("writing the disk queue: {e}")))?;
             return Ok(Delivered::default());
         }

@@ -112,7 +112,7 @@ pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
     let mut backoff = Backoff::unbounded(&cluster.cfg.retry_on_failure);
     loop {
         let changed = spool.changed.notified();
-        let next = match spool.oldest() {
+        let next = match blocking(&spool, |s| s.oldest()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "reading the disk queue failed");
@@ -131,7 +131,8 @@ pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
         match result {
             Ok(()) => {
                 backoff.reset();
-                if let Err(e) = spool.remove(&path) {
+                let file = path.clone();
+                if let Err(e) = blocking(&spool, move |s| s.remove(&file)).await {
                     tracing::error!(error = %e, path = %path.display(), "cannot remove a written spool file");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -150,6 +151,17 @@ pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
             }
         }
     }
+}
+
+/// Runs spool file work on a blocking thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    spool: &Arc<Spool>,
+    job: impl FnOnce(&Spool) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || job(&spool))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Spool files, oldest first.

@@ -606,6 +606,7 @@ pub struct IForestProcessor {
     anomalies: Counter,
     last_save: std::time::Instant,
     dirty: bool,
+    writer: Option<persist::ModelWriter>,
 }
 
 impl IForestProcessor {
@@ -626,6 +627,8 @@ impl IForestProcessor {
             ),
             last_save: std::time::Instant::now(),
             dirty: false,
+            writer: (!cfg.model_path.is_empty())
+                .then(|| persist::ModelWriter::new(std::path::Path::new(&cfg.model_path))),
         }
     }
 
@@ -663,19 +666,37 @@ impl IForestProcessor {
         persist::to_file(&self.cfg, &self.models)
     }
 
-    fn save_if_configured(&mut self) {
-        if self.cfg.model_path.is_empty() || !self.dirty {
+    /// Periodic save: the models are copied here and written on a blocking thread.
+    fn save_in_background(&mut self) {
+        if !self.dirty {
             return;
         }
-        let path = std::path::Path::new(&self.cfg.model_path);
-        match self.save(path) {
+        let file = self.to_model_file();
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if writer.write_in_background(file) {
+            self.dirty = false;
+            self.last_save = std::time::Instant::now();
+        }
+    }
+
+    /// The last save, on shutdown: written before the pipeline reports itself drained.
+    fn save_now(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let file = self.to_model_file();
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        match writer.write_now(&file) {
             Ok(()) => {
-                tracing::debug!(path = %path.display(), series = self.models.len(), "models saved")
+                tracing::debug!(path = %self.cfg.model_path, series = file.series.len(), "models saved")
             }
             Err(e) => tracing::warn!(error = %e, "saving models failed"),
         }
         self.dirty = false;
-        self.last_save = std::time::Instant::now();
     }
 
     /// Series with a model.
@@ -815,12 +836,12 @@ impl Processor for IForestProcessor {
 
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {
         if self.last_save.elapsed() >= self.cfg.save_interval.get() {
-            self.save_if_configured();
+            self.save_in_background();
         }
     }
 
     fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {
-        self.save_if_configured();
+        self.save_now();
     }
 }
 

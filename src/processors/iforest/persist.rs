@@ -10,8 +10,8 @@ use super::{IForestConfig, SeriesModel};
 use crate::model::window::{SeriesKey, N_FEATURES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const FORMAT: &str = "otelwatch-iforest";
 pub const VERSION: u32 = 1;
@@ -135,6 +135,71 @@ pub fn write(path: &Path, file: &ModelFile) -> Result<(), ModelError> {
     })?;
     std::fs::write(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes the processor's model file off the pipeline's thread. Writes are numbered and a
+/// write older than the one on disk is skipped, so the final save on shutdown is never
+/// overwritten by a periodic save that started before it.
+pub struct ModelWriter {
+    path: PathBuf,
+    /// The number of the newest write on disk.
+    written: Arc<Mutex<u64>>,
+    next: u64,
+    pending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ModelWriter {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            written: Arc::new(Mutex::new(0)),
+            next: 0,
+            pending: None,
+        }
+    }
+
+    /// Starts writing `file` on a blocking thread; false (nothing started) while the last
+    /// one is still being written. Without a runtime it writes at once.
+    pub fn write_in_background(&mut self, file: ModelFile) -> bool {
+        if self.pending.as_ref().is_some_and(|p| !p.is_finished()) {
+            return false;
+        }
+        self.next += 1;
+        let (generation, path, written) = (self.next, self.path.clone(), self.written.clone());
+        let job = move || {
+            let series = file.series.len();
+            match write_numbered(&path, &file, generation, &written) {
+                Ok(()) => tracing::debug!(path = %path.display(), series, "models saved"),
+                Err(e) => tracing::warn!(error = %e, "saving models failed"),
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => self.pending = Some(rt.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+        true
+    }
+
+    /// Writes `file` now, after any write in progress (the last save, on shutdown).
+    pub fn write_now(&mut self, file: &ModelFile) -> Result<(), ModelError> {
+        self.next += 1;
+        write_numbered(&self.path, file, self.next, &self.written)
+    }
+}
+
+fn write_numbered(
+    path: &Path,
+    file: &ModelFile,
+    generation: u64,
+    written: &Mutex<u64>,
+) -> Result<(), ModelError> {
+    let mut on_disk = written.lock().unwrap_or_else(|p| p.into_inner());
+    if *on_disk >= generation {
+        return Ok(());
+    }
+    write(path, file)?;
+    *on_disk = generation;
+    Ok(())
 }
 
 pub fn read(path: &Path) -> Result<ModelFile, ModelError> {

@@ -480,3 +480,21 @@ fn request_latency_order_statistics_follow_the_binomial_tail() {
     assert!((normal_sf(0.0) - 0.5).abs() < 1e-7);
     assert!((normal_sf(3.0) - 0.001_349_9).abs() < 1e-6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_save_is_never_overwritten_by_an_earlier_background_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("models.json");
+    let cfg = IForestConfig::default();
+    let key = SeriesKey::service("checkout");
+    let mut one = std::collections::HashMap::new();
+    one.insert(Arc::new(key.clone()), SeriesModel::new(&cfg, &key));
+    let mut writer = persist::ModelWriter::new(&path);
+    for _ in 0..20 {
+        let earlier = persist::to_file(&cfg, &std::collections::HashMap::new());
+        assert!(writer.write_in_background(earlier));
+        writer.write_now(&persist::to_file(&cfg, &one)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(persist::read(&path).unwrap().series.len(), 1);
+    }
+}
