@@ -16,8 +16,6 @@ mod train;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
-#[cfg(feature = "tools")]
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -116,6 +114,4 @@ impl Default for Command {
 }
 
 #[cfg(feature = "tools")]
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    otelwatch::config::duration::parse_duration(s)
-}
+pub use otelwatch::config::duration::parse_duration;

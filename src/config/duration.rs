@@ -21,27 +21,43 @@ impl ConfigDuration {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("duration {0:?} is missing a unit (ns, us, ms, s, m, h)")]
+    MissingUnit(String),
+    #[error("invalid duration {0:?}")]
+    Invalid(String),
+    #[error("invalid number in duration {0:?}")]
+    Number(String),
+    #[error("unknown unit {unit:?} in duration {text:?}")]
+    Unit { unit: String, text: String },
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses `1h2m3s`, `500ms`, `1.5s`, `10us`, `0`; units ns, us (µs), ms, s, m, h.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} is missing a unit (ns, us, ms, s, m, h)"))?;
+            .ok_or_else(|| DurationError::MissingUnit(text.to_string()))?;
         if num_len == 0 {
-            return Err(format!("invalid duration {text:?}"));
+            return Err(DurationError::Invalid(text.to_string()));
         }
         let value: f64 = rest[..num_len]
             .parse()
-            .map_err(|_| format!("invalid number in duration {text:?}"))?;
+            .map_err(|_| DurationError::Number(text.to_string()))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -53,13 +69,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
+            other => {
+                return Err(DurationError::Unit {
+                    unit: other.to_string(),
+                    text: text.to_string(),
+                })
+            }
         };
         total += value * nanos_per;
         rest = &rest[unit_len..];
     }
     if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(format!("duration {text:?} is too large"));
+        return Err(DurationError::TooLarge(text.to_string()));
     }
     Ok(Duration::from_nanos(total as u64))
 }
@@ -108,7 +129,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations() {
-        assert!(parse_duration("10").unwrap_err().contains("missing a unit"));
+        assert!(parse_duration("10")
+            .unwrap_err()
+            .to_string()
+            .contains("missing a unit"));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());

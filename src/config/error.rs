@@ -10,10 +10,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
         Self {
             path: path.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }

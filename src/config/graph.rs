@@ -68,7 +68,7 @@ struct GraphCheck<'a, 'e> {
 }
 
 impl GraphCheck<'_, '_> {
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    fn error(&mut self, path: impl Into<String>, message: impl std::fmt::Display) {
         self.errors.push(ConfigError::new(path, message));
     }
 

@@ -2,6 +2,16 @@
 
 use std::fmt;
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("invalid component id {0:?}: the type must be lowercase letters, digits or '_'")]
+    Type(String),
+    #[error(
+        "invalid component id {0:?}: the name after '/' must be non-empty, without spaces or '/'"
+    )]
+    Name(String),
+}
+
 /// A component id: `type` or `type/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ComponentId {
@@ -10,7 +20,7 @@ pub struct ComponentId {
 }
 
 impl ComponentId {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
         let (kind, name) = match s.split_once('/') {
             Some((k, n)) => (k, Some(n)),
             None => (s, None),
@@ -20,15 +30,11 @@ impl ComponentId {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid_type {
-            return Err(format!(
-                "invalid component id {s:?}: the type must be lowercase letters, digits or '_'"
-            ));
+            return Err(IdError::Type(s.to_string()));
         }
         if let Some(n) = name {
             if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
-                return Err(format!(
-                    "invalid component id {s:?}: the name after '/' must be non-empty, without spaces or '/'"
-                ));
+                return Err(IdError::Name(s.to_string()));
             }
         }
         Ok(Self {

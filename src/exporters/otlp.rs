@@ -133,7 +133,7 @@ impl OtlpExporterConfig {
             (e, insecure == Some(false))
         };
         let hostport = hostport.trim_end_matches('/');
-        parse_endpoint(hostport)?;
+        parse_endpoint(hostport).map_err(|e| e.to_string())?;
         Ok(format!(
             "{}://{hostport}",
             if tls { "https" } else { "http" }

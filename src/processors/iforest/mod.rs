@@ -47,11 +47,42 @@ use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+/// `threshold: auto` (adaptive, from the series' own recent scores) or a fixed number.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ThresholdSetting {
+    Auto,
     Fixed(f64),
-    Word(String),
+    /// Any other word: kept so that `parse` reports it together with every other problem of
+    /// the section; a validated config never holds it.
+    Invalid(String),
+}
+
+impl<'de> Deserialize<'de> for ThresholdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ThresholdSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number between 0 and 1")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ThresholdSetting::Fixed(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ThresholdSetting::Fixed(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ThresholdSetting::Fixed(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(match v {
+                    "auto" => ThresholdSetting::Auto,
+                    other => ThresholdSetting::Invalid(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -78,7 +109,7 @@ impl Default for IForestConfig {
             max_leaf_samples: 8,
             window_size: 512,
             warmup: 30,
-            threshold: ThresholdSetting::Word("auto".into()),
+            threshold: ThresholdSetting::Auto,
             min_threshold: 0.55,
             min_deviation: 4.0,
             relearn_after: 60,
@@ -115,9 +146,10 @@ impl IForestConfig {
             ThresholdSetting::Fixed(t) if !(*t > 0.0 && *t < 1.0) => {
                 err("threshold", "a fixed threshold must be between 0 and 1")
             }
-            ThresholdSetting::Word(w) if w != "auto" => {
-                err("threshold", "must be \"auto\" or a number between 0 and 1")
-            }
+            ThresholdSetting::Invalid(w) => err(
+                "threshold",
+                &format!("must be \"auto\" or a number between 0 and 1, not {w:?}"),
+            ),
             _ => {}
         }
         if !(cfg.min_threshold > 0.0 && cfg.min_threshold < 1.0) {
@@ -274,7 +306,7 @@ impl SeriesModel {
     fn threshold(&self, cfg: &IForestConfig) -> f64 {
         match cfg.threshold {
             ThresholdSetting::Fixed(t) => t,
-            ThresholdSetting::Word(_) => {
+            ThresholdSetting::Auto | ThresholdSetting::Invalid(_) => {
                 let mut s: Vec<f64> = self.scores.iter().copied().collect();
                 if s.is_empty() {
                     return cfg.min_threshold;
