@@ -1,0 +1,98 @@
+//! Micro-benchmarks of the detection path's hot parts: the window processor taking a batch of
+//! spans, the online forest scoring a window, and a receiver's fan-out to two pipelines.
+//! `cargo bench` runs them; the end-to-end throughput figures are in docs/benchmarks.md.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use otelwatch::model::window::N_FEATURES;
+use otelwatch::pipeline::{Batch, FanOut, Payload, PipelineInput};
+use otelwatch::processors::iforest::forest::{ForestParams, OnlineForest};
+use otelwatch::processors::window::{WindowConfig, WindowProcessor};
+use otelwatch::processors::Processor;
+use otelwatch::telemetry::Telemetry;
+use otelwatch::tools::loadgen::SpanFactory;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn span_batch(spans: usize) -> Batch {
+    let req = SpanFactory::new(8, 7).request(spans);
+    let items = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    Batch {
+        payload: Payload::Traces(Arc::new(req)),
+        encoded: None,
+        items,
+    }
+}
+
+fn window_ingest(c: &mut Criterion) {
+    let batch = span_batch(150);
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(batch.items as u64));
+    let telemetry = Telemetry::new();
+    let mut window = WindowProcessor::new(&WindowConfig::default(), "window", &telemetry);
+    let mut out = Vec::new();
+    group.bench_function("ingest 150 spans", |b| {
+        b.iter(|| {
+            window.process(batch.clone(), &mut out);
+            out.clear();
+        })
+    });
+    group.finish();
+}
+
+fn forest_score(c: &mut Criterion) {
+    let params = ForestParams {
+        trees: 50,
+        max_leaf_samples: 8,
+        window: 1024,
+        adaptive: true,
+        subsample: 1.0,
+        bounded: true,
+    };
+    let mut forest = OnlineForest::new(params, N_FEATURES, 1);
+    let point = |i: usize| -> Vec<f64> {
+        (0..N_FEATURES)
+            .map(|f| ((i * 31 + f * 17) % 97) as f64 / 97.0)
+            .collect()
+    };
+    for i in 0..1024 {
+        forest.learn(&point(i));
+    }
+    let x = point(5000);
+    c.bench_function("forest score one window (50 trees)", |b| {
+        b.iter(|| forest.score(std::hint::black_box(&x)))
+    });
+    c.bench_function("forest learn one window (50 trees)", |b| {
+        b.iter_batched(|| point(7), |p| forest.learn(&p), BatchSize::SmallInput)
+    });
+}
+
+fn fan_out(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let batch = span_batch(150);
+    let targets = (0..2)
+        .map(|i| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(128);
+            rt.spawn(async move { while rx.recv().await.is_some() {} });
+            PipelineInput {
+                pipeline: format!("traces/{i}").into(),
+                tx,
+            }
+        })
+        .collect();
+    let fan = FanOut::new(targets, Duration::from_secs(1));
+    c.bench_function("fan-out one batch to two pipelines", |b| {
+        b.iter(|| rt.block_on(fan.send(batch.clone())))
+    });
+}
+
+criterion_group!(benches, window_ingest, forest_score, fan_out);
+criterion_main!(benches);
