@@ -15,6 +15,7 @@ use crate::config::decode::decode_section;
 use crate::config::error::ConfigError;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{feature, Severity, WindowRecord};
+use crate::pipeline::DataKind;
 use crate::pipeline::{Batch, Payload};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -39,6 +40,32 @@ pub enum Verbosity {
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
     pub verbosity: Verbosity,
+}
+
+impl crate::exporters::ExporterType for DebugConfig {
+    const NAME: &'static str = "debug";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::ALL
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let settings = super::framework::RunSettings::local();
+        Ok(super::framework::spawn(
+            id,
+            DebugExporter::new(self),
+            settings,
+            telemetry,
+        ))
+    }
 }
 
 impl DebugConfig {

@@ -14,6 +14,7 @@ use super::framework::{Delivered, Export, ExportError};
 use crate::config::decode::decode_section;
 use crate::config::error::ConfigError;
 use crate::pipeline::Batch;
+use crate::pipeline::DataKind;
 use serde::Deserialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,28 @@ impl Default for FileConfig {
             path: String::new(),
             append: true,
         }
+    }
+}
+
+impl crate::exporters::ExporterType for FileConfig {
+    const NAME: &'static str = "file";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::ALL
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let exp = FileExporter::new(self)?;
+        let settings = super::framework::RunSettings::local();
+        Ok(super::framework::spawn(id, exp, settings, telemetry))
     }
 }
 

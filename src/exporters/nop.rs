@@ -1,8 +1,39 @@
 //! Exporter `nop`: accepts and discards everything (counted in the exporter metrics). For
 //! measuring the pipeline itself, and for pipelines kept only for their side effects.
 
-use super::framework::{Delivered, Export, ExportError};
-use crate::pipeline::Batch;
+use super::framework::{Delivered, Export, ExportError, RunSettings, RunningExporter};
+use crate::config::error::ConfigError;
+use crate::pipeline::{Batch, DataKind};
+use crate::telemetry::Telemetry;
+
+/// `nop` takes no settings.
+#[derive(Debug, Clone, Default)]
+pub struct NopConfig;
+
+impl super::ExporterType for NopConfig {
+    const NAME: &'static str = "nop";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        match value {
+            serde_norway::Value::Null => Ok(NopConfig),
+            serde_norway::Value::Mapping(m) if m.is_empty() => Ok(NopConfig),
+            _ => Err(vec![ConfigError::new(path, "nop takes no settings")]),
+        }
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::ALL
+    }
+
+    fn start(&self, id: &str, telemetry: &Telemetry) -> Result<RunningExporter, super::BuildError> {
+        Ok(super::framework::spawn(
+            id,
+            NopExporter,
+            RunSettings::local(),
+            telemetry,
+        ))
+    }
+}
 
 pub struct NopExporter;
 

@@ -27,6 +27,7 @@ use crate::config::tls::{ClientTls, TlsError};
 use crate::otlp::codec::ClientCodec;
 use crate::otlp::status::retry_delay;
 use crate::otlp::Signal;
+use crate::pipeline::DataKind;
 use crate::pipeline::{Batch, Payload};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -75,6 +76,32 @@ impl Default for OtlpExporterConfig {
             retry_on_failure: RetrySettings::default(),
             sending_queue: QueueSettings::default(),
         }
+    }
+}
+
+impl crate::exporters::ExporterType for OtlpExporterConfig {
+    const NAME: &'static str = "otlp";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::SIGNALS
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let exp = OtlpExporter::new(self)?;
+        Ok(super::framework::spawn(
+            id,
+            exp,
+            self.run_settings(),
+            telemetry,
+        ))
     }
 }
 

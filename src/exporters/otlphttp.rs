@@ -29,6 +29,7 @@ use crate::config::tls::{read_pem, ClientTls, TlsError};
 use crate::otlp::compression::{compress, Encoding};
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
+use crate::pipeline::DataKind;
 use crate::pipeline::SignalKind;
 use crate::pipeline::{Batch, Payload};
 use bytes::Bytes;
@@ -87,6 +88,32 @@ fn check_url(url: &str) -> Result<(), String> {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(format!("{url:?}: must be an http:// or https:// URL")),
         Err(e) => Err(format!("invalid URL {url:?}: {e}")),
+    }
+}
+
+impl crate::exporters::ExporterType for OtlpHttpConfig {
+    const NAME: &'static str = "otlphttp";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::SIGNALS
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let exp = OtlpHttpExporter::new(self)?;
+        Ok(super::framework::spawn(
+            id,
+            exp,
+            self.run_settings(),
+            telemetry,
+        ))
     }
 }
 

@@ -23,6 +23,7 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{Severity, WindowRecord};
+use crate::pipeline::DataKind;
 use crate::pipeline::{Batch, Payload};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -83,6 +84,32 @@ impl Default for WebhookConfig {
             },
             sending_queue: QueueSettings::serial(100),
         }
+    }
+}
+
+impl crate::exporters::ExporterType for WebhookConfig {
+    const NAME: &'static str = "webhook";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &[DataKind::Windows]
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let exp = WebhookExporter::new(self)?;
+        Ok(super::framework::spawn(
+            id,
+            exp,
+            self.run_settings(),
+            telemetry,
+        ))
     }
 }
 

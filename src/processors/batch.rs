@@ -14,7 +14,7 @@ use super::Processor;
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, DataKind};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,25 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             timeout: ConfigDuration::from_millis(200),
         }
+    }
+}
+
+impl crate::processors::ProcessorType for BatchConfig {
+    const NAME: &'static str = "batch";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Windows => Err("traces, metrics, logs"),
+            other => Ok(other),
+        }
+    }
+
+    fn build(&self, _ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(BatchProcessor::new(self.clone()))
     }
 }
 

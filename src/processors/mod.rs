@@ -19,8 +19,6 @@ use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::Telemetry;
 use std::time::Duration;
 
-pub const TYPES: &[&str] = &["batch", "window", "iforest", "incidents"];
-
 /// A processor is driven by its pipeline's task; it never spawns or sleeps itself.
 pub trait Processor: Send {
     /// Takes one batch and pushes what it passes on (zero, one or many batches) to `out`.
@@ -34,12 +32,16 @@ pub trait Processor: Send {
     fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {}
 }
 
-#[derive(Debug, Clone)]
-pub enum ProcessorConfig {
-    Batch(batch::BatchConfig),
-    Window(window::WindowConfig),
-    IForest(iforest::IForestConfig),
-    Incidents(incidents::IncidentsConfig),
+/// What the table needs of each processor type; implemented by its config struct, in the
+/// processor's own module.
+pub trait ProcessorType: Sized {
+    /// The `type` in a component id.
+    const NAME: &'static str;
+    /// Decodes and checks the component's section, naming each problem's YAML path.
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>>;
+    /// The kind emitted for `input`, or what it takes when it cannot take `input`.
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str>;
+    fn build(&self, ctx: &ProcessorContext<'_>) -> Box<dyn Processor>;
 }
 
 /// What a processor is given when it is built.
@@ -49,67 +51,64 @@ pub struct ProcessorContext<'a> {
     pub telemetry: &'a Telemetry,
 }
 
-pub fn parse_config(
-    id: &ComponentId,
-    path: &str,
-    value: serde_norway::Value,
-) -> Result<ProcessorConfig, Vec<ConfigError>> {
-    match id.kind.as_str() {
-        "batch" => batch::BatchConfig::parse(path, value).map(ProcessorConfig::Batch),
-        "window" => window::WindowConfig::parse(path, value).map(ProcessorConfig::Window),
-        "iforest" => iforest::IForestConfig::parse(path, value).map(ProcessorConfig::IForest),
-        "incidents" => {
-            incidents::IncidentsConfig::parse(path, value).map(ProcessorConfig::Incidents)
-        }
-        other => Err(vec![ConfigError::new(
-            path,
-            format!(
-                "unknown processor type {other:?} (known: {})",
-                TYPES.join(", ")
-            ),
-        )]),
+impl ProcessorContext<'_> {
+    /// `id@pipeline`: the label of this instance's metrics.
+    pub fn instance(&self) -> String {
+        format!("{}@{}", self.id, self.pipeline)
     }
 }
 
-impl ProcessorConfig {
-    /// The kind this processor emits for `input`, or what it accepts when it cannot take `input`.
-    pub fn output_kind(&self, input: DataKind) -> Result<DataKind, String> {
-        match self {
-            ProcessorConfig::Batch(_) if input != DataKind::Windows => Ok(input),
-            ProcessorConfig::Batch(_) => Err("traces, metrics, logs".into()),
-            ProcessorConfig::Window(_) if input == DataKind::Traces => Ok(DataKind::Windows),
-            ProcessorConfig::Window(_) => Err("traces".into()),
-            ProcessorConfig::IForest(_) if input == DataKind::Windows => Ok(DataKind::Windows),
-            ProcessorConfig::IForest(_) => {
-                Err("windows (put the window processor before it)".into())
-            }
-            ProcessorConfig::Incidents(_) if input == DataKind::Windows => Ok(DataKind::Windows),
-            ProcessorConfig::Incidents(_) => {
-                Err("windows (put the window and iforest processors before it)".into())
-            }
+/// The table: one line per processor type.
+macro_rules! processor_table {
+    ($($variant:ident($config:ty)),* $(,)?) => {
+        #[derive(Debug, Clone)]
+        pub enum ProcessorConfig {
+            $($variant($config)),*
         }
-    }
 
-    pub fn build(&self, ctx: &ProcessorContext<'_>) -> Box<dyn Processor> {
-        match self {
-            ProcessorConfig::Batch(c) => Box::new(batch::BatchProcessor::new(c.clone())),
-            ProcessorConfig::Window(c) => Box::new(window::WindowProcessor::new(
-                c,
-                &format!("{}@{}", ctx.id, ctx.pipeline),
-                ctx.telemetry,
-            )),
-            ProcessorConfig::IForest(c) => Box::new(iforest::IForestProcessor::with_saved_models(
-                c,
-                &format!("{}@{}", ctx.id, ctx.pipeline),
-                ctx.telemetry,
-            )),
-            ProcessorConfig::Incidents(c) => Box::new(incidents::IncidentsProcessor::new(
-                c,
-                &format!("{}@{}", ctx.id, ctx.pipeline),
-                ctx.telemetry,
-            )),
+        pub const TYPES: &[&str] = &[$(<$config as ProcessorType>::NAME),*];
+
+        pub fn parse_config(
+            id: &ComponentId,
+            path: &str,
+            value: serde_norway::Value,
+        ) -> Result<ProcessorConfig, Vec<ConfigError>> {
+            $(if id.kind == <$config as ProcessorType>::NAME {
+                return <$config>::parse(path, value).map(ProcessorConfig::$variant);
+            })*
+            Err(vec![ConfigError::new(
+                path,
+                format!(
+                    "unknown processor type {:?} (known: {})",
+                    id.kind,
+                    TYPES.join(", ")
+                ),
+            )])
         }
-    }
+
+        impl ProcessorConfig {
+            /// The kind this processor emits for `input`, or what it accepts when it cannot
+            /// take `input`.
+            pub fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+                match self {
+                    $(Self::$variant(c) => c.output_kind(input)),*
+                }
+            }
+
+            pub fn build(&self, ctx: &ProcessorContext<'_>) -> Box<dyn Processor> {
+                match self {
+                    $(Self::$variant(c) => c.build(ctx)),*
+                }
+            }
+        }
+    };
+}
+
+processor_table! {
+    Batch(batch::BatchConfig),
+    Window(window::WindowConfig),
+    IForest(iforest::IForestConfig),
+    Incidents(incidents::IncidentsConfig),
 }
 
 /// Processors in order; what one emits is what the next one takes.

@@ -24,7 +24,7 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{feature, SeriesKey, WindowRecord, N_FEATURES};
-use crate::pipeline::{Batch, Payload};
+use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use hdrhistogram::Histogram;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -58,6 +58,25 @@ impl Default for WindowConfig {
             edges: true,
             group_by: Vec::new(),
         }
+    }
+}
+
+impl crate::processors::ProcessorType for WindowConfig {
+    const NAME: &'static str = "window";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Traces => Ok(DataKind::Windows),
+            _ => Err("traces"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(WindowProcessor::new(self, &ctx.instance(), ctx.telemetry))
     }
 }
 

@@ -16,47 +16,86 @@ use crate::telemetry::Telemetry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const TYPES: &[&str] = &["otlp", "otlpjsonfile"];
-
-#[derive(Debug, Clone)]
-pub enum ReceiverConfig {
-    Otlp(otlp::OtlpReceiverConfig),
-    OtlpJsonFile(otlpjsonfile::OtlpJsonFileConfig),
-}
-
-pub fn parse_config(
-    id: &ComponentId,
-    path: &str,
-    value: serde_norway::Value,
-) -> Result<ReceiverConfig, Vec<ConfigError>> {
-    match id.kind.as_str() {
-        "otlp" => otlp::OtlpReceiverConfig::parse(path, value).map(ReceiverConfig::Otlp),
-        "otlpjsonfile" => {
-            otlpjsonfile::OtlpJsonFileConfig::parse(path, value).map(ReceiverConfig::OtlpJsonFile)
-        }
-        other => Err(vec![ConfigError::new(
-            path,
-            format!(
-                "unknown receiver type {other:?} (known: {})",
-                TYPES.join(", ")
-            ),
-        )]),
-    }
-}
-
-impl ReceiverConfig {
-    /// The signals this receiver can produce.
-    pub fn signals(&self) -> &'static [DataKind] {
+/// What the table needs of each receiver type; implemented by its config struct, in the
+/// receiver's own module.
+pub trait ReceiverType: Sized {
+    /// The `type` in a component id.
+    const NAME: &'static str;
+    /// Decodes and checks the component's section, naming each problem's YAML path.
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>>;
+    /// The signals it can produce.
+    fn signals(&self) -> &'static [DataKind] {
         &DataKind::SIGNALS
     }
-
     /// The network endpoints it listens on, for the port-conflict check.
-    pub fn listens(&self, path: &str) -> Vec<Listen> {
-        match self {
-            ReceiverConfig::Otlp(c) => c.listens(path),
-            ReceiverConfig::OtlpJsonFile(_) => Vec::new(),
-        }
+    fn listens(&self, _path: &str) -> Vec<Listen> {
+        Vec::new()
     }
+    /// Starts receiving; the task ends once it has stopped and let go of the pipelines.
+    fn start(
+        &self,
+        ctx: ReceiverContext,
+    ) -> impl std::future::Future<Output = Result<RunningReceiver, ReceiverError>> + Send;
+}
+
+/// The table: one line per receiver type.
+macro_rules! receiver_table {
+    ($($variant:ident($config:ty)),* $(,)?) => {
+        #[derive(Debug, Clone)]
+        pub enum ReceiverConfig {
+            $($variant($config)),*
+        }
+
+        pub const TYPES: &[&str] = &[$(<$config as ReceiverType>::NAME),*];
+
+        pub fn parse_config(
+            id: &ComponentId,
+            path: &str,
+            value: serde_norway::Value,
+        ) -> Result<ReceiverConfig, Vec<ConfigError>> {
+            $(if id.kind == <$config as ReceiverType>::NAME {
+                return <$config as ReceiverType>::parse(path, value).map(ReceiverConfig::$variant);
+            })*
+            Err(vec![ConfigError::new(
+                path,
+                format!(
+                    "unknown receiver type {:?} (known: {})",
+                    id.kind,
+                    TYPES.join(", ")
+                ),
+            )])
+        }
+
+        impl ReceiverConfig {
+            /// The signals this receiver can produce.
+            pub fn signals(&self) -> &'static [DataKind] {
+                match self {
+                    $(Self::$variant(c) => c.signals()),*
+                }
+            }
+
+            /// The network endpoints it listens on, for the port-conflict check.
+            pub fn listens(&self, path: &str) -> Vec<Listen> {
+                match self {
+                    $(Self::$variant(c) => c.listens(path)),*
+                }
+            }
+        }
+
+        pub async fn start(
+            cfg: &ReceiverConfig,
+            ctx: ReceiverContext,
+        ) -> Result<RunningReceiver, ReceiverError> {
+            match cfg {
+                $(ReceiverConfig::$variant(c) => c.start(ctx).await),*
+            }
+        }
+    };
+}
+
+receiver_table! {
+    Otlp(otlp::OtlpReceiverConfig),
+    OtlpJsonFile(otlpjsonfile::OtlpJsonFileConfig),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,14 +126,4 @@ pub struct RunningReceiver {
     /// True for sources that end by themselves (files); when every receiver is finite and all
     /// have ended, otelwatch drains and exits.
     pub finite: bool,
-}
-
-pub async fn start(
-    cfg: &ReceiverConfig,
-    ctx: ReceiverContext,
-) -> Result<RunningReceiver, ReceiverError> {
-    match cfg {
-        ReceiverConfig::Otlp(c) => otlp::start(c, ctx).await,
-        ReceiverConfig::OtlpJsonFile(c) => otlpjsonfile::start(c, ctx).await,
-    }
 }

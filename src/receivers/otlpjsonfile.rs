@@ -53,6 +53,18 @@ impl Default for OtlpJsonFileConfig {
     }
 }
 
+impl crate::receivers::ReceiverType for OtlpJsonFileConfig {
+    const NAME: &'static str = "otlpjsonfile";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
+        start(self, ctx).await
+    }
+}
+
 impl OtlpJsonFileConfig {
     pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;

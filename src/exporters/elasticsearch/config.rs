@@ -4,6 +4,7 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::exporters::framework::{QueueSettings, RetrySettings, RunSettings};
+use crate::pipeline::DataKind;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -101,6 +102,30 @@ fn valid_index_name(n: &str) -> bool {
         && n == n.to_lowercase()
         && !n.starts_with(['-', '_', '+'])
         && !n.contains([' ', '\\', '/', '*', '?', '"', '<', '>', '|', ',', '#', ':'])
+}
+
+impl crate::exporters::ExporterType for ElasticsearchConfig {
+    const NAME: &'static str = "elasticsearch";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &[DataKind::Windows]
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
+        let exp = super::ElasticsearchExporter::new(self, id, telemetry)?;
+        let settings = self.run_settings();
+        Ok(crate::exporters::framework::spawn(
+            id, exp, settings, telemetry,
+        ))
+    }
 }
 
 impl ElasticsearchConfig {

@@ -152,6 +152,18 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// A local exporter's settings (terminal, file, nop): one batch at a time, in order, no
+    /// retrying.
+    pub fn local() -> Self {
+        Self {
+            queue: QueueSettings::serial(256),
+            retry: RetrySettings::disabled(),
+            timeout: None,
+            accumulate: None,
+            encoded_only: false,
+        }
+    }
+
     /// A network exporter's settings: its queue and retry sections, a per-attempt timeout.
     pub fn remote(queue: &QueueSettings, retry: &RetrySettings, timeout: Duration) -> Self {
         Self {

@@ -40,7 +40,7 @@ use crate::config::error::ConfigError;
 use crate::model::window::{
     feature, Anomaly, Contribution, SeriesKey, Severity, WindowRecord, FEATURE_NAMES, N_FEATURES,
 };
-use crate::pipeline::{Batch, Payload};
+use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use forest::{ForestParams, OnlineForest};
 use serde::Deserialize;
@@ -117,6 +117,29 @@ impl Default for IForestConfig {
             model_path: String::new(),
             save_interval: ConfigDuration::from_secs(300),
         }
+    }
+}
+
+impl crate::processors::ProcessorType for IForestConfig {
+    const NAME: &'static str = "iforest";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Windows => Ok(DataKind::Windows),
+            _ => Err("windows (put the window processor before it)"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(IForestProcessor::with_saved_models(
+            self,
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
     }
 }
 

@@ -36,7 +36,7 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::incident::{Action, Incident, IncidentEvent, RootCause, Status};
 use crate::model::window::{feature, SeriesKey, Severity, WindowRecord};
-use crate::pipeline::{Batch, Payload};
+use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -63,6 +63,29 @@ impl Default for IncidentsConfig {
             max_causes: 5,
             graph_ttl: ConfigDuration::from_secs(3600),
         }
+    }
+}
+
+impl crate::processors::ProcessorType for IncidentsConfig {
+    const NAME: &'static str = "incidents";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, value)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Windows => Ok(DataKind::Windows),
+            _ => Err("windows (put the window and iforest processors before it)"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(IncidentsProcessor::new(
+            self,
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
     }
 }
 
