@@ -1,10 +1,8 @@
 //! Metrics and logs from the official Python SDK, over gRPC and HTTP, reach the file exporter.
 
-mod support;
-
+use crate::support::*;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn python_sdk_metrics_and_logs_arrive_over_both_transports() {

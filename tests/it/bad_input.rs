@@ -1,8 +1,7 @@
 //! Malformed, oversized and mistyped requests get the OTLP-specified status, change nothing
 //! else, and the server keeps serving.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -12,7 +11,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otelwatch::otlp::status::RpcStatus;
 use prost::Message;
 use std::time::Duration;
-use support::*;
 use tonic::Code;
 
 fn request(ids: &[(u8, u8)]) -> ExportTraceServiceRequest {

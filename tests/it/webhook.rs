@@ -1,8 +1,7 @@
 //! Anomalies reach an HTTP webhook (Slack `text` and JSON formats), and a failing hook is
 //! retried rather than losing the alert.
 
-mod support;
-
+use crate::support::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +13,6 @@ use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::*;
 
 #[derive(Clone, Default)]
 struct Hook {

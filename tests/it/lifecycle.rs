@@ -1,13 +1,11 @@
 //! Shutdown drains everything accepted; file replay ends by itself; a full pipeline refuses
 //! with retryable statuses and never hangs.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// The batch processor holds everything (huge size, one-hour timeout): only the shutdown drain
 /// can get these spans into the file.

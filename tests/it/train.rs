@@ -1,15 +1,13 @@
 //! `otelwatch train` builds models from a recording; a pipeline started with those models is
 //! warm from its first window.
 
-mod support;
-
+use crate::support::*;
 use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::*;
 
 fn record(
     path: &std::path::Path,

@@ -5,12 +5,11 @@
 //! stretch must have no anomaly at all. otelwatch forwards everything to the real OpenTelemetry
 //! Collector, whose file must hold every span otelwatch accepted, in complete traces.
 
-mod support;
-
+use crate::support;
+use crate::support::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::*;
 
 struct Killed(Child);
 
@@ -48,7 +47,8 @@ fn services_available() -> Option<PathBuf> {
     }
 }
 
-fn wait_http(port: u16, what: &str) {
+/// Waits for `/healthz`; on time-out, panics with what the service wrote to `log`.
+fn wait_http(port: u16, what: &str, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok((200, _)) = http_get(port, "/healthz") {
@@ -56,7 +56,8 @@ fn wait_http(port: u16, what: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("{what} did not come up");
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("{what} did not come up on port {port}:\n{log}");
 }
 
 /// Every span otelwatch accepted reached the collector, once, and every trace there is whole:
@@ -122,6 +123,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
     let Some(python) = services_available() else {
         return;
     };
+    let _heavy = heavy();
     let dir = tempfile::tempdir().unwrap();
     let (grpc, a_port, b_port) = (free_port(), free_port(), free_port());
     // The downstream collector, when built (always in CI).
@@ -188,8 +190,8 @@ service:
             .spawn()
             .expect("python"),
     );
-    wait_http(b_port, "service B");
-    wait_http(a_port, "service A");
+    wait_http(b_port, "service B", &dir.path().join("b.err"));
+    wait_http(a_port, "service A", &dir.path().join("a.err"));
     let target = format!("http://127.0.0.1:{a_port}");
 
     // Normal traffic for the whole run.

@@ -2,6 +2,7 @@
 //! (the real services, or the simulator where they cannot run), prints the injected anomalies
 //! live, finds them, and ends by itself with a summary.
 
+use crate::support;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -38,6 +39,7 @@ fn summary(stdout: &str, source: &str) -> (usize, usize, usize) {
 
 #[test]
 fn without_the_services_the_simulator_plays_them_and_everything_is_found() {
+    let _heavy = support::heavy();
     let dir = tempfile::tempdir().unwrap();
     // No target system where it is looked for: the demo says so and uses its simulator.
     let stdout = demo(
@@ -107,6 +109,7 @@ fn with_the_real_services_the_injected_anomalies_are_found() {
         eprintln!("SKIPPED: target system not installed (run ./scripts/test)");
         return;
     }
+    let _heavy = support::heavy();
     let dir = tempfile::tempdir().unwrap();
     let stdout = demo(
         &[

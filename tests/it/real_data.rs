@@ -2,6 +2,7 @@
 //! OTLP (kinds and `peer.service` derived from the pods), the replay through the real pipeline,
 //! and the report. The full day is a benchmark (`otelwatch bench real`, docs/benchmarks.md).
 
+use crate::support;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,6 +27,7 @@ fn data() -> Option<PathBuf> {
 #[test]
 fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
     let Some(data) = data() else { return };
+    let _heavy = support::heavy();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("real");
     let run = Command::new(env!("CARGO_BIN_EXE_otelwatch"))

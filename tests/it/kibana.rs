@@ -2,8 +2,6 @@
 //! against a stand-in that checks the request as Kibana does, and against a real Kibana when
 //! `KIBANA_URL` is set (e.g. the docker-compose stack).
 
-mod support;
-
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -5,8 +5,8 @@
 //! - upstream: the collector's OTLP exporter (gzip by default) sends into otelwatch, and honours
 //!   otelwatch's RESOURCE_EXHAUSTED + RetryInfo when the pipeline is full.
 
-mod support;
-
+use crate::support::collector::*;
+use crate::support::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -16,8 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::collector::*;
-use support::*;
 
 /// Every span with its resource attributes and scope name, by span id: what "unchanged" means.
 type FullSpans = BTreeMap<Vec<u8>, (Vec<KeyValue>, String, Span)>;

@@ -2,14 +2,12 @@
 //! per-item 429, invalid documents, a cluster that is down at start — every scored window
 //! arrives exactly once, bad documents are reported and not retried forever, shutdown flushes.
 
-mod support;
-
+use crate::support::fake_es::FakeEs;
+use crate::support::*;
 use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Scenario};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::fake_es::FakeEs;
-use support::*;
 
 fn recording(path: &std::path::Path, windows: u64) {
     let now = SystemTime::now()

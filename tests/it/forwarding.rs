@@ -1,10 +1,8 @@
 //! otelwatch → a second otelwatch (standing in for the downstream collector) → file: every span
 //! arrives exactly once, including across an outage of the downstream.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn downstream(port: u16) -> String {
     format!(

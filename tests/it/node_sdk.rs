@@ -2,12 +2,10 @@
 //! sends to otelwatch over each OTLP transport it offers: gRPC, HTTP/protobuf and HTTP/JSON.
 //! Every request service B served arrives as its server span, once.
 
-mod support;
-
+use crate::support::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn service_b() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target-system/service-b");

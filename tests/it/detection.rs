@@ -2,13 +2,11 @@
 //! scored, written as window documents; the injected incidents must come out flagged, with the
 //! right explanation, and the normal stretch must stay quiet.
 
-mod support;
-
+use crate::support::*;
 use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use serde_json::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::*;
 
 fn read_docs(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -3,12 +3,10 @@
 //! Collector; the Collector exports over mutual TLS into otelwatch. Certificates come from a
 //! throwaway CA made with `openssl` for each test.
 
-mod support;
-
+use crate::support::collector::*;
+use crate::support::*;
 use std::path::Path;
 use std::time::Duration;
-use support::collector::*;
-use support::*;
 
 fn p(path: &Path) -> String {
     path.display().to_string()

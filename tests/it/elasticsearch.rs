@@ -2,15 +2,13 @@
 //! scored window written once (also across a replay of the same data), anomalies in their own
 //! index, in data stream and daily-index modes.
 
-mod support;
-
+use crate::support::search::SearchEngine;
+use crate::support::*;
 use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use reqwest::Method;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::search::SearchEngine;
-use support::*;
 
 /// A recording of `windows` windows of the target system with one latency incident.
 fn recording(path: &std::path::Path, windows: u64) {
@@ -80,8 +78,11 @@ fn file_counts(path: &std::path::Path) -> (u64, u64) {
     (docs.len() as u64, anomalies)
 }
 
+// The heavy-test guard orders whole tests; no task of this runtime takes it.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
+    let _heavy = heavy();
     let Some(es) = tokio::task::spawn_blocking(SearchEngine::start)
         .await
         .unwrap()

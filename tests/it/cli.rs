@@ -1,9 +1,7 @@
 //! The command line: validate, version, help, and startup failures that name the problem.
 
-mod support;
-
+use crate::support::{self, free_port};
 use std::process::Command;
-use support::free_port;
 
 fn otelwatch(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_otelwatch"))

@@ -1,10 +1,8 @@
 //! The official OpenTelemetry Python SDK exporters (gRPC and HTTP/protobuf, with and without
 //! gzip) send to a running otelwatch; its `file` exporter output is checked span for span.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn config(grpc: u16, http: u16) -> String {
     format!(
