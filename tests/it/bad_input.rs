@@ -84,20 +84,9 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn bad_requests_get_the_specified_status_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc}, max_recv_msg_size_mib: 1 }}
-      http: {{ endpoint: 127.0.0.1:{http}, max_request_body_size: 100000 }}
-exporters:
-  file: {{ path: "{{DIR}}/out.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#
+    let cfg = config(
+        "otlp-size-limits-to-file.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http)],
     );
     let ow = tokio::task::spawn_blocking({
         let d = dir.path().to_path_buf();

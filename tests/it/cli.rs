@@ -71,15 +71,11 @@ fn a_taken_port_fails_startup_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let path = dir.path().join("p.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{port} }}\nexporters:\n  nop:\nservice:\n  telemetry: {{ metrics: {{ address: 127.0.0.1:{} }} }}\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [nop] }}\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    let cfg = support::config(
+        "otlp-to-nop.yaml",
+        &[("GRPC", &port), ("HTTP", &free_port())],
+    );
+    let path = support::write_config(dir.path(), "p", &cfg, free_port());
     let (code, _, err) = otelwatch(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
@@ -108,9 +104,7 @@ fn loadgen_reports_failure_when_nothing_listens() {
 fn loadgen_sends_over_grpc_and_http_and_every_span_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
-    let cfg = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{grpc} }}\n      http: {{ endpoint: 127.0.0.1:{http} }}\nexporters:\n  nop:\nservice:\n  telemetry: {{ metrics: {{ address: \"127.0.0.1:{{METRICS}}\" }} }}\n  pipelines:\n    traces: {{ receivers: [otlp], exporters: [nop] }}\n"
-    );
+    let cfg = support::config("otlp-to-nop.yaml", &[("GRPC", &grpc), ("HTTP", &http)]);
     let ow = support::Otelwatch::start(dir.path(), "ow", &cfg);
     let mut total = 0u64;
     for (proto, endpoint) in [

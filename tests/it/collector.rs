@@ -111,25 +111,13 @@ fn send_metrics_logs(python: &Path, endpoint: &str, logs: usize) -> (usize, usiz
 }
 
 fn forwarder(grpc: u16, downstream: u16, compression: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-exporters:
-  otlp/collector:
-    endpoint: 127.0.0.1:{downstream}
-    compression: {compression}
-    timeout: 5s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 120s }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp/collector] }}
-    metrics: {{ receivers: [otlp], exporters: [otlp/collector] }}
-    logs: {{ receivers: [otlp], exporters: [otlp/collector] }}
-"#
+    config(
+        "forward-all-signals.yaml",
+        &[
+            ("GRPC", &grpc),
+            ("DOWNSTREAM", &downstream),
+            ("COMPRESSION", &compression),
+        ],
     )
 }
 
@@ -269,31 +257,6 @@ async fn every_span_reaches_the_real_collector_once_across_its_restart() {
     );
 }
 
-/// otelwatch with detection and a file of everything it accepted, fed by the collector.
-fn behind_collector(grpc: u16, extra_exporter: &str, traces_to: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-processors:
-  window: {{ interval: 1s, allowed_lateness: 1s }}
-exporters:
-  file/in: {{ path: "{{DIR}}/in.jsonl" }}
-  file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
-  {extra_exporter}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [{traces_to}] }}
-    traces/windows: {{ receivers: [otlp], processors: [window], exporters: [file/windows] }}
-    metrics: {{ receivers: [otlp], exporters: [file/in] }}
-    logs: {{ receivers: [otlp], exporters: [file/in] }}
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_collector_exports_into_otelwatch_with_gzip() {
     let Some((bin, python)) = setup() else { return };
@@ -302,8 +265,8 @@ async fn the_real_collector_exports_into_otelwatch_with_gzip() {
     let (mut collector, mut ow) = start_pair(
         &bin,
         dir.path(),
-        relay_config(c_port, grpc, ""),
-        behind_collector(grpc, "", "file/in"),
+        relay_config(c_port, grpc, PLAINTEXT, ""),
+        config("behind-collector.yaml", &[("GRPC", &grpc)]),
         false,
     )
     .await;
@@ -381,25 +344,18 @@ async fn the_real_collector_retries_when_otelwatch_pushes_back() {
     let (c_port, grpc, down) = (free_port(), free_port(), free_port());
     // otelwatch forwards to a downstream that is not up yet, through a one-slot queue: its
     // pipeline fills, and the receiver answers RESOURCE_EXHAUSTED with a RetryInfo of 1 s.
-    let stuck = format!(
-        "otlp/down: {{ endpoint: 127.0.0.1:{down}, timeout: 2s, \
-         retry_on_failure: {{ initial_interval: 200ms, max_interval: 1s, max_elapsed_time: 300s }}, \
-         sending_queue: {{ num_consumers: 1, queue_size: 1 }} }}"
+    let stuck = config(
+        "behind-collector-stuck-downstream.yaml",
+        &[("GRPC", &grpc), ("DOWNSTREAM", &down)],
     );
     // The collector's exporter: its queue takes everything at once, ten senders retry.
     let retrying = relay_config(
         c_port,
         grpc,
+        PLAINTEXT,
         "retry_on_failure: { initial_interval: 200ms, max_interval: 2s, max_elapsed_time: 300s }",
     );
-    let (collector, ow) = start_pair(
-        &bin,
-        dir.path(),
-        retrying,
-        behind_collector(grpc, &stuck, "otlp/down"),
-        false,
-    )
-    .await;
+    let (collector, ow) = start_pair(&bin, dir.path(), retrying, stuck, false).await;
 
     let mut sent = SpanSet::new();
     for body in make_requests(400, 5, 31, &mut sent) {
@@ -432,33 +388,13 @@ async fn otlphttp_reaches_the_real_collector_unchanged_as_protobuf_and_json() {
     let (c_port, grpc_proto, grpc_json) = (free_port(), free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
     let collector_cfg = file_sink_config_with("http", c_port, "", &out);
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc_proto} }}
-  otlp/json:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc_json} }}
-exporters:
-  otlphttp/proto:
-    endpoint: http://127.0.0.1:{c_port}
-    compression: gzip
-  otlphttp/json:
-    traces_endpoint: http://127.0.0.1:{c_port}/v1/traces
-    metrics_endpoint: http://127.0.0.1:{c_port}/v1/metrics
-    logs_endpoint: http://127.0.0.1:{c_port}/v1/logs
-    encoding: json
-    compression: zstd
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
-    metrics: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
-    logs: {{ receivers: [otlp], exporters: [otlphttp/proto] }}
-    traces/json: {{ receivers: [otlp/json], exporters: [otlphttp/json] }}
-"#
+    let cfg = config(
+        "otlphttp-protobuf-and-json.yaml",
+        &[
+            ("GRPC", &grpc_proto),
+            ("GRPC_JSON", &grpc_json),
+            ("COLLECTOR", &c_port),
+        ],
     );
     let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
 

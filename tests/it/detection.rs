@@ -21,24 +21,7 @@ fn read_docs(path: &std::path::Path) -> Vec<Value> {
 async fn injected_incidents_are_flagged_and_explained_and_normal_traffic_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let grpc = free_port();
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-processors:
-  window: {{ interval: 10s, allowed_lateness: 5s }}
-  iforest: {{ warmup: 30 }}
-exporters:
-  file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
-  debug: {{}}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces/detect: {{ receivers: [otlp], processors: [window, iforest], exporters: [file/windows, debug] }}
-"#
-    );
+    let cfg = config("detect-traces.yaml", &[("GRPC", &grpc)]);
     let d = dir.path().to_path_buf();
     let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
         .await

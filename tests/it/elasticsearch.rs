@@ -33,28 +33,10 @@ fn recording(path: &std::path::Path, windows: u64) {
     std::fs::write(path, text).unwrap();
 }
 
-fn config(es: &str, mode: &str, prefix: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlpjsonfile:
-    include: ["{{DIR}}/recording.jsonl"]
-processors:
-  window: {{ interval: 10s }}
-  iforest: {{ warmup: 30 }}
-exporters:
-  elasticsearch:
-    endpoints: ["{es}"]
-    mode: {mode}
-    windows_index: {prefix}-windows
-    anomalies_index: {prefix}-anomalies
-    max_documents: 50
-  file: {{ path: "{{DIR}}/windows-{mode}.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlpjsonfile], processors: [window, iforest], exporters: [elasticsearch, file] }}
-"#
+fn es_config(es: &str, mode: &str, prefix: &str) -> String {
+    config(
+        "replay-detect-to-elasticsearch.yaml",
+        &[("ES_URL", &es), ("MODE", &mode), ("PREFIX", &prefix)],
     )
 }
 
@@ -95,7 +77,7 @@ async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
 
     // Data stream mode, twice over the same data: ids are deterministic, nothing doubles.
     let d = dir.path().to_path_buf();
-    let cfg = config(&es.url, "data_stream", &prefix);
+    let cfg = es_config(&es.url, "data_stream", &prefix);
     let first = {
         let (d, cfg) = (d.clone(), cfg.clone());
         tokio::task::spawn_blocking(move || run_replay(&d, "ds1", &cfg))
@@ -196,7 +178,7 @@ async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
 
     // Daily index mode, for older clusters.
     let prefix2 = format!("{prefix}-idx");
-    let cfg = config(&es.url, "index", &prefix2);
+    let cfg = es_config(&es.url, "index", &prefix2);
     tokio::task::spawn_blocking(move || run_replay(&d, "idx", &cfg))
         .await
         .unwrap();

@@ -24,29 +24,11 @@ fn recording(path: &std::path::Path, windows: u64) {
     std::fs::write(path, text).unwrap();
 }
 
-fn config(port: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlpjsonfile:
-    include: ["{{DIR}}/recording.jsonl"]
-processors:
-  window: {{ interval: 10s }}
-  iforest: {{ warmup: 10, max_leaf_samples: 4 }}
-exporters:
-  elasticsearch:
-    endpoints: ["http://127.0.0.1:{port}"]
-    max_documents: 20
-    flush_interval: 300ms
-    timeout: 5s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 60s }}
-  file: {{ path: "{{DIR}}/windows.jsonl" }}
-service:
-  shutdown_timeout: 30s
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlpjsonfile], processors: [window, iforest], exporters: [elasticsearch, file] }}
-"#
+/// The pipeline against the fake on `port`, with a disk queue in `queue` (empty: none).
+fn es_config(port: u16, queue: &str) -> String {
+    config(
+        "replay-detect-to-flaky-elasticsearch.yaml",
+        &[("ES_PORT", &port), ("QUEUE_DIR", &queue)],
     )
 }
 
@@ -71,7 +53,7 @@ async fn every_window_arrives_once_across_faults_and_bad_documents_are_not_retri
     let server = fake.serve(port).await;
     let dir = tempfile::tempdir().unwrap();
     recording(&dir.path().join("recording.jsonl"), 60);
-    let (d, cfg) = (dir.path().to_path_buf(), config(port));
+    let (d, cfg) = (dir.path().to_path_buf(), es_config(port, ""));
     let stderr = tokio::task::spawn_blocking(move || {
         let mut ow = Otelwatch::start_finite(&d, "ow", &cfg);
         let status = ow.wait_exit(Duration::from_secs(90));
@@ -128,7 +110,7 @@ async fn a_cluster_that_is_down_at_start_gets_everything_once_it_is_up() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     recording(&dir.path().join("recording.jsonl"), 40);
-    let (d, cfg) = (dir.path().to_path_buf(), config(port));
+    let (d, cfg) = (dir.path().to_path_buf(), es_config(port, ""));
     let run = tokio::task::spawn_blocking(move || {
         let mut ow = Otelwatch::start_finite(&d, "ow", &cfg);
         let status = ow.wait_exit(Duration::from_secs(90));
@@ -157,13 +139,7 @@ async fn the_disk_queue_keeps_windows_across_an_outage_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     recording(&dir.path().join("recording.jsonl"), 40);
     let queue = dir.path().join("es-queue");
-    let cfg = config(port).replace(
-        "    max_documents: 20\n",
-        &format!(
-            "    max_documents: 20\n    queue: {{ directory: \"{}\" }}\n",
-            queue.display()
-        ),
-    );
+    let cfg = es_config(port, &queue.display().to_string());
     // 1. The cluster is down for the whole run: everything is accepted and spooled to disk.
     let (d, c) = (dir.path().to_path_buf(), cfg.clone());
     let stderr = tokio::task::spawn_blocking(move || {

@@ -4,57 +4,27 @@
 use crate::support::*;
 use std::time::Duration;
 
-fn downstream(port: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{port} }}
-exporters:
-  file: {{ path: "{{DIR}}/downstream.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#
-    )
-}
-
-fn forwarder(port: u16, downstream: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{port} }}
-exporters:
-  otlp/collector:
-    endpoint: 127.0.0.1:{downstream}
-    timeout: 2s
-    retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 120s }}
-    sending_queue: {{ num_consumers: 4, queue_size: 500 }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp/collector] }}
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_arrives_once_across_a_downstream_outage() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let (p_down, p_fwd) = (free_port(), free_port());
     let (mut down, fwd) = tokio::task::spawn_blocking(move || {
-        let down = Otelwatch::start(&d, "down", &downstream(p_down));
-        let fwd = Otelwatch::start(&d, "fwd", &forwarder(p_fwd, p_down));
+        let down = config(
+            "otlp-to-file.yaml",
+            &[("GRPC", &p_down), ("HTTP", &free_port())],
+        );
+        let fwd = config(
+            "forward-traces-with-queue.yaml",
+            &[("GRPC", &p_fwd), ("DOWNSTREAM", &p_down)],
+        );
+        let down = Otelwatch::start(&d, "down", &down);
+        let fwd = Otelwatch::start(&d, "fwd", &fwd);
         (down, fwd)
     })
     .await
     .unwrap();
-    let out = dir.path().join("downstream.jsonl");
+    let out = dir.path().join("spans.jsonl");
 
     // Phase 1: downstream up.
     let mut sent = SpanSet::new();

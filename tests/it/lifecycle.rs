@@ -7,32 +7,14 @@ use http_body_util::{BodyExt, Full};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The batch processor holds everything (huge size, one-hour timeout): only the shutdown drain
-/// can get these spans into the file.
-fn holding_config(grpc: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-processors:
-  batch: {{ send_batch_size: 1000000, timeout: 1h }}
-exporters:
-  file: {{ path: "{{DIR}}/out.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], processors: [batch], exporters: [file] }}
-"#
-    )
-}
-
 fn shutdown_drains(signal: &str) {
     let Some(python) = sdk_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let grpc = free_port();
-    let mut ow = Otelwatch::start(dir.path(), "ow", &holding_config(grpc));
+    // The batch processor holds everything: only the shutdown drain can get these spans into
+    // the file.
+    let cfg = config("batch-holds-until-shutdown.yaml", &[("GRPC", &grpc)]);
+    let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
     let record = dir.path().join("sent");
     let out = Command::new(&python)
         .arg(sdk_script("send_spans.py"))
@@ -106,18 +88,8 @@ fn a_file_replay_ends_by_itself_with_everything_written() {
         }
     }
     std::fs::write(dir.path().join("recording.jsonl"), text).unwrap();
-    let cfg = r#"
-receivers:
-  otlpjsonfile:
-    include: ["{DIR}/recording*.jsonl"]
-exporters:
-  file: { path: "{DIR}/replayed.jsonl" }
-service:
-  telemetry: { metrics: { address: "127.0.0.1:{METRICS}" } }
-  pipelines:
-    traces: { receivers: [otlpjsonfile], exporters: [file] }
-"#;
-    let mut ow = Otelwatch::start_finite(dir.path(), "replay", cfg);
+    let cfg = config("replay-to-file.yaml", &[]);
+    let mut ow = Otelwatch::start_finite(dir.path(), "replay", &cfg);
     let status = ow.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{}", ow.stderr());
     let (got, dups) = read_spans(&dir.path().join("replayed.jsonl"));
@@ -143,21 +115,9 @@ fn original_pace_keeps_the_recorded_gaps() {
         text.push('\n');
     }
     std::fs::write(dir.path().join("paced.jsonl"), text).unwrap();
-    let cfg = r#"
-receivers:
-  otlpjsonfile:
-    include: ["{DIR}/paced.jsonl"]
-    pace: original
-    speed: 4
-exporters:
-  file: { path: "{DIR}/out.jsonl" }
-service:
-  telemetry: { metrics: { address: "127.0.0.1:{METRICS}" } }
-  pipelines:
-    traces: { receivers: [otlpjsonfile], exporters: [file] }
-"#;
+    let cfg = config("replay-at-recorded-pace.yaml", &[]);
     let started = Instant::now();
-    let mut ow = Otelwatch::start_finite(dir.path(), "paced", cfg);
+    let mut ow = Otelwatch::start_finite(dir.path(), "paced", &cfg);
     let status = ow.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{}", ow.stderr());
     assert!(
@@ -185,24 +145,9 @@ async fn a_full_pipeline_refuses_with_retry_hints_and_shutdown_reports_losses() 
     let dir = tempfile::tempdir().unwrap();
     let (hole, _h) = blackhole();
     let (grpc, http) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-      http: {{ endpoint: 127.0.0.1:{http} }}
-exporters:
-  otlp/stuck:
-    endpoint: 127.0.0.1:{hole}
-    timeout: 60s
-    sending_queue: {{ num_consumers: 1, queue_size: 1 }}
-service:
-  shutdown_timeout: 1s
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp/stuck] }}
-"#
+    let cfg = config(
+        "forward-to-unresponsive-downstream.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http), ("DOWNSTREAM", &hole)],
     );
     let d = dir.path().to_path_buf();
     let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))

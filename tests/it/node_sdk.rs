@@ -24,21 +24,7 @@ fn the_node_sdk_sends_over_grpc_http_protobuf_and_http_json() {
     let Some(b_dir) = service_b() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-      http: {{ endpoint: 127.0.0.1:{http} }}
-exporters:
-  file: {{ path: "{{DIR}}/spans.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#
-    );
+    let cfg = config("otlp-to-file.yaml", &[("GRPC", &grpc), ("HTTP", &http)]);
     let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
     let runs = [
         ("grpc", format!("http://127.0.0.1:{grpc}"), "node-grpc"),

@@ -4,31 +4,16 @@
 use crate::support::*;
 use std::time::Duration;
 
-fn config(grpc: u16, http: u16) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-      http: {{ endpoint: 127.0.0.1:{http} }}
-exporters:
-  file: {{ path: "{{DIR}}/out/spans.jsonl" }}
-  debug: {{}}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file, debug] }}
-"#
-    )
-}
-
 #[test]
 fn python_sdk_spans_arrive_span_for_span() {
     let Some(python) = sdk_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
-    let mut ow = Otelwatch::start(dir.path(), "ow", &config(grpc, http));
+    let cfg = config(
+        "otlp-to-file-and-debug.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http)],
+    );
+    let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
 
     let runs = [
         ("grpc", format!("localhost:{grpc}"), false, "svc-grpc", 300),

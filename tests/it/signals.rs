@@ -9,22 +9,9 @@ fn python_sdk_metrics_and_logs_arrive_over_both_transports() {
     let Some(python) = sdk_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-      http: {{ endpoint: 127.0.0.1:{http} }}
-exporters:
-  file/metrics: {{ path: "{{DIR}}/metrics.jsonl" }}
-  file/logs: {{ path: "{{DIR}}/logs.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    metrics: {{ receivers: [otlp], exporters: [file/metrics] }}
-    logs: {{ receivers: [otlp], exporters: [file/logs] }}
-"#
+    let cfg = config(
+        "metrics-and-logs-to-files.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http)],
     );
     let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
     let (mut points, mut records) = (0, 0);

@@ -133,34 +133,14 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
         let cfg = support::collector::file_sink_config(c_port, &collected);
         support::collector::Collector::start(&bin, dir.path(), "collector", &cfg)
     });
-    let forward = match collector {
-        Some(_) => {
-            "traces/forward: { receivers: [otlp], exporters: [otlp/collector, file/accepted] }"
-        }
-        None => "",
+    // Detection, and with the collector, everything forwarded to it.
+    let cfg = match collector {
+        Some(_) => config(
+            "target-system-detect-and-forward.yaml",
+            &[("GRPC", &grpc), ("COLLECTOR", &c_port)],
+        ),
+        None => config("target-system-detect.yaml", &[("GRPC", &grpc)]),
     };
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-processors:
-  window: {{ interval: 1s, allowed_lateness: 2s }}
-  iforest: {{ warmup: 30 }}
-  incidents: {{ resolve_after: 1 }}
-exporters:
-  file/windows: {{ path: "{{DIR}}/windows.jsonl" }}
-  file/accepted: {{ path: "{{DIR}}/accepted.jsonl" }}
-  otlp/collector: {{ endpoint: "127.0.0.1:{c_port}" }}
-  debug: {{}}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [file/windows, debug] }}
-    {forward}
-"#
-    );
     let mut ow = Otelwatch::start(dir.path(), "ow", &cfg);
     let otlp = format!("http://127.0.0.1:{grpc}");
     let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();

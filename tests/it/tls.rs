@@ -18,22 +18,8 @@ async fn the_python_sdk_sends_over_tls_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs::make(dir.path());
     let (grpc, http) = (free_port(), free_port());
-    let tls = certs.server_tls(false);
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc}, {tls} }}
-      http: {{ endpoint: 127.0.0.1:{http}, {tls} }}
-exporters:
-  file: {{ path: "{{DIR}}/spans.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#
-    );
+    // The certificates made in the work directory, served on both transports.
+    let cfg = config("otlp-tls-to-file.yaml", &[("GRPC", &grpc), ("HTTP", &http)]);
     let d = dir.path().to_path_buf();
     let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
         .await
@@ -95,45 +81,14 @@ async fn otelwatch_exports_to_the_real_collector_over_mutual_tls() {
     let out = dir.path().join("collector.jsonl");
     // The collector requires a client certificate from our CA.
     let collector_cfg = file_sink_config_with("grpc", c_port, &certs.server_tls(true), &out);
-    let exporter = |name: &str, client_cert: bool| {
-        let identity = if client_cert {
-            format!(
-                ", cert_file: \"{}\", key_file: \"{}\"",
-                p(&certs.client_cert),
-                p(&certs.client_key)
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "otlp/{name}: {{ endpoint: \"localhost:{c_port}\", timeout: 2s, \
-             tls: {{ ca_file: \"{}\"{identity} }}, \
-             retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 60s }} }}",
-            p(&certs.ca)
-        )
-    };
     let grpc2 = free_port();
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-  otlp/anonymous:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc2} }}
-exporters:
-  {}
-  {}
-service:
-  shutdown_timeout: 2s
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp/mtls] }}
-    traces/anonymous: {{ receivers: [otlp/anonymous], exporters: [otlp/anonymous] }}
-"#,
-        exporter("mtls", true),
-        exporter("anonymous", false)
+    let cfg = config(
+        "forward-over-mutual-tls.yaml",
+        &[
+            ("GRPC", &grpc),
+            ("GRPC_ANONYMOUS", &grpc2),
+            ("COLLECTOR", &c_port),
+        ],
     );
     let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
 
@@ -166,26 +121,9 @@ async fn the_real_collector_exports_into_otelwatch_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs::make(dir.path());
     let (c_port, grpc) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc}
-        {}
-exporters:
-  file: {{ path: "{{DIR}}/in.jsonl" }}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-"#,
-        certs.server_tls(true)
-    );
-    let tls = certs.client_tls();
+    let cfg = config("otlp-mutual-tls-to-file.yaml", &[("GRPC", &grpc)]);
     // relay_config's endpoint is 127.0.0.1; the server certificate names it too.
-    let collector_cfg = relay_config(c_port, grpc, &tls).replace("tls: { insecure: true }", "");
+    let collector_cfg = relay_config(c_port, grpc, &certs.client_tls(), "");
     let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, false).await;
     let mut sent = SpanSet::new();
     for body in make_requests(15, 10, 43, &mut sent) {
@@ -203,23 +141,7 @@ service:
 #[test]
 fn a_missing_certificate_stops_startup_naming_the_component_and_file() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{}
-        tls: {{ cert_file: "{{DIR}}/nope.pem", key_file: "{{DIR}}/nope.key" }}
-exporters:
-  nop: {{}}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [nop] }}
-"#,
-        free_port()
-    );
+    let cfg = config("missing-certificate.yaml", &[("HTTP", &free_port())]);
     let mut ow = Otelwatch::start_finite(dir.path(), "ow", &cfg);
     let status = ow.wait_exit(Duration::from_secs(20));
     assert!(!status.success());
@@ -240,22 +162,9 @@ async fn otlphttp_reaches_the_real_collector_over_mutual_tls() {
     let (c_port, grpc) = (free_port(), free_port());
     let out = dir.path().join("collector.jsonl");
     let collector_cfg = file_sink_config_with("http", c_port, &certs.server_tls(true), &out);
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-exporters:
-  otlphttp:
-    endpoint: https://localhost:{c_port}
-    {}
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlphttp] }}
-"#,
-        certs.client_tls()
+    let cfg = config(
+        "otlphttp-over-mutual-tls.yaml",
+        &[("GRPC", &grpc), ("COLLECTOR", &c_port)],
     );
     let (mut collector, mut ow) = start_pair(&bin, dir.path(), collector_cfg, cfg, true).await;
     let mut sent = SpanSet::new();

@@ -48,13 +48,18 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
             kind: IncidentKind::Latency { extra_ms: 500.0 },
         }],
     );
-    let cfg_path = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &cfg_path,
-        "receivers:\n  otlp:\nprocessors:\n  window: { interval: 10s }\n  iforest: { warmup: 40 }\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: { receivers: [otlp], processors: [window, iforest], exporters: [nop] }\n",
-    )
-    .unwrap();
     let out_dir = dir.path().join("models");
+    // One pipeline file for training and for the live pipeline: the models are trained with
+    // the window and iforest settings they are loaded with.
+    let grpc = free_port();
+    let cfg = config(
+        "detect-with-saved-models.yaml",
+        &[
+            ("GRPC", &grpc),
+            ("MODELS", &out_dir.join("models.json").display()),
+        ],
+    );
+    let cfg_path = write_config(dir.path(), "pipeline", &cfg, free_port());
     let out = Command::new(env!("CARGO_BIN_EXE_otelwatch"))
         .args(["train", "--input"])
         .arg(&rec)
@@ -108,12 +113,7 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
     assert_eq!(model["series"].as_array().unwrap().len(), 3);
 
     // A live pipeline loads the models and is past warm-up from the first window.
-    let grpc = free_port();
-    let live = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{grpc} }}\nprocessors:\n  window: {{ interval: 10s }}\n  iforest: {{ warmup: 40, model_path: \"{}\" }}\nexporters:\n  file: {{ path: \"{{DIR}}/live.jsonl\" }}\nservice:\n  telemetry: {{ metrics: {{ address: \"127.0.0.1:{{METRICS}}\" }} }}\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [window, iforest], exporters: [file] }}\n",
-        out_dir.join("models.json").display()
-    );
-    let mut ow = Otelwatch::start(dir.path(), "live", &live);
+    let mut ow = Otelwatch::start(dir.path(), "live", &cfg);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut sc = Scenario::target_system(6);
     sc.incidents.clear();

@@ -54,28 +54,9 @@ async fn anomalies_are_posted_and_a_failing_hook_is_retried() {
 
     let dir = tempfile::tempdir().unwrap();
     let grpc = free_port();
-    let cfg = format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
-processors:
-  window: {{ interval: 10s }}
-  iforest: {{ warmup: 30 }}
-exporters:
-  webhook/slack:
-    endpoint: http://127.0.0.1:{hook_port}/slack
-    format: slack
-    retry_on_failure: {{ initial_interval: 100ms }}
-  webhook/json:
-    endpoint: http://127.0.0.1:{hook_port}/json
-    min_severity: minor
-service:
-  telemetry: {{ metrics: {{ address: "127.0.0.1:{{METRICS}}" }} }}
-  pipelines:
-    traces: {{ receivers: [otlp], processors: [window, iforest], exporters: [webhook/slack, webhook/json] }}
-"#
+    let cfg = config(
+        "detect-to-webhooks.yaml",
+        &[("GRPC", &grpc), ("HOOK", &hook_port)],
     );
     let d = dir.path().to_path_buf();
     let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))

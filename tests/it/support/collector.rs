@@ -26,61 +26,35 @@ pub fn file_sink_config(port: u16, file: &Path) -> String {
     file_sink_config_with("grpc", port, "", file)
 }
 
-/// The same over `protocol` (`grpc` or `http`), with `receiver_settings` (such as a `tls:`
-/// section) added to the protocol's settings.
-pub fn file_sink_config_with(
-    protocol: &str,
-    port: u16,
-    receiver_settings: &str,
-    file: &Path,
-) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      {protocol}:
-        endpoint: "127.0.0.1:{port}"
-        {receiver_settings}
-exporters:
-  file:
-    path: "{file}"
-    append: true
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics: {{ level: none }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [file] }}
-    metrics: {{ receivers: [otlp], exporters: [file] }}
-    logs: {{ receivers: [otlp], exporters: [file] }}
-"#,
-        file = file.display()
+/// The same over `protocol` (`grpc` or `http`), with `tls` (a `tls:` line, or nothing) added to
+/// the protocol's settings.
+pub fn file_sink_config_with(protocol: &str, port: u16, tls: &str, file: &Path) -> String {
+    crate::support::config(
+        "collector/file-sink.yaml",
+        &[
+            ("PROTOCOL", &protocol),
+            ("PORT", &port),
+            ("TLS", &tls),
+            ("FILE", &file.display()),
+        ],
     )
 }
 
+/// The `tls:` line of an exporter that sends in plaintext.
+pub const PLAINTEXT: &str = "tls: { insecure: true }";
+
 /// A collector that receives OTLP/gRPC on `port` and sends everything on with its OTLP exporter
-/// (gzip, its default) to `to`; `extra` is added to the exporter's settings.
-pub fn relay_config(port: u16, to: u16, extra: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: "127.0.0.1:{port}" }}
-exporters:
-  otlp_grpc:
-    endpoint: "127.0.0.1:{to}"
-    tls: {{ insecure: true }}
-    {extra}
-service:
-  telemetry:
-    metrics: {{ level: none }}
-  pipelines:
-    traces: {{ receivers: [otlp], exporters: [otlp_grpc] }}
-    metrics: {{ receivers: [otlp], exporters: [otlp_grpc] }}
-    logs: {{ receivers: [otlp], exporters: [otlp_grpc] }}
-"#
+/// (gzip, its default) to `to`, with `tls` (a `tls:` line) and `extra` (more settings, or
+/// nothing) as the exporter's settings.
+pub fn relay_config(port: u16, to: u16, tls: &str, extra: &str) -> String {
+    crate::support::config(
+        "collector/relay.yaml",
+        &[
+            ("PORT", &port),
+            ("TO", &to),
+            ("TLS", &tls),
+            ("EXTRA", &extra),
+        ],
     )
 }
 

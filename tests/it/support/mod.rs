@@ -67,13 +67,10 @@ impl Otelwatch {
         ow
     }
 
-    fn prepare(dir: &Path, name: &str, config: &str) -> Self {
+    /// Writes the config as [`Otelwatch::start`] does, without starting anything.
+    pub fn prepare(dir: &Path, name: &str, config: &str) -> Self {
         let metrics_port = free_port();
-        let config = config
-            .replace("{METRICS}", &metrics_port.to_string())
-            .replace("{DIR}", &dir.display().to_string());
-        let config_path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config_path, config).unwrap();
+        let config_path = write_config(dir, name, config, metrics_port);
         Self {
             child: None,
             dir: dir.to_path_buf(),
@@ -195,6 +192,62 @@ impl Drop for Otelwatch {
             let _ = c.wait();
         }
     }
+}
+
+/// The pipeline files the tests run, `tests/it/configs/`.
+pub fn configs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/configs")
+}
+
+/// The text of `tests/it/configs/<name>` with each `{KEY}` of `values` filled in, e.g.
+/// `config("forward-traces-with-queue.yaml", &[("GRPC", &port), ("DOWNSTREAM", &down)])`.
+/// `{DIR}` (the run's work directory) and `{METRICS}` (a free port for `/metrics`) are left for
+/// [`Otelwatch::start`] unless given here. A key the file does not use, or a placeholder left
+/// unfilled, fails the test.
+pub fn config(name: &str, values: &[(&str, &dyn std::fmt::Display)]) -> String {
+    let path = configs_dir().join(name);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    for (key, value) in values {
+        let placeholder = format!("{{{key}}}");
+        assert!(text.contains(&placeholder), "{name} has no {placeholder}");
+        text = text.replace(&placeholder, &value.to_string());
+    }
+    let left: Vec<String> = placeholders(&text)
+        .into_iter()
+        .filter(|p| p != "DIR" && p != "METRICS")
+        .collect();
+    assert!(left.is_empty(), "{name}: no value given for {left:?}");
+    text
+}
+
+/// The `{NAME}` placeholders (capitals, digits, `_`) in a config text, in order, each once.
+pub fn placeholders(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices('{') {
+        let rest = &text[i + 1..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..len];
+        if len > 0 && rest[len..].starts_with('}') && !found.iter().any(|f| f == name) {
+            found.push(name.to_string());
+        }
+    }
+    found
+}
+
+/// Writes `config` as `<dir>/<name>.yaml` with `{DIR}` and `{METRICS}` filled in; every other
+/// placeholder must have been filled by [`config`].
+pub fn write_config(dir: &Path, name: &str, config: &str, metrics_port: u16) -> PathBuf {
+    let config = config
+        .replace("{METRICS}", &metrics_port.to_string())
+        .replace("{DIR}", &dir.display().to_string());
+    let left = placeholders(&config);
+    assert!(left.is_empty(), "{name}: no value given for {left:?}");
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    path
 }
 
 /// A minimal HTTP/1.1 GET, enough for `/metrics` and `/healthz`.
