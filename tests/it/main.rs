@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod collector;
 mod compose;
+mod conformance;
 mod demo;
 mod detection;
 mod elasticsearch;
