@@ -1,0 +1,25 @@
+//! The end-to-end tests, one test crate: each module runs the real `otelwatch` binary against
+//! real peers; `support` is the shared harness.
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod collector;
+mod compose;
+mod conformance;
+mod demo;
+mod detection;
+mod elasticsearch;
+mod elasticsearch_faults;
+mod forwarding;
+mod kibana;
+mod lifecycle;
+mod node_sdk;
+mod real_data;
+mod sdk_e2e;
+mod signals;
+mod target_system;
+mod tls;
+mod train;
+mod webhook;

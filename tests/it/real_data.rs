@@ -1,0 +1,102 @@
+//! The real-data benchmark on a small slice of the Nezha Train-Ticket day: the conversion to
+//! OTLP (kinds and `peer.service` derived from the pods), the replay through the real pipeline,
+//! and the report. The full day is a benchmark (`otelwatch bench real`, docs/benchmarks.md).
+
+use crate::support;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn data() -> Option<PathBuf> {
+    let p = std::env::var_os("OTELWATCH_NEZHA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/datasets/nezha/trainticket-2023-01-30.tar.gz")
+        });
+    if p.exists() {
+        Some(p)
+    } else if std::env::var("OTELWATCH_REQUIRE_NEZHA").is_ok_and(|v| v == "1") {
+        panic!("the Nezha data set is not at {}", p.display());
+    } else {
+        eprintln!("SKIPPED: no Nezha data set at {}", p.display());
+        None
+    }
+}
+
+#[test]
+fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
+    let Some(data) = data() else { return };
+    let _heavy = support::heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("real");
+    let run = Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+        .args(["bench", "real", "--faults", "2", "--warmup", "5", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(report.contains("2 faults"), "{report}");
+    assert!(report.contains("| otelwatch"), "{report}");
+    assert!(report.contains("| baseline"), "{report}");
+
+    // The replay is OTLP/JSON with derived kinds: SERVER spans, CLIENT spans naming their peer.
+    let replay = std::fs::read_to_string(out.join("replay-traces.jsonl")).unwrap();
+    let (mut server, mut client_with_peer) = (0, 0);
+    for line in replay.lines() {
+        let req: Value = serde_json::from_str(line).unwrap();
+        for rs in req["resourceSpans"].as_array().unwrap() {
+            let svc = &rs["resource"]["attributes"][0];
+            assert_eq!(svc["key"], "service.name");
+            assert!(svc["value"]["stringValue"]
+                .as_str()
+                .unwrap()
+                .starts_with("ts-"));
+            for s in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                match s["kind"].as_i64() {
+                    Some(2) => server += 1,
+                    Some(3) => {
+                        let peer = s["attributes"][0]["value"]["stringValue"].as_str();
+                        assert!(peer.is_some_and(|p| p.starts_with("ts-")), "{s}");
+                        client_with_peer += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(
+        server > 1000 && client_with_peer > 1000,
+        "{server} {client_with_peer}"
+    );
+
+    // Windows were scored and the faults' anomalies grouped into incidents, each anomalous
+    // window naming its incident.
+    let results = std::fs::read_to_string(out.join("windows.jsonl")).unwrap();
+    let docs: Vec<Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let incidents: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["event"]["dataset"] == "otelwatch.incident")
+        .collect();
+    assert!(!incidents.is_empty(), "{report}");
+    let anomalous: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["anomaly"]["is_anomaly"] == true)
+        .collect();
+    assert!(!anomalous.is_empty());
+    assert!(anomalous.iter().all(|d| d["incident"]["id"].is_string()));
+    assert!(incidents.iter().any(|d| d["event"]["action"] == "opened"));
+    assert!(incidents
+        .iter()
+        .all(|d| d["incident"]["root_cause"].as_array().is_some()));
+}
