@@ -123,80 +123,55 @@ impl SpanFactory {
 
     /// One request of about `spans` spans, ending now.
     pub fn request(&mut self, spans: usize) -> ExportTraceServiceRequest {
-        let n = self.services.len();
-        let mut per_service: Vec<Vec<Span>> = vec![Vec::new(); n];
+        let mut per_service: Vec<Vec<Span>> = vec![Vec::new(); self.services.len()];
         let now = crate::model::time::now_ns();
         let mut made = 0;
         while made < spans {
-            let trace_id: [u8; 16] = self.rng.random();
-            let first = self.rng.random_range(0..n);
-            let hops = if n > 1 { 2.min(n) } else { 1 };
-            let route = ROUTES[self.rng.random_range(0..ROUTES.len())];
-            let error = self.rng.random_range(0..100) == 0;
-            let mut parent: Vec<u8> = Vec::new();
-            let mut start = now.saturating_sub(self.latency_ns(80.0) + 10_000_000);
-            for hop in 0..hops {
-                if made >= spans {
-                    break;
-                }
-                let svc = (first + hop) % n;
-                let dur = self.latency_ns(40.0 / (hop + 1) as f64);
-                let server_id: [u8; 8] = self.rng.random();
-                let code = if error { 500 } else { 200 };
-                per_service[svc].push(Span {
-                    trace_id: trace_id.to_vec(),
-                    span_id: server_id.to_vec(),
-                    parent_span_id: parent.clone(),
-                    name: format!("GET {route}"),
-                    kind: span::SpanKind::Server as i32,
-                    start_time_unix_nano: start,
-                    end_time_unix_nano: start + dur,
-                    attributes: vec![
-                        kv("http.request.method", s("GET")),
-                        kv("http.route", s(route)),
-                        kv("url.path", s(route)),
-                        kv(
-                            "http.response.status_code",
-                            any_value::Value::IntValue(code),
-                        ),
-                    ],
-                    status: error.then(|| Status {
-                        code: status::StatusCode::Error as i32,
-                        message: "internal error".into(),
-                    }),
-                    ..Default::default()
-                });
+            made += self.trace(now, spans - made, &mut per_service);
+        }
+        self.export_request(per_service)
+    }
+
+    /// One trace ending about `now`, of at most `budget` spans, added to the spans of the
+    /// services it goes through; returns how many spans it made.
+    fn trace(&mut self, now: u64, budget: usize, per_service: &mut [Vec<Span>]) -> usize {
+        let n = self.services.len();
+        let trace = Trace {
+            id: self.rng.random(),
+            first: self.rng.random_range(0..n),
+            route: ROUTES[self.rng.random_range(0..ROUTES.len())],
+            error: self.rng.random_range(0..100) == 0,
+        };
+        let hops = if n > 1 { 2.min(n) } else { 1 };
+        let mut made = 0;
+        let mut parent: Vec<u8> = Vec::new();
+        let mut start = now.saturating_sub(self.latency_ns(80.0) + 10_000_000);
+        for hop in 0..hops {
+            if made >= budget {
+                break;
+            }
+            let svc = (trace.first + hop) % n;
+            let dur = self.latency_ns(40.0 / (hop + 1) as f64);
+            let server_id: [u8; 8] = self.rng.random();
+            per_service[svc].push(trace.server_span(server_id, parent.clone(), start, dur));
+            made += 1;
+            if hop + 1 < hops && made < budget {
+                let callee = &self.services[(trace.first + hop + 1) % n];
+                let client_id: [u8; 8] = self.rng.random();
+                let cstart = start + dur / 10;
+                let cdur = dur / 2;
+                per_service[svc]
+                    .push(trace.client_span(client_id, server_id, callee, cstart, cdur));
                 made += 1;
-                if hop + 1 < hops && made < spans {
-                    let callee = &self.services[(first + hop + 1) % n];
-                    let client_id: [u8; 8] = self.rng.random();
-                    let cstart = start + dur / 10;
-                    let cdur = dur / 2;
-                    per_service[svc].push(Span {
-                        trace_id: trace_id.to_vec(),
-                        span_id: client_id.to_vec(),
-                        parent_span_id: server_id.to_vec(),
-                        name: "GET".into(),
-                        kind: span::SpanKind::Client as i32,
-                        start_time_unix_nano: cstart,
-                        end_time_unix_nano: cstart + cdur,
-                        attributes: vec![
-                            kv("http.request.method", s("GET")),
-                            kv("server.address", s(callee)),
-                            kv("peer.service", s(callee)),
-                            kv(
-                                "http.response.status_code",
-                                any_value::Value::IntValue(code),
-                            ),
-                        ],
-                        ..Default::default()
-                    });
-                    made += 1;
-                    parent = client_id.to_vec();
-                    start = cstart + cdur / 10;
-                }
+                parent = client_id.to_vec();
+                start = cstart + cdur / 10;
             }
         }
+        made
+    }
+
+    /// The request: one resource per service that has spans.
+    fn export_request(&self, per_service: Vec<Vec<Span>>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: per_service
                 .into_iter()
@@ -221,6 +196,72 @@ impl SpanFactory {
                     ..Default::default()
                 })
                 .collect(),
+        }
+    }
+}
+
+/// What all spans of one generated trace share.
+struct Trace {
+    id: [u8; 16],
+    /// The index of the service the trace enters by.
+    first: usize,
+    route: &'static str,
+    error: bool,
+}
+
+impl Trace {
+    fn status_code(&self) -> any_value::Value {
+        any_value::Value::IntValue(if self.error { 500 } else { 200 })
+    }
+
+    /// The SERVER span of one hop, starting at `start` and lasting `dur` ns.
+    fn server_span(&self, id: [u8; 8], parent: Vec<u8>, start: u64, dur: u64) -> Span {
+        Span {
+            trace_id: self.id.to_vec(),
+            span_id: id.to_vec(),
+            parent_span_id: parent,
+            name: format!("GET {}", self.route),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![
+                kv("http.request.method", s("GET")),
+                kv("http.route", s(self.route)),
+                kv("url.path", s(self.route)),
+                kv("http.response.status_code", self.status_code()),
+            ],
+            status: self.error.then(|| Status {
+                code: status::StatusCode::Error as i32,
+                message: "internal error".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The CLIENT span of a hop's call to `callee`, under the hop's server span `parent`.
+    fn client_span(
+        &self,
+        id: [u8; 8],
+        parent: [u8; 8],
+        callee: &str,
+        start: u64,
+        dur: u64,
+    ) -> Span {
+        Span {
+            trace_id: self.id.to_vec(),
+            span_id: id.to_vec(),
+            parent_span_id: parent.to_vec(),
+            name: "GET".into(),
+            kind: span::SpanKind::Client as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![
+                kv("http.request.method", s("GET")),
+                kv("server.address", s(callee)),
+                kv("peer.service", s(callee)),
+                kv("http.response.status_code", self.status_code()),
+            ],
+            ..Default::default()
         }
     }
 }
@@ -279,6 +320,46 @@ enum Outcome {
 }
 
 impl Sender {
+    /// The sender for the options' endpoint and protocol (connections are made lazily).
+    fn new(opts: &LoadgenOptions) -> Result<Sender, LoadgenError> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            LoadgenError::Endpoint(opts.endpoint.clone(), e.to_string())
+        };
+        Ok(match opts.protocol {
+            Protocol::Grpc => {
+                let uri = if opts.endpoint.starts_with("http://") {
+                    opts.endpoint.clone()
+                } else {
+                    format!("http://{}", opts.endpoint)
+                };
+                let channel = tonic::transport::Endpoint::from_shared(uri)
+                    .map_err(|e| invalid(&e))?
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Sender::Grpc(channel, opts.gzip)
+            }
+            Protocol::Http => {
+                let base = if opts.endpoint.starts_with("http://") {
+                    opts.endpoint.trim_end_matches('/').to_string()
+                } else {
+                    format!("http://{}", opts.endpoint.trim_end_matches('/'))
+                };
+                let uri: http::Uri = format!("{base}/v1/traces")
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| invalid(&e))?;
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http();
+                Sender::Http(Box::new(HttpSender {
+                    client,
+                    uri,
+                    gzip: opts.gzip,
+                }))
+            }
+        })
+    }
+
     async fn send(&self, body: Bytes) -> Outcome {
         match self {
             Sender::Grpc(channel, gzip) => match grpc_export(channel, body, *gzip).await {
@@ -336,6 +417,134 @@ impl Sender {
     }
 }
 
+/// What the workers have done, added up across them.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    requests: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn report(&self, elapsed: Duration) -> LoadgenReport {
+        LoadgenReport {
+            spans_sent: self.sent.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            refused_requests: self.refused.load(Ordering::Relaxed),
+            failed_requests: self.failed.load(Ordering::Relaxed),
+            elapsed,
+        }
+    }
+}
+
+/// One worker's requests, encoded with their span counts: from the pregenerated pool in turn,
+/// or freshly built when there is no pool.
+struct Requests {
+    factory: SpanFactory,
+    batch_size: usize,
+    pool: Vec<(Bytes, u64)>,
+    i: usize,
+}
+
+impl Requests {
+    fn new(opts: &LoadgenOptions, worker: usize) -> Self {
+        let mut requests = Requests {
+            factory: SpanFactory::new(opts.services, opts.seed.wrapping_add(worker as u64)),
+            batch_size: opts.batch_size,
+            pool: Vec::new(),
+            i: 0,
+        };
+        requests.pool = (0..opts.pregenerate).map(|_| requests.build()).collect();
+        requests
+    }
+
+    fn build(&mut self) -> (Bytes, u64) {
+        let r = self.factory.request(self.batch_size);
+        (Bytes::from(r.encode_to_vec()), count_spans(&r))
+    }
+
+    fn next(&mut self) -> (Bytes, u64) {
+        if self.pool.is_empty() {
+            self.build()
+        } else {
+            self.i = (self.i + 1) % self.pool.len();
+            self.pool[self.i].clone()
+        }
+    }
+}
+
+/// Keeps one worker to its share of the rate (no pacing when the rate is 0).
+struct Pacer {
+    spans_per_second: f64,
+    next: Instant,
+}
+
+impl Pacer {
+    /// Waits until `spans` more spans may go; false when that would be after `end`.
+    async fn wait(&mut self, spans: u64, end: Instant) -> bool {
+        if self.spans_per_second > 0.0 {
+            if self.next >= end {
+                return false;
+            }
+            let now = Instant::now();
+            if self.next > now {
+                tokio::time::sleep(self.next - now).await;
+            }
+            self.next += Duration::from_secs_f64(spans as f64 / self.spans_per_second);
+        }
+        true
+    }
+}
+
+/// Sends one request, which may not outlive the run (nor take longer than 10 s).
+async fn send_until(sender: &Sender, body: Bytes, end: Instant) -> Outcome {
+    let limit = (Instant::now() + Duration::from_secs(10))
+        .min(end.max(Instant::now()) + Duration::from_millis(500));
+    tokio::time::timeout_at(limit.into(), sender.send(body))
+        .await
+        .unwrap_or_else(|_| Outcome::Failed("timed out".into()))
+}
+
+/// One worker: sends requests until `end`, counting what became of them.
+async fn worker(
+    w: usize,
+    opts: LoadgenOptions,
+    sender: Arc<Sender>,
+    counters: Arc<Counters>,
+    end: Instant,
+) {
+    let mut requests = Requests::new(&opts, w);
+    let mut pacer = Pacer {
+        spans_per_second: opts.rate as f64 / opts.concurrency as f64,
+        next: Instant::now(),
+    };
+    let mut last_error: Option<String> = None;
+    while Instant::now() < end {
+        let (body, n) = requests.next();
+        if !pacer.wait(n, end).await {
+            break;
+        }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        match send_until(&sender, body, end).await {
+            Outcome::Ok => {
+                counters.sent.fetch_add(n, Ordering::Relaxed);
+            }
+            Outcome::Refused => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                if last_error.as_deref() != Some(&e) {
+                    tracing::warn!(error = %e, "loadgen request failed");
+                    last_error = Some(e);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Runs the generator to completion.
 pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
     if opts.batch_size == 0 || opts.concurrency == 0 {
@@ -343,124 +552,20 @@ pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
             "batch size and concurrency must be at least 1".into(),
         ));
     }
-    let sender = Arc::new(match opts.protocol {
-        Protocol::Grpc => {
-            let uri = if opts.endpoint.starts_with("http://") {
-                opts.endpoint.clone()
-            } else {
-                format!("http://{}", opts.endpoint)
-            };
-            let channel = tonic::transport::Endpoint::from_shared(uri)
-                .map_err(|e| LoadgenError::Endpoint(opts.endpoint.clone(), e.to_string()))?
-                .tcp_nodelay(true)
-                .connect_lazy();
-            Sender::Grpc(channel, opts.gzip)
-        }
-        Protocol::Http => {
-            let base = if opts.endpoint.starts_with("http://") {
-                opts.endpoint.trim_end_matches('/').to_string()
-            } else {
-                format!("http://{}", opts.endpoint.trim_end_matches('/'))
-            };
-            let uri: http::Uri =
-                format!("{base}/v1/traces")
-                    .parse()
-                    .map_err(|e: http::uri::InvalidUri| {
-                        LoadgenError::Endpoint(opts.endpoint.clone(), e.to_string())
-                    })?;
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http();
-            Sender::Http(Box::new(HttpSender {
-                client,
-                uri,
-                gzip: opts.gzip,
-            }))
-        }
-    });
-    let sent = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let sender = Arc::new(Sender::new(&opts)?);
+    let counters = Arc::new(Counters::default());
     let start = Instant::now();
     let end = start + opts.duration;
-    let mut workers = Vec::new();
-    for w in 0..opts.concurrency {
-        let (sender, sent, requests, refused, failed) = (
-            sender.clone(),
-            sent.clone(),
-            requests.clone(),
-            refused.clone(),
-            failed.clone(),
-        );
-        let opts = opts.clone();
-        workers.push(tokio::spawn(async move {
-            let mut factory = SpanFactory::new(opts.services, opts.seed.wrapping_add(w as u64));
-            let pool: Vec<(Bytes, u64)> = (0..opts.pregenerate)
-                .map(|_| {
-                    let r = factory.request(opts.batch_size);
-                    (Bytes::from(r.encode_to_vec()), count_spans(&r))
-                })
-                .collect();
-            // Each worker paces itself to its share of the rate.
-            let per_worker = opts.rate as f64 / opts.concurrency as f64;
-            let mut next = Instant::now();
-            let mut i = 0usize;
-            let mut last_error: Option<String> = None;
-            while Instant::now() < end {
-                let (body, n) = if pool.is_empty() {
-                    let r = factory.request(opts.batch_size);
-                    (Bytes::from(r.encode_to_vec()), count_spans(&r))
-                } else {
-                    i = (i + 1) % pool.len();
-                    pool[i].clone()
-                };
-                if per_worker > 0.0 {
-                    if next >= end {
-                        break;
-                    }
-                    let now = Instant::now();
-                    if next > now {
-                        tokio::time::sleep(next - now).await;
-                    }
-                    next += Duration::from_secs_f64(n as f64 / per_worker);
-                }
-                requests.fetch_add(1, Ordering::Relaxed);
-                // A request may not outlive the run (nor take longer than 10 s).
-                let limit = (Instant::now() + Duration::from_secs(10))
-                    .min(end.max(Instant::now()) + Duration::from_millis(500));
-                let outcome = tokio::time::timeout_at(limit.into(), sender.send(body))
-                    .await
-                    .unwrap_or_else(|_| Outcome::Failed("timed out".into()));
-                match outcome {
-                    Outcome::Ok => {
-                        sent.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Outcome::Refused => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outcome::Failed(e) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        if last_error.as_deref() != Some(&e) {
-                            tracing::warn!(error = %e, "loadgen request failed");
-                            last_error = Some(e);
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
+    let workers: Vec<_> = (0..opts.concurrency)
+        .map(|w| {
+            let (opts, sender, counters) = (opts.clone(), sender.clone(), counters.clone());
+            tokio::spawn(worker(w, opts, sender, counters, end))
+        })
+        .collect();
     for w in workers {
         let _ = w.await;
     }
-    Ok(LoadgenReport {
-        spans_sent: sent.load(Ordering::Relaxed),
-        requests: requests.load(Ordering::Relaxed),
-        refused_requests: refused.load(Ordering::Relaxed),
-        failed_requests: failed.load(Ordering::Relaxed),
-        elapsed: start.elapsed(),
-    })
+    Ok(counters.report(start.elapsed()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! shows; a dot whose own cause is another feature is labelled with it.
 
 use crate::model::window::{feature, SeriesKey, WindowRecord, FEATURE_NAMES};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,6 +44,12 @@ fn ensure_font() -> bool {
     })
 }
 
+/// A panel's drawing area in the picture.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+/// A panel's chart: minutes against a feature's value.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// Draws up to `max_panels` series (those with the most anomalies first) into a PNG.
 pub fn render_png(
     records: &[WindowRecord],
@@ -51,10 +59,38 @@ pub fn render_png(
     if records.is_empty() {
         return Err(PlotError::Empty);
     }
-    let err = |e: &dyn std::fmt::Display| PlotError::Draw {
-        path: path.display().to_string(),
-        message: e.to_string(),
+    let series = panel_series(records, max_panels);
+    let canvas = Canvas {
+        path,
+        t0: records.iter().map(|r| r.start_ns).min().unwrap_or(0),
+        font: ensure_font(),
     };
+    let height = 260 * series.len() as u32 + if canvas.font { 40 } else { 0 };
+    let root = BitMapBackend::new(path, (1200, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| canvas.err(&e))?;
+    let root = if canvas.font {
+        root.titled(
+            "otelwatch: normal (blue) vs anomalous (red) windows",
+            ("sans-serif", 22),
+        )
+        .map_err(|e| canvas.err(&e))?
+    } else {
+        root
+    };
+    let panels = root.split_evenly((series.len(), 1));
+    for (panel, (key, rs)) in panels.iter().zip(&series) {
+        canvas.draw_panel(panel, key, rs)?;
+    }
+    root.present().map_err(|e| canvas.err(&e))?;
+    Ok(())
+}
+
+/// The windows of each series, the series with the most anomalies first, at most `max_panels`
+/// of them.
+fn panel_series(
+    records: &[WindowRecord],
+    max_panels: usize,
+) -> Vec<(Arc<SeriesKey>, Vec<&WindowRecord>)> {
     let mut by_series: BTreeMap<Arc<SeriesKey>, Vec<&WindowRecord>> = BTreeMap::new();
     for r in records {
         by_series.entry(r.series.clone()).or_default().push(r);
@@ -67,32 +103,59 @@ pub fn render_png(
         )
     });
     series.truncate(max_panels.max(1));
-    let t0 = records.iter().map(|r| r.start_ns).min().unwrap_or(0);
-    let minutes = |r: &WindowRecord| (r.start_ns - t0) as f64 / 60e9;
-    let font = ensure_font();
+    series
+}
 
-    let height = 260 * series.len() as u32 + if font { 40 } else { 0 };
-    let root = BitMapBackend::new(path, (1200, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = if font {
-        root.titled(
-            "otelwatch: normal (blue) vs anomalous (red) windows",
-            ("sans-serif", 22),
-        )
-        .map_err(|e| err(&e))?
-    } else {
-        root
-    };
-    let panels = root.split_evenly((series.len(), 1));
-    for (panel, (key, rs)) in panels.iter().zip(&series) {
+/// What the panels of one picture share: the file, the time origin and whether there is a
+/// font for text.
+struct Canvas<'a> {
+    path: &'a Path,
+    t0: u64,
+    font: bool,
+}
+
+impl Canvas<'_> {
+    fn err(&self, e: &dyn std::fmt::Display) -> PlotError {
+        PlotError::Draw {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Minutes from the first window to the start of `r`.
+    fn minutes(&self, r: &WindowRecord) -> f64 {
+        (r.start_ns - self.t0) as f64 / 60e9
+    }
+
+    /// One series' panel: its panel feature over time, the warm-up shaded, anomalies in red.
+    fn draw_panel(
+        &self,
+        panel: &Area,
+        key: &SeriesKey,
+        rs: &[&WindowRecord],
+    ) -> Result<(), PlotError> {
         let f = panel_feature(rs);
-        let name = FEATURE_NAMES[f];
-        let xmax = rs.iter().map(|r| minutes(r)).fold(1.0, f64::max);
         let ymax = rs.iter().map(|r| r.features[f]).fold(1.0, f64::max) * 1.1;
+        let mut chart = self.chart(panel, key, rs, f, ymax)?;
+        self.shade_warmup(&mut chart, rs, ymax)?;
+        self.draw_windows(&mut chart, rs, f)
+    }
+
+    /// The panel's axes up to `ymax`, with its caption and mesh when there is a font.
+    fn chart<'a, 'b>(
+        &self,
+        panel: &'a Area<'b>,
+        key: &SeriesKey,
+        rs: &[&WindowRecord],
+        f: usize,
+        ymax: f64,
+    ) -> Result<Chart<'a, 'b>, PlotError> {
+        let name = FEATURE_NAMES[f];
+        let xmax = rs.iter().map(|r| self.minutes(r)).fold(1.0, f64::max);
         let anomalies = rs.iter().filter(|r| r.is_anomaly()).count();
         let mut builder = ChartBuilder::on(panel);
         builder.margin(12);
-        if font {
+        if self.font {
             builder
                 .caption(
                     format!(
@@ -106,16 +169,26 @@ pub fn render_png(
         }
         let mut chart = builder
             .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(|e| err(&e))?;
-        if font {
+            .map_err(|e| self.err(&e))?;
+        if self.font {
             chart
                 .configure_mesh()
                 .x_desc("minutes")
                 .y_desc(name)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
-                .map_err(|e| err(&e))?;
+                .map_err(|e| self.err(&e))?;
         }
+        Ok(chart)
+    }
+
+    /// The warm-up windows shaded grey, from the first to the last.
+    fn shade_warmup(
+        &self,
+        chart: &mut Chart,
+        rs: &[&WindowRecord],
+        ymax: f64,
+    ) -> Result<(), PlotError> {
         let warm: Vec<&&WindowRecord> = rs
             .iter()
             .filter(|r| r.anomaly.as_ref().is_some_and(|a| a.warming_up))
@@ -123,39 +196,49 @@ pub fn render_png(
         if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [(minutes(first), 0.0), (minutes(last), ymax)],
+                    [(self.minutes(first), 0.0), (self.minutes(last), ymax)],
                     RGBColor(220, 220, 220).filled(),
                 )))
-                .map_err(|e| err(&e))?;
+                .map_err(|e| self.err(&e))?;
         }
+        Ok(())
+    }
+
+    /// Feature `f` of every window as a line, the anomalous ones as red dots, each labelled
+    /// with its own cause when that is another feature (and there is a font).
+    fn draw_windows(
+        &self,
+        chart: &mut Chart,
+        rs: &[&WindowRecord],
+        f: usize,
+    ) -> Result<(), PlotError> {
         chart
             .draw_series(LineSeries::new(
-                rs.iter().map(|r| (minutes(r), r.features[f])),
+                rs.iter().map(|r| (self.minutes(r), r.features[f])),
                 &RGBColor(40, 90, 200),
             ))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| self.err(&e))?;
         chart
             .draw_series(
                 rs.iter()
                     .filter(|r| r.is_anomaly())
-                    .map(|r| Circle::new((minutes(r), r.features[f]), 5, RED.filled())),
+                    .map(|r| Circle::new((self.minutes(r), r.features[f]), 5, RED.filled())),
             )
-            .map_err(|e| err(&e))?;
-        if font {
+            .map_err(|e| self.err(&e))?;
+        if self.font {
             chart
                 .draw_series(rs.iter().filter(|r| r.is_anomaly()).filter_map(|r| {
                     let cause = top_feature(r).filter(|c| *c != f)?;
                     Some(Text::new(
                         FEATURE_NAMES[cause],
-                        (minutes(r), r.features[f]),
+                        (self.minutes(r), r.features[f]),
                         ("sans-serif", 12).into_font().color(&RED),
                     ))
                 }))
-                .map_err(|e| err(&e))?;
+                .map_err(|e| self.err(&e))?;
         }
+        Ok(())
     }
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
 }
 
 /// The feature that made a window anomalous (its first contribution).

@@ -169,6 +169,86 @@ struct Emitted {
     spans: BTreeMap<String, Vec<Span>>,
 }
 
+/// What one request does on its own, under the incidents in force.
+struct Work {
+    own_ms: f64,
+    /// The odds that the service fails the request itself.
+    err_p: f64,
+    client_err_p: f64,
+    /// Extra network delay to a callee, in ms.
+    net: BTreeMap<String, f64>,
+    route: String,
+}
+
+/// One request being emitted: the service that serves it, its trace, its caller's span and
+/// its own server span.
+struct Hop<'a> {
+    svc: &'a str,
+    trace: [u8; 16],
+    parent: Option<[u8; 8]>,
+    span_id: [u8; 8],
+}
+
+impl Hop<'_> {
+    /// The client span of a call to `callee` that answered `status` (504: it timed out).
+    fn client_span(
+        &self,
+        id: [u8; 8],
+        callee: &str,
+        start_ns: u64,
+        end_ns: u64,
+        status: i64,
+    ) -> Span {
+        let mut attributes = vec![
+            kv("http.request.method", s("GET")),
+            kv("server.address", s(callee)),
+            kv("peer.service", s(callee)),
+        ];
+        if status != 504 {
+            attributes.push(kv("http.response.status_code", Value::IntValue(status)));
+        }
+        Span {
+            trace_id: self.trace.to_vec(),
+            span_id: id.to_vec(),
+            parent_span_id: self.span_id.to_vec(),
+            name: "GET".into(),
+            kind: SpanKind::Client as i32,
+            start_time_unix_nano: start_ns,
+            end_time_unix_nano: end_ns,
+            attributes,
+            status: (status >= 500).then(|| Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The request's server span on `route`, answered with `code`.
+    fn server_span(&self, route: &str, start_ns: u64, end_ns: u64, code: i64) -> Span {
+        Span {
+            trace_id: self.trace.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: format!("GET {route}"),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: start_ns,
+            end_time_unix_nano: end_ns,
+            attributes: vec![
+                kv("http.request.method", s("GET")),
+                kv("http.route", s(route)),
+                kv("url.path", s(route)),
+                kv("http.response.status_code", Value::IntValue(code)),
+            ],
+            status: (code == 500).then(|| Status {
+                code: StatusCode::Error as i32,
+                message: "internal error".into(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 impl Generator {
     /// `start_ns` is rounded down to a window boundary.
     pub fn new(scenario: Scenario, start_ns: u64) -> Self {
@@ -236,117 +316,113 @@ impl Generator {
         out: &mut Emitted,
     ) -> Option<(f64, i64)> {
         let spec = self.spec(svc)?;
-        let w = self.window;
-        let incidents: Vec<IncidentKind> = self.scenario.incident(svc, w).cloned().collect();
+        let incidents: Vec<IncidentKind> =
+            self.scenario.incident(svc, self.window).cloned().collect();
         if incidents.contains(&IncidentKind::Silent) {
             return None;
         }
-        let mut own = self.lognormal_ms(spec.latency_ms);
-        let mut err_p = spec.error_rate;
-        let mut client_err_p: f64 = 0.01;
-        let mut net: BTreeMap<String, f64> = BTreeMap::new();
-        for inc in &incidents {
+        let work = self.own_work(&spec, &incidents);
+        let hop = Hop {
+            svc,
+            trace,
+            parent,
+            span_id: self.rng.next_u64().max(1).to_be_bytes(),
+        };
+        let (total, failed_call) = self.calls(&hop, &spec, &work, end_ns, out);
+        let code = self.answer(failed_call, &work);
+        let start_ns = end_ns.saturating_sub((total * 1e6) as u64);
+        let span = hop.server_span(&work.route, start_ns, end_ns, code);
+        out.spans.entry(svc.to_string()).or_default().push(span);
+        Some((total, code))
+    }
+
+    /// The request's own work under the incidents in force: its latency, error odds, network
+    /// delays per callee and the route it takes.
+    fn own_work(&mut self, spec: &ServiceSpec, incidents: &[IncidentKind]) -> Work {
+        let mut work = Work {
+            own_ms: self.lognormal_ms(spec.latency_ms),
+            err_p: spec.error_rate,
+            client_err_p: 0.01,
+            net: BTreeMap::new(),
+            route: String::new(),
+        };
+        for inc in incidents {
             match inc {
                 IncidentKind::Latency { extra_ms } => {
-                    own += extra_ms * (0.9 + 0.2 * self.rng.unit())
+                    work.own_ms += extra_ms * (0.9 + 0.2 * self.rng.unit())
                 }
-                IncidentKind::Errors { rate } => err_p = err_p.max(*rate),
-                IncidentKind::ClientErrors { rate } => client_err_p = client_err_p.max(*rate),
+                IncidentKind::Errors { rate } => work.err_p = work.err_p.max(*rate),
+                IncidentKind::ClientErrors { rate } => {
+                    work.client_err_p = work.client_err_p.max(*rate)
+                }
                 IncidentKind::Tail { share, extra_ms } => {
                     if self.rng.unit() < *share {
-                        own += extra_ms;
+                        work.own_ms += extra_ms;
                     }
                 }
                 IncidentKind::NetworkDelay { callee, extra_ms } => {
-                    net.insert(callee.clone(), *extra_ms);
+                    work.net.insert(callee.clone(), *extra_ms);
                 }
                 IncidentKind::Traffic { .. }
                 | IncidentKind::Silent
                 | IncidentKind::RouteLatency { .. } => {}
             }
         }
-        let route = spec.routes[self.rng.below(spec.routes.len())].clone();
-        for inc in &incidents {
-            if let IncidentKind::RouteLatency { route: r, extra_ms } = inc {
-                if *r == route {
-                    own += extra_ms * (0.9 + 0.2 * self.rng.unit());
+        work.route = spec.routes[self.rng.below(spec.routes.len())].clone();
+        for inc in incidents {
+            if let IncidentKind::RouteLatency { route, extra_ms } = inc {
+                if *route == work.route {
+                    work.own_ms += extra_ms * (0.9 + 0.2 * self.rng.unit());
                 }
             }
         }
-        let span_id: [u8; 8] = {
-            let v = self.rng.next_u64().max(1);
-            v.to_be_bytes()
-        };
-        // Calls happen in sequence after half of the own work, ending before the request ends.
-        let mut total = own;
+        work
+    }
+
+    /// The calls to the service's callees, in sequence after half of the own work and ending
+    /// before the request ends, each with its client span. Returns the request's whole
+    /// duration (its own work and the calls) and whether a call failed.
+    fn calls(
+        &mut self,
+        hop: &Hop,
+        spec: &ServiceSpec,
+        work: &Work,
+        end_ns: u64,
+        out: &mut Emitted,
+    ) -> (f64, bool) {
+        let mut total = work.own_ms;
         let mut failed_call = false;
-        let mut cursor_end = end_ns.saturating_sub((own * 0.5 * 1e6) as u64);
+        let mut cursor_end = end_ns.saturating_sub((work.own_ms * 0.5 * 1e6) as u64);
         for callee in spec.calls.iter().rev() {
-            let delay = net.get(callee).copied().unwrap_or(0.0) + self.lognormal_ms(1.0);
+            let delay = work.net.get(callee).copied().unwrap_or(0.0) + self.lognormal_ms(1.0);
             let callee_end = cursor_end.saturating_sub((delay * 0.5 * 1e6) as u64);
             let client_id: [u8; 8] = self.rng.next_u64().max(1).to_be_bytes();
-            let result = self.request(callee, callee_end, trace, Some(client_id), out);
+            let result = self.request(callee, callee_end, hop.trace, Some(client_id), out);
             let (dur, status) = match result {
                 Some((d, code)) => (d + delay, code),
                 // A silent callee: the call times out.
                 None => (1000.0 + delay, 504),
             };
             failed_call |= status >= 500;
-            let mut attrs = vec![
-                kv("http.request.method", s("GET")),
-                kv("server.address", s(callee)),
-                kv("peer.service", s(callee)),
-            ];
-            if status != 504 {
-                attrs.push(kv("http.response.status_code", Value::IntValue(status)));
-            }
-            out.spans.entry(svc.to_string()).or_default().push(Span {
-                trace_id: trace.to_vec(),
-                span_id: client_id.to_vec(),
-                parent_span_id: span_id.to_vec(),
-                name: "GET".into(),
-                kind: SpanKind::Client as i32,
-                start_time_unix_nano: cursor_end.saturating_sub((dur * 1e6) as u64),
-                end_time_unix_nano: cursor_end,
-                attributes: attrs,
-                status: (status >= 500).then(|| Status {
-                    code: StatusCode::Error as i32,
-                    message: String::new(),
-                }),
-                ..Default::default()
-            });
+            let start_ns = cursor_end.saturating_sub((dur * 1e6) as u64);
+            let span = hop.client_span(client_id, callee, start_ns, cursor_end, status);
+            out.spans.entry(hop.svc.to_string()).or_default().push(span);
             total += dur;
             cursor_end = cursor_end.saturating_sub((dur * 1e6) as u64);
         }
-        let failed = failed_call || self.rng.unit() < err_p;
-        let code = if failed {
+        (total, failed_call)
+    }
+
+    /// The request's HTTP status: 500 when a call or the service itself failed, sometimes a
+    /// client error, else 200.
+    fn answer(&mut self, failed_call: bool, work: &Work) -> i64 {
+        if failed_call || self.rng.unit() < work.err_p {
             500
-        } else if self.rng.unit() < client_err_p {
+        } else if self.rng.unit() < work.client_err_p {
             404
         } else {
             200
-        };
-        out.spans.entry(svc.to_string()).or_default().push(Span {
-            trace_id: trace.to_vec(),
-            span_id: span_id.to_vec(),
-            parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-            name: format!("GET {route}"),
-            kind: SpanKind::Server as i32,
-            start_time_unix_nano: end_ns.saturating_sub((total * 1e6) as u64),
-            end_time_unix_nano: end_ns,
-            attributes: vec![
-                kv("http.request.method", s("GET")),
-                kv("http.route", s(&route)),
-                kv("url.path", s(&route)),
-                kv("http.response.status_code", Value::IntValue(code)),
-            ],
-            status: failed.then(|| Status {
-                code: StatusCode::Error as i32,
-                message: "internal error".into(),
-            }),
-            ..Default::default()
-        });
-        Some((total, code))
+        }
     }
 
     /// The spans of the next window, one resource per service.

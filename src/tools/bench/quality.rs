@@ -22,14 +22,14 @@
 //!   services (the callee of an edge) of the windows it flagged then, by their highest score.
 
 use crate::config;
-use crate::model::window::{FEATURE_NAMES, N_FEATURES};
+use crate::model::window::{SeriesKey, FEATURE_NAMES, N_FEATURES};
 use crate::processors::iforest::batch::BatchForest;
 use crate::processors::iforest::transform;
 use crate::tools::bench::roc_auc;
 use crate::tools::scenario::{Generator, Incident, IncidentKind, Scenario, ServiceSpec};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,43 @@ fn incident(service: &str, from: u64, len: u64, kind: IncidentKind) -> Incident 
 
 /// The scenarios of the benchmark.
 pub fn cases() -> Vec<QualityCase> {
-    // 1. The original prototype's test: 20 injected latency spikes of +400–800 ms.
+    let shop = shop();
+    // Six hours without incidents through a full (compressed) daily cycle: only false
+    // positives can happen here.
+    let quiet = Scenario {
+        incidents: Vec::new(),
+        seed: 303,
+        day_windows: 2160.0,
+        ..shop.clone()
+    };
+    vec![
+        case(
+            "prototype: 20 latency spikes (+400–800 ms)",
+            prototype(),
+            380,
+        ),
+        case("shop: 10 incidents of 9 kinds, daily curve", shop, 900),
+        case(
+            "shop, quiet: 6 h without incidents, a full daily cycle",
+            quiet,
+            2160,
+        ),
+    ]
+}
+
+/// A case of `windows` windows, 30 of them warm-up, with 5 s of allowed lateness.
+fn case(name: &'static str, scenario: Scenario, windows: u64) -> QualityCase {
+    QualityCase {
+        name,
+        scenario,
+        windows,
+        warmup: 30,
+        lateness_s: 5,
+    }
+}
+
+/// The original prototype's test: 20 injected latency spikes of +400–800 ms.
+fn prototype() -> Scenario {
     let mut proto = Scenario::target_system(101);
     proto.incidents = (0..20)
         .map(|i| {
@@ -88,9 +124,24 @@ pub fn cases() -> Vec<QualityCase> {
             )
         })
         .collect();
+    proto
+}
 
-    // 2. A shop with a call graph, a daily curve and every kind of incident.
-    let services = vec![
+/// A shop with a call graph, a daily curve and every kind of incident.
+fn shop() -> Scenario {
+    Scenario {
+        services: shop_services(),
+        incidents: shop_incidents(),
+        interval_s: 10,
+        day_windows: 2160.0,
+        daily_amplitude: 0.5,
+        seed: 202,
+    }
+}
+
+/// The shop's services: a frontend calling the cart and the checkout, which call on.
+fn shop_services() -> Vec<ServiceSpec> {
+    vec![
         svc(
             "frontend",
             8.0,
@@ -109,85 +160,48 @@ pub fn cases() -> Vec<QualityCase> {
         svc("payments", 0.0, 40.0, &[], &["/charge"]),
         svc("inventory", 0.0, 12.0, &[], &["/reserve"]),
         svc("redis", 0.0, 1.0, &[], &["GET"]),
-    ];
-    let mixed = Scenario {
-        services,
-        incidents: vec![
-            incident("payments", 100, 4, IncidentKind::Errors { rate: 0.3 }),
-            incident("frontend", 180, 4, IncidentKind::Traffic { factor: 3.0 }),
-            incident("frontend", 260, 4, IncidentKind::Traffic { factor: 0.2 }),
-            incident(
-                "inventory",
-                340,
-                5,
-                IncidentKind::Tail {
-                    share: 0.15,
-                    extra_ms: 1200.0,
-                },
-            ),
-            incident(
-                "frontend",
-                420,
-                4,
-                IncidentKind::RouteLatency {
-                    route: "/checkout".into(),
-                    extra_ms: 600.0,
-                },
-            ),
-            incident("inventory", 500, 4, IncidentKind::Silent),
-            incident("cart", 580, 4, IncidentKind::ClientErrors { rate: 0.4 }),
-            incident("checkout", 660, 6, IncidentKind::Errors { rate: 0.08 }),
-            incident(
-                "checkout",
-                740,
-                4,
-                IncidentKind::NetworkDelay {
-                    callee: "payments".into(),
-                    extra_ms: 1200.0,
-                },
-            ),
-            incident(
-                "payments",
-                820,
-                4,
-                IncidentKind::Latency { extra_ms: 500.0 },
-            ),
-        ],
-        interval_s: 10,
-        day_windows: 2160.0,
-        daily_amplitude: 0.5,
-        seed: 202,
-    };
-    // 3. Six hours without incidents through a full (compressed) daily cycle: only false
-    //    positives can happen here.
-    let quiet = Scenario {
-        incidents: Vec::new(),
-        seed: 303,
-        day_windows: 2160.0,
-        ..mixed.clone()
-    };
+    ]
+}
+
+/// The shop's ten incidents, 80 windows apart: nine kinds (a traffic surge and a drop count
+/// as two), errors twice.
+fn shop_incidents() -> Vec<Incident> {
+    use IncidentKind::*;
     vec![
-        QualityCase {
-            name: "prototype: 20 latency spikes (+400–800 ms)",
-            scenario: proto,
-            windows: 380,
-            warmup: 30,
-            lateness_s: 5,
-        },
-        QualityCase {
-            name: "shop: 10 incidents of 9 kinds, daily curve",
-            scenario: mixed,
-            windows: 900,
-            warmup: 30,
-            lateness_s: 5,
-        },
-        QualityCase {
-            name: "shop, quiet: 6 h without incidents, a full daily cycle",
-            scenario: quiet,
-            windows: 2160,
-            warmup: 30,
-            lateness_s: 5,
-        },
+        incident("payments", 100, 4, Errors { rate: 0.3 }),
+        incident("frontend", 180, 4, Traffic { factor: 3.0 }),
+        incident("frontend", 260, 4, Traffic { factor: 0.2 }),
+        incident(
+            "inventory",
+            340,
+            5,
+            Tail {
+                share: 0.15,
+                extra_ms: 1200.0,
+            },
+        ),
+        incident(
+            "frontend",
+            420,
+            4,
+            RouteLatency {
+                route: "/checkout".into(),
+                extra_ms: 600.0,
+            },
+        ),
+        incident("inventory", 500, 4, Silent),
+        incident("cart", 580, 4, ClientErrors { rate: 0.4 }),
+        incident("checkout", 660, 6, Errors { rate: 0.08 }),
+        incident(
+            "checkout",
+            740,
+            4,
+            NetworkDelay {
+                callee: "payments".into(),
+                extra_ms: 1200.0,
+            },
+        ),
+        incident("payments", 820, 4, Latency { extra_ms: 500.0 }),
     ]
 }
 
@@ -234,7 +248,7 @@ fn series_name(doc: &serde_json::Value) -> (String, String) {
     (name, service)
 }
 
-fn key_name(k: &crate::model::window::SeriesKey) -> String {
+fn key_name(k: &SeriesKey) -> String {
     match &k.target {
         Some(t) => format!("{} -> {t}", k.service),
         None => k.service.to_string(),
@@ -259,7 +273,23 @@ pub async fn run_through_pipeline(case: &QualityCase) -> Result<Run, QualityErro
     let _ = std::fs::remove_dir_all(&dir);
     let out = dir.join("windows.jsonl");
     let port = free_port()?;
-    let yaml = format!(
+    let cfg = config::parse(&pipeline_yaml(case, port, &out), &|_| None)?;
+    let service = crate::pipeline::service::InProcess::spawn(cfg);
+    let t0 = send_case(case, port).await?;
+    service.stop().await?;
+    let text = std::fs::read_to_string(&out).map_err(|e| QualityError::Read(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let windows = Windows {
+        t0_s: t0 / 1_000_000_000,
+        interval_s: case.scenario.interval_s,
+    };
+    read_run(&text, &windows)
+}
+
+/// The pipeline a case runs through: OTLP/gRPC on `port` → window → iforest → incidents → a
+/// file at `out`.
+fn pipeline_yaml(case: &QualityCase, port: u16, out: &Path) -> String {
+    format!(
         r#"
 receivers:
   otlp:
@@ -280,9 +310,12 @@ service:
         case.lateness_s,
         case.warmup,
         out.display()
-    );
-    let cfg = config::parse(&yaml, &|_| None)?;
-    let service = crate::pipeline::service::InProcess::spawn(cfg);
+    )
+}
+
+/// Sends the case's windows to the OTLP/gRPC receiver on `port`, their event times ending 360
+/// windows before now; returns the first window's start.
+async fn send_case(case: &QualityCase, port: u16) -> Result<u64, QualityError> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .map_err(|e| QualityError::Send(e.to_string()))?
         .connect_lazy();
@@ -292,62 +325,92 @@ service:
     let t0 = g.window_start_ns(0);
     for _ in 0..case.windows {
         let body: bytes::Bytes = g.next_window().encode_to_vec().into();
-        let mut tries = 0;
-        loop {
-            match crate::tools::loadgen::grpc_export(&channel, body.clone(), false).await {
-                Ok(_) => break,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(QualityError::Send(e.to_string())),
+        send_with_retries(&channel, body).await?;
+    }
+    Ok(t0)
+}
+
+/// Sends one request, retrying for a while (the receiver may not be listening yet).
+async fn send_with_retries(
+    channel: &tonic::transport::Channel,
+    body: bytes::Bytes,
+) -> Result<(), QualityError> {
+    let mut tries = 0;
+    loop {
+        match crate::tools::loadgen::grpc_export(channel, body.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 100 => {
+                tries += 1;
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(e) => return Err(QualityError::Send(e.to_string())),
         }
     }
-    service.stop().await?;
-    let text = std::fs::read_to_string(&out).map_err(|e| QualityError::Read(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let interval = case.scenario.interval_s;
+}
+
+/// Window indexes on a case's clock: from its first window's start, in whole seconds.
+struct Windows {
+    t0_s: u64,
+    interval_s: u64,
+}
+
+impl Windows {
+    /// The index of the window an RFC 3339 timestamp falls in.
+    fn of(&self, timestamp: &str) -> Result<u64, QualityError> {
+        let secs = parse_rfc3339(timestamp).ok_or_else(|| QualityError::Read(timestamp.into()))?;
+        Ok(secs.saturating_sub(self.t0_s) / self.interval_s)
+    }
+}
+
+/// What the file exporter wrote: the scored windows and the incident changes.
+fn read_run(text: &str, windows: &Windows) -> Result<Run, QualityError> {
     let mut run = Run::default();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let doc: serde_json::Value =
             serde_json::from_str(line).map_err(|e| QualityError::Read(e.to_string()))?;
         if doc["event"]["dataset"] == "otelwatch.incident" {
-            let at = doc["@timestamp"].as_str().unwrap_or("");
-            let secs = parse_rfc3339(at).ok_or_else(|| QualityError::Read(at.into()))?;
-            run.incidents.push(Ranked {
-                // The window that ended at the change.
-                window: (secs.saturating_sub(t0 / 1_000_000_000) / interval).saturating_sub(1),
-                id: doc["incident"]["id"].as_str().unwrap_or("").to_string(),
-                causes: doc["incident"]["root_cause"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["service"].as_str().map(str::to_string))
-                    .collect(),
-            });
-            continue;
+            run.incidents.push(read_ranked(&doc, windows)?);
+        } else {
+            run.scored.push(read_scored(&doc, windows)?);
         }
-        let start = doc["window"]["start"].as_str().unwrap_or("");
-        let secs = parse_rfc3339(start).ok_or_else(|| QualityError::Read(start.into()))?;
-        let w = secs.saturating_sub(t0 / 1_000_000_000) / interval;
-        let (series, service) = series_name(&doc);
-        let mut features = [0.0; N_FEATURES];
-        for (i, n) in FEATURE_NAMES.iter().enumerate() {
-            features[i] = doc["features"][n].as_f64().unwrap_or(0.0);
-        }
-        run.scored.push(Scored {
-            series,
-            service,
-            window: w,
-            score: doc["anomaly"]["score"].as_f64().unwrap_or(0.0),
-            flagged: doc["anomaly"]["is_anomaly"].as_bool().unwrap_or(false),
-            features,
-            incident: doc["incident"]["id"].as_str().map(str::to_string),
-        });
     }
     Ok(run)
+}
+
+/// One incident change document.
+fn read_ranked(doc: &serde_json::Value, windows: &Windows) -> Result<Ranked, QualityError> {
+    let at = windows.of(doc["@timestamp"].as_str().unwrap_or(""))?;
+    Ok(Ranked {
+        // The window that ended at the change.
+        window: at.saturating_sub(1),
+        id: doc["incident"]["id"].as_str().unwrap_or("").to_string(),
+        causes: doc["incident"]["root_cause"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["service"].as_str().map(str::to_string))
+            .collect(),
+    })
+}
+
+/// One scored window document.
+fn read_scored(doc: &serde_json::Value, windows: &Windows) -> Result<Scored, QualityError> {
+    let window = windows.of(doc["window"]["start"].as_str().unwrap_or(""))?;
+    let (series, service) = series_name(doc);
+    let mut features = [0.0; N_FEATURES];
+    for (i, n) in FEATURE_NAMES.iter().enumerate() {
+        features[i] = doc["features"][n].as_f64().unwrap_or(0.0);
+    }
+    Ok(Scored {
+        series,
+        service,
+        window,
+        score: doc["anomaly"]["score"].as_f64().unwrap_or(0.0),
+        flagged: doc["anomaly"]["is_anomaly"].as_bool().unwrap_or(false),
+        features,
+        incident: doc["incident"]["id"].as_str().map(str::to_string),
+    })
 }
 
 /// The service an injected incident is caused by: the callee of a network delay, else the
@@ -474,42 +537,24 @@ pub fn evaluate(
     flag: &dyn Fn(&Scored) -> bool,
     score: &dyn Fn(&Scored) -> f64,
 ) -> Metrics {
+    let judge = Judge {
+        case,
+        labels: case.scenario.labels(),
+        evaluated: scored.iter().filter(|s| s.window >= case.warmup).collect(),
+        flag,
+        score,
+    };
     let sc = &case.scenario;
-    let labels = sc.labels();
-    let in_incident = |w: u64| sc.incidents.iter().any(|i| w >= i.from && w < i.to + 2);
-    let evaluated: Vec<&Scored> = scored.iter().filter(|s| s.window >= case.warmup).collect();
-    let series: BTreeSet<&str> = evaluated.iter().map(|s| s.series.as_str()).collect();
+    let series: BTreeSet<&str> = judge.evaluated.iter().map(|s| s.series.as_str()).collect();
     let mut m = Metrics {
         incidents: sc.incidents.len(),
         series: series.len(),
         hours: (case.windows.saturating_sub(case.warmup) * sc.interval_s) as f64 / 3600.0,
         ..Default::default()
     };
-    for s in &evaluated {
-        if flag(s) {
-            m.flagged += 1;
-            if in_incident(s.window) {
-                m.true_flags += 1;
-            } else {
-                m.false_flags += 1;
-            }
-        }
-    }
+    judge.count_flags(&mut m);
     for inc in &sc.incidents {
-        let names: BTreeSet<String> = (inc.from..inc.to)
-            .filter_map(|w| labels.get(&w))
-            .flat_map(|set| set.iter().map(key_name))
-            .collect();
-        let first = evaluated
-            .iter()
-            .filter(|s| s.window >= inc.from && s.window < inc.to + 2 && flag(s))
-            .filter(|s| {
-                names.contains(&s.series)
-                    || (s.service == inc.service && s.series.contains("[http.route="))
-            })
-            .map(|s| s.window)
-            .min();
-        if let Some(w) = first {
+        if let Some(w) = judge.first_detection(inc) {
             m.detected += 1;
             m.delays_s
                 .push(((w + 1 - inc.from) * sc.interval_s + case.lateness_s) as f64);
@@ -520,26 +565,93 @@ pub fn evaluate(
             ));
         }
     }
-    let mut scores = Vec::new();
-    let mut truth = Vec::new();
-    for s in &evaluated {
-        let positive = labels
+    m.auc = judge.auc();
+    if std::env::var("OTELWATCH_QUALITY_DEBUG").is_ok() {
+        judge.print_extremes();
+    }
+    m
+}
+
+/// A detector's decisions on a case's windows after warm-up, against the case's labels.
+struct Judge<'a> {
+    case: &'a QualityCase,
+    labels: BTreeMap<u64, BTreeSet<SeriesKey>>,
+    evaluated: Vec<&'a Scored>,
+    flag: &'a dyn Fn(&Scored) -> bool,
+    score: &'a dyn Fn(&Scored) -> f64,
+}
+
+impl Judge<'_> {
+    /// Whether window `w` falls while an incident lasts or in the two windows after it.
+    fn in_incident(&self, w: u64) -> bool {
+        self.case
+            .scenario
+            .incidents
+            .iter()
+            .any(|i| w >= i.from && w < i.to + 2)
+    }
+
+    /// Whether the labels name this window's series as anomalous.
+    fn is_positive(&self, s: &Scored) -> bool {
+        self.labels
             .get(&s.window)
-            .is_some_and(|set| set.iter().any(|k| key_name(k) == s.series));
-        if positive || !in_incident(s.window) {
-            scores.push(score(s));
-            truth.push(positive);
+            .is_some_and(|set| set.iter().any(|k| key_name(k) == s.series))
+    }
+
+    /// Flagged windows, split into those during an incident and the others.
+    fn count_flags(&self, m: &mut Metrics) {
+        for s in &self.evaluated {
+            if (self.flag)(s) {
+                m.flagged += 1;
+                if self.in_incident(s.window) {
+                    m.true_flags += 1;
+                } else {
+                    m.false_flags += 1;
+                }
+            }
         }
     }
-    m.auc = roc_auc(&scores, &truth);
-    if std::env::var("OTELWATCH_QUALITY_DEBUG").is_ok() {
-        let mut pos: Vec<&&Scored> = evaluated
+
+    /// The first window an incident was detected in: a labelled series (or a route of the
+    /// incident's service) flagged while it lasts or in the two windows after.
+    fn first_detection(&self, inc: &Incident) -> Option<u64> {
+        let names: BTreeSet<String> = (inc.from..inc.to)
+            .filter_map(|w| self.labels.get(&w))
+            .flat_map(|set| set.iter().map(key_name))
+            .collect();
+        self.evaluated
             .iter()
+            .filter(|s| s.window >= inc.from && s.window < inc.to + 2 && (self.flag)(s))
             .filter(|s| {
-                labels
-                    .get(&s.window)
-                    .is_some_and(|set| set.iter().any(|k| key_name(k) == s.series))
+                names.contains(&s.series)
+                    || (s.service == inc.service && s.series.contains("[http.route="))
             })
+            .map(|s| s.window)
+            .min()
+    }
+
+    /// ROC AUC of the labelled windows against those outside every incident.
+    fn auc(&self) -> f64 {
+        let mut scores = Vec::new();
+        let mut truth = Vec::new();
+        for s in &self.evaluated {
+            let positive = self.is_positive(s);
+            if positive || !self.in_incident(s.window) {
+                scores.push((self.score)(s));
+                truth.push(positive);
+            }
+        }
+        roc_auc(&scores, &truth)
+    }
+
+    /// The lowest-scored labelled windows and the highest-scored windows outside incidents,
+    /// on stderr.
+    fn print_extremes(&self) {
+        let score = self.score;
+        let mut pos: Vec<&&Scored> = self
+            .evaluated
+            .iter()
+            .filter(|s| self.is_positive(s))
             .collect();
         pos.sort_by(|a, b| score(a).total_cmp(&score(b)));
         for s in pos.iter().take(25) {
@@ -548,12 +660,13 @@ pub fn evaluate(
                 s.window,
                 s.series,
                 score(s),
-                flag(s)
+                (self.flag)(s)
             );
         }
-        let mut neg: Vec<&&Scored> = evaluated
+        let mut neg: Vec<&&Scored> = self
+            .evaluated
             .iter()
-            .filter(|s| !in_incident(s.window))
+            .filter(|s| !self.in_incident(s.window))
             .collect();
         neg.sort_by(|a, b| score(b).total_cmp(&score(a)));
         for s in neg.iter().take(8) {
@@ -565,7 +678,6 @@ pub fn evaluate(
             );
         }
     }
-    m
 }
 
 /// The baseline: per series, a batch isolation forest trained once on the warm-up windows,

@@ -371,63 +371,32 @@ pub struct Plan {
 pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan, RealError> {
     let rca = day_dir(root, "rca_data")?;
     let construct = day_dir(root, "construct_data")?;
-    let mut raw = read_faults(&rca)?;
+    let raw = read_faults(&rca)?;
     let blocks = trace_blocks(&rca.join("trace"))?;
-    // Each fault with the block its injection falls in.
-    let mut placed: Vec<(RawFault, usize)> = Vec::new();
-    for f in raw.drain(..) {
-        let at = f.at_s * 1_000_000_000;
-        // The block its injection falls in, or one that starts within a minute after it (the
-        // spans were recorded from shortly after some injections).
-        if let Some(b) = blocks
-            .iter()
-            .position(|b| b.first_ns <= at + 60_000_000_000 && at <= b.last_ns)
-        {
-            if !placed.iter().any(|(_, x)| *x == b) {
-                placed.push((f, b));
-            }
-        }
-    }
+    let mut placed = place_faults(raw, &blocks);
     if let Some(n) = opts.faults {
         placed.truncate(n);
     }
-    let normal_file = std::fs::read_dir(construct.join("trace"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
-        .ok_or_else(|| data_err(&construct, "no fault-free trace file"))?;
-    let normal = Block::from_rows(read_rows(&normal_file)?)
-        .ok_or_else(|| data_err(&normal_file, "no spans"))?;
-
+    let normal = normal_block(&construct)?;
     let total_min = opts.warmup_min * normal.minutes()
         + placed
             .iter()
             .map(|(_, b)| blocks[*b].minutes() + opts.gap_min * normal.minutes())
             .sum::<u64>();
     let now_s = crate::model::time::now_ns() / 1_000_000_000;
-    // Whole minutes, ending ten minutes ago (inside the window processor's clock-skew limit).
-    let base_s = (now_s - total_min * 60 - 600) / 60 * 60;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(out_file)?);
-    let mut cursor_s = base_s;
-    // Writes a block at the cursor (its first span there), moves the cursor past it.
-    let mut write_block = |b: &Block, copy: u8, cursor_s: &mut u64| -> Result<u64, RealError> {
-        let at_s = *cursor_s;
-        let shift =
-            at_s as i64 * 1_000_000_000 - (b.first_ns / 1_000_000_000 * 1_000_000_000) as i64;
-        let mut spans = to_spans(&b.rows, shift, copy);
-        spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
-        for chunk in spans.chunks(2000) {
-            write_request(&mut w, chunk).map_err(|e| data_err(out_file, e.to_string()))?;
-        }
-        *cursor_s += b.minutes() * 60;
-        Ok(at_s)
+    let mut replay = ReplayWriter {
+        w: std::io::BufWriter::new(std::fs::File::create(out_file)?),
+        path: out_file,
+        // Whole minutes, ending ten minutes ago (inside the window processor's clock-skew
+        // limit).
+        cursor_s: (now_s - total_min * 60 - 600) / 60 * 60,
     };
     for copy in 0..opts.warmup_min {
-        write_block(&normal, copy as u8, &mut cursor_s)?;
+        replay.write_block(&normal, copy as u8)?;
     }
-    let warm_end_ns = cursor_s * 1_000_000_000;
     let mut plan = Plan {
         faults: Vec::new(),
-        warm_end_ns,
+        warm_end_ns: replay.cursor_s * 1_000_000_000,
         blocks: Vec::new(),
         quiet_ns: 0,
         end_ns: 0,
@@ -435,12 +404,12 @@ pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan,
     for (i, (f, b)) in placed.iter().enumerate() {
         if i > 0 {
             for copy in 0..opts.gap_min {
-                write_block(&normal, (100 + copy) as u8, &mut cursor_s)?;
+                replay.write_block(&normal, (100 + copy) as u8)?;
             }
         }
         let block = &blocks[*b];
-        let at_s = write_block(block, 0, &mut cursor_s)?;
-        let (from, to) = (at_s * 1_000_000_000, cursor_s * 1_000_000_000);
+        let at_s = replay.write_block(block, 0)?;
+        let (from, to) = (at_s * 1_000_000_000, replay.cursor_s * 1_000_000_000);
         let start_ns = from
             + (f.at_s * 1_000_000_000)
                 .saturating_sub(block.first_ns / 1_000_000_000 * 1_000_000_000);
@@ -453,9 +422,61 @@ pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan,
             end_ns: to,
         });
     }
-    w.flush()?;
-    plan.end_ns = cursor_s * 1_000_000_000;
+    replay.w.flush()?;
+    plan.end_ns = replay.cursor_s * 1_000_000_000;
     Ok(plan)
+}
+
+/// Each fault with the index of the block its injection falls in, or of one that starts
+/// within a minute after it (the spans were recorded from shortly after some injections); a
+/// fault without a block, or whose block an earlier fault has, is left out.
+fn place_faults(raw: Vec<RawFault>, blocks: &[Block]) -> Vec<(RawFault, usize)> {
+    let mut placed: Vec<(RawFault, usize)> = Vec::new();
+    for f in raw {
+        let at = f.at_s * 1_000_000_000;
+        if let Some(b) = blocks
+            .iter()
+            .position(|b| b.first_ns <= at + 60_000_000_000 && at <= b.last_ns)
+        {
+            if !placed.iter().any(|(_, x)| *x == b) {
+                placed.push((f, b));
+            }
+        }
+    }
+    placed
+}
+
+/// The fault-free minute: a trace file of the day's fault-free data.
+fn normal_block(construct: &Path) -> Result<Block, RealError> {
+    let normal_file = std::fs::read_dir(construct.join("trace"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
+        .ok_or_else(|| data_err(construct, "no fault-free trace file"))?;
+    Block::from_rows(read_rows(&normal_file)?).ok_or_else(|| data_err(&normal_file, "no spans"))
+}
+
+/// The replay file being written, with the replay's clock at the end of what it holds.
+struct ReplayWriter<'a> {
+    w: std::io::BufWriter<std::fs::File>,
+    path: &'a Path,
+    cursor_s: u64,
+}
+
+impl ReplayWriter<'_> {
+    /// Writes a block at the cursor (its first span there, `copy` mixed into its trace ids)
+    /// and moves the cursor past it; returns where it was written.
+    fn write_block(&mut self, b: &Block, copy: u8) -> Result<u64, RealError> {
+        let at_s = self.cursor_s;
+        let shift =
+            at_s as i64 * 1_000_000_000 - (b.first_ns / 1_000_000_000 * 1_000_000_000) as i64;
+        let mut spans = to_spans(&b.rows, shift, copy);
+        spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
+        for chunk in spans.chunks(2000) {
+            write_request(&mut self.w, chunk).map_err(|e| data_err(self.path, e.to_string()))?;
+        }
+        self.cursor_s += b.minutes() * 60;
+        Ok(at_s)
+    }
 }
 
 /// One OTLP/JSON request line: the spans grouped by service.

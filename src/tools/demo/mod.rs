@@ -90,7 +90,33 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| DemoError::Io(e.to_string()))?;
     let windows_file = opts.out_dir.join("demo-windows.jsonl");
     let _ = std::fs::remove_file(&windows_file);
-    let yaml = format!(
+    let yaml = pipeline_yaml(grpc, http, interval_s, &opts.out_dir, &windows_file);
+    let cfg = config::parse(&yaml, &|_| None)?;
+    let service = crate::pipeline::service::InProcess::spawn(cfg);
+    let services = start_services(&opts, grpc).await?;
+    let interval_ns = interval_s * 1_000_000_000;
+    let total_windows = WARMUP_WINDOWS + 10 + opts.anomalies as u64 * SPACING + 5;
+    let (source, scenario, start) =
+        drive(services.as_ref(), &opts, grpc, interval_s, total_windows).await?;
+    // Stopping closes, scores and exports the windows still open.
+    service.stop().await?;
+    drop(services);
+    let mut summary = summarise(&scenario, start, interval_ns, total_windows, &windows_file)?;
+    summary.source = source;
+    summary.picture = draw(&windows_file, &opts.out_dir.join("demo-anomalies.png"));
+    Ok(summary)
+}
+
+/// The demo's pipeline: OTLP on the two ports; every span to a file, and the detection
+/// (window, iforest, incidents) to the terminal and the windows file.
+fn pipeline_yaml(
+    grpc: u16,
+    http: u16,
+    interval_s: u64,
+    out_dir: &Path,
+    windows_file: &Path,
+) -> String {
+    format!(
         r#"
 receivers:
   otlp:
@@ -111,12 +137,18 @@ service:
     traces: {{ receivers: [otlp], exporters: [file] }}
     traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [debug, file/windows] }}
 "#,
-        opts.out_dir.join("demo-telemetry.jsonl").display(),
+        out_dir.join("demo-telemetry.jsonl").display(),
         windows_file.display()
-    );
-    let cfg = config::parse(&yaml, &|_| None)?;
-    let service = crate::pipeline::service::InProcess::spawn(cfg);
-    let services = match opts.traffic {
+    )
+}
+
+/// The real target system sending to the gRPC port, when the options ask for it and it can
+/// run; none when the simulator plays it.
+async fn start_services(
+    opts: &DemoOptions,
+    grpc: u16,
+) -> Result<Option<services::Services>, DemoError> {
+    Ok(match opts.traffic {
         TrafficSource::Simulator => None,
         TrafficSource::Services => {
             Some(services::start(&opts.target_system, grpc, &opts.out_dir).await?)
@@ -134,10 +166,20 @@ the built-in simulator plays it instead.
                 }
             }
         }
-    };
+    })
+}
+
+/// Says what the demo will do, then drives the real services or the simulator through it.
+/// Returns the traffic's source, the injections as a scenario and the first window's start.
+async fn drive(
+    services: Option<&services::Services>,
+    opts: &DemoOptions,
+    grpc: u16,
+    interval_s: u64,
+    total_windows: u64,
+) -> Result<(&'static str, Scenario, u64), DemoError> {
     let interval_ns = interval_s * 1_000_000_000;
-    let total_windows = WARMUP_WINDOWS + 10 + opts.anomalies as u64 * SPACING + 5;
-    let (source, scenario, start) = match &services {
+    match services {
         Some(s) => {
             println!(
                 "otelwatch demo: service A (Flask) at {} calls service B (express); both send OTLP to otelwatch on 127.0.0.1:{grpc}.\n\
@@ -149,8 +191,8 @@ the built-in simulator plays it instead.
                 total_windows * interval_s
             );
             let (scenario, start) =
-                drive_services(&s.target, &opts, interval_ns, total_windows).await?;
-            ("services", scenario, start)
+                drive_services(&s.target, opts, interval_ns, total_windows).await?;
+            Ok(("services", scenario, start))
         }
         None => {
             println!(
@@ -161,18 +203,10 @@ the built-in simulator plays it instead.
                 SPACING * interval_s,
                 total_windows * interval_s
             );
-            let (scenario, start) =
-                drive_simulator(grpc, &opts, interval_ns, total_windows).await?;
-            ("simulator", scenario, start)
+            let (scenario, start) = drive_simulator(grpc, opts, interval_ns, total_windows).await?;
+            Ok(("simulator", scenario, start))
         }
-    };
-    // Stopping closes, scores and exports the windows still open.
-    service.stop().await?;
-    drop(services);
-    let mut summary = summarise(&scenario, start, interval_ns, total_windows, &windows_file)?;
-    summary.source = source;
-    summary.picture = draw(&windows_file, &opts.out_dir.join("demo-anomalies.png"));
-    Ok(summary)
+    }
 }
 
 /// The picture of normal vs anomalous windows (one panel per series); a failure to draw is
@@ -324,71 +358,21 @@ pub fn summarise(
     windows_file: &Path,
 ) -> Result<DemoSummary, DemoError> {
     let text = std::fs::read_to_string(windows_file).map_err(|e| DemoError::Io(e.to_string()))?;
-    let mut flagged: BTreeSet<(u64, String)> = BTreeSet::new();
-    // Each incident's last state: (start, end, top cause).
-    let mut incidents: BTreeMap<String, (u64, u64, String)> = BTreeMap::new();
-    let span_end = start_ns + windows * interval_ns;
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if doc["event"]["dataset"] == "otelwatch.incident" {
-            let i = &doc["incident"];
-            let t = |k: &str| {
-                i[k].as_str()
-                    .and_then(crate::model::time::parse_rfc3339_ns)
-                    .unwrap_or(0)
-            };
-            let (s, e) = (t("start"), t("end"));
-            if e > start_ns && s < span_end {
-                let top = i["root_cause"][0]["service"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                incidents.insert(i["id"].as_str().unwrap_or("").to_string(), (s, e, top));
-            }
-            continue;
-        }
-        if doc["anomaly"]["is_anomaly"] != true {
-            continue;
-        }
-        let Some(s) = doc["window"]["start"]
-            .as_str()
-            .and_then(crate::model::time::parse_rfc3339_ns)
-        else {
-            continue;
-        };
-        if s < start_ns || s >= start_ns + windows * interval_ns {
-            continue;
-        }
-        let w = (s - start_ns) / interval_ns;
-        flagged.insert((w, doc["service"]["name"].as_str().unwrap_or("").to_string()));
-    }
+    let span = DemoSpan {
+        start_ns,
+        interval_ns,
+        windows,
+    };
+    let seen = Seen::read(&text, &span);
     let mut detected = 0;
     let mut right_cause = 0;
-    let mut explained = BTreeSet::new();
     for inc in &scenario.incidents {
-        let (from, to) = (
-            start_ns + inc.from * interval_ns,
-            start_ns + (inc.to + 2) * interval_ns,
-        );
-        if incidents
-            .values()
-            .filter(|(s, e, _)| *s < to && *e > from)
-            .any(|(_, _, top)| *top == inc.service)
-        {
+        if seen.names_cause(inc, &span) {
             right_cause += 1;
         }
-        let hit: Vec<&(u64, String)> = flagged
-            .iter()
-            .filter(|(w, svc)| {
-                *w >= inc.from && *w <= inc.to && (svc == &inc.service || svc == "service-a")
-            })
-            .collect();
-        if !hit.is_empty() {
+        if seen.flagged_during(inc) {
             detected += 1;
         }
-        explained.extend(hit.into_iter().cloned());
     }
     let in_incident = |w: u64| {
         scenario
@@ -396,15 +380,20 @@ pub fn summarise(
             .iter()
             .any(|i| w >= i.from && w <= i.to + 1)
     };
-    let false_alarms = flagged.iter().filter(|(w, _)| !in_incident(*w)).count();
+    let false_alarms = seen
+        .flagged
+        .iter()
+        .filter(|(w, _)| !in_incident(*w))
+        .count();
     Ok(DemoSummary {
         source: "simulator",
         injected: scenario.incidents.len(),
         detected,
         false_alarms,
-        incidents: incidents.len(),
+        incidents: seen.incidents.len(),
         right_cause,
-        causes: incidents
+        causes: seen
+            .incidents
             .values()
             .fold(BTreeMap::new(), |mut m, (_, _, top)| {
                 *m.entry(top.clone()).or_default() += 1;
@@ -413,6 +402,104 @@ pub fn summarise(
         windows_file: windows_file.to_path_buf(),
         picture: None,
     })
+}
+
+/// The demo's windows: `windows` of `interval_ns` from `start_ns`.
+struct DemoSpan {
+    start_ns: u64,
+    interval_ns: u64,
+    windows: u64,
+}
+
+impl DemoSpan {
+    fn end_ns(&self) -> u64 {
+        self.start_ns + self.windows * self.interval_ns
+    }
+
+    /// The window index of an event time inside the demo; none outside it.
+    fn window_of(&self, ns: u64) -> Option<u64> {
+        (ns >= self.start_ns && ns < self.end_ns()).then(|| (ns - self.start_ns) / self.interval_ns)
+    }
+}
+
+/// What the windows file says about the demo's span.
+struct Seen {
+    /// The flagged windows: (window index, service).
+    flagged: BTreeSet<(u64, String)>,
+    /// Each incident's last state: (start, end, top cause).
+    incidents: BTreeMap<String, (u64, u64, String)>,
+}
+
+impl Seen {
+    fn read(text: &str, span: &DemoSpan) -> Seen {
+        let mut seen = Seen {
+            flagged: BTreeSet::new(),
+            incidents: BTreeMap::new(),
+        };
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if doc["event"]["dataset"] == "otelwatch.incident" {
+                seen.note_incident(&doc["incident"], span);
+            } else if doc["anomaly"]["is_anomaly"] == true {
+                seen.note_flagged(&doc, span);
+            }
+        }
+        seen
+    }
+
+    /// Keeps an incident's state when the incident overlaps the demo.
+    fn note_incident(&mut self, i: &serde_json::Value, span: &DemoSpan) {
+        let t = |k: &str| {
+            i[k].as_str()
+                .and_then(crate::model::time::parse_rfc3339_ns)
+                .unwrap_or(0)
+        };
+        let (s, e) = (t("start"), t("end"));
+        if e > span.start_ns && s < span.end_ns() {
+            let top = i["root_cause"][0]["service"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let id = i["id"].as_str().unwrap_or("").to_string();
+            self.incidents.insert(id, (s, e, top));
+        }
+    }
+
+    /// Keeps a flagged window when it lies inside the demo.
+    fn note_flagged(&mut self, doc: &serde_json::Value, span: &DemoSpan) {
+        let Some(w) = doc["window"]["start"]
+            .as_str()
+            .and_then(crate::model::time::parse_rfc3339_ns)
+            .and_then(|s| span.window_of(s))
+        else {
+            return;
+        };
+        let service = doc["service"]["name"].as_str().unwrap_or("").to_string();
+        self.flagged.insert((w, service));
+    }
+
+    /// Whether an incident around the injection (until two windows after it) names the
+    /// injected service as its likely cause.
+    fn names_cause(&self, inc: &Incident, span: &DemoSpan) -> bool {
+        let (from, to) = (
+            span.start_ns + inc.from * span.interval_ns,
+            span.start_ns + (inc.to + 2) * span.interval_ns,
+        );
+        self.incidents
+            .values()
+            .filter(|(s, e, _)| *s < to && *e > from)
+            .any(|(_, _, top)| *top == inc.service)
+    }
+
+    /// Whether the injected service, or service A in front of it, was flagged while the
+    /// injection lasted or in the window after.
+    fn flagged_during(&self, inc: &Incident) -> bool {
+        self.flagged.iter().any(|(w, svc)| {
+            *w >= inc.from && *w <= inc.to && (svc == &inc.service || svc == "service-a")
+        })
+    }
 }
 
 #[cfg(test)]
