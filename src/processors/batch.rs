@@ -15,6 +15,7 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::pipeline::{Batch, DataKind};
+use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -50,8 +51,12 @@ impl crate::processors::ProcessorType for BatchConfig {
         }
     }
 
-    fn build(&self, _ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(BatchProcessor::new(self.clone()))
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(BatchProcessor::new(
+            self.clone(),
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
     }
 }
 
@@ -75,18 +80,48 @@ impl BatchConfig {
     }
 }
 
+/// Batches sent on, by what made them leave.
+struct Sent {
+    size: Counter,
+    timeout: Counter,
+    /// A batch of another signal arrived (batches of two signals do not merge).
+    signal: Counter,
+    shutdown: Counter,
+}
+
 pub struct BatchProcessor {
     cfg: BatchConfig,
     pending: Option<Batch>,
     since: Instant,
+    sent: Sent,
 }
 
 impl BatchProcessor {
-    pub fn new(cfg: BatchConfig) -> Self {
+    pub fn new(cfg: BatchConfig, id: &str, telemetry: &Telemetry) -> Self {
+        let counter = |trigger: &str| {
+            telemetry.counter(
+                "otelwatch_batch_batches_sent_total",
+                "Merged batches sent on, by what made them leave: size, timeout, signal (another signal came), shutdown.",
+                vec![("processor", id.to_string()), ("trigger", trigger.to_string())],
+            )
+        };
         Self {
             cfg,
             pending: None,
             since: Instant::now(),
+            sent: Sent {
+                size: counter("size"),
+                timeout: counter("timeout"),
+                signal: counter("signal"),
+                shutdown: counter("shutdown"),
+            },
+        }
+    }
+
+    fn send(&mut self, out: &mut Vec<Batch>, trigger: fn(&Sent) -> &Counter) {
+        if let Some(b) = self.pending.take() {
+            trigger(&self.sent).inc();
+            out.push(b);
         }
     }
 }
@@ -100,7 +135,7 @@ impl Processor for BatchProcessor {
             }
             Some(p) => {
                 if let Err(other) = p.merge(batch) {
-                    out.extend(self.pending.take());
+                    self.send(out, |s| &s.signal);
                     self.since = Instant::now();
                     self.pending = Some(other);
                 }
@@ -111,7 +146,7 @@ impl Processor for BatchProcessor {
             .as_ref()
             .is_some_and(|p| p.items >= self.cfg.send_batch_size)
         {
-            out.extend(self.pending.take());
+            self.send(out, |s| &s.size);
         }
     }
 
@@ -120,13 +155,13 @@ impl Processor for BatchProcessor {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Batch>) {
-        if self.pending.is_some() && self.since.elapsed() >= self.cfg.timeout.get() {
-            out.extend(self.pending.take());
+        if self.since.elapsed() >= self.cfg.timeout.get() {
+            self.send(out, |s| &s.timeout);
         }
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
-        out.extend(self.pending.take());
+        self.send(out, |s| &s.shutdown);
     }
 }
 
@@ -151,10 +186,12 @@ mod tests {
 
     #[test]
     fn merges_until_size_then_emits() {
-        let mut p = BatchProcessor::new(BatchConfig {
+        let t = Telemetry::new();
+        let cfg = BatchConfig {
             send_batch_size: 5,
             timeout: ConfigDuration::from_secs(60),
-        });
+        };
+        let mut p = BatchProcessor::new(cfg, "batch@traces", &t);
         let mut out = Vec::new();
         p.process(traces(2), &mut out);
         p.process(traces(2), &mut out);
@@ -170,11 +207,19 @@ mod tests {
             Payload::Traces(t) => assert_eq!(t.resource_spans.len(), 6),
             _ => panic!("kind changed"),
         }
+        let sent = |trigger| {
+            t.sum(
+                "otelwatch_batch_batches_sent_total",
+                &[("trigger", trigger)],
+            )
+        };
+        assert_eq!((sent("size"), sent("timeout"), sent("shutdown")), (1, 0, 0));
     }
 
     #[test]
     fn shutdown_emits_what_is_held() {
-        let mut p = BatchProcessor::new(BatchConfig::default());
+        let t = Telemetry::new();
+        let mut p = BatchProcessor::new(BatchConfig::default(), "batch@traces", &t);
         let mut out = Vec::new();
         p.process(traces(1), &mut out);
         assert!(out.is_empty());
@@ -182,5 +227,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].items, 1);
         assert!(out[0].encoded.is_some(), "a lone batch keeps its bytes");
+        let shutdown = [("trigger", "shutdown")];
+        assert_eq!(t.sum("otelwatch_batch_batches_sent_total", &shutdown), 1);
     }
 }
