@@ -266,6 +266,9 @@ pub struct SeriesModel {
     scores: VecDeque<f64>,
     learned: usize,
     consecutive: usize,
+    /// The latency sample z-scores of the last windows that had requests (newest last), for
+    /// pooling the evidence of sparse windows (see `pooled`).
+    recent: VecDeque<[f64; N_FEATURES]>,
 }
 
 impl SeriesModel {
@@ -276,6 +279,7 @@ impl SeriesModel {
             scores: VecDeque::new(),
             learned: 0,
             consecutive: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -372,11 +376,29 @@ impl SeriesModel {
     ///   held (binomial upper tail at this window's request count), as a z-score — so 2 errors
     ///   in 10 requests is noise while 7 in 80 against a 1% baseline is not;
     /// - throughput change: on a log scale, with the noise of a ratio of small counts.
-    fn deviations(&self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
+    fn deviations(&mut self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
         use feature::*;
         let (centre, spread) = self.typical();
         let n = f[REQUEST_COUNT];
         let requests = RequestLatency::fit(self.normal.iter());
+        let mut sample = [0.0; N_FEATURES];
+        if let Some(dist) = &requests {
+            for (i, z) in sample
+                .iter_mut()
+                .enumerate()
+                .take(LATENCY_STDDEV + 1)
+                .skip(LATENCY_MEAN)
+            {
+                *z = dist.sample_z(i, f[i], n);
+            }
+        }
+        let pooled = self.pooled(&sample);
+        if n > 0.0 {
+            self.recent.push_back(sample);
+            if self.recent.len() >= POOL_WINDOWS {
+                self.recent.pop_front();
+            }
+        }
         let mut out = Vec::new();
         for i in 0..N_FEATURES {
             let m = centre[i];
@@ -418,8 +440,8 @@ impl SeriesModel {
             // must also be significant for this window's request count (see `sample_z`).
             // Without a history of requests there is nothing to judge a latency against.
             let z = match (i, &requests) {
-                (LATENCY_MEAN..=LATENCY_STDDEV, Some(dist)) => {
-                    let zs = dist.sample_z(i, f[i], n);
+                (LATENCY_MEAN..=LATENCY_STDDEV, Some(_)) => {
+                    let zs = pooled[i];
                     if zs.signum() == z_window.signum() {
                         z_window.signum() * zs.abs().min(z_window.abs())
                     } else {
@@ -447,7 +469,43 @@ impl SeriesModel {
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out
     }
+
+    /// Latency evidence pooled over consecutive windows: a window's sample z-score combined
+    /// with those of the windows just before it (Stouffer: the sum over √k), taking the run of
+    /// the last k ≤ `POOL_WINDOWS` windows that is most significant, every window in it
+    /// shifted the same way by at least `POOL_JOIN`. A few requests per window that are all
+    /// far slower than usual are weak evidence one window at a time and strong evidence
+    /// together; under no change each window's z is roughly standard normal and independent,
+    /// so a run of them past `POOL_JOIN` is rare. The current window must carry evidence of its
+    /// own: a fault's windows do not flag the normal one after it.
+    fn pooled(&self, current: &[f64; N_FEATURES]) -> [f64; N_FEATURES] {
+        let mut out = *current;
+        for i in 0..N_FEATURES {
+            let z = current[i];
+            if z.abs() < POOL_JOIN {
+                continue;
+            }
+            let (mut sum, mut k) = (z, 1.0f64);
+            for w in self.recent.iter().rev() {
+                if w[i].signum() != z.signum() || w[i].abs() < POOL_JOIN {
+                    break;
+                }
+                sum += w[i];
+                k += 1.0;
+                let p = sum / k.sqrt();
+                if p.abs() > out[i].abs() {
+                    out[i] = p;
+                }
+            }
+        }
+        out
+    }
 }
+
+/// Windows pooled at most for latency evidence (the current one and those before it).
+const POOL_WINDOWS: usize = 3;
+/// The z-score each pooled window must reach (one window in 44 does under no change).
+const POOL_JOIN: f64 = 2.0;
 
 /// The latency of one request in a series, fitted to its recent normal windows: a log-normal
 /// with the pooled mean and variance of all their requests (exact sums, so busy windows weigh

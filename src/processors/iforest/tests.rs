@@ -498,3 +498,31 @@ async fn the_last_save_is_never_overwritten_by_an_earlier_background_save() {
         assert_eq!(persist::read(&path).unwrap().series.len(), 1);
     }
 }
+
+#[test]
+fn consecutive_sparse_windows_all_slower_add_up_and_the_normal_one_after_does_not_alarm() {
+    // One request a window, each six times the usual median: not significant alone (about
+    // 3.4 standard errors), significant three in a row.
+    let (mut p, key, _) = trained(1, 200);
+    let mut flagged = Vec::new();
+    for k in 0..3 {
+        let mut r = window_of(&key, 200 + k, &[300.0], 1.0);
+        p.score(&mut r);
+        flagged.push(r.anomaly.as_ref().unwrap().is_anomaly);
+    }
+    assert!(
+        !flagged[0] && flagged[2],
+        "pooled over the run: {flagged:?}"
+    );
+    let mut after = window_of(&key, 203, &[55.0], 1.0);
+    p.score(&mut after);
+    assert!(
+        !after.is_anomaly(),
+        "a normal window after the run is normal"
+    );
+    // The same slow request once, between normal ones, stays unremarkable.
+    let (mut p, key, _) = trained(1, 200);
+    let mut once = window_of(&key, 200, &[300.0], 1.0);
+    p.score(&mut once);
+    assert!(!once.is_anomaly());
+}
