@@ -43,34 +43,23 @@ pub struct DebugConfig {
 }
 
 impl crate::exporters::ExporterType for DebugConfig {
+    type Exporter = DebugExporter;
     const NAME: &'static str = "debug";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
+        decode_section(path, value).map_err(|e| vec![e])
     }
 
     fn accepts(&self) -> &'static [DataKind] {
         &DataKind::ALL
     }
 
-    fn start(
+    fn build(
         &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let settings = super::framework::RunSettings::local();
-        Ok(super::framework::spawn(
-            id,
-            DebugExporter::new(self),
-            settings,
-            telemetry,
-        ))
-    }
-}
-
-impl DebugConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        decode_section(path, value).map_err(|e| vec![e])
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(DebugExporter::new(self))
     }
 }
 

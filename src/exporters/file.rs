@@ -37,29 +37,10 @@ impl Default for FileConfig {
 }
 
 impl crate::exporters::ExporterType for FileConfig {
+    type Exporter = FileExporter;
     const NAME: &'static str = "file";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::ALL
-    }
-
-    fn start(
-        &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let exp = FileExporter::new(self)?;
-        let settings = super::framework::RunSettings::local();
-        Ok(super::framework::spawn(id, exp, settings, telemetry))
-    }
-}
-
-impl FileConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         if cfg.path.trim().is_empty() {
             return Err(vec![ConfigError::new(
@@ -68,6 +49,18 @@ impl FileConfig {
             )]);
         }
         Ok(cfg)
+    }
+
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::ALL
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(FileExporter::new(self)?)
     }
 }
 

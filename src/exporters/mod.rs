@@ -24,7 +24,7 @@ use crate::config::error::ConfigError;
 use crate::config::id::ComponentId;
 use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
-use framework::RunningExporter;
+use framework::{RunSettings, RunningExporter};
 
 /// A failure building an exporter, reported by its own module's error type.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,10 +36,16 @@ pub trait ExporterType: Sized {
     const NAME: &'static str;
     /// Decodes and checks the component's section, naming each problem's YAML path.
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>>;
+    /// What sends: the framework runs it with a queue, consumers, retries and counters.
+    type Exporter: framework::Export;
     /// The data kinds it can take.
     fn accepts(&self) -> &'static [DataKind];
-    /// Builds the exporter and starts its loop (`id`: its component id, for metrics and logs).
-    fn start(&self, id: &str, telemetry: &Telemetry) -> Result<RunningExporter, BuildError>;
+    /// Its queue, retry and timeout (local exporters: one batch at a time, no retrying).
+    fn run_settings(&self) -> RunSettings {
+        RunSettings::local()
+    }
+    /// Builds the exporter (`id`: its component id, for metrics and logs).
+    fn build(&self, id: &str, telemetry: &Telemetry) -> Result<Self::Exporter, BuildError>;
 }
 
 /// The table: one line per exporter type.
@@ -86,7 +92,9 @@ macro_rules! exporter_table {
             ) -> Result<RunningExporter, ExporterError> {
                 let name = id.to_string();
                 let started = match self {
-                    $(Self::$variant(c) => c.start(&name, telemetry)),*
+                    $(Self::$variant(c) => c.build(&name, telemetry).map(|exporter| {
+                        framework::spawn(&name, exporter, c.run_settings(), telemetry)
+                    })),*
                 };
                 started.map_err(|source| ExporterError { id: name, source })
             }

@@ -1,16 +1,16 @@
 //! Exporter `nop`: accepts and discards everything (counted in the exporter metrics). For
 //! measuring the pipeline itself, and for pipelines kept only for their side effects.
 
-use super::framework::{Delivered, Export, ExportError, RunSettings, RunningExporter};
+use super::framework::{Delivered, Export, ExportError};
 use crate::config::error::ConfigError;
 use crate::pipeline::{Batch, DataKind};
-use crate::telemetry::Telemetry;
 
 /// `nop` takes no settings.
 #[derive(Debug, Clone, Default)]
 pub struct NopConfig;
 
 impl super::ExporterType for NopConfig {
+    type Exporter = NopExporter;
     const NAME: &'static str = "nop";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
@@ -25,13 +25,12 @@ impl super::ExporterType for NopConfig {
         &DataKind::ALL
     }
 
-    fn start(&self, id: &str, telemetry: &Telemetry) -> Result<RunningExporter, super::BuildError> {
-        Ok(super::framework::spawn(
-            id,
-            NopExporter,
-            RunSettings::local(),
-            telemetry,
-        ))
+    fn build(
+        &self,
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(NopExporter)
     }
 }
 

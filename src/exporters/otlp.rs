@@ -80,33 +80,10 @@ impl Default for OtlpExporterConfig {
 }
 
 impl crate::exporters::ExporterType for OtlpExporterConfig {
+    type Exporter = OtlpExporter;
     const NAME: &'static str = "otlp";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::SIGNALS
-    }
-
-    fn start(
-        &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let exp = OtlpExporter::new(self)?;
-        Ok(super::framework::spawn(
-            id,
-            exp,
-            self.run_settings(),
-            telemetry,
-        ))
-    }
-}
-
-impl OtlpExporterConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if cfg.endpoint.is_empty() {
@@ -138,6 +115,32 @@ impl OtlpExporterConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::SIGNALS
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(OtlpExporter::new(self)?)
+    }
+
+    fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            // Only the received bytes are sent on.
+            encoded_only: true,
+            ..RunSettings::remote(
+                &self.sending_queue,
+                &self.retry_on_failure,
+                self.timeout.get(),
+            )
+        }
+    }
+}
+
+impl OtlpExporterConfig {
     /// The endpoint as a URI: `https://` when TLS is on, else `http://`.
     pub fn uri(&self) -> Result<String, String> {
         let e = self.endpoint.trim();
@@ -165,18 +168,6 @@ impl OtlpExporterConfig {
             "{}://{hostport}",
             if tls { "https" } else { "http" }
         ))
-    }
-
-    pub fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            // Only the received bytes are sent on.
-            encoded_only: true,
-            ..RunSettings::remote(
-                &self.sending_queue,
-                &self.retry_on_failure,
-                self.timeout.get(),
-            )
-        }
     }
 }
 

@@ -92,33 +92,10 @@ fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl crate::exporters::ExporterType for OtlpHttpConfig {
+    type Exporter = OtlpHttpExporter;
     const NAME: &'static str = "otlphttp";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::SIGNALS
-    }
-
-    fn start(
-        &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let exp = OtlpHttpExporter::new(self)?;
-        Ok(super::framework::spawn(
-            id,
-            exp,
-            self.run_settings(),
-            telemetry,
-        ))
-    }
-}
-
-impl OtlpHttpConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         let per_signal = [
@@ -161,7 +138,19 @@ impl OtlpHttpConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
-    pub fn run_settings(&self) -> RunSettings {
+    fn accepts(&self) -> &'static [DataKind] {
+        &DataKind::SIGNALS
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(OtlpHttpExporter::new(self)?)
+    }
+
+    fn run_settings(&self) -> RunSettings {
         RunSettings {
             // As protobuf, only the received bytes are sent on.
             encoded_only: self.encoding == BodyEncoding::Proto,
@@ -172,7 +161,9 @@ impl OtlpHttpConfig {
             )
         }
     }
+}
 
+impl OtlpHttpConfig {
     /// Where one signal goes: its own endpoint, else the base URL with the signal's path.
     fn url_for<S: Signal>(&self) -> String {
         let own = match S::SIGNAL {
@@ -368,6 +359,7 @@ impl Export for OtlpHttpExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exporters::ExporterType;
 
     fn cfg(yaml: &str) -> Result<OtlpHttpConfig, Vec<ConfigError>> {
         OtlpHttpConfig::parse("exporters.otlphttp", serde_norway::from_str(yaml).unwrap())

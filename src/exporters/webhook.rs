@@ -88,33 +88,10 @@ impl Default for WebhookConfig {
 }
 
 impl crate::exporters::ExporterType for WebhookConfig {
+    type Exporter = WebhookExporter;
     const NAME: &'static str = "webhook";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn accepts(&self) -> &'static [DataKind] {
-        &[DataKind::Windows]
-    }
-
-    fn start(
-        &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let exp = WebhookExporter::new(self)?;
-        Ok(super::framework::spawn(
-            id,
-            exp,
-            self.run_settings(),
-            telemetry,
-        ))
-    }
-}
-
-impl WebhookConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         match reqwest::Url::parse(&cfg.endpoint) {
@@ -139,7 +116,19 @@ impl WebhookConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
-    pub fn run_settings(&self) -> RunSettings {
+    fn accepts(&self) -> &'static [DataKind] {
+        &[DataKind::Windows]
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(WebhookExporter::new(self)?)
+    }
+
+    fn run_settings(&self) -> RunSettings {
         RunSettings::remote(
             &self.sending_queue,
             &self.retry_on_failure,

@@ -41,27 +41,6 @@ impl crate::processors::ProcessorType for BatchConfig {
     const NAME: &'static str = "batch";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
-        match input {
-            DataKind::Windows => Err("traces, metrics, logs"),
-            other => Ok(other),
-        }
-    }
-
-    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(BatchProcessor::new(
-            self.clone(),
-            &ctx.instance(),
-            ctx.telemetry,
-        ))
-    }
-}
-
-impl BatchConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if cfg.send_batch_size == 0 {
@@ -77,6 +56,21 @@ impl BatchConfig {
             ));
         }
         crate::config::decode::validated(cfg, errors)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Windows => Err("traces, metrics, logs"),
+            other => Ok(other),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(BatchProcessor::new(
+            self.clone(),
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
     }
 }
 

@@ -65,23 +65,6 @@ impl crate::processors::ProcessorType for WindowConfig {
     const NAME: &'static str = "window";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
-        match input {
-            DataKind::Traces => Ok(DataKind::Windows),
-            _ => Err("traces"),
-        }
-    }
-
-    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(WindowProcessor::new(self, &ctx.instance(), ctx.telemetry))
-    }
-}
-
-impl WindowConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if cfg.interval.get() < Duration::from_millis(10) {
@@ -111,6 +94,17 @@ impl WindowConfig {
             }
         }
         crate::config::decode::validated(cfg, errors)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Traces => Ok(DataKind::Windows),
+            _ => Err("traces"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(WindowProcessor::new(self, &ctx.instance(), ctx.telemetry))
     }
 }
 

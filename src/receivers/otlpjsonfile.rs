@@ -57,16 +57,6 @@ impl crate::receivers::ReceiverType for OtlpJsonFileConfig {
     const NAME: &'static str = "otlpjsonfile";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
-        start(self, ctx).await
-    }
-}
-
-impl OtlpJsonFileConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if cfg.include.is_empty() {
@@ -82,6 +72,10 @@ impl OtlpJsonFileConfig {
             ));
         }
         crate::config::decode::validated(cfg, errors)
+    }
+
+    async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
+        start(self, ctx).await
     }
 }
 

@@ -105,31 +105,10 @@ fn valid_index_name(n: &str) -> bool {
 }
 
 impl crate::exporters::ExporterType for ElasticsearchConfig {
+    type Exporter = super::ElasticsearchExporter;
     const NAME: &'static str = "elasticsearch";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn accepts(&self) -> &'static [DataKind] {
-        &[DataKind::Windows]
-    }
-
-    fn start(
-        &self,
-        id: &str,
-        telemetry: &crate::telemetry::Telemetry,
-    ) -> Result<crate::exporters::framework::RunningExporter, crate::exporters::BuildError> {
-        let exp = super::ElasticsearchExporter::new(self, id, telemetry)?;
-        let settings = self.run_settings();
-        Ok(crate::exporters::framework::spawn(
-            id, exp, settings, telemetry,
-        ))
-    }
-}
-
-impl ElasticsearchConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if cfg.endpoints.is_empty() {
@@ -192,7 +171,19 @@ impl ElasticsearchConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
-    pub fn run_settings(&self) -> RunSettings {
+    fn accepts(&self) -> &'static [DataKind] {
+        &[DataKind::Windows]
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<Self::Exporter, crate::exporters::BuildError> {
+        Ok(super::ElasticsearchExporter::new(self, id, telemetry)?)
+    }
+
+    fn run_settings(&self) -> RunSettings {
         RunSettings {
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),

@@ -1,5 +1,6 @@
 use super::bulk::chunks;
 use super::*;
+use crate::exporters::ExporterType;
 use crate::model::window::{Anomaly, SeriesKey, Severity, WindowRecord, N_FEATURES};
 use std::sync::Arc;
 

@@ -124,27 +124,6 @@ impl crate::processors::ProcessorType for IForestConfig {
     const NAME: &'static str = "iforest";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
-        match input {
-            DataKind::Windows => Ok(DataKind::Windows),
-            _ => Err("windows (put the window processor before it)"),
-        }
-    }
-
-    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(IForestProcessor::with_saved_models(
-            self,
-            &ctx.instance(),
-            ctx.telemetry,
-        ))
-    }
-}
-
-impl IForestConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         let mut err = |field: &str, msg: &str| {
@@ -184,6 +163,23 @@ impl IForestConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Windows => Ok(DataKind::Windows),
+            _ => Err("windows (put the window processor before it)"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(IForestProcessor::with_saved_models(
+            self,
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
+    }
+}
+
+impl IForestConfig {
     fn forest_params(&self) -> ForestParams {
         ForestParams {
             trees: self.trees,

@@ -1,5 +1,6 @@
 use super::forest::Rng;
 use super::*;
+use crate::processors::ProcessorType;
 
 const S: u64 = 1_000_000_000;
 

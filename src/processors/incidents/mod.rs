@@ -70,7 +70,17 @@ impl crate::processors::ProcessorType for IncidentsConfig {
     const NAME: &'static str = "incidents";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let errors = [
+            ("resolve_after", cfg.resolve_after),
+            ("max_open", cfg.max_open),
+            ("max_causes", cfg.max_causes),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(field, _)| ConfigError::new(format!("{path}.{field}"), "must be at least 1"))
+        .collect();
+        validated(cfg, errors)
     }
 
     fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
@@ -86,22 +96,6 @@ impl crate::processors::ProcessorType for IncidentsConfig {
             &ctx.instance(),
             ctx.telemetry,
         ))
-    }
-}
-
-impl IncidentsConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
-        let errors = [
-            ("resolve_after", cfg.resolve_after),
-            ("max_open", cfg.max_open),
-            ("max_causes", cfg.max_causes),
-        ]
-        .into_iter()
-        .filter(|(_, v)| *v == 0)
-        .map(|(field, _)| ConfigError::new(format!("{path}.{field}"), "must be at least 1"))
-        .collect();
-        validated(cfg, errors)
     }
 }
 

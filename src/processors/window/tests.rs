@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::window::FEATURE_NAMES;
+use crate::processors::ProcessorType;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};

@@ -115,20 +115,6 @@ impl crate::receivers::ReceiverType for OtlpReceiverConfig {
     const NAME: &'static str = "otlp";
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
-        Self::parse(path, value)
-    }
-
-    fn listens(&self, path: &str) -> Vec<Listen> {
-        OtlpReceiverConfig::listens(self, path)
-    }
-
-    async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
-        start(self, ctx).await
-    }
-}
-
-impl OtlpReceiverConfig {
-    pub fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         let p = &cfg.protocols;
@@ -175,6 +161,16 @@ impl OtlpReceiverConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
+    fn listens(&self, path: &str) -> Vec<Listen> {
+        OtlpReceiverConfig::listens(self, path)
+    }
+
+    async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
+        start(self, ctx).await
+    }
+}
+
+impl OtlpReceiverConfig {
     pub fn listens(&self, path: &str) -> Vec<Listen> {
         let mut out = Vec::new();
         if let Some(g) = &self.protocols.grpc {
