@@ -1,5 +1,6 @@
 //! `otelwatch train`: detection models built offline from recorded telemetry or stored windows.
 
+use otelwatch::config::secret::Secret;
 use otelwatch::exporters::elasticsearch::ElasticsearchConfig;
 use otelwatch::tools::train;
 use std::path::PathBuf;
@@ -34,8 +35,8 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
             let source = ElasticsearchConfig {
                 endpoints: vec![url],
                 user: args.user.unwrap_or_default(),
-                password: args.password.unwrap_or_default(),
-                api_key: args.api_key.unwrap_or_default(),
+                password: Secret::new(args.password.unwrap_or_default()),
+                api_key: Secret::new(args.api_key.unwrap_or_default()),
                 ..Default::default()
             };
             train::train_from_es(&source, &args.index, args.config.as_deref(), &args.out).await?

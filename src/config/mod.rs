@@ -12,6 +12,7 @@ pub mod error;
 mod graph;
 pub mod id;
 pub mod listen;
+pub mod secret;
 pub mod tls;
 
 pub use decode::{decode_section, validated};

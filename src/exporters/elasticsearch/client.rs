@@ -28,9 +28,12 @@ pub fn build_client(cfg: &ElasticsearchConfig) -> Result<Elasticsearch, Elastics
         _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
     };
     if !cfg.api_key.is_empty() {
-        builder = builder.auth(Credentials::EncodedApiKey(cfg.api_key.clone()));
+        builder = builder.auth(Credentials::EncodedApiKey(cfg.api_key.expose().to_string()));
     } else if !cfg.user.is_empty() {
-        builder = builder.auth(Credentials::Basic(cfg.user.clone(), cfg.password.clone()));
+        builder = builder.auth(Credentials::Basic(
+            cfg.user.clone(),
+            cfg.password.expose().to_string(),
+        ));
     }
     if cfg.tls.insecure_skip_verify {
         builder = builder.cert_validation(CertificateValidation::None);

@@ -3,6 +3,7 @@
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
 use crate::exporters::framework::{QueueSettings, RetrySettings, RunSettings};
 use crate::pipeline::DataKind;
 use serde::Deserialize;
@@ -47,8 +48,8 @@ impl Default for DiskQueue {
 pub struct ElasticsearchConfig {
     pub endpoints: Vec<String>,
     pub user: String,
-    pub password: String,
-    pub api_key: String,
+    pub password: Secret,
+    pub api_key: Secret,
     pub tls: TlsSettings,
     pub mode: Mode,
     pub windows_index: String,
@@ -72,8 +73,8 @@ impl Default for ElasticsearchConfig {
         Self {
             endpoints: vec!["http://localhost:9200".into()],
             user: String::new(),
-            password: String::new(),
-            api_key: String::new(),
+            password: Secret::default(),
+            api_key: Secret::default(),
             tls: TlsSettings::default(),
             mode: Mode::DataStream,
             windows_index: "otelwatch-windows".into(),

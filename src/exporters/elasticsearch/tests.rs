@@ -176,3 +176,12 @@ fn incident_documents_replace_by_id_in_the_incidents_index() {
     assert!(docs[0].replace);
     assert_eq!(docs[0].json()["incident"]["id"], "3f9c0a7d51e2b864");
 }
+
+#[test]
+fn the_password_and_api_key_are_not_printed_with_the_config() {
+    let v: serde_norway::Value =
+        serde_norway::from_str("user: elastic\npassword: hunter2\n").unwrap();
+    let cfg = ElasticsearchConfig::parse("exporters.elasticsearch", v).unwrap();
+    assert_eq!(cfg.password.expose(), "hunter2");
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+}
