@@ -16,7 +16,11 @@
 //! lateness; while no data arrives it also moves forward with the wall clock (relative to when
 //! data last arrived), so a replay at full speed and a live stream both close windows, and a
 //! service that goes silent still gets its empty windows. Spans for windows already closed are
-//! counted (`otelwatch_window_late_spans_total`) and dropped.
+//! counted (`otelwatch_window_late_spans_total`) and dropped. A span ending ahead of the wall
+//! clock (a client whose clock runs fast) is kept in its window but moves the watermark only
+//! as far as the clock plus `CLOCK_SKEW`, so one such span cannot close every open window and
+//! make the real spans after it late (`otelwatch_window_spans_ahead_total` counts them); past
+//! `MAX_FUTURE` a span is refused (`otelwatch_window_future_spans_total`).
 
 use super::Processor;
 use crate::config::decode::decode_section;
@@ -114,6 +118,9 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Spans ending further than this beyond the wall clock are refused (clock skew would otherwise
 /// close every open window at once).
 const MAX_FUTURE: Duration = Duration::from_secs(300);
+/// How far ahead of the wall clock the watermark may go: the clock skew tolerated between
+/// the services' hosts and this one.
+const CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 /// Running sums for one series in one window.
 struct Accum {
@@ -220,6 +227,7 @@ pub struct WindowProcessor {
     spare_hists: Vec<Histogram<u32>>,
     late_spans: Counter,
     future_spans: Counter,
+    ahead_spans: Counter,
     dropped_series: Counter,
     windows_out: Counter,
     warned_cap: bool,
@@ -318,6 +326,11 @@ impl WindowProcessor {
             future_spans: telemetry.counter(
                 "otelwatch_window_future_spans_total",
                 "Spans ending too far beyond the wall clock (clock skew), refused.",
+                labels(),
+            ),
+            ahead_spans: telemetry.counter(
+                "otelwatch_window_spans_ahead_total",
+                "Spans ending ahead of the wall clock (kept; the watermark does not follow them).",
                 labels(),
             ),
             dropped_series: telemetry.counter(
@@ -431,7 +444,9 @@ impl WindowProcessor {
         if obs.is_empty() {
             return;
         }
-        let future_limit = now_ns() + MAX_FUTURE.as_nanos() as u64;
+        let now = now_ns();
+        let future_limit = now + MAX_FUTURE.as_nanos() as u64;
+        let clock_limit = now + CLOCK_SKEW.as_nanos() as u64;
         let mut raised = false;
         for o in obs {
             if o.end_ns == 0 {
@@ -442,8 +457,15 @@ impl WindowProcessor {
                 continue;
             }
             let start = self.window_start(o.end_ns);
-            if self.track(&o.key, start) && self.add(&o, start) && o.end_ns > self.max_event_ns {
-                self.max_event_ns = o.end_ns;
+            if !(self.track(&o.key, start) && self.add(&o, start)) {
+                continue;
+            }
+            if o.end_ns > clock_limit {
+                self.ahead_spans.inc();
+            }
+            let event = o.end_ns.min(clock_limit);
+            if event > self.max_event_ns {
+                self.max_event_ns = event;
                 raised = true;
             }
         }

@@ -374,3 +374,35 @@ fn config_checks() {
     assert!(msgs.contains(&"processors.window.interval: must be at least 10ms".to_string()));
     assert!(msgs.contains(&"processors.window.max_services: must be at least 1".to_string()));
 }
+
+#[test]
+fn one_span_from_a_fast_clock_does_not_make_the_real_spans_late() {
+    let (mut p, t) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    let now = now_ns();
+    p.process(batch("a", vec![server(now - 2 * S, 5)]), &mut out);
+    // A client whose clock is four minutes ahead.
+    p.process(batch("b", vec![server(now + 240 * S, 5)]), &mut out);
+    p.on_tick(&mut out);
+    p.process(batch("a", vec![server(now - S, 5)]), &mut out);
+    p.on_tick(&mut out);
+    assert_eq!(t.sum("otelwatch_window_late_spans_total", &[]), 0);
+    assert_eq!(t.sum("otelwatch_window_spans_ahead_total", &[]), 1);
+    assert!(
+        records(out)
+            .iter()
+            .all(|r| r.series.service.as_ref() != "a"),
+        "a's open window was not closed early (nor emptied)"
+    );
+    // Nothing accepted is lost: shutdown emits both services' windows.
+    let mut rest = Vec::new();
+    p.on_shutdown(&mut rest);
+    let rest = records(rest);
+    let count = |svc: &str| -> f64 {
+        rest.iter()
+            .filter(|r| r.series.service.as_ref() == svc && r.series.target.is_none())
+            .map(|r| f(r, "request_count"))
+            .sum()
+    };
+    assert_eq!((count("a"), count("b")), (2.0, 1.0));
+}
