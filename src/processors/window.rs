@@ -37,6 +37,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,13 +214,49 @@ struct Observation {
     client_error: bool,
 }
 
+/// Longest service, target or label value kept in a series key (longer ones are cut at a
+/// character boundary): a name is a name, and keys live as long as their series.
+const MAX_NAME_BYTES: usize = 256;
+
+/// The names of one request, each allocated once.
+#[derive(Default)]
+struct Names<'a> {
+    seen: HashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Names<'a> {
+    fn get(&mut self, name: &'a str) -> Arc<str> {
+        let name = truncate(name, MAX_NAME_BYTES);
+        self.seen.entry(name).or_insert_with(|| name.into()).clone()
+    }
+
+    /// An attribute's text: shared when it is the request's own string.
+    fn text(&mut self, text: Cow<'a, str>) -> Arc<str> {
+        match text {
+            Cow::Borrowed(s) => self.get(s),
+            Cow::Owned(s) => truncate(&s, MAX_NAME_BYTES).into(),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 pub struct WindowProcessor {
     interval_ns: u64,
     lateness_ns: u64,
     ttl_ns: u64,
     max_services: usize,
     edges: bool,
-    group_by: Vec<String>,
+    group_by: Vec<Arc<str>>,
     series: HashMap<SeriesKey, Series>,
     /// Largest end time seen, and the wall-clock instant it was last raised.
     max_event_ns: u64,
@@ -257,12 +294,13 @@ fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
     }
 }
 
-fn attr_text(attrs: &[KeyValue], key: &str) -> Option<String> {
+/// An attribute as text: a string as it is (borrowed), a number or a boolean written out.
+fn attr_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     match attr(attrs, key) {
-        Some(Value::StringValue(s)) => Some(s.clone()),
-        Some(Value::IntValue(i)) => Some(i.to_string()),
-        Some(Value::BoolValue(b)) => Some(b.to_string()),
-        Some(Value::DoubleValue(d)) => Some(d.to_string()),
+        Some(Value::StringValue(s)) => Some(Cow::Borrowed(s.as_str())),
+        Some(Value::IntValue(i)) => Some(Cow::Owned(i.to_string())),
+        Some(Value::BoolValue(b)) => Some(Cow::Owned(b.to_string())),
+        Some(Value::DoubleValue(d)) => Some(Cow::Owned(d.to_string())),
         _ => None,
     }
 }
@@ -313,7 +351,7 @@ impl WindowProcessor {
             ttl_ns: cfg.service_ttl.get().as_nanos() as u64,
             max_services: cfg.max_services,
             edges: cfg.edges,
-            group_by: cfg.group_by.clone(),
+            group_by: cfg.group_by.iter().map(|k| k.as_str().into()).collect(),
             series: HashMap::new(),
             max_event_ns: 0,
             last_data: Instant::now(),
@@ -373,12 +411,16 @@ impl WindowProcessor {
     }
 
     fn observations(&self, req: &ExportTraceServiceRequest, out: &mut Vec<Observation>) {
+        // Each distinct name is allocated once per request and shared by its spans' keys, so
+        // a request's observations hold no more text than the request itself.
+        let mut names = Names::default();
         for rs in &req.resource_spans {
             let service = rs
                 .resource
                 .as_ref()
                 .and_then(|r| attr_str(&r.attributes, "service.name"))
                 .unwrap_or("unknown_service");
+            let service = names.get(service);
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                 let kind = span.kind;
                 let is_request =
@@ -395,14 +437,14 @@ impl WindowProcessor {
                 let (error, client_error) = classify(span);
                 let target = if is_call {
                     match edge_target(span) {
-                        Some(t) => Some(Arc::<str>::from(t)),
+                        Some(t) => Some(names.get(t)),
                         None => continue,
                     }
                 } else {
                     None
                 };
                 let base = SeriesKey {
-                    service: service.into(),
+                    service: service.clone(),
                     target,
                     labels: Vec::new(),
                 };
@@ -411,7 +453,7 @@ impl WindowProcessor {
                         .group_by
                         .iter()
                         .filter_map(|k| {
-                            attr_text(&span.attributes, k).map(|v| (k.as_str().into(), v.into()))
+                            attr_text(&span.attributes, k).map(|v| (k.clone(), names.text(v)))
                         })
                         .collect();
                     if !labels.is_empty() {

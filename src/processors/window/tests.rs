@@ -406,3 +406,23 @@ fn one_span_from_a_fast_clock_does_not_make_the_real_spans_late() {
     };
     assert_eq!((count("a"), count("b")), (2.0, 1.0));
 }
+
+#[test]
+fn a_huge_service_name_is_kept_once_and_cut_to_a_name() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    let name = "é".repeat(100_000); // 200 KB, two bytes a character
+    let end = 20 * S;
+    p.process(
+        batch(&name, (0..10_000).map(|_| server(end, 5)).collect()),
+        &mut out,
+    );
+    p.on_shutdown(&mut out);
+    let recs = records(out);
+    assert_eq!(p.series_count(), 1);
+    assert_eq!(recs.len(), 1);
+    let kept = &recs[0].series.service;
+    assert_eq!(kept.len(), 256);
+    assert!(name.starts_with(kept.as_ref()));
+    assert_eq!(f(&recs[0], "request_count"), 10_000.0);
+}
