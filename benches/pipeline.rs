@@ -82,10 +82,7 @@ fn fan_out(c: &mut Criterion) {
         .map(|i| {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(128);
             rt.spawn(async move { while rx.recv().await.is_some() {} });
-            PipelineInput {
-                pipeline: format!("traces/{i}").into(),
-                tx,
-            }
+            PipelineInput::forwarding(format!("traces/{i}").into(), tx)
         })
         .collect();
     let fan = FanOut::new(targets, Duration::from_secs(1));

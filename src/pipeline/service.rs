@@ -225,7 +225,20 @@ fn start_pipelines<'c>(
         let id: Arc<str> = p.id.as_str().into();
         let chain = Chain::new(stages);
         tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
-        inputs.push((p, PipelineInput { pipeline: id, tx }));
+        // A pipeline that turns its signal into window records is a detection pipeline.
+        let detection = (p.output != p.signal).then(|| {
+            telemetry.counter(
+                names::PIPELINE_SKIPPED,
+                "Items a detection pipeline skipped because it was full while forwarding went on.",
+                vec![("pipeline", p.id.clone())],
+            )
+        });
+        let input = PipelineInput {
+            pipeline: id,
+            tx,
+            detection,
+        };
+        inputs.push((p, input));
     }
     (tasks, inputs)
 }

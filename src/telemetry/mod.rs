@@ -164,6 +164,7 @@ pub mod names {
     pub const EXPORTER_RETRIES: &str = "otelwatch_exporter_retries_total";
     pub const QUEUE_LENGTH: &str = "otelwatch_queue_length";
     pub const QUEUE_CAPACITY: &str = "otelwatch_queue_capacity";
+    pub const PIPELINE_SKIPPED: &str = "otelwatch_pipeline_skipped_items_total";
 }
 
 #[cfg(test)]
