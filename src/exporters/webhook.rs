@@ -21,6 +21,7 @@ use super::framework::{Delivered, Export, ExportError, QueueSettings, RetrySetti
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::window::{Severity, WindowRecord};
 use crate::pipeline::DataKind;
@@ -59,7 +60,8 @@ pub enum MinSeverity {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    pub endpoint: String,
+    /// The URL is the credential for most chat webhooks: never printed.
+    pub endpoint: Secret,
     pub format: Format,
     pub min_severity: MinSeverity,
     pub send: Send,
@@ -72,7 +74,7 @@ pub struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
-            endpoint: String::new(),
+            endpoint: Secret::default(),
             format: Format::Json,
             min_severity: MinSeverity::Minor,
             send: Send::Anomalies,
@@ -94,7 +96,7 @@ impl crate::exporters::ExporterType for WebhookConfig {
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
-        match reqwest::Url::parse(&cfg.endpoint) {
+        match reqwest::Url::parse(cfg.endpoint.expose()) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             Ok(_) => errors.push(ConfigError::new(
                 format!("{path}.endpoint"),
@@ -102,7 +104,7 @@ impl crate::exporters::ExporterType for WebhookConfig {
             )),
             Err(e) => errors.push(ConfigError::new(
                 format!("{path}.endpoint"),
-                format!("invalid URL {:?}: {e}", cfg.endpoint),
+                format!("invalid URL: {e}"),
             )),
         }
         super::http::validate_headers(path, &cfg.headers, &mut errors);
@@ -255,11 +257,14 @@ impl Export for WebhookExporter {
         };
         let resp = self
             .client
-            .post(&self.cfg.endpoint)
+            .post(self.cfg.endpoint.expose())
             .json(&body)
             .send()
             .await
-            .map_err(|e| ExportError::retryable(format!("posting to the webhook: {e}")))?;
+            .map_err(|e| {
+                // Without the URL: for chat webhooks it is the secret.
+                ExportError::retryable(format!("posting to the webhook: {}", e.without_url()))
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(Delivered::default());

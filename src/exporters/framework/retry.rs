@@ -125,14 +125,20 @@ impl<'a> Backoff<'a> {
         self.retries = 0;
     }
 
-    /// The wait before the next attempt (`after`: the peer's requested delay wins), or `None`
-    /// when the sequence is over.
+    /// The wait before the next attempt, or `None` when the sequence is over. The peer's
+    /// requested delay (`after`) is a floor, clamped to `max_interval`: `Retry-After: 0` does
+    /// not make a client spin, and a delay of years does not stall it (or overflow).
     pub fn next(&mut self, after: Option<Duration>) -> Option<Duration> {
         let s = self.settings;
-        let wait = after.unwrap_or_else(|| s.backoff(self.retries.min(64)));
+        let computed = s.backoff(self.retries.min(64));
+        let wait = match after {
+            Some(a) => a.min(s.max_interval.get()).max(computed),
+            None => computed,
+        };
         if self.bounded {
             let limit = s.max_elapsed_time.get();
-            let exhausted = !limit.is_zero() && self.started.elapsed() + wait > limit;
+            let until = self.started.elapsed().checked_add(wait);
+            let exhausted = !limit.is_zero() && until.is_none_or(|t| t > limit);
             if !s.enabled || exhausted {
                 return None;
             }
@@ -171,24 +177,32 @@ mod tests {
     fn a_sequence_ends_at_max_elapsed_time_unless_unbounded() {
         let r = RetrySettings {
             initial_interval: ConfigDuration::from_secs(2),
-            max_interval: ConfigDuration::from_secs(2),
+            max_interval: ConfigDuration::from_secs(4),
             max_elapsed_time: ConfigDuration::from_secs(5),
             randomization_factor: 0.0,
+            multiplier: 1.0,
             ..RetrySettings::default()
         };
         let mut b = Backoff::new(&r);
         assert_eq!(b.next(None), Some(Duration::from_secs(2)));
+        // The peer's delay is a floor: shorter ones do not shorten the wait, longer ones do
+        // lengthen it, up to max_interval.
+        assert_eq!(b.next(Some(Duration::ZERO)), Some(Duration::from_secs(2)));
         assert_eq!(
-            b.next(Some(Duration::from_secs(1))),
-            Some(Duration::from_secs(1))
+            b.next(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
         );
-        assert_eq!(b.retries(), 2);
-        assert_eq!(b.next(Some(Duration::from_secs(6))), None);
+        assert_eq!(b.retries(), 3);
+        let years = Duration::from_secs(u64::MAX / 2);
         let mut u = Backoff::unbounded(&r);
-        assert_eq!(
-            u.next(Some(Duration::from_secs(60))),
-            Some(Duration::from_secs(60))
-        );
+        assert_eq!(u.next(Some(years)), Some(Duration::from_secs(4)));
+        // Past max_elapsed_time the sequence ends.
+        let short = RetrySettings {
+            max_elapsed_time: ConfigDuration::from_secs(3),
+            ..r.clone()
+        };
+        let mut s = Backoff::new(&short);
+        assert_eq!(s.next(Some(Duration::from_secs(4))), None);
         let off = RetrySettings::disabled();
         assert_eq!(Backoff::new(&off).next(None), None);
     }
