@@ -1,15 +1,17 @@
-//! Receiver `otlp`: OTLP over gRPC (default `0.0.0.0:4317`) and HTTP (default `0.0.0.0:4318`)
-//! for traces, metrics and logs.
+//! Receiver `otlp`: OTLP over gRPC (default `localhost:4317`) and HTTP (default
+//! `localhost:4318`) for traces, metrics and logs. Like the OpenTelemetry Collector, it listens
+//! on loopback unless told otherwise (`0.0.0.0:4317` to take telemetry from other hosts), and
+//! warns at start about a listener open to other hosts without TLS.
 //!
 //! ```yaml
 //! receivers:
 //!   otlp:
 //!     protocols:
 //!       grpc:
-//!         endpoint: 0.0.0.0:4317
+//!         endpoint: localhost:4317
 //!         max_recv_msg_size_mib: 4
 //!       http:
-//!         endpoint: 0.0.0.0:4318
+//!         endpoint: localhost:4318
 //!         max_request_body_size: 20971520
 //! ```
 //! `otlp: {}` (or no value) enables both protocols with their defaults; listing `protocols`
@@ -50,7 +52,7 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
-            endpoint: "0.0.0.0:4317".into(),
+            endpoint: "localhost:4317".into(),
             max_recv_msg_size_mib: 4,
             tls: None,
         }
@@ -71,7 +73,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            endpoint: "0.0.0.0:4318".into(),
+            endpoint: "localhost:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
             tls: None,
         }
@@ -355,6 +357,19 @@ pub(crate) async fn bind(
         })
 }
 
+/// A listener other hosts can reach, without TLS: anyone on the network can send telemetry.
+fn warn_if_open(id: &str, protocol: &str, endpoint: &str, tls: bool) {
+    let open = listen_addr(endpoint).is_ok_and(|a| !a.ip().is_loopback());
+    if open && !tls {
+        tracing::warn!(
+            receiver = id,
+            protocol,
+            endpoint,
+            "listening beyond this host without TLS: any host that reaches it can send telemetry"
+        );
+    }
+}
+
 pub async fn start(
     cfg: &OtlpReceiverConfig,
     ctx: ReceiverContext,
@@ -363,9 +378,11 @@ pub async fn start(
     let shared = Arc::new(Shared::new(&id, ctx.consumers, &ctx.telemetry));
     let mut tasks = Vec::new();
     if let Some(g) = &cfg.protocols.grpc {
+        warn_if_open(&id, "grpc", &g.endpoint, g.tls.is_some());
         tasks.push(grpc::start(&id, g, shared.clone(), ctx.stop.clone()).await?);
     }
     if let Some(h) = &cfg.protocols.http {
+        warn_if_open(&id, "http", &h.endpoint, h.tls.is_some());
         tasks.push(http::start(&id, h, shared.clone(), ctx.stop.clone()).await?);
     }
     let task = tokio::spawn(async move {
