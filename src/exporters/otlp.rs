@@ -8,6 +8,7 @@
 //!     compression: gzip             # gzip (default), zstd or none
 //!     tls: { ca_file: ca.pem }      # TLS (see config::tls); without `tls`, plaintext
 //!     timeout: 5s
+//!     max_request_size: 4194304     # bytes; larger requests are split (the Collector's limit)
 //!     headers: { x-tenant: acme }
 //!     retry_on_failure: { initial_interval: 1s, max_elapsed_time: 300s }
 //!     sending_queue: { num_consumers: 10, queue_size: 1000 }
@@ -25,6 +26,7 @@ use crate::config::error::ConfigError;
 use crate::config::listen::parse_endpoint;
 use crate::config::tls::{ClientTls, TlsError};
 use crate::otlp::codec::ClientCodec;
+use crate::otlp::split::split;
 use crate::otlp::status::retry_delay;
 use crate::otlp::Signal;
 use crate::pipeline::DataKind;
@@ -59,6 +61,9 @@ pub struct OtlpExporterConfig {
     pub tls: Option<ClientTls>,
     /// Per attempt.
     pub timeout: ConfigDuration,
+    /// The largest request the downstream takes (bytes, before compression); a larger batch
+    /// is split into several requests, by resource, scope and item (`otlp::split`).
+    pub max_request_size: usize,
     /// Extra gRPC metadata sent with every request.
     pub headers: BTreeMap<String, String>,
     pub retry_on_failure: RetrySettings,
@@ -72,6 +77,7 @@ impl Default for OtlpExporterConfig {
             compression: Compression::Gzip,
             tls: None,
             timeout: ConfigDuration::from_secs(5),
+            max_request_size: 4 * 1024 * 1024,
             headers: BTreeMap::new(),
             retry_on_failure: RetrySettings::default(),
             sending_queue: QueueSettings::default(),
@@ -96,6 +102,12 @@ impl crate::exporters::ExporterType for OtlpExporterConfig {
         }
         if let Some(tls) = &cfg.tls {
             tls.validate(&format!("{path}.tls"), &mut errors);
+        }
+        if cfg.max_request_size < 1024 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_request_size"),
+                "must be at least 1024 bytes",
+            ));
         }
         for k in cfg.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_str(&k.to_ascii_lowercase()).is_err() {
@@ -173,6 +185,7 @@ impl OtlpExporterConfig {
 
 pub struct OtlpExporter {
     channel: Channel,
+    max_request_size: usize,
     compression: Option<CompressionEncoding>,
     headers: MetadataMap,
 }
@@ -212,6 +225,7 @@ impl OtlpExporter {
         }
         Ok(Self {
             channel,
+            max_request_size: cfg.max_request_size,
             compression: match cfg.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -221,7 +235,28 @@ impl OtlpExporter {
         })
     }
 
+    /// Sends a request, split first if it is larger than the downstream takes. A part that
+    /// fails fails the batch (it is retried whole: parts already sent are sent again).
     async fn send<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
+        let parts = match split(&body, self.max_request_size) {
+            Ok(Some(parts)) => parts,
+            Ok(None) => return self.send_one::<S>(body).await,
+            // Not ours to judge: the downstream answers for a request it cannot read.
+            Err(_) => return self.send_one::<S>(body).await,
+        };
+        tracing::debug!(
+            bytes = body.len(),
+            parts = parts.len(),
+            "request split for the downstream's limit"
+        );
+        let mut delivered = Delivered::default();
+        for part in parts {
+            delivered.rejected += self.send_one::<S>(part.into()).await?.rejected;
+        }
+        Ok(delivered)
+    }
+
+    async fn send_one<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         if let Some(c) = self.compression {
             grpc = grpc.send_compressed(c);

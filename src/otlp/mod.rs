@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod compression;
+pub mod split;
 pub mod status;
 
 use crate::pipeline::SignalKind;
