@@ -2,6 +2,7 @@
 
 use super::Batch;
 use crate::telemetry::Counter;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,9 +22,18 @@ pub enum Refused {
 pub struct PipelineInput {
     pub pipeline: Arc<str>,
     pub tx: mpsc::Sender<Batch>,
-    /// What the pipeline's processors turn the signal into: `Some` for a detection pipeline
-    /// (the signal becomes window records), with the count of items it had to skip.
-    pub detection: Option<Counter>,
+    /// `Some` for a detection pipeline (its processors turn the signal into window records):
+    /// what it skips when full.
+    pub detection: Option<Skips>,
+}
+
+/// What a detection pipeline skipped while forwarding went on.
+#[derive(Clone, Default)]
+pub struct Skips {
+    /// Items skipped.
+    pub items: Counter,
+    /// The last batch found it full (the health report names it).
+    pub now: Arc<AtomicBool>,
 }
 
 impl PipelineInput {
@@ -82,10 +92,13 @@ impl FanOut {
         let mut permits = Vec::with_capacity(self.targets.len());
         let mut skipped = Vec::new();
         for t in &self.targets {
-            if let (true, Some(counter)) = (skip_detection, &t.detection) {
+            if let (true, Some(skips)) = (skip_detection, &t.detection) {
                 match t.tx.try_reserve() {
-                    Ok(p) => permits.push(p),
-                    Err(mpsc::error::TrySendError::Full(())) => skipped.push((t, counter)),
+                    Ok(p) => {
+                        skips.now.store(false, Ordering::Relaxed);
+                        permits.push(p)
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => skipped.push((t, skips)),
                     Err(mpsc::error::TrySendError::Closed(())) => {
                         return Err(Refused::ShuttingDown)
                     }
@@ -98,11 +111,12 @@ impl FanOut {
                 Err(_) => return Err(Refused::Full),
             }
         }
-        for (t, counter) in skipped {
-            if counter.get() == 0 {
+        for (t, skips) in skipped {
+            if skips.items.get() == 0 {
                 tracing::warn!(pipeline = %t.pipeline, "detection pipeline is full; it skips batches so that forwarding is not held up (counted in otelwatch_pipeline_skipped_items_total)");
             }
-            counter.add(batch.items as u64);
+            skips.items.add(batch.items as u64);
+            skips.now.store(true, Ordering::Relaxed);
         }
         let last = permits.pop();
         for p in permits {
@@ -164,13 +178,17 @@ mod tests {
     #[tokio::test]
     async fn a_full_detection_pipeline_skips_and_counts_instead_of_holding_up_forwarding() {
         let t = crate::telemetry::Telemetry::new();
-        let skipped = t.counter("skipped", "", vec![]);
+        let skips = Skips {
+            items: t.counter("skipped", "", vec![]),
+            now: Default::default(),
+        };
+        let skipped = skips.items.clone();
         let (tx_f, mut rx_f) = mpsc::channel(8);
         let (tx_d, mut rx_d) = mpsc::channel(1);
         let detect = PipelineInput {
             pipeline: "traces/detect".into(),
             tx: tx_d,
-            detection: Some(skipped.clone()),
+            detection: Some(skips.clone()),
         };
         let fan = FanOut::new(
             vec![
@@ -205,7 +223,7 @@ mod tests {
             vec![PipelineInput {
                 pipeline: "traces/detect".into(),
                 tx: tx_alone,
-                detection: Some(skipped.clone()),
+                detection: Some(skips.clone()),
             }],
             Duration::from_millis(20),
         );

@@ -2,6 +2,7 @@
 //! shutdown stop receivers first, let every stage drain, and flush exporters — all within one
 //! deadline.
 
+use super::fanout::Skips;
 use super::{Batch, DataKind, FanOut, PipelineInput};
 use crate::config::listen::listen_addr;
 use crate::config::{ComponentId, Config, Pipeline};
@@ -11,6 +12,7 @@ use crate::processors::{Chain, ProcessorContext};
 use crate::receivers::{ReceiverContext, ReceiverError};
 use crate::telemetry::{self, names, HealthState, Telemetry, TelemetryServerError};
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -226,13 +228,7 @@ fn start_pipelines<'c>(
         let chain = Chain::new(stages);
         tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
         // A pipeline that turns its signal into window records is a detection pipeline.
-        let detection = (p.output != p.signal).then(|| {
-            telemetry.counter(
-                names::PIPELINE_SKIPPED,
-                "Items a detection pipeline skipped because it was full while forwarding went on.",
-                vec![("pipeline", p.id.clone())],
-            )
-        });
+        let detection = (p.output != p.signal).then(|| detection_skips(telemetry, &p.id));
         let input = PipelineInput {
             pipeline: id,
             tx,
@@ -241,6 +237,27 @@ fn start_pipelines<'c>(
         inputs.push((p, input));
     }
     (tasks, inputs)
+}
+
+/// The counter and the state of what a detection pipeline skips.
+fn detection_skips(telemetry: &Telemetry, pipeline: &str) -> Skips {
+    let labels = vec![("pipeline", pipeline.to_string())];
+    let skips = Skips {
+        items: telemetry.counter(
+            names::PIPELINE_SKIPPED,
+            "Items a detection pipeline skipped because it was full while forwarding went on.",
+            labels.clone(),
+        ),
+        now: Default::default(),
+    };
+    let now = Arc::downgrade(&skips.now);
+    telemetry.gauge_fn(
+        names::PIPELINE_SKIPPING,
+        "1 while a detection pipeline skips batches (its last one found it full).",
+        labels,
+        move || now.upgrade().is_some_and(|n| n.load(Ordering::Relaxed)) as u8 as f64,
+    );
+    skips
 }
 
 struct Receivers {

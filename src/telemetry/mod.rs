@@ -117,6 +117,17 @@ impl Telemetry {
             .sum()
     }
 
+    /// The label sets of gauge `name` whose value is above zero now (for the health report).
+    pub fn gauges_set(&self, name: &str) -> Vec<Labels> {
+        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        fams.iter()
+            .filter(|f| f.name == name)
+            .flat_map(|f| &f.gauges)
+            .filter(|(_, g)| g() > 0.0)
+            .map(|(labels, _)| labels.clone())
+            .collect()
+    }
+
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
@@ -165,6 +176,10 @@ pub mod names {
     pub const QUEUE_LENGTH: &str = "otelwatch_queue_length";
     pub const QUEUE_CAPACITY: &str = "otelwatch_queue_capacity";
     pub const PIPELINE_SKIPPED: &str = "otelwatch_pipeline_skipped_items_total";
+    /// 1 while a detection pipeline skips batches (its last one found it full).
+    pub const PIPELINE_SKIPPING: &str = "otelwatch_pipeline_skipping";
+    /// 1 while an exporter's last attempt failed (it is retrying or has given up on a batch).
+    pub const EXPORTER_FAILING: &str = "otelwatch_exporter_failing";
 }
 
 #[cfg(test)]

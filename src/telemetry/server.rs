@@ -75,9 +75,71 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_ready() {
-        (StatusCode::OK, "ok\n")
+    health_report(&s.telemetry, &s.health)
+}
+
+/// 200 while running (503 once shutdown has begun), with the components that are degraded:
+/// an exporter whose last attempt failed, a detection pipeline skipping batches. A degraded
+/// component does not make otelwatch unready: forwarding goes on, and taking the instance out
+/// of a load balancer would not help it.
+pub fn health_report(telemetry: &Telemetry, health: &HealthState) -> (StatusCode, String) {
+    if !health.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    let label = |labels: &super::Labels, key: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut lines = Vec::new();
+    for l in telemetry.gauges_set(super::names::EXPORTER_FAILING) {
+        lines.push(format!(
+            "exporter {}: failing, retrying",
+            label(&l, "exporter")
+        ));
+    }
+    for l in telemetry.gauges_set(super::names::PIPELINE_SKIPPING) {
+        lines.push(format!(
+            "pipeline {}: full, skipping batches so that forwarding goes on",
+            label(&l, "pipeline")
+        ));
+    }
+    if lines.is_empty() {
+        (StatusCode::OK, "ok\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        (StatusCode::OK, format!("degraded\n{}\n", lines.join("\n")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degraded_components_are_named_and_shutdown_is_unready() {
+        let t = Telemetry::new();
+        let h = HealthState::default();
+        h.set_ready(true);
+        assert_eq!(health_report(&t, &h), (StatusCode::OK, "ok\n".to_string()));
+        let failing = Arc::new(AtomicBool::new(true));
+        let f = failing.clone();
+        t.gauge_fn(
+            crate::telemetry::names::EXPORTER_FAILING,
+            "",
+            vec![("exporter", "otlp/collector".into())],
+            move || f.load(Ordering::Relaxed) as u8 as f64,
+        );
+        let (code, body) = health_report(&t, &h);
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.starts_with("degraded\nexporter otlp/collector: failing"),
+            "{body}"
+        );
+        failing.store(false, Ordering::Relaxed);
+        assert_eq!(health_report(&t, &h).1, "ok\n");
+        h.set_ready(false);
+        assert_eq!(health_report(&t, &h).0, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -17,7 +17,7 @@ use crate::telemetry::{names, Counter, Telemetry};
 pub use retry::{Backoff, RetrySettings};
 use serde::Deserialize;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -185,6 +185,8 @@ struct KindCounters {
 struct Counters {
     by_kind: Vec<(DataKind, KindCounters)>,
     retries: Counter,
+    /// The last attempt failed with a retryable error (the health report names it).
+    failing: Arc<AtomicBool>,
 }
 
 impl Counters {
@@ -286,7 +288,15 @@ pub fn spawn<E: Export>(
             "Send attempts retried after a retryable failure.",
             vec![("exporter", id.to_string())],
         ),
+        failing: Arc::new(AtomicBool::new(false)),
     });
+    let failing = Arc::downgrade(&counters.failing);
+    telemetry.gauge_fn(
+        names::EXPORTER_FAILING,
+        "1 while the exporter's last attempt failed with a retryable error.",
+        vec![("exporter", id.to_string())],
+        move || failing.upgrade().is_some_and(|f| f.load(Ordering::Relaxed)) as u8 as f64,
+    );
     let weak = tx.downgrade();
     let labels = vec![("component", id.to_string()), ("queue", "exporter".into())];
     telemetry.gauge_fn(
@@ -412,6 +422,7 @@ async fn deliver<E: Export>(
         };
         match result {
             Ok(d) => {
+                counters.failing.store(false, Ordering::Relaxed);
                 let rejected = d.rejected.min(batch.items);
                 c.sent.add((batch.items - rejected) as u64);
                 if rejected > 0 {
@@ -432,6 +443,7 @@ async fn deliver<E: Export>(
                 return;
             }
             Err(ExportError::Retryable { message, after }) => {
+                counters.failing.store(true, Ordering::Relaxed);
                 let attempt = backoff.retries();
                 let Some(wait) = backoff.next(after) else {
                     c.failed.add(batch.items as u64);
