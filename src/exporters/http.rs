@@ -56,7 +56,7 @@ pub fn classify_status(
         message.push_str(": ");
         message.extend(body.chars().take(300));
     }
-    if status == 429 || status >= 500 {
+    if status == 429 || (500..=599).contains(&status) {
         ExportError::Retryable { message, after }
     } else {
         ExportError::permanent(message)

@@ -143,6 +143,8 @@ impl crate::exporters::ExporterType for OtlpExporterConfig {
         RunSettings {
             // Only the received bytes are sent on.
             encoded_only: true,
+            // Per request, by the exporter: a split batch is several requests.
+            timeout: None,
             ..RunSettings::remote(
                 &self.sending_queue,
                 &self.retry_on_failure,
@@ -186,6 +188,8 @@ impl OtlpExporterConfig {
 pub struct OtlpExporter {
     channel: Channel,
     max_request_size: usize,
+    /// Per request.
+    timeout: std::time::Duration,
     compression: Option<CompressionEncoding>,
     headers: MetadataMap,
 }
@@ -226,6 +230,7 @@ impl OtlpExporter {
         Ok(Self {
             channel,
             max_request_size: cfg.max_request_size,
+            timeout: cfg.timeout.get(),
             compression: match cfg.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -257,6 +262,13 @@ impl OtlpExporter {
     }
 
     async fn send_one<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
+        let t = self.timeout;
+        tokio::time::timeout(t, self.call::<S>(body))
+            .await
+            .unwrap_or_else(|_| Err(ExportError::retryable(format!("timed out after {t:?}"))))
+    }
+
+    async fn call<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         if let Some(c) = self.compression {
             grpc = grpc.send_compressed(c);

@@ -61,14 +61,24 @@ fn split_message(
             parts.push(std::mem::replace(&mut current, header.clone()));
             has_child = false;
         }
-        if header.len() + f.raw.len() <= limit || depth >= DEEPEST {
+        // A header taking half the room or more would be copied into a part for every few
+        // items (a request could grow many times over): such a child goes whole.
+        let worth_splitting = depth < DEEPEST && 2 * (header.len() + MAX_KEY_AND_LEN) <= limit;
+        if header.len() + f.raw.len() <= limit || !worth_splitting {
             current.extend_from_slice(f.raw);
             has_child = true;
             continue;
         }
         // Too large alone: split it, each piece under this message's header.
-        let room = limit.saturating_sub(header.len() + MAX_KEY_AND_LEN);
-        for piece in split_message(f.value, 2, depth + 1, room)? {
+        let room = limit - header.len() - MAX_KEY_AND_LEN;
+        let pieces = split_message(f.value, 2, depth + 1, room)?;
+        if pieces.is_empty() {
+            // Nothing to split it by (no items): it goes whole.
+            current.extend_from_slice(f.raw);
+            has_child = true;
+            continue;
+        }
+        for piece in pieces {
             let mut part = header.clone();
             put_len_field(&mut part, child, &piece);
             parts.push(part);
@@ -277,6 +287,37 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_resource_near_the_limit_is_not_copied_into_a_part_per_span() {
+        // A resource of 3 KB against a 4 KB limit, with 1000 spans: splitting by span would
+        // copy the resource a thousand times; the group goes whole instead.
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(&"r".repeat(3_000)),
+                scope_spans: vec![ScopeSpans {
+                    spans: spans(1_000, 10),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = req.encode_to_vec();
+        let parts = split(&body, 4_096).unwrap().unwrap();
+        let total: usize = parts.iter().map(Vec::len).sum();
+        assert!(total <= 2 * body.len(), "{total} bytes from {}", body.len());
+        // A resource larger than the limit with no spans at all is kept, not dropped.
+        let bare = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(&"r".repeat(10_000)),
+                ..Default::default()
+            }],
+        };
+        let parts = split(&bare.encode_to_vec(), 4_096).unwrap().unwrap();
+        assert_eq!(parts.len(), 1);
+        let back = ExportTraceServiceRequest::decode(parts[0].as_slice()).unwrap();
+        assert_eq!(back, bare);
     }
 
     #[test]

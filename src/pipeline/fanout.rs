@@ -98,10 +98,8 @@ impl FanOut {
                         skips.now.store(false, Ordering::Relaxed);
                         permits.push(p)
                     }
-                    Err(mpsc::error::TrySendError::Full(())) => skipped.push((t, skips)),
-                    Err(mpsc::error::TrySendError::Closed(())) => {
-                        return Err(Refused::ShuttingDown)
-                    }
+                    // Full, or closed (the pipeline has stopped): forwarding goes on.
+                    Err(_) => skipped.push((t, skips)),
                 }
                 continue;
             }
@@ -112,11 +110,10 @@ impl FanOut {
             }
         }
         for (t, skips) in skipped {
-            if skips.items.get() == 0 {
+            if !skips.now.swap(true, Ordering::Relaxed) {
                 tracing::warn!(pipeline = %t.pipeline, "detection pipeline is full; it skips batches so that forwarding is not held up (counted in otelwatch_pipeline_skipped_items_total)");
             }
             skips.items.add(batch.items as u64);
-            skips.now.store(true, Ordering::Relaxed);
         }
         let last = permits.pop();
         for p in permits {

@@ -335,13 +335,13 @@ async fn wait_for_stop(
         shutdown.await;
         return StopReason::Signal;
     }
-    tokio::select! {
+    let reason = tokio::select! {
         _ = shutdown => StopReason::Signal,
-        _ = futures_util::future::join_all(receiver_tasks.iter_mut()) => {
-            receiver_tasks.clear();
-            StopReason::InputEnded
-        }
-    }
+        _ = futures_util::future::join_all(receiver_tasks.iter_mut()) => StopReason::InputEnded,
+    };
+    // A finished task must not be awaited again (some may have ended before the signal).
+    receiver_tasks.retain(|t| !t.is_finished());
+    reason
 }
 
 /// Step 6: waits for receivers, then pipelines, then exporters to finish, until `deadline`; past it

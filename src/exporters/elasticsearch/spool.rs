@@ -108,7 +108,9 @@ impl Spool {
 
 /// Writes spooled files to the cluster, oldest first, until the exporter is dropped.
 pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
-    // The documents are safe on disk: retry without end, at the configured pace.
+    // A file stays on disk until it is written: a failed request is retried without end, at
+    // the configured pace (documents refused one by one are retried within `write` and, past
+    // max_elapsed_time, counted as rejected).
     let mut backoff = Backoff::unbounded(&cluster.cfg.retry_on_failure);
     loop {
         let changed = spool.changed.notified();

@@ -790,9 +790,11 @@ impl IForestProcessor {
         }
     }
 
-    /// The last save, on shutdown: written before the pipeline reports itself drained.
+    /// The last save, on shutdown: written before the pipeline reports itself drained (after
+    /// a background write still running, and again if the last one failed).
     fn save_now(&mut self) {
-        if !self.dirty {
+        let pending = self.writer.as_ref().is_some_and(|w| w.needs_final_write());
+        if !self.dirty && !pending {
             return;
         }
         let file = self.to_model_file();

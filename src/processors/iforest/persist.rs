@@ -146,6 +146,8 @@ pub struct ModelWriter {
     written: Arc<Mutex<u64>>,
     next: u64,
     pending: Option<tokio::task::JoinHandle<()>>,
+    /// The last background write failed: what it held is not on disk.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ModelWriter {
@@ -155,6 +157,7 @@ impl ModelWriter {
             written: Arc::new(Mutex::new(0)),
             next: 0,
             pending: None,
+            failed: Default::default(),
         }
     }
 
@@ -166,9 +169,12 @@ impl ModelWriter {
         }
         self.next += 1;
         let (generation, path, written) = (self.next, self.path.clone(), self.written.clone());
+        let failed = self.failed.clone();
         let job = move || {
             let series = file.series.len();
-            match write_numbered(&path, &file, generation, &written) {
+            let result = write_numbered(&path, &file, generation, &written);
+            failed.store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+            match result {
                 Ok(()) => tracing::debug!(path = %path.display(), series, "models saved"),
                 Err(e) => tracing::warn!(error = %e, "saving models failed"),
             }
@@ -178,6 +184,13 @@ impl ModelWriter {
             Err(_) => job(),
         }
         true
+    }
+
+    /// A background write is still running, or the last one failed: the final save must be
+    /// written even if nothing changed since.
+    pub fn needs_final_write(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| !p.is_finished())
+            || self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes `file` now, after any write in progress (the last save, on shutdown).
