@@ -299,7 +299,7 @@ impl Replay {
         let Some(signal) = batch.kind().signal() else {
             return Flow::Continue(());
         };
-        let Some(fan) = self.ctx.consumers[signal.index()].clone() else {
+        let Some(fan) = &self.ctx.consumers[signal.index()] else {
             if !std::mem::replace(&mut self.warned_no_pipeline[signal.index()], true) {
                 tracing::warn!(receiver = %id, "{at}: no pipeline takes {signal} from this receiver; skipping them");
             }
