@@ -103,9 +103,9 @@ impl Serialize for ConfigDuration {
 impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms > 0 && ms % 1000 == 0 {
+        if ms > 0 && ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
-        } else if self.0.subsec_nanos() % 1_000_000 == 0 {
+        } else if self.0.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}ns", self.0.as_nanos())

@@ -53,7 +53,11 @@ pub async fn traffic(
     let mut i = 0u64;
     while tokio::time::Instant::now() < end {
         tick.tick().await;
-        let route = if i % 2 == 0 { "/start" } else { "/test" };
+        let route = if i.is_multiple_of(2) {
+            "/start"
+        } else {
+            "/test"
+        };
         i += 1;
         let (client, url) = (client.clone(), format!("{base}{route}"));
         inflight.spawn(async move {

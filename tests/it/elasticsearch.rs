@@ -47,11 +47,31 @@ fn run_replay(dir: &std::path::Path, name: &str, cfg: &str) -> String {
     ow.stderr()
 }
 
-fn file_counts(path: &std::path::Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let docs: Vec<serde_json::Value> = text
+fn file_docs(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The last state of each incident in the file, by id.
+fn final_incidents(path: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    file_docs(path)
+        .into_iter()
+        .filter(|d| d["event"]["dataset"] == "otelwatch.incident")
+        .map(|d| {
+            let id = d["incident"]["id"].as_str().unwrap().to_string();
+            (id, d["incident"]["status"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Window documents and anomalies among them.
+fn file_counts(path: &std::path::Path) -> (u64, u64) {
+    let docs: Vec<serde_json::Value> = file_docs(path)
+        .into_iter()
+        .filter(|d| d["event"]["dataset"] != "otelwatch.incident")
         .collect();
     let anomalies = docs
         .iter()
@@ -90,6 +110,31 @@ async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
     assert!(anomalies >= 1, "the incident is flagged");
     assert_eq!(es.count(&format!("{prefix}-windows")).await, windows);
     assert_eq!(es.count(&format!("{prefix}-anomalies")).await, anomalies);
+    // Each incident once, in its last state (a state resent late never overwrites a newer one).
+    let incidents = final_incidents(&dir.path().join("windows-data_stream.jsonl"));
+    assert!(!incidents.is_empty(), "the incident is reported");
+    let index = format!("{prefix}-incidents");
+    assert_eq!(es.count(&index).await, incidents.len() as u64);
+    let (_, stored) = es
+        .call(
+            Method::POST,
+            &format!("/{prefix}-incidents/_search"),
+            Some(serde_json::json!({ "size": 100 })),
+        )
+        .await;
+    let stored: std::collections::BTreeMap<String, String> = stored["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let i = &h["_source"]["incident"];
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(stored, incidents);
 
     std::fs::remove_file(dir.path().join("windows-data_stream.jsonl")).unwrap();
     {

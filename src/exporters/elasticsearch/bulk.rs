@@ -4,24 +4,29 @@
 use super::Doc;
 use serde_json::Value;
 
-/// Splits documents into requests of at most `max_docs` documents and about `max_bytes`.
-pub fn chunks(docs: &[Doc], max_docs: usize, max_bytes: usize) -> Vec<&[Doc]> {
-    let mut out = Vec::new();
-    let mut start = 0;
+/// About how many bytes a document takes in a `_bulk` body.
+pub fn size(d: &Doc) -> usize {
+    d.body.get().len() + d.index.len() + d.id.len() + 48
+}
+
+/// How many of the documents (in order) the next request takes: at most `max_docs` and about
+/// `max_bytes`, and always at least one.
+pub fn next_request<'a>(
+    docs: impl IntoIterator<Item = &'a Doc>,
+    max_docs: usize,
+    max_bytes: usize,
+) -> usize {
+    let mut n = 0;
     let mut bytes = 0;
-    for (i, d) in docs.iter().enumerate() {
-        let size = d.body.get().len() + d.index.len() + d.id.len() + 48;
-        if i > start && (i - start >= max_docs || bytes + size > max_bytes) {
-            out.push(&docs[start..i]);
-            start = i;
-            bytes = 0;
+    for d in docs {
+        let size = size(d);
+        if n > 0 && (n >= max_docs || bytes + size > max_bytes) {
+            break;
         }
         bytes += size;
+        n += 1;
     }
-    if start < docs.len() {
-        out.push(&docs[start..]);
-    }
-    out
+    n
 }
 
 /// The NDJSON body of one `_bulk` request: an action line and the stored body per document.
@@ -29,7 +34,12 @@ pub fn body(docs: &[Doc]) -> Vec<u8> {
     let mut out = Vec::with_capacity(docs.iter().map(|d| d.body.get().len() + 96).sum());
     for d in docs {
         let op = if d.replace { "index" } else { "create" };
-        let action = serde_json::json!({ op: { "_index": d.index, "_id": d.id } });
+        let mut meta = serde_json::json!({ "_index": d.index, "_id": d.id });
+        if let Some(v) = d.version {
+            meta["version"] = v.into();
+            meta["version_type"] = "external_gte".into();
+        }
+        let action = serde_json::json!({ op: meta });
         out.extend_from_slice(action.to_string().as_bytes());
         out.push(b'\n');
         out.extend_from_slice(d.body.get().as_bytes());

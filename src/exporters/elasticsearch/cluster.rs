@@ -1,10 +1,10 @@
 //! The cluster as the exporter sees it: made ready once (templates installed), then written
-//! to in `_bulk` requests whose refused items are retried alone.
+//! to in `_bulk` requests, each answering per item or failing as a whole.
 
 use super::bulk::{self, ItemOutcome};
 use super::client::json_request;
 use super::{templates, Doc, ElasticsearchConfig};
-use crate::exporters::framework::{Backoff, ExportError};
+use crate::exporters::framework::ExportError;
 use crate::exporters::http::{classify_status, retry_after};
 use crate::telemetry::Counter;
 use elasticsearch::http::Method;
@@ -70,66 +70,41 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sends the documents, retrying items refused as retryable; returns how many were given up.
-    pub async fn write(&self, docs: Vec<Doc>) -> Result<usize, ExportError> {
-        let mut pending = docs;
-        let mut backoff = Backoff::new(&self.cfg.retry_on_failure);
-        let mut rejected = 0usize;
-        while !pending.is_empty() {
-            let mut retry_next = Vec::new();
-            for chunk in bulk::chunks(&pending, self.cfg.max_documents, self.cfg.max_bytes) {
-                for (doc, outcome) in chunk.iter().zip(self.send(chunk).await?) {
-                    match outcome {
-                        ItemOutcome::Written => self.counters.written.inc(),
-                        ItemOutcome::AlreadyWritten => self.counters.duplicates.inc(),
-                        ItemOutcome::Retry(_) => retry_next.push(doc.clone()),
-                        ItemOutcome::Rejected { status, reason } => {
-                            rejected += 1;
-                            self.counters.rejected.inc();
-                            tracing::warn!(index = %doc.index, id = %doc.id, status, %reason, "document rejected");
-                        }
-                    }
-                }
-            }
-            if retry_next.is_empty() {
-                break;
-            }
-            let Some(wait) = backoff.next(None) else {
-                tracing::warn!(
-                    documents = retry_next.len(),
-                    "giving up on documents the cluster kept refusing"
-                );
-                self.counters.rejected.add(retry_next.len() as u64);
-                rejected += retry_next.len();
-                break;
-            };
-            self.counters.retried.add(retry_next.len() as u64);
-            tracing::debug!(documents = retry_next.len(), retry_in = ?wait, "retrying refused documents");
-            tokio::time::sleep(wait).await;
-            pending = retry_next;
-        }
-        Ok(rejected)
-    }
-
     /// One `_bulk` request; the outcome of each item, or why the whole request failed.
-    async fn send(&self, chunk: &[Doc]) -> Result<Vec<ItemOutcome>, ExportError> {
+    pub async fn send(&self, chunk: &[Doc]) -> Result<Vec<ItemOutcome>, BulkFailure> {
+        let transport = |error| BulkFailure {
+            status: None,
+            error,
+        };
         let resp = self
             .client
             .bulk(BulkParts::None)
             .body(vec![bulk::body(chunk)])
             .send()
             .await
-            .map_err(|e| ExportError::retryable(format!("_bulk: {e}")))?;
+            .map_err(|e| transport(ExportError::retryable(format!("_bulk: {e}"))))?;
         let status = resp.status_code().as_u16();
         if status >= 400 {
             let after = retry_after(resp.headers());
             let text = resp.text().await.unwrap_or_default();
-            return Err(classify_status(status, "_bulk", after, &text));
+            return Err(BulkFailure {
+                status: Some(status),
+                error: classify_status(status, "_bulk", after, &text),
+            });
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| ExportError::retryable(format!("reading the _bulk response: {e}")))?;
-        bulk::parse_bulk_response(&body, chunk.len()).map_err(ExportError::retryable)
+        let body: Value = resp.json().await.map_err(|e| {
+            transport(ExportError::retryable(format!(
+                "reading the _bulk response: {e}"
+            )))
+        })?;
+        bulk::parse_bulk_response(&body, chunk.len())
+            .map_err(|e| transport(ExportError::retryable(e)))
     }
+}
+
+/// Why a whole `_bulk` request failed: its HTTP status, if it got one.
+#[derive(Debug)]
+pub(super) struct BulkFailure {
+    pub status: Option<u16>,
+    pub error: ExportError,
 }

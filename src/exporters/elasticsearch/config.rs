@@ -28,16 +28,17 @@ pub struct TlsSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskQueue {
-    /// Where spool files live; empty: no disk queue (the bounded in-memory queue only).
-    pub directory: String,
-    /// Spooled bytes at which new batches wait (pushing back on the pipeline).
+    /// Where spool files live; unset: `data/<exporter id>-queue`; empty: in memory only
+    /// (lost at a crash).
+    pub directory: Option<String>,
+    /// Queued bytes at which new batches wait (pushing back on the pipeline).
     pub max_bytes: u64,
 }
 
 impl Default for DiskQueue {
     fn default() -> Self {
         Self {
-            directory: String::new(),
+            directory: None,
             max_bytes: 1 << 30,
         }
     }

@@ -50,6 +50,10 @@ pub struct Doc {
     /// Incident states replace the previous one (`index`); windows are written once (`create`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replace: bool,
+    /// For replaced documents: a newer state carries a higher version, so a state resent late
+    /// (after a retry) never overwrites a newer one (`version_type: external_gte`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl Doc {
@@ -61,6 +65,7 @@ impl Doc {
             id,
             body,
             replace,
+            version: None,
         }
     }
 
@@ -92,7 +97,11 @@ pub fn incident_documents(cfg: &ElasticsearchConfig, events: &[IncidentEvent]) -
         .iter()
         .map(|e| {
             let (index, id) = (cfg.incidents_index.clone(), e.incident.id.to_string());
-            Doc::new(index, id, &e.to_document(), true)
+            Doc {
+                // Versions are longs below 2^63.
+                version: Some(e.at_ns.min(i64::MAX as u64)),
+                ..Doc::new(index, id, &e.to_document(), true)
+            }
         })
         .collect()
 }

@@ -18,25 +18,32 @@
 //!     flush_interval: 0s                # gather windows this long before writing (0s: at once)
 //!     compression: true                 # gzip request bodies
 //!     timeout: 30s
-//!     retry_on_failure: { initial_interval: 1s, max_interval: 30s, max_elapsed_time: 300s }
-//!     sending_queue: { num_consumers: 2, queue_size: 1000 }
-//!     queue: { directory: /var/lib/otelwatch/es-queue, max_bytes: 1073741824 }   # optional, on disk
+//!     retry_on_failure: { initial_interval: 1s, max_interval: 30s }   # pace of resending
+//!     sending_queue: { num_consumers: 2, queue_size: 1000 }          # _bulk requests at once
+//!     queue: { directory: data/elasticsearch-queue, max_bytes: 1073741824 }  # "" : in memory
 //! ```
 //!
 //! Writing is idempotent: every document has a deterministic `_id` (a hash of the series and
-//! the window start) and is written with `create`, so a retried request never duplicates —
-//! `409` on a known id counts as already written. Per-item results are read: items refused with
-//! 429/5xx are retried (alone) with jittered backoff, items refused as invalid (400, 404, …)
-//! are logged with the reason and counted, never retried. A failure of the whole request
-//! (connection refused, 429/5xx for the request) is retried by the exporter framework with the
-//! batch kept in the bounded queue, so an outage pushes back on the pipeline instead of dropping.
-//! Index templates (and, in data stream mode, the data streams' mappings) are installed on
-//! start, idempotently; a cluster that is down at start is tried again before every send.
+//! the window start) and is written with `create`, so a resent document never duplicates —
+//! `409` on a known id counts as already written; incident states replace each other with an
+//! external version (the time of the change), so a late resend never overwrites a newer state.
+//!
+//! Nothing is given up while the cluster may still take it. An exported batch is appended to
+//! the queue — on disk by default (`data/<exporter id>-queue`), acknowledged once synced; in
+//! memory with `directory: ""`, acknowledged once delivered — and the delivery task
+//! ([`delivery`]) writes the queue in `_bulk` requests: refused items rejoin later requests,
+//! whole-request failures pause and resend, 413 splits, and only documents refused for
+//! themselves (and unreadable spool entries) go to `dead-letter.ndjson` in the queue directory.
+//! A full queue (`queue.max_bytes`) pushes back on the pipeline. A shutdown leaves what is not
+//! yet delivered on disk for the next start. Index templates (and, in data stream mode, the data
+//! streams' mappings) are installed before the first request, idempotently; a cluster that is
+//! down at start is tried again at the retry pace.
 
 mod bulk;
 mod client;
 mod cluster;
 mod config;
+mod delivery;
 mod documents;
 mod spool;
 mod templates;
@@ -53,11 +60,13 @@ pub fn templates_mappings() -> serde_json::Value {
 
 use super::framework::{Delivered, Export, ExportError};
 use crate::pipeline::{Batch, Payload};
+use crate::telemetry::names;
 use crate::telemetry::Telemetry;
 use cluster::{Cluster, Counters};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElasticsearchError {
@@ -76,8 +85,15 @@ pub enum ElasticsearchError {
 
 pub struct ElasticsearchExporter {
     cluster: Arc<Cluster>,
-    spool: Option<Arc<spool::Spool>>,
-    drain: Option<tokio::task::JoinHandle<()>>,
+    spool: Arc<spool::Spool>,
+    stop: watch::Sender<bool>,
+    delivery: tokio::task::JoinHandle<()>,
+}
+
+/// The disk queue's directory when the settings leave it unset: `data/<exporter id>-queue`
+/// under the working directory.
+pub fn default_queue_directory(id: &str) -> String {
+    format!("data/{}-queue", id.replace(['/', '\\'], "-"))
 }
 
 impl ElasticsearchExporter {
@@ -90,60 +106,87 @@ impl ElasticsearchExporter {
         let labels =
             |result: &str| vec![("exporter", id.to_string()), ("result", result.to_string())];
         let help = "Documents by outcome: written, duplicate (already written), retried, rejected.";
+        let counter = |result| telemetry.counter(names::ES_DOCUMENTS, help, labels(result));
         let cluster = Arc::new(Cluster {
             client,
             cfg: cfg.clone(),
             ready: Mutex::new(false),
             counters: Counters {
-                written: telemetry.counter(
-                    "otelwatch_elasticsearch_documents_total",
-                    help,
-                    labels("written"),
-                ),
-                duplicates: telemetry.counter(
-                    "otelwatch_elasticsearch_documents_total",
-                    help,
-                    labels("duplicate"),
-                ),
-                retried: telemetry.counter(
-                    "otelwatch_elasticsearch_documents_total",
-                    help,
-                    labels("retried"),
-                ),
-                rejected: telemetry.counter(
-                    "otelwatch_elasticsearch_documents_total",
-                    help,
-                    labels("rejected"),
-                ),
+                written: counter("written"),
+                duplicates: counter("duplicate"),
+                retried: counter("retried"),
+                rejected: counter("rejected"),
             },
         });
-        let (spool, drain) = if cfg.queue.directory.is_empty() {
-            (None, None)
+        let directory = cfg
+            .queue
+            .directory
+            .clone()
+            .unwrap_or_else(|| default_queue_directory(id));
+        let spool = if directory.is_empty() {
+            spool::Spool::memory(cfg.queue.max_bytes)
         } else {
-            let spool = Arc::new(
-                spool::Spool::open(
-                    std::path::Path::new(&cfg.queue.directory),
-                    cfg.queue.max_bytes,
-                )
-                .map_err(|source| ElasticsearchError::Spool {
-                    path: cfg.queue.directory.clone(),
+            spool::Spool::open(std::path::Path::new(&directory), cfg.queue.max_bytes).map_err(
+                |source| ElasticsearchError::Spool {
+                    path: directory.clone(),
                     source,
-                })?,
-            );
-            let probe = Arc::downgrade(&spool);
-            telemetry.gauge_fn(
-                "otelwatch_elasticsearch_disk_queue_bytes",
-                "Bytes waiting in the exporter's disk queue.",
-                vec![("exporter", id.to_string())],
-                move || probe.upgrade().map(|s| s.bytes() as f64).unwrap_or(0.0),
-            );
-            let drain = tokio::spawn(spool::drain(cluster.clone(), spool.clone()));
-            (Some(spool), Some(drain))
+                },
+            )?
         };
+        let spool = Arc::new(spool);
+        let probe = Arc::downgrade(&spool);
+        telemetry.gauge_fn(
+            "otelwatch_elasticsearch_queue_bytes",
+            "Bytes of documents waiting in the exporter's queue (on disk or in memory).",
+            vec![("exporter", id.to_string())],
+            move || probe.upgrade().map(|s| s.bytes() as f64).unwrap_or(0.0),
+        );
+        let dead_help = "Documents and spool entries written to the dead-letter file, by reason.";
+        let dead = delivery::DeadLetter {
+            path: spool.dir().map(|d| d.join("dead-letter.ndjson")),
+            counters: ["rejected", "too_large", "unreadable"].map(|reason| {
+                telemetry.counter(
+                    names::ES_DEAD_LETTERS,
+                    dead_help,
+                    vec![("exporter", id.to_string()), ("reason", reason.to_string())],
+                )
+            }),
+        };
+        let failing = Arc::new(AtomicBool::new(false));
+        let weak = Arc::downgrade(&failing);
+        telemetry.gauge_fn(
+            names::EXPORTER_FAILING,
+            "1 while the exporter's last attempt failed with a retryable error.",
+            vec![("exporter", id.to_string()), ("stage", "bulk".to_string())],
+            move || weak.upgrade().is_some_and(|f| f.load(Ordering::Relaxed)) as u8 as f64,
+        );
+        let held = Arc::new(AtomicUsize::new(0));
+        let weak = Arc::downgrade(&held);
+        telemetry.gauge_fn(
+            "otelwatch_elasticsearch_documents_held",
+            "Documents the delivery holds in memory: loaded, waiting to be retried, in flight.",
+            vec![("exporter", id.to_string())],
+            move || {
+                weak.upgrade()
+                    .map_or(0.0, |h| h.load(Ordering::Relaxed) as f64)
+            },
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let delivery = tokio::spawn(delivery::run(
+            delivery::Delivery {
+                cluster: cluster.clone(),
+                spool: spool.clone(),
+                dead,
+                failing,
+                held,
+            },
+            stop_rx,
+        ));
         Ok(Self {
             cluster,
             spool,
-            drain,
+            stop,
+            delivery,
         })
     }
 }
@@ -159,58 +202,57 @@ impl Export for ElasticsearchExporter {
                 ))
             }
         };
-        if let Some(spool) = &self.spool {
-            // A full disk queue pushes back: wait for the drain to make room.
-            while spool.is_full() {
-                let changed = spool.changed.notified();
-                if !spool.is_full() {
-                    break;
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+        let spool = &self.spool;
+        // A full queue pushes back: wait for the delivery to make room.
+        while spool.is_full() {
+            let changed = spool.changed.notified();
+            if !spool.is_full() {
+                break;
             }
-            // Written and synced on a blocking thread, not on the runtime's workers.
-            spool::blocking(spool, move |s| s.append(&docs))
-                .await
-                .map_err(|e| ExportError::retryable(format!("writing the disk queue: {e}")))?;
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+        }
+        // Written and synced on a blocking thread, not on the runtime's workers.
+        let seq = spool::blocking(spool, move |s| s.append(docs))
+            .await
+            .map_err(|e| ExportError::retryable(format!("writing the disk queue: {e}")))?;
+        if spool.on_disk() {
+            // Safe on disk: acknowledged now, delivered by the delivery task.
             return Ok(Delivered::default());
         }
-        self.cluster.ensure_ready().await?;
-        let rejected = self.cluster.write(docs).await?;
-        // A window counts as failed if any of its documents was given up.
+        // In memory only: the batch counts as delivered once the cluster has it.
+        let given_up = spool.settled(seq).await.unwrap_or(0);
         Ok(Delivered {
-            rejected: rejected.min(batch.items),
+            rejected: given_up.min(batch.items),
         })
     }
 
-    /// With a disk queue, gives the drain a few seconds to empty it; what remains stays on
-    /// disk and is sent at the next start.
+    /// Gives the delivery a few seconds to empty the disk queue; what remains stays on disk
+    /// and is sent at the next start.
     async fn shutdown(&self) {
-        let Some(spool) = &self.spool else {
-            return;
-        };
+        let spool = &self.spool;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while spool.bytes() > 0 && tokio::time::Instant::now() < deadline {
             let changed = spool.changed.notified();
+            if spool.bytes() == 0 {
+                break;
+            }
             let _ = tokio::time::timeout_at(deadline, changed).await;
         }
         if spool.bytes() > 0 {
             tracing::warn!(
                 bytes = spool.bytes(),
-                directory = %self.cluster.cfg.queue.directory,
+                segments = spool.len(),
+                directory = %spool.dir().map(|d| d.display().to_string()).unwrap_or_default(),
                 "documents remain in the disk queue; they are sent at the next start"
             );
         }
-        if let Some(d) = &self.drain {
-            d.abort();
-        }
+        let _ = self.stop.send(true);
     }
 }
 
 impl Drop for ElasticsearchExporter {
     fn drop(&mut self) {
-        if let Some(d) = &self.drain {
-            d.abort();
-        }
+        self.delivery.abort();
     }
 }
 

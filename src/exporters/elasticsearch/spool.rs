@@ -1,25 +1,49 @@
-//! The optional on-disk queue (`queue.directory`): documents are appended to spool files before
-//! the batch is acknowledged, and a drain task writes them to the cluster in order, deleting
-//! each file once every document in it is written (or refused as invalid). It survives a
-//! restart (files left behind are drained first) and an outage of any length up to
-//! `queue.max_bytes`; past that, `export` waits, which pushes back on the pipeline.
-//! A file resent after a crash is harmless: ids are deterministic and `create` answers 409.
+//! Where accepted documents wait for the cluster: numbered segments, one per exported batch,
+//! either as files in the disk queue (`queue.directory`, the default) or in memory
+//! (`directory: ""`). The delivery task reads segments in order and removes each one once
+//! every document in it is settled (written, already there, or dead-lettered).
+//!
+//! On disk a segment is written atomically: a temporary file, fsync, rename, then an fsync of
+//! the directory so the rename survives a power cut. Temporary files left by a crash are
+//! removed at open; a file resent after a crash is harmless (ids are deterministic and
+//! `create` answers 409). One process at a time owns a directory (an exclusive lock).
 
-use super::cluster::Cluster;
 use super::Doc;
-use crate::exporters::framework::{Backoff, ExportError};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+
+/// A segment as read back.
+pub enum Segment {
+    Docs {
+        seq: u64,
+        docs: Vec<Doc>,
+        /// Lines of a spool file that do not parse as a document (with the reason).
+        unreadable: Vec<(String, String)>,
+    },
+    /// A spool file that cannot be read at all (moved aside by [`Spool::quarantine`]).
+    Unreadable { seq: u64, error: String },
+}
+
+enum Store {
+    Disk { dir: PathBuf, _lock: File },
+    Memory(Mutex<HashMap<u64, Vec<Doc>>>),
+}
 
 pub struct Spool {
-    dir: PathBuf,
+    store: Store,
     max_bytes: u64,
     next_seq: AtomicU64,
     bytes: AtomicU64,
-    /// Woken when a file is added (for the drain) or removed (for a waiting writer).
+    /// Every segment present, with its size.
+    segments: Mutex<BTreeMap<u64, u64>>,
+    /// Exports waiting for their segment to be settled (memory mode), told how many of its
+    /// documents were given up.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<usize>>>,
+    /// Woken when a segment is added (for the delivery) or removed (for a waiting writer).
     pub changed: Arc<Notify>,
 }
 
@@ -32,27 +56,80 @@ fn seq_of(p: &Path) -> Option<u64> {
         .ok()
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn doc_size(d: &Doc) -> u64 {
+    (d.body.get().len() + d.index.len() + d.id.len() + 32) as u64
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl Spool {
+    /// The disk queue in `dir`: created if missing, locked for this process, its segments
+    /// (left by an earlier run) listed for delivery.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let files = list(dir)?;
-        let next = files
-            .iter()
-            .filter_map(|p| seq_of(p))
-            .max()
-            .map_or(0, |s| s + 1);
-        let bytes = files
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
+        let lock = File::create(dir.join(".lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(std::io::Error::other(format!(
+                "another process holds the disk queue ({e})"
+            )));
+        }
+        let mut segments = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".tmp") {
+                // A write a crash interrupted: its batch was never acknowledged.
+                std::fs::remove_file(&path)?;
+            } else if let Some(seq) = seq_of(&path) {
+                segments.insert(seq, entry.metadata().map(|m| m.len()).unwrap_or(0));
+            }
+        }
+        let next = segments.keys().next_back().map_or(0, |s| s + 1);
+        let bytes = segments.values().sum();
         Ok(Self {
-            dir: dir.to_path_buf(),
+            store: Store::Disk {
+                dir: dir.to_path_buf(),
+                _lock: lock,
+            },
             max_bytes,
             next_seq: AtomicU64::new(next),
             bytes: AtomicU64::new(bytes),
+            segments: Mutex::new(segments),
+            waiters: Mutex::new(HashMap::new()),
             changed: Arc::new(Notify::new()),
         })
+    }
+
+    /// Segments kept in memory only (lost at a crash; a shutdown waits for them).
+    pub fn memory(max_bytes: u64) -> Self {
+        Self {
+            store: Store::Memory(Mutex::new(HashMap::new())),
+            max_bytes,
+            next_seq: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            segments: Mutex::new(BTreeMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn on_disk(&self) -> bool {
+        matches!(self.store, Store::Disk { .. })
+    }
+
+    /// The directory of the disk queue.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.store {
+            Store::Disk { dir, .. } => Some(dir),
+            Store::Memory(_) => None,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -63,99 +140,146 @@ impl Spool {
         self.bytes() >= self.max_bytes
     }
 
-    /// Writes the documents as one new spool file (atomically: temp file, fsync, rename).
-    pub fn append(&self, docs: &[Doc]) -> std::io::Result<()> {
-        use std::io::Write;
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let path = self.dir.join(format!("spool-{seq:020}.ndjson"));
-        let tmp = self.dir.join(format!(".spool-{seq:020}.tmp"));
-        let mut text = Vec::new();
-        for d in docs {
-            serde_json::to_writer(&mut text, d)?;
-            text.push(b'\n');
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        self.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
-        self.changed.notify_waiters();
-        Ok(())
+    /// Segments waiting, delivered or not yet.
+    pub fn len(&self) -> usize {
+        lock(&self.segments).len()
     }
 
-    /// The oldest spool file and its documents, if any.
-    pub fn oldest(&self) -> std::io::Result<Option<(PathBuf, Vec<Doc>)>> {
-        let Some(path) = list(&self.dir)?.into_iter().next() else {
+    /// Stores the documents as one new segment; returns its number.
+    pub fn append(&self, docs: Vec<Doc>) -> std::io::Result<u64> {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let size = match &self.store {
+            Store::Disk { dir, .. } => {
+                use std::io::Write;
+                let path = dir.join(format!("spool-{seq:020}.ndjson"));
+                let tmp = dir.join(format!(".spool-{seq:020}.tmp"));
+                let mut text = Vec::new();
+                for d in &docs {
+                    serde_json::to_writer(&mut text, d)?;
+                    text.push(b'\n');
+                }
+                let mut f = File::create(&tmp)?;
+                f.write_all(&text)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                sync_dir(dir)?;
+                text.len() as u64
+            }
+            Store::Memory(m) => {
+                let size = docs.iter().map(doc_size).sum();
+                lock(m).insert(seq, docs);
+                size
+            }
+        };
+        lock(&self.segments).insert(seq, size);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        Ok(seq)
+    }
+
+    /// Told how many documents of segment `seq` were given up, once it is settled.
+    pub fn settled(&self, seq: u64) -> oneshot::Receiver<usize> {
+        let (tx, rx) = oneshot::channel();
+        // Waiters before segments, as in `forget`: a segment settled meanwhile is not missed.
+        let mut waiters = lock(&self.waiters);
+        if lock(&self.segments).contains_key(&seq) {
+            waiters.insert(seq, tx);
+        } else {
+            let _ = tx.send(0);
+        }
+        rx
+    }
+
+    /// The first segment after `cursor` (all of them from the start when `None`).
+    pub fn next_after(&self, cursor: Option<u64>) -> std::io::Result<Option<Segment>> {
+        let from = cursor.map_or(0, |c| c + 1);
+        let Some(seq) = lock(&self.segments).range(from..).next().map(|(s, _)| *s) else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(&path)?;
-        let docs = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Doc>(l).ok())
-            .collect();
-        Ok(Some((path, docs)))
-    }
-
-    pub fn remove(&self, path: &Path) -> std::io::Result<()> {
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        std::fs::remove_file(path)?;
-        self.bytes
-            .fetch_sub(len.min(self.bytes()), Ordering::Relaxed);
-        self.changed.notify_waiters();
-        Ok(())
-    }
-}
-
-/// Writes spooled files to the cluster, oldest first, until the exporter is dropped.
-pub(super) async fn drain(cluster: Arc<Cluster>, spool: Arc<Spool>) {
-    // A file stays on disk until it is written: a failed request is retried without end, at
-    // the configured pace (documents refused one by one are retried within `write` and, past
-    // max_elapsed_time, counted as rejected).
-    let mut backoff = Backoff::unbounded(&cluster.cfg.retry_on_failure);
-    loop {
-        let changed = spool.changed.notified();
-        let next = match blocking(&spool, |s| s.oldest()).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the disk queue failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some((path, docs)) = next else {
-            changed.await;
-            continue;
-        };
-        let result = match cluster.ensure_ready().await {
-            Ok(()) => cluster.write(docs).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                backoff.reset();
-                let file = path.clone();
-                if let Err(e) = blocking(&spool, move |s| s.remove(&file)).await {
-                    tracing::error!(error = %e, path = %path.display(), "cannot remove a written spool file");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            Err(e) => {
-                let first = backoff.retries() == 0;
-                let after = match &e {
-                    ExportError::Retryable { after, .. } => *after,
-                    ExportError::Permanent { .. } => None,
+        match &self.store {
+            Store::Memory(m) => Ok(Some(Segment::Docs {
+                seq,
+                docs: lock(m).get(&seq).cloned().unwrap_or_default(),
+                unreadable: Vec::new(),
+            })),
+            Store::Disk { dir, .. } => {
+                let path = dir.join(format!("spool-{seq:020}.ndjson"));
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Ok(Some(Segment::Unreadable {
+                            seq,
+                            error: e.to_string(),
+                        }))
+                    }
                 };
-                let wait = backoff.next(after).unwrap_or(Duration::from_secs(1));
-                if first {
-                    tracing::warn!(error = %e, retry_in = ?wait, "disk queue: send failed; retrying (documents stay on disk)");
+                let mut docs = Vec::new();
+                let mut unreadable = Vec::new();
+                for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    match serde_json::from_slice::<Doc>(line) {
+                        Ok(d) => docs.push(d),
+                        Err(e) => unreadable.push((
+                            String::from_utf8_lossy(line).into_owned(),
+                            format!("unreadable line in {}: {e}", path.display()),
+                        )),
+                    }
                 }
-                tokio::time::sleep(wait).await;
+                Ok(Some(Segment::Docs {
+                    seq,
+                    docs,
+                    unreadable,
+                }))
             }
         }
     }
+
+    /// Drops a settled segment and tells its waiter how many documents were given up.
+    pub fn remove(&self, seq: u64, given_up: usize) -> std::io::Result<()> {
+        match &self.store {
+            Store::Disk { dir, .. } => {
+                match std::fs::remove_file(dir.join(format!("spool-{seq:020}.ndjson"))) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Store::Memory(m) => {
+                lock(m).remove(&seq);
+            }
+        }
+        self.forget(seq, given_up);
+        Ok(())
+    }
+
+    /// Moves an unreadable spool file aside (into `dead/`), so it never blocks the queue.
+    pub fn quarantine(&self, seq: u64) -> std::io::Result<PathBuf> {
+        let Store::Disk { dir, .. } = &self.store else {
+            self.forget(seq, 0);
+            return Ok(PathBuf::new());
+        };
+        let dead = dir.join("dead");
+        std::fs::create_dir_all(&dead)?;
+        let name = format!("spool-{seq:020}.ndjson");
+        let to = dead.join(&name);
+        std::fs::rename(dir.join(&name), &to)?;
+        sync_dir(dir)?;
+        self.forget(seq, 0);
+        Ok(to)
+    }
+
+    fn forget(&self, seq: u64, given_up: usize) {
+        let mut waiters = lock(&self.waiters);
+        let size = lock(&self.segments).remove(&seq).unwrap_or(0);
+        self.bytes
+            .fetch_sub(size.min(self.bytes()), Ordering::Relaxed);
+        if let Some(w) = waiters.remove(&seq) {
+            let _ = w.send(given_up);
+        }
+        drop(waiters);
+        self.changed.notify_waiters();
+    }
 }
 
-/// Runs spool file work on a blocking thread.
+/// Runs spool work on a blocking thread (file I/O stays off the runtime's workers).
 pub(super) async fn blocking<T: Send + 'static>(
     spool: &Arc<Spool>,
     job: impl FnOnce(&Spool) -> std::io::Result<T> + Send + 'static,
@@ -166,50 +290,93 @@ pub(super) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-/// Spool files, oldest first.
-fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| seq_of(p).is_some())
-        .collect();
-    files.sort_by_key(|p| seq_of(p));
-    Ok(files)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn doc(id: &str) -> Doc {
+        Doc::new(
+            "i".into(),
+            id.into(),
+            &serde_json::json!({ "id": id }),
+            false,
+        )
+    }
+
+    fn ids(s: &Spool, cursor: Option<u64>) -> (u64, Vec<String>) {
+        match s.next_after(cursor).unwrap().unwrap() {
+            Segment::Docs { seq, docs, .. } => (seq, docs.into_iter().map(|d| d.id).collect()),
+            Segment::Unreadable { error, .. } => panic!("{error}"),
+        }
+    }
+
     #[test]
-    fn files_come_back_in_order_and_survive_reopening() {
+    fn segments_come_back_in_order_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let doc = |id: &str| {
-            Doc::new(
-                "i".into(),
-                id.into(),
-                &serde_json::json!({ "id": id }),
-                false,
-            )
-        };
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
-        s.append(&[doc("a"), doc("b")]).unwrap();
-        s.append(&[doc("c")]).unwrap();
+        s.append(vec![doc("a"), doc("b")]).unwrap();
+        s.append(vec![doc("c")]).unwrap();
         assert!(s.bytes() > 0);
-        drop(s);
-        let s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let (p, docs) = s.oldest().unwrap().unwrap();
-        assert_eq!(
-            docs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+        assert!(
+            Spool::open(dir.path(), 1 << 20).is_err(),
+            "one process per directory"
         );
-        s.remove(&p).unwrap();
-        s.append(&[doc("d")]).unwrap();
-        let (p, docs) = s.oldest().unwrap().unwrap();
-        assert_eq!(docs[0].id, "c");
-        s.remove(&p).unwrap();
-        assert_eq!(s.oldest().unwrap().unwrap().1[0].id, "d");
+        drop(s);
+        std::fs::write(dir.path().join(".spool-00000000000000000009.tmp"), "torn").unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(!dir.path().join(".spool-00000000000000000009.tmp").exists());
+        let (first, docs) = ids(&s, None);
+        assert_eq!(docs, ["a", "b"]);
+        let (second, docs) = ids(&s, Some(first));
+        assert_eq!(docs, ["c"]);
+        s.remove(first, 0).unwrap();
+        s.append(vec![doc("d")]).unwrap();
+        assert_eq!(ids(&s, Some(second)).1, ["d"]);
+        assert_eq!(ids(&s, None).1, ["c"]);
+        assert_eq!(s.len(), 2);
+        drop(s);
         let tiny = Spool::open(dir.path(), 1).unwrap();
         assert!(tiny.is_full());
+    }
+
+    #[test]
+    fn unreadable_lines_and_files_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = serde_json::to_string(&doc("a")).unwrap();
+        std::fs::write(
+            dir.path().join("spool-00000000000000000000.ndjson"),
+            format!("{good}\n{{\"broken\n"),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("spool-00000000000000000001.ndjson")).unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let Some(Segment::Docs {
+            seq,
+            docs,
+            unreadable,
+        }) = s.next_after(None).unwrap()
+        else {
+            panic!("a segment")
+        };
+        assert_eq!((docs.len(), unreadable.len()), (1, 1));
+        assert!(unreadable[0].1.contains("unreadable line"));
+        let Some(Segment::Unreadable { seq: bad, .. }) = s.next_after(Some(seq)).unwrap() else {
+            panic!("an unreadable file")
+        };
+        let moved = s.quarantine(bad).unwrap();
+        assert!(moved.exists());
+        assert!(s.next_after(Some(seq)).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_segments_tell_their_writer_when_settled() {
+        let s = Spool::memory(1 << 20);
+        let seq = s.append(vec![doc("a")]).unwrap();
+        let rx = s.settled(seq);
+        assert!(s.bytes() > 0);
+        s.remove(seq, 1).unwrap();
+        assert_eq!(rx.await.unwrap(), 1);
+        assert_eq!(s.bytes(), 0);
+        assert_eq!(s.settled(seq).await.unwrap(), 0, "already settled");
     }
 }

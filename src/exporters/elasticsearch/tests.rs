@@ -1,4 +1,4 @@
-use super::bulk::chunks;
+use super::bulk::next_request;
 use super::*;
 use crate::exporters::ExporterType;
 use crate::model::window::{Anomaly, SeriesKey, Severity, WindowRecord, N_FEATURES};
@@ -89,19 +89,24 @@ fn requests_are_split_by_count_and_size() {
         .map(|i| window("a", 1_767_571_200 + i * 10, false))
         .collect();
     let docs = documents(&cfg, &ws);
-    assert_eq!(
-        chunks(&docs, 3, 1 << 20)
-            .iter()
-            .map(|c| c.len())
-            .collect::<Vec<_>>(),
-        [3, 3, 3, 1]
-    );
+    let requests = |max_docs, max_bytes| {
+        let mut rest = &docs[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let n = next_request(rest, max_docs, max_bytes);
+            out.push(n);
+            rest = &rest[n..];
+        }
+        out
+    };
+    assert_eq!(requests(3, 1 << 20), [3, 3, 3, 1]);
     let one = docs[0].body.get().len();
-    let by_size = chunks(&docs, 100, one * 2 + 300);
-    assert!(
-        by_size.iter().all(|c| c.len() <= 2),
-        "{:?}",
-        by_size.iter().map(|c| c.len()).collect::<Vec<_>>()
+    let by_size = requests(100, one * 2 + 300);
+    assert!(by_size.iter().all(|&n| n == 2), "{by_size:?}");
+    assert_eq!(
+        requests(100, 1),
+        vec![1; 10],
+        "one document even when larger"
     );
 }
 

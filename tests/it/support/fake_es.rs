@@ -24,6 +24,12 @@ pub struct Faults {
     pub reject_edges: bool,
     /// Delay before answering each `_bulk`.
     pub delay: Duration,
+    /// Every item is refused with 429 with this probability (in percent), at random.
+    pub item_429_percent: u32,
+    /// Whole `_bulk` requests get this status until the instant passes.
+    pub status_until: Option<(u16, std::time::Instant)>,
+    /// Bodies larger than this (uncompressed) get 413.
+    pub max_body: Option<usize>,
 }
 
 #[derive(Default)]
@@ -35,6 +41,23 @@ pub struct FakeState {
     pub conflicts: usize,
     pub rejected: usize,
     pub templates: Vec<String>,
+    pub too_large: usize,
+    /// Items answered 429 (either fault).
+    pub item_429s_answered: usize,
+    /// Stored versions of documents written with `index` and an external version.
+    pub versions: HashMap<(String, String), u64>,
+    rng: u64,
+}
+
+impl FakeState {
+    /// A small deterministic generator for the random faults.
+    fn roll(&mut self, percent: u32) -> bool {
+        self.rng = self
+            .rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.rng >> 33) % 100) < percent as u64
+    }
 }
 
 #[derive(Clone, Default)]
@@ -114,6 +137,16 @@ async fn bulk(State(es): State<FakeEs>, headers: HeaderMap, body: Bytes) -> Resp
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return (code, [("retry-after", "0")], "{\"error\":\"busy\"}").into_response();
     }
+    if let Some((status, until)) = st.faults.status_until {
+        if std::time::Instant::now() < until {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (code, "{\"error\":\"refused\"}").into_response();
+        }
+    }
+    if st.faults.max_body.is_some_and(|max| text.len() > max) {
+        st.too_large += 1;
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request entity too large").into_response();
+    }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut items = Vec::new();
     let mut errors = false;
@@ -124,14 +157,32 @@ async fn bulk(State(es): State<FakeEs>, headers: HeaderMap, body: Bytes) -> Resp
         ) else {
             return (StatusCode::BAD_REQUEST, "malformed bulk body").into_response();
         };
-        let op = action["create"].clone();
+        let replace = action.get("index").is_some();
+        let op = if replace {
+            action["index"].clone()
+        } else {
+            action["create"].clone()
+        };
         let key = (
             op["_index"].as_str().unwrap_or("").to_string(),
             op["_id"].as_str().unwrap_or("").to_string(),
         );
+        let percent = st.faults.item_429_percent;
         let (status, error) = if st.faults.item_429s > 0 {
             st.faults.item_429s -= 1;
             (429, Some("es_rejected_execution_exception"))
+        } else if percent > 0 && st.roll(percent) {
+            (429, Some("es_rejected_execution_exception"))
+        } else if replace {
+            let version = op["version"].as_u64().unwrap_or(0);
+            if st.versions.get(&key).is_some_and(|&v| v > version) {
+                st.conflicts += 1;
+                (409, Some("version_conflict_engine_exception"))
+            } else {
+                st.versions.insert(key.clone(), version);
+                st.docs.insert(key.clone(), source);
+                (200, None)
+            }
         } else if st.faults.reject_edges && !source["service"]["target"].is_null() {
             st.rejected += 1;
             (400, Some("mapper_parsing_exception"))
@@ -143,11 +194,12 @@ async fn bulk(State(es): State<FakeEs>, headers: HeaderMap, body: Bytes) -> Resp
             (201, None)
         };
         errors |= error.is_some();
+        st.item_429s_answered += (status == 429) as usize;
         let mut item = json!({ "_index": key.0, "_id": key.1, "status": status });
         if let Some(e) = error {
             item["error"] = json!({ "type": e, "reason": format!("{e} (fake)") });
         }
-        items.push(json!({ "create": item }));
+        items.push(json!({ if replace { "index" } else { "create" }: item }));
     }
     (
         [("content-type", "application/json")],
