@@ -1,6 +1,6 @@
 //! The checks across components: every pipeline's references resolve, each step can take what
-//! the step before it produces, every defined component is used, and no two listeners share a
-//! port. Each check is a small pass that reports into the shared error list.
+//! the step before it produces, every defined component is used, no two listeners share a
+//! port, and every authenticator a receiver names is defined and enabled. Each check is a small pass that reports into the shared error list.
 
 use super::{
     decode_section, key_str, listen_addr, Broken, ConfigError, Listen, Pipeline, PipelineConfig,
@@ -8,6 +8,7 @@ use super::{
 };
 use crate::config::id::ComponentId;
 use crate::exporters::ExporterConfig;
+use crate::extensions::ExtensionConfig;
 use crate::pipeline::DataKind;
 use crate::processors::ProcessorConfig;
 use crate::receivers::ReceiverConfig;
@@ -304,4 +305,64 @@ pub(super) fn check_ports(
             }
         }
     }
+}
+
+/// `service.extensions` names defined extensions, each once; every receiver protocol's
+/// `auth.authenticator` names an authenticator extension that `service.extensions` enables.
+/// Returns the enabled extensions.
+pub(super) fn check_extensions(
+    service: &ServiceSection,
+    extensions: &[(ComponentId, ExtensionConfig)],
+    receivers: &[(ComponentId, ReceiverConfig)],
+    broken: &Broken,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ComponentId> {
+    let mut enabled: Vec<ComponentId> = Vec::new();
+    for (i, name) in service.extensions.iter().enumerate() {
+        let path = format!("service.extensions[{i}]");
+        let id = match ComponentId::parse(name) {
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(ConfigError::new(path, e));
+                continue;
+            }
+        };
+        let defined = extensions.iter().any(|(d, _)| *d == id);
+        if !defined && !broken.contains(&("extensions", name.clone())) {
+            errors.push(ConfigError::new(
+                path,
+                format!("extension {name:?} is not defined under extensions"),
+            ));
+        } else if enabled.contains(&id) {
+            errors.push(ConfigError::new(path, format!("{name:?} is listed twice")));
+        } else {
+            enabled.push(id);
+        }
+    }
+    for (rid, r) in receivers {
+        for (path, name) in r.authenticators(&format!("receivers.{rid}")) {
+            if broken.contains(&("extensions", name.clone())) {
+                continue;
+            }
+            let found = ComponentId::parse(&name)
+                .ok()
+                .and_then(|id| extensions.iter().find(|(d, _)| *d == id));
+            match found {
+                None => errors.push(ConfigError::new(
+                    path,
+                    format!("authenticator {name:?} is not defined under extensions"),
+                )),
+                Some((_, e)) if !e.is_authenticator() => errors.push(ConfigError::new(
+                    path,
+                    format!("extension {name:?} is not an authenticator"),
+                )),
+                Some((id, _)) if !enabled.contains(id) => errors.push(ConfigError::new(
+                    path,
+                    format!("authenticator {name:?} is not enabled: list it in service.extensions"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    enabled
 }

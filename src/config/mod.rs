@@ -22,6 +22,7 @@ pub use id::ComponentId;
 pub use listen::{listen_addr, parse_endpoint, Listen};
 
 use crate::exporters::ExporterConfig;
+use crate::extensions::ExtensionConfig;
 use crate::pipeline::DataKind;
 use crate::processors::ProcessorConfig;
 use crate::receivers::ReceiverConfig;
@@ -82,6 +83,8 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields, default)]
 struct ServiceSection {
     telemetry: TelemetryConfig,
+    /// The extensions to start, by id.
+    extensions: Vec<String>,
     pipelines: Mapping,
     /// One deadline for draining and flushing everything on SIGINT/SIGTERM.
     shutdown_timeout: ConfigDuration,
@@ -91,6 +94,7 @@ impl Default for ServiceSection {
     fn default() -> Self {
         Self {
             telemetry: TelemetryConfig::default(),
+            extensions: Vec::new(),
             pipelines: Mapping::new(),
             shutdown_timeout: ConfigDuration::from_secs(10),
         }
@@ -118,6 +122,9 @@ pub struct Config {
     pub pipelines: Vec<Pipeline>,
     pub telemetry: TelemetryConfig,
     pub shutdown_timeout: ConfigDuration,
+    pub extensions: Vec<(ComponentId, ExtensionConfig)>,
+    /// The extensions `service.extensions` enables, in order.
+    pub service_extensions: Vec<ComponentId>,
 }
 
 impl Config {
@@ -179,6 +186,13 @@ pub fn parse(
         &mut errors,
         &mut broken,
     );
+    let extensions = decode_components(
+        "extensions",
+        sections.extensions,
+        crate::extensions::parse_config,
+        &mut errors,
+        &mut broken,
+    );
     let service = ServiceSection::decode(sections.service, &mut errors);
 
     let components = graph::Components {
@@ -189,6 +203,8 @@ pub fn parse(
     };
     let pipelines = graph::check_graph(&service, &components, &mut errors);
     graph::check_ports(&service, &receivers, &mut errors);
+    let service_extensions =
+        graph::check_extensions(&service, &extensions, &receivers, &broken, &mut errors);
 
     if errors.is_empty() {
         Ok(Config {
@@ -198,15 +214,18 @@ pub fn parse(
             pipelines,
             telemetry: service.telemetry,
             shutdown_timeout: service.shutdown_timeout,
+            extensions,
+            service_extensions,
         })
     } else {
         Err(ConfigErrors(errors))
     }
 }
 
-/// The file's four top-level sections, still undecoded.
+/// The file's top-level sections, still undecoded.
 #[derive(Default)]
 struct Sections {
+    extensions: Mapping,
     receivers: Mapping,
     processors: Mapping,
     exporters: Mapping,
@@ -235,6 +254,7 @@ impl Sections {
                 "receivers" => &mut sections.receivers,
                 "processors" => &mut sections.processors,
                 "exporters" => &mut sections.exporters,
+                "extensions" => &mut sections.extensions,
                 "service" => {
                     sections.service = v;
                     continue;
@@ -242,7 +262,7 @@ impl Sections {
                 other => {
                     errors.push(ConfigError::new(
                         other,
-                        "unknown top-level key (expected receivers, processors, exporters, service)",
+                        "unknown top-level key (expected receivers, processors, exporters, extensions, service)",
                     ));
                     continue;
                 }

@@ -113,11 +113,11 @@ service:
     traces/detect: { receivers: [otlp], exporters: [nop, missing] }
     traces/empty: { receivers: [], exporters: [] }
     spans: { receivers: [otlp], exporters: [nop] }
-extensions: {}
+connectors: {}
 "#;
     let errs = errors_of(yaml);
     let expect = [
-        "extensions: unknown top-level key",
+        "connectors: unknown top-level key",
         "receivers.otlp.protocols.grpc.bogus: unknown field `bogus`",
         "receivers.kafka: unknown receiver type \"kafka\" (known: otlp, otlpjsonfile)",
         "exporters.otlp/collector.compression: unknown variant `brotli`",
@@ -248,4 +248,64 @@ fn an_empty_file_needs_a_pipeline() {
         errs,
         ["service.pipelines: at least one pipeline is required"]
     );
+}
+
+#[test]
+fn authenticators_must_be_defined_enabled_and_valid() {
+    let yaml = r#"
+extensions:
+  bearertokenauth: { token: "t0ken" }
+  bearertokenauth/idle: { token: "x" }
+  basicauth: { htpasswd: { inline: "nopassword" } }
+  bearertokenauth/both: { token: "a", filename: "/f" }
+  oauth2client: {}
+receivers:
+  otlp:
+    protocols:
+      grpc: { auth: { authenticator: bearertokenauth } }
+      http: { auth: { authenticator: bearertokenauth/idle } }
+  otlp/b:
+    protocols:
+      grpc: { endpoint: "localhost:5317", auth: { authenticator: missing } }
+exporters:
+  nop:
+service:
+  extensions: [bearertokenauth, bearertokenauth, nothere]
+  pipelines:
+    traces: { receivers: [otlp, otlp/b], exporters: [nop] }
+"#;
+    let errs = errors_of(yaml);
+    let expect = [
+        "extensions.basicauth.htpasswd.inline: inline line 1: expected user:password",
+        "extensions.bearertokenauth/both: set exactly one of token, tokens or filename",
+        "extensions.oauth2client: unknown extension type \"oauth2client\" (known: bearertokenauth, basicauth)",
+        "service.extensions[1]: \"bearertokenauth\" is listed twice",
+        "service.extensions[2]: extension \"nothere\" is not defined under extensions",
+        "receivers.otlp.protocols.http.auth.authenticator: authenticator \"bearertokenauth/idle\" is not enabled: list it in service.extensions",
+        "receivers.otlp/b.protocols.grpc.auth.authenticator: authenticator \"missing\" is not defined under extensions",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
+
+    let ok = r#"
+extensions:
+  basicauth/team: { htpasswd: { inline: "ann:pw" } }
+receivers:
+  otlp: { protocols: { http: { auth: { authenticator: basicauth/team } } } }
+exporters:
+  nop:
+service:
+  extensions: [basicauth/team]
+  pipelines:
+    traces: { receivers: [otlp], exporters: [nop] }
+"#;
+    let cfg = parse(ok, &no_env).unwrap();
+    assert_eq!(cfg.service_extensions.len(), 1);
+    assert!(format!("{cfg:?}").contains("***") && !format!("{cfg:?}").contains("ann:pw"));
 }

@@ -33,6 +33,8 @@ pub enum ServiceError {
     Exporter(#[from] ExporterError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryServerError),
+    #[error(transparent)]
+    Extension(#[from] crate::extensions::ExtensionError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -112,6 +114,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, ServiceError> {
     let health = HealthState::default();
+    let extensions = Arc::new(crate::extensions::Extensions::start(&cfg)?);
     let Exporters {
         inputs,
         tasks: exporter_tasks,
@@ -121,7 +124,7 @@ pub async fn run(
     // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
     drop(inputs);
     let stop = CancellationToken::new();
-    let receivers = start_receivers(&cfg, &telemetry, &pipeline_inputs, &stop).await?;
+    let receivers = start_receivers(&cfg, &telemetry, &extensions, &pipeline_inputs, &stop).await?;
     drop(pipeline_inputs);
     let telemetry_stop = CancellationToken::new();
     let telemetry_task = start_telemetry(&cfg, &telemetry, &health, &telemetry_stop)
@@ -270,6 +273,7 @@ struct Receivers {
 async fn start_receivers(
     cfg: &Config,
     telemetry: &Telemetry,
+    extensions: &Arc<crate::extensions::Extensions>,
     pipeline_inputs: &[(&Pipeline, PipelineInput)],
     stop: &CancellationToken,
 ) -> Result<Receivers, ServiceError> {
@@ -291,6 +295,7 @@ async fn start_receivers(
             consumers,
             telemetry: telemetry.clone(),
             stop: stop.child_token(),
+            extensions: extensions.clone(),
         };
         match crate::receivers::start(rc, ctx).await {
             Ok(r) => {

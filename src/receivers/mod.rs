@@ -31,6 +31,10 @@ pub trait ReceiverType: Sized {
     fn listens(&self, _path: &str) -> Vec<Listen> {
         Vec::new()
     }
+    /// The authenticators it names: (YAML path, extension id).
+    fn authenticators(&self, _path: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Starts receiving; the task ends once it has stopped and let go of the pipelines.
     fn start(
         &self,
@@ -41,6 +45,8 @@ pub trait ReceiverType: Sized {
 /// The table: one line per receiver type.
 macro_rules! receiver_table {
     ($($variant:ident($config:ty)),* $(,)?) => {
+        // Built once from the config file: its size does not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone)]
         pub enum ReceiverConfig {
             $($variant($config)),*
@@ -78,6 +84,13 @@ macro_rules! receiver_table {
             pub fn listens(&self, path: &str) -> Vec<Listen> {
                 match self {
                     $(Self::$variant(c) => c.listens(path)),*
+                }
+            }
+
+            /// The authenticators it names: (YAML path, extension id).
+            pub fn authenticators(&self, path: &str) -> Vec<(String, String)> {
+                match self {
+                    $(Self::$variant(c) => <$config as ReceiverType>::authenticators(c, path)),*
                 }
             }
         }
@@ -118,6 +131,8 @@ pub struct ReceiverContext {
     pub telemetry: Telemetry,
     /// Cancelled when the receiver must stop accepting data.
     pub stop: CancellationToken,
+    /// The started extensions (authenticators).
+    pub extensions: std::sync::Arc<crate::extensions::Extensions>,
 }
 
 /// A started receiver. Its task ends once it has stopped and dropped its pipeline handles.

@@ -180,6 +180,7 @@ pub mod names {
     pub const PIPELINE_SKIPPING: &str = "otelwatch_pipeline_skipping";
     /// 1 while an exporter's last attempt failed (it is retrying or has given up on a batch).
     pub const EXPORTER_FAILING: &str = "otelwatch_exporter_failing";
+    pub const RECEIVER_UNAUTHENTICATED: &str = "otelwatch_receiver_unauthenticated_requests_total";
     pub const ES_DOCUMENTS: &str = "otelwatch_elasticsearch_documents_total";
     pub const ES_DEAD_LETTERS: &str = "otelwatch_elasticsearch_dead_letters_total";
 }

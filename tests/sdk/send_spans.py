@@ -1,8 +1,9 @@
 """Sends spans to otelwatch with the official OpenTelemetry Python SDK and records what it sent.
 
 Usage: send_spans.py --protocol grpc|http --endpoint URL --spans N --service NAME
-                     [--gzip] [--record FILE] [--ca PEM]
+                     [--gzip] [--record FILE] [--ca PEM] [--header KEY=VALUE ...]
   --ca: send over TLS, trusting this CA (gRPC; for HTTP give an https:// URL too).
+  --header: sent with every export (e.g. authorization=Bearer TOKEN).
 Exits 1 if any export was not acknowledged as a success.
 """
 import argparse
@@ -52,7 +53,9 @@ def main():
     p.add_argument("--gzip", action="store_true")
     p.add_argument("--record")
     p.add_argument("--ca")
+    p.add_argument("--header", action="append", default=[])
     a = p.parse_args()
+    headers = dict(h.split("=", 1) for h in a.header) or None
 
     if a.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -66,9 +69,10 @@ def main():
         with open(a.ca, "rb") as f:
             credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
         inner = OTLPSpanExporter(endpoint=a.endpoint, insecure=False, credentials=credentials,
-                                 compression=compression, timeout=10)
+                                 compression=compression, timeout=10, headers=headers)
     elif a.protocol == "grpc":
-        inner = OTLPSpanExporter(endpoint=a.endpoint, insecure=True, compression=compression, timeout=10)
+        inner = OTLPSpanExporter(endpoint=a.endpoint, insecure=True, compression=compression, timeout=10,
+                                 headers=headers)
     else:
         if a.ca:
             # requests prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment over the
@@ -76,7 +80,7 @@ def main():
             os.environ["REQUESTS_CA_BUNDLE"] = a.ca
             os.environ.pop("CURL_CA_BUNDLE", None)
         inner = OTLPSpanExporter(endpoint=a.endpoint, compression=compression, timeout=10,
-                                 certificate_file=a.ca if a.ca else None)
+                                 certificate_file=a.ca if a.ca else None, headers=headers)
     rec = Recording(inner)
     provider = TracerProvider(resource=Resource.create({"service.name": a.service}))
     provider.add_span_processor(BatchSpanProcessor(rec, max_export_batch_size=64, schedule_delay_millis=100))

@@ -1,6 +1,7 @@
 //! OTLP/gRPC: the three `Export` services on one listener.
 
 use super::{Shared, Transport, RETRY_AFTER};
+use crate::extensions::Authenticator;
 use crate::otlp::codec::ServerCodec;
 use crate::otlp::compression::Encoding;
 use crate::otlp::status::RpcStatus;
@@ -26,6 +27,7 @@ use tonic::{Code, Status};
 struct GrpcSignal<S> {
     shared: Arc<Shared>,
     max_recv: usize,
+    auth: Option<Arc<Authenticator>>,
     _signal: PhantomData<fn() -> S>,
 }
 
@@ -34,6 +36,7 @@ impl<S> Clone for GrpcSignal<S> {
         Self {
             shared: self.shared.clone(),
             max_recv: self.max_recv,
+            auth: self.auth.clone(),
             _signal: PhantomData,
         }
     }
@@ -61,6 +64,14 @@ where
         Box::pin(async move {
             if req.uri().path() != S::GRPC_PATH {
                 return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            // Credentials first: a refused request's message is never read.
+            let auth = this.auth.as_deref();
+            if let Err(f) = this
+                .shared
+                .authenticate(Transport::Grpc, auth, req.headers())
+            {
+                return Ok(Status::unauthenticated(f.message()).into_http());
             }
             // An unsupported encoding is refused by tonic below, and not counted.
             let encoding = req
@@ -165,27 +176,33 @@ pub(super) async fn start(
     id: &str,
     cfg: &super::GrpcConfig,
     shared: Arc<Shared>,
+    auth: Option<Arc<Authenticator>>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ReceiverError> {
     let listener = super::bind(id, &cfg.endpoint).await?;
     let local = listener.local_addr().ok();
     let max_recv = cfg.max_recv_msg_size_mib.saturating_mul(1024 * 1024);
-    fn svc<S>(shared: &Arc<Shared>, max_recv: usize) -> GrpcSignal<S> {
+    fn svc<S>(
+        shared: &Arc<Shared>,
+        max_recv: usize,
+        auth: &Option<Arc<Authenticator>>,
+    ) -> GrpcSignal<S> {
         GrpcSignal {
             shared: shared.clone(),
             max_recv,
+            auth: auth.clone(),
             _signal: PhantomData,
         }
     }
     let mut routes = tonic::service::RoutesBuilder::default();
     if shared.has_consumer(SignalKind::Traces) {
-        routes.add_service(svc::<ExportTraceServiceRequest>(&shared, max_recv));
+        routes.add_service(svc::<ExportTraceServiceRequest>(&shared, max_recv, &auth));
     }
     if shared.has_consumer(SignalKind::Metrics) {
-        routes.add_service(svc::<ExportMetricsServiceRequest>(&shared, max_recv));
+        routes.add_service(svc::<ExportMetricsServiceRequest>(&shared, max_recv, &auth));
     }
     if shared.has_consumer(SignalKind::Logs) {
-        routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv));
+        routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv, &auth));
     }
     let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = &cfg.tls {
@@ -198,7 +215,7 @@ pub(super) async fn start(
             .tls_config(tls)
             .map_err(|e| start_err(format!("TLS: {e}")))?;
     }
-    tracing::info!(receiver = id, endpoint = ?local, tls = cfg.tls.is_some(), "OTLP/gRPC receiver listening");
+    tracing::info!(receiver = id, endpoint = ?local, tls = cfg.tls.is_some(), auth = auth.as_ref().map(|a| a.id()), "OTLP/gRPC receiver listening");
     let id = id.to_string();
     Ok(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -2,6 +2,7 @@
 //! compressed. Errors carry a `google.rpc.Status` body in the request's encoding.
 
 use super::{Shared, Transport, RETRY_AFTER};
+use crate::extensions::Authenticator;
 use crate::otlp::compression::{self, DecompressError, Encoding};
 use crate::otlp::status::RpcStatus;
 use crate::otlp::Signal;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 struct HttpState {
     shared: Arc<Shared>,
     max_body: usize,
+    auth: Option<Arc<Authenticator>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,26 @@ fn error_response(
 
 async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Response {
     let shared = &st.shared;
+    // Credentials first: a refused request's body is never read.
+    if let Err(f) = shared.authenticate(Transport::Http, st.auth.as_deref(), req.headers()) {
+        let format = Format::from_headers(req.headers()).unwrap_or(Format::Protobuf);
+        let mut res = error_response(
+            StatusCode::UNAUTHORIZED,
+            format,
+            tonic::Code::Unauthenticated,
+            f.message().into(),
+            false,
+        );
+        if let Some(challenge) = st
+            .auth
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(&a.challenge()).ok())
+        {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        return res;
+    }
     let (format, msg, encoded) = match read_request::<S>(&st, req).await {
         Ok(r) => r,
         Err(Bad(status, format, message)) => {
@@ -194,6 +216,7 @@ pub(super) async fn start(
     id: &str,
     cfg: &super::HttpConfig,
     shared: Arc<Shared>,
+    auth: Option<Arc<Authenticator>>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ReceiverError> {
     let listener = super::bind(id, &cfg.endpoint).await?;
@@ -217,9 +240,11 @@ pub(super) async fn start(
             post(handle::<ExportLogsServiceRequest>),
         );
     }
+    let auth_id = auth.as_ref().map(|a| a.id().to_string());
     let app = router.with_state(HttpState {
         shared,
         max_body: cfg.max_request_body_size,
+        auth,
     });
     let app = app.fallback(|| async {
         (StatusCode::NOT_FOUND, Body::from("not an OTLP path\n")).into_response()
@@ -235,7 +260,7 @@ pub(super) async fn start(
         }
         None => None,
     };
-    tracing::info!(receiver = id, endpoint = ?local, tls = tls.is_some(), "OTLP/HTTP receiver listening");
+    tracing::info!(receiver = id, endpoint = ?local, tls = tls.is_some(), auth = auth_id, "OTLP/HTTP receiver listening");
     let id = id.to_string();
     Ok(tokio::spawn(async move {
         let result = match tls {

@@ -10,6 +10,7 @@
 //!       grpc:
 //!         endpoint: localhost:4317
 //!         max_recv_msg_size_mib: 4
+//!         auth: { authenticator: bearertokenauth }   # optional: an authenticator extension
 //!       http:
 //!         endpoint: localhost:4318
 //!         max_request_body_size: 20971520
@@ -24,6 +25,7 @@ use crate::config::decode::decode_section;
 use crate::config::error::ConfigError;
 use crate::config::listen::{listen_addr, Listen};
 use crate::config::tls::ServerTls;
+use crate::extensions::{AuthSettings, Authenticator};
 use crate::otlp::compression::Encoding;
 use crate::otlp::Signal;
 use crate::pipeline::SignalKind;
@@ -47,6 +49,8 @@ pub struct GrpcConfig {
     pub max_recv_msg_size_mib: usize,
     /// Serve TLS (and require client certificates with `client_ca_file`).
     pub tls: Option<ServerTls>,
+    /// Take only requests the named authenticator extension accepts.
+    pub auth: Option<AuthSettings>,
 }
 
 impl Default for GrpcConfig {
@@ -55,6 +59,7 @@ impl Default for GrpcConfig {
             endpoint: "localhost:4317".into(),
             max_recv_msg_size_mib: 4,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct HttpConfig {
     pub max_request_body_size: usize,
     /// Serve HTTPS (and require client certificates with `client_ca_file`).
     pub tls: Option<ServerTls>,
+    /// Take only requests the named authenticator extension accepts.
+    pub auth: Option<AuthSettings>,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +83,7 @@ impl Default for HttpConfig {
             endpoint: "localhost:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -167,6 +175,24 @@ impl crate::receivers::ReceiverType for OtlpReceiverConfig {
         OtlpReceiverConfig::listens(self, path)
     }
 
+    fn authenticators(&self, path: &str) -> Vec<(String, String)> {
+        let p = &self.protocols;
+        [
+            ("grpc", p.grpc.as_ref().and_then(|g| g.auth.as_ref())),
+            ("http", p.http.as_ref().and_then(|h| h.auth.as_ref())),
+        ]
+        .into_iter()
+        .filter_map(|(proto, auth)| {
+            auth.map(|a| {
+                (
+                    format!("{path}.protocols.{proto}.auth.authenticator"),
+                    a.authenticator.clone(),
+                )
+            })
+        })
+        .collect()
+    }
+
     async fn start(&self, ctx: ReceiverContext) -> Result<RunningReceiver, ReceiverError> {
         start(self, ctx).await
     }
@@ -220,6 +246,8 @@ pub(crate) struct Shared {
     counters: Vec<SignalCounters>,
     /// Requests per transport and content encoding (which clients compress, and how).
     requests: Vec<Counter>,
+    /// Requests refused for missing or invalid credentials, per transport.
+    unauthenticated: [Counter; 2],
 }
 
 impl Shared {
@@ -270,10 +298,21 @@ impl Shared {
                 ));
             }
         }
+        let unauthenticated = [Transport::Grpc, Transport::Http].map(|t| {
+            telemetry.counter(
+                names::RECEIVER_UNAUTHENTICATED,
+                "Requests refused for missing or invalid credentials.",
+                vec![
+                    ("receiver", id.to_string()),
+                    ("transport", t.as_str().to_string()),
+                ],
+            )
+        });
         Self {
             consumers: RwLock::new(consumers),
             counters,
             requests,
+            unauthenticated,
         }
     }
 
@@ -286,6 +325,22 @@ impl Shared {
         if let Some(c) = self.requests.get(t as usize * Encoding::ALL.len() + i) {
             c.inc();
         }
+    }
+
+    /// Checks a request's credentials (when the protocol has an authenticator), counting a
+    /// refusal.
+    pub(crate) fn authenticate(
+        &self,
+        t: Transport,
+        auth: Option<&Authenticator>,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), crate::extensions::AuthFailure> {
+        let Some(a) = auth else {
+            return Ok(());
+        };
+        a.check(headers).inspect_err(|_| {
+            self.unauthenticated[t as usize].inc();
+        })
     }
 
     fn counters(&self, t: Transport, kind: SignalKind) -> &SignalCounters {
@@ -357,17 +412,43 @@ pub(crate) async fn bind(
         })
 }
 
-/// A listener other hosts can reach, without TLS: anyone on the network can send telemetry.
-fn warn_if_open(id: &str, protocol: &str, endpoint: &str, tls: bool) {
+/// A listener other hosts can reach with neither TLS nor authentication: anyone on the
+/// network can send telemetry; with authentication but no TLS, credentials cross in clear.
+fn warn_if_open(id: &str, protocol: &str, endpoint: &str, tls: bool, auth: bool) {
     let open = listen_addr(endpoint).is_ok_and(|a| !a.ip().is_loopback());
-    if open && !tls {
+    if open && !tls && !auth {
         tracing::warn!(
             receiver = id,
             protocol,
             endpoint,
-            "listening beyond this host without TLS: any host that reaches it can send telemetry"
+            "listening beyond this host with neither TLS nor authentication: any host that reaches it can send telemetry"
+        );
+    } else if open && !tls {
+        tracing::warn!(
+            receiver = id,
+            protocol,
+            endpoint,
+            "listening beyond this host with authentication but without TLS: credentials cross the network in clear"
         );
     }
+}
+
+/// The authenticator a protocol names (checked to exist when the config was loaded).
+fn authenticator(
+    id: &str,
+    auth: Option<&AuthSettings>,
+    ctx: &ReceiverContext,
+) -> Result<Option<Arc<Authenticator>>, ReceiverError> {
+    let Some(a) = auth else {
+        return Ok(None);
+    };
+    ctx.extensions
+        .authenticator(&a.authenticator)
+        .map(Some)
+        .ok_or_else(|| ReceiverError::Start {
+            receiver: id.to_string(),
+            message: format!("authenticator {:?} is not running", a.authenticator),
+        })
 }
 
 pub async fn start(
@@ -375,15 +456,21 @@ pub async fn start(
     ctx: ReceiverContext,
 ) -> Result<RunningReceiver, ReceiverError> {
     let id = ctx.id.to_string();
+    let grpc_auth = cfg.protocols.grpc.as_ref().and_then(|g| g.auth.as_ref());
+    let grpc_auth = authenticator(&id, grpc_auth, &ctx)?;
+    let http_auth = cfg.protocols.http.as_ref().and_then(|h| h.auth.as_ref());
+    let http_auth = authenticator(&id, http_auth, &ctx)?;
     let shared = Arc::new(Shared::new(&id, ctx.consumers, &ctx.telemetry));
     let mut tasks = Vec::new();
     if let Some(g) = &cfg.protocols.grpc {
-        warn_if_open(&id, "grpc", &g.endpoint, g.tls.is_some());
-        tasks.push(grpc::start(&id, g, shared.clone(), ctx.stop.clone()).await?);
+        let auth = grpc_auth;
+        warn_if_open(&id, "grpc", &g.endpoint, g.tls.is_some(), auth.is_some());
+        tasks.push(grpc::start(&id, g, shared.clone(), auth, ctx.stop.clone()).await?);
     }
     if let Some(h) = &cfg.protocols.http {
-        warn_if_open(&id, "http", &h.endpoint, h.tls.is_some());
-        tasks.push(http::start(&id, h, shared.clone(), ctx.stop.clone()).await?);
+        let auth = http_auth;
+        warn_if_open(&id, "http", &h.endpoint, h.tls.is_some(), auth.is_some());
+        tasks.push(http::start(&id, h, shared.clone(), auth, ctx.stop.clone()).await?);
     }
     let task = tokio::spawn(async move {
         for t in tasks {
