@@ -25,6 +25,7 @@ fn span_batch(spans: usize) -> Batch {
         payload: Payload::Traces(Arc::new(req)),
         encoded: None,
         items,
+        held: Default::default(),
     }
 }
 

@@ -357,6 +357,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(req)),
             encoded: None,
             items: 1,
+            held: Default::default(),
         };
         assert_eq!(
             render(&batch, Verbosity::Basic),

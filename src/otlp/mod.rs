@@ -61,6 +61,7 @@ pub fn batch_from<S: Signal>(msg: S, encoded: Option<Bytes>, checked: &Checked) 
         payload: msg.into_payload(),
         encoded: if checked.rejected == 0 { encoded } else { None },
         items: checked.accepted,
+        held: Default::default(),
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Batch {
     pub encoded: Option<Bytes>,
     /// Items in the batch (spans, metric data points or log records).
     pub items: usize,
+    /// Its share of the memory pool (received batches); released with the last copy.
+    pub held: super::memory::Held,
 }
 
 impl Batch {
@@ -184,11 +186,13 @@ impl Batch {
                     payload: other,
                     encoded: b.encoded,
                     items: b.items,
+                    held: b.held,
                 })
             }
         };
         if merged {
             self.items += b.items;
+            self.held.absorb(b.held);
             self.encoded = None;
         }
         Ok(())
@@ -224,6 +228,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(req.clone())),
             encoded: Some(bytes.clone()),
             items: 1,
+            held: Default::default(),
         };
         let slim = batch.encoded_only();
         assert_eq!(slim.encoded.as_ref(), Some(&bytes));
@@ -235,6 +240,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(req)),
             encoded: None,
             items: 1,
+            held: Default::default(),
         }
         .encoded_only();
         assert!(matches!(&kept.payload, Payload::Traces(t) if t.resource_spans.len() == 1));

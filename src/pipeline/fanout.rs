@@ -1,5 +1,6 @@
 //! How a receiver hands a batch to the pipelines that listen to it.
 
+use super::memory::MemoryPool;
 use super::Batch;
 use crate::telemetry::Counter;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,50 @@ pub struct PipelineInput {
     /// `Some` for a detection pipeline (its processors turn the signal into window records):
     /// what it skips when full.
     pub detection: Option<Skips>,
+    /// `Some` when the pipeline has a `memory_limiter`.
+    pub limit: Option<MemoryLimit>,
 }
+
+/// A pipeline's memory budget: it takes no new batch while the pool holds more than `soft`
+/// bytes (unless the batch is all the pool holds).
+#[derive(Clone)]
+pub struct MemoryLimit {
+    pub pool: Arc<MemoryPool>,
+    pub soft: usize,
+    /// Items refused (or skipped) because of the limit.
+    pub refused: Counter,
+    /// The last batch found it over the limit (the health report names it).
+    pub now: Arc<AtomicBool>,
+}
+
+impl MemoryLimit {
+    fn over(&self, own: usize) -> bool {
+        let used = self.pool.used();
+        let over = used > self.soft && used > own;
+        if self.now.swap(over, Ordering::Relaxed) != over && over {
+            tracing::warn!(
+                held_bytes = used,
+                soft_limit_bytes = self.soft,
+                "memory limit reached: new data is refused until what is held is delivered"
+            );
+        }
+        over
+    }
+
+    /// Waits until the pool is below the limit, or the deadline passes.
+    async fn room(&self, own: usize, deadline: Instant) -> bool {
+        while self.over(own) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(MEMORY_POLL).await;
+        }
+        true
+    }
+}
+
+/// How often a sender waiting for memory looks again.
+const MEMORY_POLL: Duration = Duration::from_millis(5);
 
 /// What a detection pipeline skipped while forwarding went on.
 #[derive(Clone, Default)]
@@ -43,6 +87,7 @@ impl PipelineInput {
             pipeline,
             tx,
             detection: None,
+            limit: None,
         }
     }
 }
@@ -89,10 +134,15 @@ impl FanOut {
     /// `skip_detection`: detection pipelines without room skip the batch instead of waiting.
     async fn send_with(&self, batch: Batch, skip_detection: bool) -> Result<(), Refused> {
         let deadline = Instant::now() + self.wait;
+        let own = batch.held.bytes();
         let mut permits = Vec::with_capacity(self.targets.len());
         let mut skipped = Vec::new();
         for t in &self.targets {
             if let (true, Some(skips)) = (skip_detection, &t.detection) {
+                if t.limit.as_ref().is_some_and(|l| l.over(own)) {
+                    skipped.push((t, skips));
+                    continue;
+                }
                 match t.tx.try_reserve() {
                     Ok(p) => {
                         skips.now.store(false, Ordering::Relaxed);
@@ -102,6 +152,12 @@ impl FanOut {
                     Err(_) => skipped.push((t, skips)),
                 }
                 continue;
+            }
+            if let Some(l) = &t.limit {
+                if !l.room(own, deadline).await {
+                    l.refused.add(batch.items as u64);
+                    return Err(Refused::Full);
+                }
             }
             match timeout_at(deadline, t.tx.reserve()).await {
                 Ok(Ok(p)) => permits.push(p),
@@ -148,6 +204,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(ExportTraceServiceRequest::default())),
             encoded: None,
             items: 1,
+            held: Default::default(),
         }
     }
 
@@ -186,6 +243,7 @@ mod tests {
             pipeline: "traces/detect".into(),
             tx: tx_d,
             detection: Some(skips.clone()),
+            limit: None,
         };
         let fan = FanOut::new(
             vec![
@@ -221,10 +279,78 @@ mod tests {
                 pipeline: "traces/detect".into(),
                 tx: tx_alone,
                 detection: Some(skips.clone()),
+                limit: None,
             }],
             Duration::from_millis(20),
         );
         alone.send(batch()).await.unwrap();
         assert_eq!(alone.send(batch()).await, Err(Refused::Full));
+    }
+
+    #[tokio::test]
+    async fn a_memory_limit_refuses_forwarding_and_skips_detection_until_memory_is_freed() {
+        let pool = MemoryPool::new();
+        let limit = MemoryLimit {
+            pool: pool.clone(),
+            soft: 500,
+            refused: Counter::default(),
+            now: Arc::default(),
+        };
+        let (tx_f, mut rx_f) = mpsc::channel(8);
+        let (tx_d, mut rx_d) = mpsc::channel(8);
+        let skips = Skips::default();
+        let fan = FanOut::new(
+            vec![
+                PipelineInput {
+                    limit: Some(limit.clone()),
+                    ..PipelineInput::forwarding("traces".into(), tx_f)
+                },
+                PipelineInput {
+                    pipeline: "traces/detect".into(),
+                    tx: tx_d,
+                    detection: Some(skips.clone()),
+                    limit: Some(MemoryLimit {
+                        refused: Counter::default(),
+                        ..limit.clone()
+                    }),
+                },
+            ],
+            Duration::from_millis(30),
+        );
+        let held = |n| {
+            let mut b = batch();
+            b.held = pool.hold(n);
+            b
+        };
+        // Alone in the pool, a batch larger than the limit still goes through.
+        fan.send(held(800)).await.unwrap();
+        assert!(rx_f.try_recv().is_ok() && rx_d.try_recv().is_ok());
+        // 1,000 bytes held elsewhere: over the limit.
+        let other = pool.hold(1000);
+        assert_eq!(fan.send(held(10)).await, Err(Refused::Full));
+        assert_eq!(limit.refused.get(), 1);
+        assert!(limit.now.load(Ordering::Relaxed));
+        drop(other);
+        fan.send(held(10)).await.unwrap();
+        assert!(rx_f.try_recv().is_ok() && rx_d.try_recv().is_ok());
+
+        // A detection pipeline over its own (tighter) limit skips; forwarding goes on.
+        let ((tx_f, _rx_f), (tx_d, _rx_d)) = (mpsc::channel(8), mpsc::channel(8));
+        let tight = FanOut::new(
+            vec![
+                PipelineInput::forwarding("traces".into(), tx_f),
+                PipelineInput {
+                    pipeline: "traces/detect".into(),
+                    tx: tx_d,
+                    detection: Some(skips.clone()),
+                    limit: Some(MemoryLimit { soft: 0, ..limit }),
+                },
+            ],
+            Duration::from_millis(30),
+        );
+        let _other = pool.hold(100);
+        let before = skips.items.get();
+        tight.send(held(10)).await.unwrap();
+        assert_eq!(skips.items.get(), before + 1);
     }
 }

@@ -2,6 +2,7 @@
 
 mod data;
 mod fanout;
+pub mod memory;
 pub mod service;
 
 pub use data::{Batch, DataKind, Payload, SignalKind};

@@ -2,13 +2,14 @@
 //! shutdown stop receivers first, let every stage drain, and flush exporters — all within one
 //! deadline.
 
-use super::fanout::Skips;
+use super::fanout::{MemoryLimit, Skips};
+use super::memory::MemoryPool;
 use super::{Batch, DataKind, FanOut, PipelineInput};
 use crate::config::listen::listen_addr;
 use crate::config::{ComponentId, Config, Pipeline};
 use crate::exporters::framework::{ExporterInput, PendingProbe};
 use crate::exporters::ExporterError;
-use crate::processors::{Chain, ProcessorContext};
+use crate::processors::{Chain, ProcessorConfig, ProcessorContext};
 use crate::receivers::{ReceiverContext, ReceiverError};
 use crate::telemetry::{self, names, HealthState, Telemetry, TelemetryServerError};
 use std::future::Future;
@@ -115,16 +116,25 @@ pub async fn run(
 ) -> Result<RunReport, ServiceError> {
     let health = HealthState::default();
     let extensions = Arc::new(crate::extensions::Extensions::start(&cfg)?);
+    let memory = MemoryPool::new();
+    let probe = Arc::downgrade(&memory);
+    telemetry.gauge_fn(
+        names::MEMORY_HELD,
+        "Bytes held by accepted batches not yet delivered or consumed (estimated).",
+        Vec::new(),
+        move || probe.upgrade().map_or(0.0, |m| m.used() as f64),
+    );
     let Exporters {
         inputs,
         tasks: exporter_tasks,
         probes,
     } = start_exporters(&cfg, &telemetry)?;
-    let (pipeline_tasks, pipeline_inputs) = start_pipelines(&cfg, &telemetry, &inputs);
+    let (pipeline_tasks, pipeline_inputs) = start_pipelines(&cfg, &telemetry, &inputs, &memory);
     // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
     drop(inputs);
     let stop = CancellationToken::new();
-    let receivers = start_receivers(&cfg, &telemetry, &extensions, &pipeline_inputs, &stop).await?;
+    let shared = Shared { extensions, memory };
+    let receivers = start_receivers(&cfg, &telemetry, &shared, &pipeline_inputs, &stop).await?;
     drop(pipeline_inputs);
     let telemetry_stop = CancellationToken::new();
     let telemetry_task = start_telemetry(&cfg, &telemetry, &health, &telemetry_stop)
@@ -193,6 +203,7 @@ fn start_pipelines<'c>(
     cfg: &'c Config,
     telemetry: &Telemetry,
     exporter_inputs: &[(ComponentId, ExporterInput)],
+    memory: &Arc<MemoryPool>,
 ) -> (Vec<JoinHandle<()>>, Vec<(&'c Pipeline, PipelineInput)>) {
     let mut tasks = Vec::new();
     let mut inputs = Vec::new();
@@ -232,14 +243,58 @@ fn start_pipelines<'c>(
         tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
         // A pipeline that turns its signal into window records is a detection pipeline.
         let detection = (p.output != p.signal).then(|| detection_skips(telemetry, &p.id));
+        let limit = memory_limit(cfg, p, memory, telemetry);
         let input = PipelineInput {
             pipeline: id,
             tx,
             detection,
+            limit,
         };
         inputs.push((p, input));
     }
     (tasks, inputs)
+}
+
+/// What the receivers share beyond the pipelines: the started extensions, the memory pool.
+struct Shared {
+    extensions: Arc<crate::extensions::Extensions>,
+    memory: Arc<MemoryPool>,
+}
+
+/// The budget of a pipeline with a `memory_limiter` (the tightest, if it has several).
+fn memory_limit(
+    cfg: &Config,
+    p: &Pipeline,
+    memory: &Arc<MemoryPool>,
+    telemetry: &Telemetry,
+) -> Option<MemoryLimit> {
+    let (id, soft) = p
+        .processors
+        .iter()
+        .filter_map(|id| match cfg.processor(id) {
+            Some(ProcessorConfig::MemoryLimiter(m)) => Some((id, m.soft_limit_bytes())),
+            _ => None,
+        })
+        .min_by_key(|(_, soft)| *soft)?;
+    let labels = vec![("processor", format!("{id}@{}", p.id))];
+    let now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let weak = Arc::downgrade(&now);
+    telemetry.gauge_fn(
+        names::MEMORY_LIMITED,
+        "1 while a pipeline's memory limit refuses new data.",
+        labels.clone(),
+        move || weak.upgrade().is_some_and(|n| n.load(Ordering::Relaxed)) as u8 as f64,
+    );
+    Some(MemoryLimit {
+        pool: memory.clone(),
+        soft,
+        refused: telemetry.counter(
+            names::MEMORY_REFUSED,
+            "Items refused (or skipped by detection) because a pipeline's memory limit was reached.",
+            labels,
+        ),
+        now,
+    })
 }
 
 /// The counter and the state of what a detection pipeline skips.
@@ -273,7 +328,7 @@ struct Receivers {
 async fn start_receivers(
     cfg: &Config,
     telemetry: &Telemetry,
-    extensions: &Arc<crate::extensions::Extensions>,
+    shared: &Shared,
     pipeline_inputs: &[(&Pipeline, PipelineInput)],
     stop: &CancellationToken,
 ) -> Result<Receivers, ServiceError> {
@@ -295,7 +350,8 @@ async fn start_receivers(
             consumers,
             telemetry: telemetry.clone(),
             stop: stop.child_token(),
-            extensions: extensions.clone(),
+            extensions: shared.extensions.clone(),
+            memory: shared.memory.clone(),
         };
         match crate::receivers::start(rc, ctx).await {
             Ok(r) => {

@@ -175,6 +175,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(req)),
             encoded: Some(bytes::Bytes::from_static(b"x")),
             items: n,
+            held: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! | type | takes | gives | what |
 //! |---|---|---|---|
+//! | `memory_limiter` | traces, metrics, logs | the same | refuses new data while held bytes are above a budget |
 //! | `batch` | traces, metrics, logs | the same | merges small requests into larger ones |
 //! | `window` | traces | windows | ten features per service / edge per tumbling window |
 //! | `iforest` | windows | windows | scores, learns, explains anomalies |
@@ -11,6 +12,7 @@
 pub mod batch;
 pub mod iforest;
 pub mod incidents;
+pub mod memory_limiter;
 pub mod window;
 
 use crate::config::error::ConfigError;
@@ -105,6 +107,7 @@ macro_rules! processor_table {
 }
 
 processor_table! {
+    MemoryLimiter(memory_limiter::MemoryLimiterConfig),
     Batch(batch::BatchConfig),
     Window(window::WindowConfig),
     IForest(iforest::IForestConfig),

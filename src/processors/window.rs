@@ -634,6 +634,7 @@ impl WindowProcessor {
             items: records.len(),
             payload: Payload::Windows(Arc::new(records)),
             encoded: None,
+            held: Default::default(),
         });
     }
 

@@ -133,6 +133,8 @@ pub struct ReceiverContext {
     pub stop: CancellationToken,
     /// The started extensions (authenticators).
     pub extensions: std::sync::Arc<crate::extensions::Extensions>,
+    /// Where every accepted batch reserves its size (see `pipeline::memory`).
+    pub memory: std::sync::Arc<crate::pipeline::memory::MemoryPool>,
 }
 
 /// A started receiver. Its task ends once it has stopped and dropped its pipeline handles.

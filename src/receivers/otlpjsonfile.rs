@@ -317,6 +317,11 @@ impl Replay {
             }
         }
         let items = batch.items as u64;
+        let mut batch = batch;
+        batch.held = self
+            .ctx
+            .memory
+            .hold(crate::pipeline::memory::estimate(&batch));
         match fan.send_patiently(batch).await {
             Ok(()) => {
                 self.accepted[signal.index()].add(items);

@@ -181,6 +181,9 @@ pub mod names {
     /// 1 while an exporter's last attempt failed (it is retrying or has given up on a batch).
     pub const EXPORTER_FAILING: &str = "otelwatch_exporter_failing";
     pub const RECEIVER_UNAUTHENTICATED: &str = "otelwatch_receiver_unauthenticated_requests_total";
+    pub const MEMORY_HELD: &str = "otelwatch_memory_held_bytes";
+    pub const MEMORY_LIMITED: &str = "otelwatch_memory_limited";
+    pub const MEMORY_REFUSED: &str = "otelwatch_memory_refused_items_total";
     pub const ES_DOCUMENTS: &str = "otelwatch_elasticsearch_documents_total";
     pub const ES_DEAD_LETTERS: &str = "otelwatch_elasticsearch_dead_letters_total";
 }

@@ -106,6 +106,13 @@ pub fn health_report(telemetry: &Telemetry, health: &HealthState) -> (StatusCode
             label(&l, "pipeline")
         ));
     }
+    for l in telemetry.gauges_set(super::names::MEMORY_LIMITED) {
+        lines.push(format!(
+            "processor {}: memory limit reached, refusing new data",
+            label(&l, "processor")
+        ));
+    }
+    lines.dedup();
     if lines.is_empty() {
         (StatusCode::OK, "ok\n".into())
     } else {

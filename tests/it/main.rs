@@ -17,6 +17,7 @@ mod forwarding;
 mod kibana;
 mod lifecycle;
 mod node_sdk;
+mod overload;
 mod real_data;
 mod sdk_e2e;
 mod signals;

@@ -491,6 +491,7 @@ mod tests {
             payload: Payload::Traces(Arc::new(ExportTraceServiceRequest::default())),
             encoded: None,
             items,
+            held: Default::default(),
         }
     }
 

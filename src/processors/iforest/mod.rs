@@ -937,6 +937,7 @@ impl Processor for IForestProcessor {
             items: records.len(),
             payload: Payload::Windows(Arc::new(records)),
             encoded: None,
+            held: Default::default(),
         });
     }
 

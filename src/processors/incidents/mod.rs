@@ -684,12 +684,14 @@ impl Processor for IncidentsProcessor {
             items: records.len(),
             payload: Payload::Windows(Arc::new(records)),
             encoded: None,
+            held: Default::default(),
         });
         if !events.is_empty() {
             out.push(Batch {
                 items: events.len(),
                 payload: Payload::Incidents(Arc::new(events)),
                 encoded: None,
+                held: Default::default(),
             });
         }
     }
@@ -702,6 +704,7 @@ impl Processor for IncidentsProcessor {
                 items: events.len(),
                 payload: Payload::Incidents(Arc::new(events)),
                 encoded: None,
+                held: Default::default(),
             });
         }
     }

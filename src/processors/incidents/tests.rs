@@ -377,6 +377,7 @@ fn records_pass_through_with_the_incident_events_after_them() {
             items: records.len(),
             payload: Payload::Windows(Arc::new(records)),
             encoded: None,
+            held: Default::default(),
         },
         &mut out,
     );

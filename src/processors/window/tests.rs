@@ -68,6 +68,7 @@ fn batch(service: &str, specs: Vec<SpanSpec>) -> Batch {
         items: 0,
         payload: Payload::Traces(Arc::new(req)),
         encoded: None,
+        held: Default::default(),
     }
 }
 

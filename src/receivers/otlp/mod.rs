@@ -248,10 +248,16 @@ pub(crate) struct Shared {
     requests: Vec<Counter>,
     /// Requests refused for missing or invalid credentials, per transport.
     unauthenticated: [Counter; 2],
+    memory: Arc<crate::pipeline::memory::MemoryPool>,
 }
 
 impl Shared {
-    fn new(id: &str, consumers: [Option<FanOut>; 3], telemetry: &Telemetry) -> Self {
+    fn new(
+        id: &str,
+        consumers: [Option<FanOut>; 3],
+        telemetry: &Telemetry,
+        memory: Arc<crate::pipeline::memory::MemoryPool>,
+    ) -> Self {
         let mut counters = Vec::new();
         for transport in [Transport::Grpc, Transport::Http] {
             for kind in DataKind::SIGNALS {
@@ -313,6 +319,7 @@ impl Shared {
             counters,
             requests,
             unauthenticated,
+            memory,
         }
     }
 
@@ -377,7 +384,8 @@ impl Shared {
             .ok()
             .and_then(|c| c[S::SIGNAL.index()].clone())
             .ok_or(Refused::ShuttingDown)?;
-        let batch = crate::otlp::batch_from(msg, encoded, &checked);
+        let mut batch = crate::otlp::batch_from(msg, encoded, &checked);
+        batch.held = self.memory.hold(crate::pipeline::memory::estimate(&batch));
         match fan.send(batch).await {
             Ok(()) => {
                 c.accepted.add(checked.accepted as u64);
@@ -460,7 +468,12 @@ pub async fn start(
     let grpc_auth = authenticator(&id, grpc_auth, &ctx)?;
     let http_auth = cfg.protocols.http.as_ref().and_then(|h| h.auth.as_ref());
     let http_auth = authenticator(&id, http_auth, &ctx)?;
-    let shared = Arc::new(Shared::new(&id, ctx.consumers, &ctx.telemetry));
+    let shared = Arc::new(Shared::new(
+        &id,
+        ctx.consumers,
+        &ctx.telemetry,
+        ctx.memory.clone(),
+    ));
     let mut tasks = Vec::new();
     if let Some(g) = &cfg.protocols.grpc {
         let auth = grpc_auth;
