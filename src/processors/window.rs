@@ -266,6 +266,7 @@ pub struct WindowProcessor {
     future_spans: Counter,
     ahead_spans: Counter,
     dropped_series: Counter,
+    evicted_series: Counter,
     windows_out: Counter,
     warned_cap: bool,
 }
@@ -372,8 +373,13 @@ impl WindowProcessor {
                 labels(),
             ),
             dropped_series: telemetry.counter(
-                "otelwatch_window_series_refused_total",
-                "Spans of new series refused because max_services was reached.",
+                "otelwatch_window_evicted_spans_total",
+                "Spans in the open windows of series evicted because max_services was reached.",
+                labels(),
+            ),
+            evicted_series: telemetry.counter(
+                "otelwatch_window_series_evicted_total",
+                "Series evicted (least recently seen first) because max_services was reached.",
                 labels(),
             ),
             windows_out: telemetry.counter(
@@ -523,15 +529,7 @@ impl WindowProcessor {
             return true;
         }
         if self.series.len() >= self.max_services {
-            self.dropped_series.inc();
-            if !self.warned_cap {
-                self.warned_cap = true;
-                tracing::warn!(
-                    max_services = self.max_services,
-                    "window: series cap reached; new services and edges are not tracked"
-                );
-            }
-            return false;
+            self.evict_least_recent();
         }
         let first_open = self.window_start(self.watermark());
         let next_emit = start.max(if self.max_event_ns == 0 {
@@ -550,6 +548,36 @@ impl WindowProcessor {
             },
         );
         true
+    }
+
+    /// At the cap, the least recently seen tenth of the series makes room, so a new real
+    /// service is still tracked whatever a flood of one-off names did before it. Their open
+    /// windows go with them (counted); a series seen again later starts afresh.
+    fn evict_least_recent(&mut self) {
+        let n = (self.max_services / 10).max(1);
+        let mut seen: Vec<u64> = self.series.values().map(|s| s.last_seen_ns).collect();
+        let cut = n.min(seen.len()) - 1;
+        let (_, nth, _) = seen.select_nth_unstable(cut);
+        let cutoff = *nth;
+        let mut left = n;
+        let mut dropped_spans = 0u64;
+        self.series.retain(|_, s| {
+            if left > 0 && s.last_seen_ns <= cutoff {
+                left -= 1;
+                dropped_spans += s.open.values().map(|a| a.count).sum::<u64>();
+                return false;
+            }
+            true
+        });
+        self.evicted_series.add((n - left) as u64);
+        self.dropped_series.add(dropped_spans);
+        if !self.warned_cap {
+            self.warned_cap = true;
+            tracing::warn!(
+                max_services = self.max_services,
+                "window: series cap reached; the least recently seen series make room for new ones (counted in otelwatch_window_series_evicted_total)"
+            );
+        }
     }
 
     /// Adds one span to its series' window starting at `start`; false if that window has

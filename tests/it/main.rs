@@ -14,6 +14,7 @@ mod detection;
 mod elasticsearch;
 mod elasticsearch_faults;
 mod forwarding;
+mod hostile;
 mod kibana;
 mod lifecycle;
 mod node_sdk;

@@ -25,7 +25,7 @@ use crate::exporters::framework::{Backoff, ExportError};
 use crate::model::time::now_ns;
 use crate::telemetry::Counter;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -124,8 +124,9 @@ struct State {
     cap: usize,
     max_docs: usize,
     max_bytes: usize,
-    cursor: Option<u64>,
     open: HashMap<u64, Open>,
+    /// Unreadable segments that could not be moved aside: not read again in this run.
+    skipped: HashSet<u64>,
     ready: VecDeque<Item>,
     /// Requests split after a 400/413, sent before anything else.
     split: VecDeque<Vec<Item>>,
@@ -154,8 +155,8 @@ pub(super) async fn run(d: Delivery, mut stop: watch::Receiver<bool>) {
         cap: cfg.max_documents.saturating_mul(consumers + 2),
         max_docs: cfg.max_documents,
         max_bytes: cfg.max_bytes,
-        cursor: None,
         open: HashMap::new(),
+        skipped: HashSet::new(),
         ready: VecDeque::new(),
         split: VecDeque::new(),
         waiting: BTreeMap::new(),
@@ -229,8 +230,12 @@ impl State {
     /// Reads segments from the spool while fewer than `cap` documents are held.
     async fn load(&mut self) {
         while self.held() < self.cap {
-            let cursor = self.cursor;
-            let next = match blocking(&self.d.spool, move |s| s.next_after(cursor)).await {
+            let taken: HashSet<u64> = self.open.keys().chain(&self.skipped).copied().collect();
+            let next = match blocking(&self.d.spool, move |s| {
+                s.next_untaken(|seq| taken.contains(&seq))
+            })
+            .await
+            {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the disk queue failed");
@@ -244,7 +249,6 @@ impl State {
                     docs,
                     unreadable,
                 }) => {
-                    self.cursor = Some(seq);
                     let lost = unreadable.len();
                     if lost > 0 {
                         tracing::error!(
@@ -277,7 +281,6 @@ impl State {
                     }));
                 }
                 Some(Segment::Unreadable { seq, error }) => {
-                    self.cursor = Some(seq);
                     let moved = blocking(&self.d.spool, move |s| s.quarantine(seq)).await;
                     let reason = format!("unreadable spool file: {error}");
                     match &moved {
@@ -285,6 +288,7 @@ impl State {
                             tracing::error!(%error, moved_to = %to.display(), "disk queue: an unreadable spool file was moved aside")
                         }
                         Err(e) => {
+                            self.skipped.insert(seq);
                             tracing::error!(%error, move_error = %e, "disk queue: an unreadable spool file is skipped until the next start")
                         }
                     }
@@ -483,6 +487,7 @@ impl State {
 
     async fn remove(&mut self, seq: u64, given_up: usize) {
         if let Err(e) = blocking(&self.d.spool, move |s| s.remove(seq, given_up)).await {
+            self.skipped.insert(seq);
             tracing::error!(error = %e, "cannot remove a delivered spool file (it is sent again at the next start)");
         }
     }

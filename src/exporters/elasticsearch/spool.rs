@@ -190,10 +190,10 @@ impl Spool {
         rx
     }
 
-    /// The first segment after `cursor` (all of them from the start when `None`).
-    pub fn next_after(&self, cursor: Option<u64>) -> std::io::Result<Option<Segment>> {
-        let from = cursor.map_or(0, |c| c + 1);
-        let Some(seq) = lock(&self.segments).range(from..).next().map(|(s, _)| *s) else {
+    /// The oldest segment for which `taken` is false. (Writers append concurrently, so a
+    /// segment can appear before one with a lower number: a cursor would skip it.)
+    pub fn next_untaken(&self, taken: impl Fn(u64) -> bool) -> std::io::Result<Option<Segment>> {
+        let Some(seq) = lock(&self.segments).keys().copied().find(|s| !taken(*s)) else {
             return Ok(None);
         };
         match &self.store {
@@ -303,8 +303,9 @@ mod tests {
         )
     }
 
-    fn ids(s: &Spool, cursor: Option<u64>) -> (u64, Vec<String>) {
-        match s.next_after(cursor).unwrap().unwrap() {
+    fn ids(s: &Spool, after: Option<u64>) -> (u64, Vec<String>) {
+        let taken = |seq: u64| after.is_some_and(|a| seq <= a);
+        match s.next_untaken(taken).unwrap().unwrap() {
             Segment::Docs { seq, docs, .. } => (seq, docs.into_iter().map(|d| d.id).collect()),
             Segment::Unreadable { error, .. } => panic!("{error}"),
         }
@@ -354,18 +355,29 @@ mod tests {
             seq,
             docs,
             unreadable,
-        }) = s.next_after(None).unwrap()
+        }) = s.next_untaken(|_| false).unwrap()
         else {
             panic!("a segment")
         };
         assert_eq!((docs.len(), unreadable.len()), (1, 1));
         assert!(unreadable[0].1.contains("unreadable line"));
-        let Some(Segment::Unreadable { seq: bad, .. }) = s.next_after(Some(seq)).unwrap() else {
+        let Some(Segment::Unreadable { seq: bad, .. }) = s.next_untaken(|n| n <= seq).unwrap()
+        else {
             panic!("an unreadable file")
         };
         let moved = s.quarantine(bad).unwrap();
         assert!(moved.exists());
-        assert!(s.next_after(Some(seq)).unwrap().is_none());
+        assert!(s.next_untaken(|n| n <= seq).unwrap().is_none());
+        // A segment numbered below one already taken is still found.
+        let late = Spool::memory(1 << 20);
+        let (a, b) = (
+            late.append(vec![doc("x")]).unwrap(),
+            late.append(vec![doc("y")]).unwrap(),
+        );
+        let Some(Segment::Docs { seq, .. }) = late.next_untaken(|n| n == b).unwrap() else {
+            panic!("the lower one")
+        };
+        assert_eq!(seq, a);
     }
 
     #[tokio::test]

@@ -15,6 +15,8 @@
 //!     seed: 42
 //!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
 //!     save_interval: 5m
+//!     max_series: 10000        # models kept at once; beyond, the least recently scored tenth goes
+//!     series_ttl: 24h          # a model whose series sent no window for this long is dropped
 //! ```
 //!
 //! Two views of each window: the forest says how isolated it is among the series' recent normal
@@ -100,6 +102,8 @@ pub struct IForestConfig {
     /// Where models are loaded from at start and saved to; empty: not persisted.
     pub model_path: String,
     pub save_interval: ConfigDuration,
+    pub max_series: usize,
+    pub series_ttl: ConfigDuration,
 }
 
 impl Default for IForestConfig {
@@ -116,6 +120,8 @@ impl Default for IForestConfig {
             seed: 42,
             model_path: String::new(),
             save_interval: ConfigDuration::from_secs(300),
+            max_series: 10_000,
+            series_ttl: ConfigDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -159,6 +165,12 @@ impl crate::processors::ProcessorType for IForestConfig {
         }
         if !(cfg.min_deviation.is_finite() && cfg.min_deviation > 0.0) {
             err("min_deviation", "must be a positive number");
+        }
+        if cfg.max_series == 0 {
+            err("max_series", "must be at least 1");
+        }
+        if cfg.series_ttl.get().is_zero() {
+            err("series_ttl", "must be longer than 0");
         }
         crate::config::decode::validated(cfg, errors)
     }
@@ -265,6 +277,8 @@ pub struct SeriesModel {
     /// The latency sample z-scores of the last windows that had requests (newest last), for
     /// pooling the evidence of sparse windows (see `pooled`).
     recent: VecDeque<[f64; N_FEATURES]>,
+    /// Start of the last window scored (0: loaded, not scored since).
+    last_ns: u64,
 }
 
 impl SeriesModel {
@@ -276,6 +290,7 @@ impl SeriesModel {
             learned: 0,
             consecutive: 0,
             recent: VecDeque::new(),
+            last_ns: 0,
         }
     }
 
@@ -711,6 +726,10 @@ fn fmt_value(feature: usize, v: f64) -> String {
 pub struct IForestProcessor {
     cfg: IForestConfig,
     models: HashMap<Arc<SeriesKey>, SeriesModel>,
+    /// The latest window start scored, and records scored since the last TTL sweep.
+    clock_ns: u64,
+    since_sweep: usize,
+    evicted: Counter,
     scored: Counter,
     anomalies: Counter,
     last_save: std::time::Instant,
@@ -724,6 +743,13 @@ impl IForestProcessor {
         Self {
             cfg: cfg.clone(),
             models: HashMap::new(),
+            clock_ns: 0,
+            since_sweep: 0,
+            evicted: telemetry.counter(
+                "otelwatch_iforest_series_evicted_total",
+                "Models dropped: idle past series_ttl, or the least recently scored at max_series.",
+                labels(),
+            ),
             scored: telemetry.counter(
                 "otelwatch_iforest_windows_scored_total",
                 "Window records scored.",
@@ -819,13 +845,49 @@ impl IForestProcessor {
         self.models.get(key)
     }
 
+    /// Keeps the models within `max_series` and `series_ttl`: at the cap the least recently
+    /// scored tenth goes; every few thousand records, models idle past the TTL go.
+    fn bound(&mut self, rec: &WindowRecord) {
+        self.clock_ns = self.clock_ns.max(rec.start_ns);
+        self.since_sweep += 1;
+        if self.since_sweep >= 4096 {
+            self.since_sweep = 0;
+            let (clock, ttl) = (self.clock_ns, self.cfg.series_ttl.get().as_nanos() as u64);
+            let before = self.models.len();
+            self.models.retain(|_, m| {
+                if m.last_ns == 0 {
+                    // Loaded from a file: its age counts from now.
+                    m.last_ns = clock;
+                }
+                m.last_ns.saturating_add(ttl) >= clock
+            });
+            self.evicted.add((before - self.models.len()) as u64);
+        }
+        if self.models.len() < self.cfg.max_series || self.models.contains_key(&rec.series) {
+            return;
+        }
+        let n = (self.cfg.max_series / 10).max(1).min(self.models.len());
+        let mut last: Vec<u64> = self.models.values().map(|m| m.last_ns).collect();
+        let (_, cutoff, _) = last.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        let mut left = n;
+        self.models.retain(|_, m| {
+            let go = left > 0 && m.last_ns <= cutoff;
+            left -= go as usize;
+            !go
+        });
+        self.evicted.add((n - left) as u64);
+    }
+
     /// Scores one record, learns from it if it is normal, and fills in `anomaly`.
     pub fn score(&mut self, rec: &mut WindowRecord) {
+        self.bound(rec);
         let cfg = &self.cfg;
         let model = self
             .models
             .entry(rec.series.clone())
             .or_insert_with(|| SeriesModel::new(cfg, &rec.series));
+        model.last_ns = rec.start_ns.max(1);
         let x = transform(&rec.features);
         let threshold = model.threshold(cfg);
         let warming_up = model.learned < cfg.warmup;

@@ -527,3 +527,32 @@ fn consecutive_sparse_windows_all_slower_add_up_and_the_normal_one_after_does_no
     p.score(&mut once);
     assert!(!once.is_anomaly());
 }
+
+#[test]
+fn models_stay_within_max_series_and_idle_ones_expire() {
+    let cfg = IForestConfig {
+        max_series: 50,
+        series_ttl: ConfigDuration::from_secs(3600),
+        ..IForestConfig::default()
+    };
+    let mut p = IForestProcessor::new(&cfg, "iforest", &Telemetry::new());
+    let mut real = Stream::new(7, "checkout");
+    for i in 0..5000u64 {
+        // A one-off series every window, and the real service all along.
+        let mut junk = real.next();
+        junk.series = Arc::new(SeriesKey::service(&format!("junk-{i}")));
+        p.score(&mut junk);
+        let mut r = real.next();
+        p.score(&mut r);
+        assert!(p.models.len() <= 50);
+    }
+    assert!(p
+        .model(&SeriesKey::service("checkout"))
+        .is_some_and(|m| m.learned() > 1000));
+    // An hour and more later only the series still talking is kept.
+    for _ in 0..3000 {
+        let mut r = real.next();
+        p.score(&mut r);
+    }
+    assert!(p.models.len() < 10, "{} models", p.models.len());
+}

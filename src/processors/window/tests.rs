@@ -337,23 +337,55 @@ fn the_series_cap_and_ttl_bound_memory() {
     });
     let mut out = Vec::new();
     p.process(batch("a", vec![server(T0 + S, 5)]), &mut out);
-    p.process(batch("b", vec![server(T0 + S, 5)]), &mut out);
-    p.process(batch("c", vec![server(T0 + S, 5)]), &mut out);
+    p.process(batch("b", vec![server(T0 + 2 * S, 5)]), &mut out);
+    // At the cap, the least recently seen series ("a") makes room for the new one.
+    p.process(batch("c", vec![server(T0 + 2 * S, 5)]), &mut out);
     assert_eq!(p.series_count(), 2);
-    assert_eq!(t.sum("otelwatch_window_series_refused_total", &[]), 1);
-    // Only "b" keeps talking; after the TTL "a" is forgotten.
+    assert_eq!(t.sum("otelwatch_window_series_evicted_total", &[]), 1);
+    assert_eq!(t.sum("otelwatch_window_evicted_spans_total", &[]), 1);
+    // Only "b" keeps talking; after the TTL "c" is forgotten.
     for k in 1..8 {
         p.process(batch("b", vec![server(T0 + k * 10 * S + S, 5)]), &mut out);
     }
     assert_eq!(p.series_count(), 1);
-    let a_windows = records(out)
-        .iter()
-        .filter(|r| &*r.series.service == "a")
-        .count();
+    let recs = records(out);
+    let windows_of = |name: &str| recs.iter().filter(|r| &*r.series.service == name).count();
+    assert_eq!(windows_of("a"), 0, "evicted with its open window");
     assert!(
-        (3..=5).contains(&a_windows),
-        "a got {a_windows} windows before being forgotten"
+        (3..=5).contains(&windows_of("c")),
+        "c got {} windows before being forgotten",
+        windows_of("c")
     );
+}
+
+#[test]
+fn a_flood_of_one_off_names_does_not_keep_a_new_real_service_out() {
+    let (mut p, _) = processor(WindowConfig {
+        max_services: 100,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    for i in 0..10_000u64 {
+        p.process(
+            batch(&format!("junk-{i}"), vec![server(T0 + S + i * 1000, 5)]),
+            &mut out,
+        );
+        assert!(p.series_count() <= 100);
+    }
+    p.process(
+        batch(
+            "checkout",
+            vec![server(T0 + 2 * S, 5), server(T0 + 3 * S, 7)],
+        ),
+        &mut out,
+    );
+    p.on_shutdown(&mut out);
+    let checkout: Vec<_> = records(out)
+        .into_iter()
+        .filter(|r| &*r.series.service == "checkout")
+        .collect();
+    assert_eq!(checkout.len(), 1);
+    assert_eq!(f(&checkout[0], "request_count"), 2.0);
 }
 
 #[test]

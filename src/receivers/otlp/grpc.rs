@@ -204,7 +204,12 @@ pub(super) async fn start(
     if shared.has_consumer(SignalKind::Logs) {
         routes.add_service(svc::<ExportLogsServiceRequest>(&shared, max_recv, &auth));
     }
-    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .timeout(cfg.request_timeout.get())
+        // Dead peers are found by pings, not left holding their streams.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
     if let Some(tls) = &cfg.tls {
         let start_err = |message: String| ReceiverError::Start {
             receiver: id.to_string(),
@@ -215,10 +220,17 @@ pub(super) async fn start(
             .tls_config(tls)
             .map_err(|e| start_err(format!("TLS: {e}")))?;
     }
+    let limits = super::conn::ConnLimits {
+        max_connections: cfg.max_connections,
+        handshake_timeout: cfg.handshake_timeout.get(),
+        idle_timeout: None,
+    };
     tracing::info!(receiver = id, endpoint = ?local, tls = cfg.tls.is_some(), auth = auth.as_ref().map(|a| a.id()), "OTLP/gRPC receiver listening");
     let id = id.to_string();
     Ok(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Nodelay, connection slots and the handshake deadline are set on accepted sockets
+        // here: tonic applies its own socket options only to listeners it binds itself.
+        let incoming = super::conn::Acceptor::new(listener, limits).into_stream();
         let result = server
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

@@ -27,6 +27,7 @@ struct HttpState {
     shared: Arc<Shared>,
     max_body: usize,
     auth: Option<Arc<Authenticator>>,
+    read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +179,16 @@ async fn read_request<S: Signal>(
     let encoding = Encoding::from_header(content_encoding)
         .map_err(|e| bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?;
     st.shared.request(Transport::Http, encoding);
-    let body = axum::body::to_bytes(req.into_body(), st.max_body)
+    let read = axum::body::to_bytes(req.into_body(), st.max_body);
+    let body = tokio::time::timeout(st.read_timeout, read)
         .await
+        .map_err(|_| {
+            let message = format!(
+                "the request body did not arrive within {:?}",
+                st.read_timeout
+            );
+            bad(StatusCode::REQUEST_TIMEOUT, message)
+        })?
         .map_err(|e| {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
@@ -245,6 +254,7 @@ pub(super) async fn start(
         shared,
         max_body: cfg.max_request_body_size,
         auth,
+        read_timeout: cfg.read_timeout.get(),
     });
     let app = app.fallback(|| async {
         (StatusCode::NOT_FOUND, Body::from("not an OTLP path\n")).into_response()
@@ -260,73 +270,81 @@ pub(super) async fn start(
         }
         None => None,
     };
+    let limits = Limits {
+        conn: super::conn::ConnLimits {
+            max_connections: cfg.max_connections,
+            handshake_timeout: cfg.handshake_timeout.get(),
+            idle_timeout: Some(cfg.idle_timeout.get()),
+        },
+        read_header_timeout: cfg.read_header_timeout.get(),
+        max_header_bytes: cfg.max_header_bytes,
+    };
     tracing::info!(receiver = id, endpoint = ?local, tls = tls.is_some(), auth = auth_id, "OTLP/HTTP receiver listening");
-    let id = id.to_string();
-    Ok(tokio::spawn(async move {
-        let result = match tls {
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }
-            Some(tls) => {
-                serve_tls(listener, app, tls, stop).await;
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(receiver = %id, error = %e, "OTLP/HTTP server failed");
-        }
-    }))
+    Ok(tokio::spawn(serve(listener, app, tls, limits, stop)))
 }
 
-/// HTTPS: each connection's handshake runs in its own task (a slow client holds up no one);
-/// on stop, no new connections are taken and the open ones finish their requests.
-async fn serve_tls(
+struct Limits {
+    conn: super::conn::ConnLimits,
+    read_header_timeout: std::time::Duration,
+    max_header_bytes: usize,
+}
+
+/// HTTP/1.1, plain or TLS: each connection in its own task (a slow client holds up no one),
+/// within the connection limits; on stop, no new connections are taken and the open ones
+/// finish their requests.
+async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     stop: CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = super::conn::Acceptor::new(listener, limits.conn);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let handshake = limits.conn.handshake_timeout;
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "OTLP/HTTP: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let conn = tokio::select! {
+            c = connections.accept() => c,
             _ = stop.cancelled() => break,
         };
-        let _ = tcp.set_nodelay(true);
+        let peer = conn.peer();
         let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.read_header_timeout)
+            .max_buf_size(limits.max_header_bytes);
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let stream = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "OTLP/HTTP: TLS handshake failed");
-                    return;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let result = match acceptor {
+                None => {
+                    let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+                    watcher.watch(conn).await
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "OTLP/HTTP: TLS handshake timed out");
-                    return;
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(handshake, acceptor.accept(conn)).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(?peer, error = %e, "OTLP/HTTP: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(?peer, "OTLP/HTTP: TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn =
+                        http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    watcher.watch(conn).await
                 }
             };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "OTLP/HTTP: connection ended with an error");
+            if let Err(e) = result {
+                tracing::debug!(?peer, error = %e, "OTLP/HTTP: connection ended with an error");
             }
         });
     }
-    drop(listener);
+    drop(connections);
     graceful.shutdown().await;
 }
-
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

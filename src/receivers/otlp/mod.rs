@@ -11,17 +11,29 @@
 //!         endpoint: localhost:4317
 //!         max_recv_msg_size_mib: 4
 //!         auth: { authenticator: bearertokenauth }   # optional: an authenticator extension
+//!         max_connections: 1024
+//!         max_concurrent_streams: 100     # per connection
+//!         handshake_timeout: 10s          # first bytes (or TLS) of a new connection
+//!         request_timeout: 30s
 //!       http:
 //!         endpoint: localhost:4318
 //!         max_request_body_size: 20971520
+//!         max_connections: 1024
+//!         handshake_timeout: 10s
+//!         read_header_timeout: 10s
+//!         read_timeout: 30s               # the body (408 past it)
+//!         idle_timeout: 60s               # a kept-alive connection that sends nothing
+//!         max_header_bytes: 65536
 //! ```
 //! `otlp: {}` (or no value) enables both protocols with their defaults; listing `protocols`
 //! enables only the ones listed (`grpc:` with no value means "on, with defaults").
 
+mod conn;
 mod grpc;
 mod http;
 
 use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::config::listen::{listen_addr, Listen};
 use crate::config::tls::ServerTls;
@@ -51,6 +63,14 @@ pub struct GrpcConfig {
     pub tls: Option<ServerTls>,
     /// Take only requests the named authenticator extension accepts.
     pub auth: Option<AuthSettings>,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests in flight on one connection (HTTP/2 streams).
+    pub max_concurrent_streams: u32,
+    /// A new connection must send its first bytes (or finish TLS) within this.
+    pub handshake_timeout: ConfigDuration,
+    /// The longest one request may take, body included.
+    pub request_timeout: ConfigDuration,
 }
 
 impl Default for GrpcConfig {
@@ -60,6 +80,10 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             tls: None,
             auth: None,
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            handshake_timeout: ConfigDuration::from_secs(10),
+            request_timeout: ConfigDuration::from_secs(30),
         }
     }
 }
@@ -75,6 +99,18 @@ pub struct HttpConfig {
     pub tls: Option<ServerTls>,
     /// Take only requests the named authenticator extension accepts.
     pub auth: Option<AuthSettings>,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A new connection must send its first bytes (or finish TLS) within this.
+    pub handshake_timeout: ConfigDuration,
+    /// A request's headers must arrive within this.
+    pub read_header_timeout: ConfigDuration,
+    /// A request's body must arrive within this (408 otherwise).
+    pub read_timeout: ConfigDuration,
+    /// A kept-alive connection that sends nothing for this long is closed.
+    pub idle_timeout: ConfigDuration,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -84,7 +120,23 @@ impl Default for HttpConfig {
             max_request_body_size: 20 * 1024 * 1024,
             tls: None,
             auth: None,
+            max_connections: 1024,
+            handshake_timeout: ConfigDuration::from_secs(10),
+            read_header_timeout: ConfigDuration::from_secs(10),
+            read_timeout: ConfigDuration::from_secs(30),
+            idle_timeout: ConfigDuration::from_secs(60),
+            max_header_bytes: 64 * 1024,
         }
+    }
+}
+
+/// A limit or timeout that must be above zero.
+fn positive(path: &str, field: &str, value: u64, errors: &mut Vec<ConfigError>) {
+    if value == 0 {
+        errors.push(ConfigError::new(
+            format!("{path}.{field}"),
+            "must be above 0",
+        ));
     }
 }
 
@@ -150,6 +202,20 @@ impl crate::receivers::ReceiverType for OtlpReceiverConfig {
             if let Some(tls) = &g.tls {
                 tls.validate(&format!("{path}.protocols.grpc.tls"), &mut errors);
             }
+            let p = format!("{path}.protocols.grpc");
+            positive(&p, "max_connections", g.max_connections as u64, &mut errors);
+            positive(
+                &p,
+                "max_concurrent_streams",
+                g.max_concurrent_streams as u64,
+                &mut errors,
+            );
+            for (field, d) in [
+                ("handshake_timeout", g.handshake_timeout),
+                ("request_timeout", g.request_timeout),
+            ] {
+                positive(&p, field, d.get().as_millis() as u64, &mut errors);
+            }
         }
         if let Some(h) = &p.http {
             if let Err(e) = listen_addr(&h.endpoint) {
@@ -160,6 +226,22 @@ impl crate::receivers::ReceiverType for OtlpReceiverConfig {
             }
             if let Some(tls) = &h.tls {
                 tls.validate(&format!("{path}.protocols.http.tls"), &mut errors);
+            }
+            let p = format!("{path}.protocols.http");
+            positive(&p, "max_connections", h.max_connections as u64, &mut errors);
+            for (field, d) in [
+                ("handshake_timeout", h.handshake_timeout),
+                ("read_header_timeout", h.read_header_timeout),
+                ("read_timeout", h.read_timeout),
+                ("idle_timeout", h.idle_timeout),
+            ] {
+                positive(&p, field, d.get().as_millis() as u64, &mut errors);
+            }
+            if h.max_header_bytes < 8192 {
+                errors.push(ConfigError::new(
+                    format!("{p}.max_header_bytes"),
+                    "must be at least 8192",
+                ));
             }
             if h.max_request_body_size == 0 {
                 errors.push(ConfigError::new(
