@@ -126,6 +126,9 @@ pub struct WindowRecord {
     pub features: [f64; N_FEATURES],
     /// Set by the `iforest` processor.
     pub anomaly: Option<Anomaly>,
+    /// Some of the window's spans were skipped (detection shed load so forwarding could go
+    /// on): its counts are low bounds, not a traffic drop. `window.partial: true` in documents.
+    pub partial: bool,
 }
 
 impl WindowRecord {
@@ -157,6 +160,9 @@ impl WindowRecord {
             },
             "features": self.features_json(),
         });
+        if self.partial {
+            doc["window"]["partial"] = json!(true);
+        }
         if let Some(t) = &self.series.target {
             doc["service"]["target"] = json!({ "name": &**t });
         }
@@ -264,6 +270,7 @@ impl WindowRecord {
             interval_ns,
             features,
             anomaly: None,
+            partial: doc["window"]["partial"].as_bool().unwrap_or(false),
         })
     }
 }
@@ -308,6 +315,7 @@ mod tests {
                 message: "frontend → checkout: latency_p95_ms 812 (typical 95)".into(),
                 incident: Some("3f9c0a7d51e2b864".into()),
             }),
+            partial: false,
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");

@@ -220,6 +220,8 @@ fn start_pipelines<'c>(
                     .unwrap_or(0.0)
             },
         );
+        // A pipeline that turns its signal into window records is a detection pipeline.
+        let detection = (p.output != p.signal).then(|| detection_skips(telemetry, &p.id));
         let stages = p
             .processors
             .iter()
@@ -229,6 +231,7 @@ fn start_pipelines<'c>(
                     id: &id.to_string(),
                     pipeline: &p.id,
                     telemetry,
+                    skipped: detection.as_ref().map(|d| d.items.clone()),
                 })
             })
             .collect();
@@ -241,8 +244,6 @@ fn start_pipelines<'c>(
         let id: Arc<str> = p.id.as_str().into();
         let chain = Chain::new(stages);
         tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
-        // A pipeline that turns its signal into window records is a detection pipeline.
-        let detection = (p.output != p.signal).then(|| detection_skips(telemetry, &p.id));
         let limit = memory_limit(cfg, p, memory, telemetry);
         let input = PipelineInput {
             pipeline: id,

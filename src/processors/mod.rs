@@ -51,6 +51,8 @@ pub struct ProcessorContext<'a> {
     pub id: &'a str,
     pub pipeline: &'a str,
     pub telemetry: &'a Telemetry,
+    /// Items the pipeline skipped before its processors (a detection pipeline shedding load).
+    pub skipped: Option<crate::telemetry::Counter>,
 }
 
 impl ProcessorContext<'_> {

@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,9 @@ impl crate::processors::ProcessorType for WindowConfig {
     }
 
     fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(WindowProcessor::new(self, &ctx.instance(), ctx.telemetry))
+        let mut p = WindowProcessor::new(self, &ctx.instance(), ctx.telemetry);
+        p.skipped = ctx.skipped.clone();
+        Box::new(p)
     }
 }
 
@@ -269,6 +271,11 @@ pub struct WindowProcessor {
     evicted_series: Counter,
     windows_out: Counter,
     warned_cap: bool,
+    /// What the pipeline skipped before this processor (detection shedding load), as last seen.
+    skipped: Option<Counter>,
+    skipped_seen: u64,
+    /// Window starts, [from, to), of windows that lost spans to skipping.
+    partial: VecDeque<(u64, u64)>,
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
@@ -388,6 +395,9 @@ impl WindowProcessor {
                 labels(),
             ),
             warned_cap: false,
+            skipped: None,
+            skipped_seen: 0,
+            partial: VecDeque::new(),
         }
     }
 
@@ -550,6 +560,29 @@ impl WindowProcessor {
         true
     }
 
+    /// When the pipeline skipped spans since the last look, the windows they would have gone
+    /// to (those still open: from the oldest the watermark allows to the newest) are partial.
+    fn note_skips(&mut self) {
+        let Some(skipped) = &self.skipped else {
+            return;
+        };
+        let now = skipped.get();
+        if now == self.skipped_seen {
+            return;
+        }
+        self.skipped_seen = now;
+        // Skipped spans are the ones arriving now: event times about the newest seen.
+        let from = self.window_start(self.watermark());
+        let to = self.window_start(self.max_event_ns) + self.interval_ns;
+        match self.partial.back_mut() {
+            Some(last) if last.1 >= from => last.1 = last.1.max(to),
+            _ => self.partial.push_back((from, to)),
+        }
+        if self.partial.len() > 64 {
+            self.partial.pop_front();
+        }
+    }
+
     /// At the cap, the least recently seen tenth of the series makes room, so a new real
     /// service is still tracked whatever a flood of one-off names did before it. Their open
     /// windows go with them (counted); a series seen again later starts afresh.
@@ -616,6 +649,7 @@ impl WindowProcessor {
         let interval = self.interval_ns;
         let ttl = self.ttl_ns;
         let mut spare = Vec::new();
+        let partial = &self.partial;
         self.series.retain(|_, s| {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
@@ -642,6 +676,7 @@ impl WindowProcessor {
                     interval_ns: interval,
                     features,
                     anomaly: None,
+                    partial: partial.iter().any(|(f, t)| (*f..*t).contains(&start)),
                 });
                 s.previous_count = Some(count);
                 s.next_emit = start + interval;
@@ -650,6 +685,15 @@ impl WindowProcessor {
         });
         self.spare_hists.extend(spare);
         self.spare_hists.truncate(1024);
+        // Ranges wholly before what is still open are done with.
+        let open_from = self.window_start(watermark);
+        while self
+            .partial
+            .front()
+            .is_some_and(|(_, t)| *t + interval <= open_from)
+        {
+            self.partial.pop_front();
+        }
     }
 
     fn emit(&mut self, mut records: Vec<WindowRecord>, out: &mut Vec<Batch>) {
@@ -674,6 +718,7 @@ impl WindowProcessor {
 
 impl Processor for WindowProcessor {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        self.note_skips();
         if let Payload::Traces(t) = &batch.payload {
             self.ingest(t);
         }
@@ -690,6 +735,7 @@ impl Processor for WindowProcessor {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        self.note_skips();
         let mut records = Vec::new();
         self.close_until(self.watermark(), &mut records);
         self.emit(records, out);

@@ -294,6 +294,7 @@ mod tests {
                 message: String::new(),
                 incident: None,
             }),
+            partial: false,
         }
     }
 

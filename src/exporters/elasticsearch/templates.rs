@@ -32,7 +32,8 @@ pub fn mappings() -> Value {
             "window": { "properties": {
                 "start": { "type": "date" },
                 "end": { "type": "date" },
-                "interval_s": { "type": "double" }
+                "interval_s": { "type": "double" },
+                "partial": { "type": "boolean" }
             }},
             "features": { "properties": features },
             "anomaly": { "properties": {

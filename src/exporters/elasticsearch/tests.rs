@@ -20,6 +20,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
             message: String::new(),
             incident: None,
         }),
+        partial: false,
     }
 }
 

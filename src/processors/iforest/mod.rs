@@ -897,6 +897,11 @@ impl IForestProcessor {
         } else {
             model.deviations(&rec.features, cfg.min_deviation)
         };
+        if rec.partial {
+            // Spans were skipped: low counts are the shedding, not a traffic drop.
+            use feature::{REQUEST_COUNT, THROUGHPUT_CHANGE};
+            deviations.retain(|(i, _, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE);
+        }
         let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
         let score = forest_score.max(evidence_score(strongest, cfg.min_deviation));
         let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
@@ -909,7 +914,10 @@ impl IForestProcessor {
         } else {
             Verdict::Normal { warming_up }
         };
-        model.follow(cfg, &rec.features, &x, score, verdict);
+        // A partial window is not what normal looks like: it is never learned.
+        if !(rec.partial && matches!(verdict, Verdict::Normal { .. })) {
+            model.follow(cfg, &rec.features, &x, score, verdict);
+        }
         if !is_anomaly {
             deviations.clear();
         }

@@ -57,6 +57,7 @@ impl Stream {
             interval_ns: 10 * S,
             features: f,
             anomaly: None,
+            partial: false,
         }
     }
 }
@@ -124,6 +125,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         interval_ns: 10 * S,
         features: [0.0; N_FEATURES],
         anomaly: Some(a),
+        partial: false,
     }
 }
 
@@ -388,6 +390,7 @@ fn window_of(key: &Arc<SeriesKey>, k: u64, lat: &[f64], prev: f64) -> WindowReco
         interval_ns: 10 * S,
         features: f,
         anomaly: None,
+        partial: false,
     }
 }
 

@@ -50,6 +50,7 @@ fn record(
         interval_ns: INTERVAL,
         features,
         anomaly: Some(anomaly),
+        partial: false,
     }
 }
 

@@ -459,3 +459,23 @@ fn a_huge_service_name_is_kept_once_and_cut_to_a_name() {
     assert!(name.starts_with(kept.as_ref()));
     assert_eq!(f(&recs[0], "request_count"), 10_000.0);
 }
+
+#[test]
+fn windows_that_lost_spans_to_skipping_are_marked_partial() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let skipped = Counter::default();
+    p.skipped = Some(skipped.clone());
+    let mut out = Vec::new();
+    p.process(batch("a", vec![server(T0 + S, 5)]), &mut out);
+    // The pipeline skipped spans while this window was open.
+    skipped.add(40);
+    p.process(batch("a", vec![server(T0 + 2 * S, 5)]), &mut out);
+    // Two windows later, nothing skipped.
+    p.process(batch("a", vec![server(T0 + 25 * S, 5)]), &mut out);
+    p.on_shutdown(&mut out);
+    let recs = records(out);
+    let partial: Vec<bool> = recs.iter().map(|r| r.partial).collect();
+    assert_eq!(partial, [true, false, false], "{partial:?}");
+    assert_eq!(recs[0].to_document()["window"]["partial"], true);
+    assert!(recs[1].to_document()["window"].get("partial").is_none());
+}

@@ -266,6 +266,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
             interval_ns: 10_000_000_000,
             features: f,
             anomaly: None,
+            partial: false,
         }
     };
     // Fill every model's window first, then time steady-state scoring.
