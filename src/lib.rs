@@ -7,6 +7,8 @@
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod otlp;
 pub mod pipeline;

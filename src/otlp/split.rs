@@ -20,7 +20,8 @@ pub fn split(body: &[u8], limit: usize) -> Result<Option<Vec<Vec<u8>>>, SplitErr
     if body.len() <= limit {
         return Ok(None);
     }
-    split_message(body, 1, 0, limit).map(Some)
+    // Nothing to split by (no resource groups): it goes whole.
+    split_message(body, 1, 0, limit).map(|parts| (!parts.is_empty()).then_some(parts))
 }
 
 /// One field as it lies in the buffer.
@@ -324,5 +325,8 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(split(&[0x0a, 0xff, 0xff, 0xff], 1).is_err());
         assert!(split(&[0x0b; 8], 1).is_err());
+        // Found by fuzzing: no resource groups at all must not come back as zero parts.
+        let no_groups = [0x10, 0x01, 0x18, 0x02, 0x20, 0x03];
+        assert_eq!(split(&no_groups, 2), Ok(None), "sent whole");
     }
 }

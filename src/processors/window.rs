@@ -16,7 +16,8 @@
 //! lateness; while no data arrives it also moves forward with the wall clock (relative to when
 //! data last arrived), so a replay at full speed and a live stream both close windows, and a
 //! service that goes silent still gets its empty windows. Spans for windows already closed are
-//! counted (`otelwatch_window_late_spans_total`) and dropped. A span ending ahead of the wall
+//! counted (`otelwatch_window_late_spans_total`) and dropped, and the services they came from
+//! are named in a warning about once a minute (a client whose clock lags). A span ending ahead of the wall
 //! clock (a client whose clock runs fast) is kept in its window but moves the watermark only
 //! as far as the clock plus `CLOCK_SKEW`, so one such span cannot close every open window and
 //! make the real spans after it late (`otelwatch_window_spans_ahead_total` counts them); past
@@ -276,7 +277,51 @@ pub struct WindowProcessor {
     skipped_seen: u64,
     /// Window starts, [from, to), of windows that lost spans to skipping.
     partial: VecDeque<(u64, u64)>,
+    late: LateReport,
 }
+
+/// Services whose spans arrive after their window has closed (a clock that lags, or an
+/// exporter that holds spans too long), reported by name about once a minute.
+#[derive(Default)]
+struct LateReport {
+    /// Late spans and how far behind the most behind was, by service (at most 100 named).
+    by_service: HashMap<Arc<str>, (u64, u64)>,
+    last: Option<Instant>,
+}
+
+impl LateReport {
+    fn note(&mut self, service: Arc<str>, behind_ns: u64) {
+        if self.by_service.len() >= 100 && !self.by_service.contains_key(&service) {
+            return;
+        }
+        let e = self.by_service.entry(service).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(behind_ns);
+    }
+
+    fn report(&mut self) {
+        if self.by_service.is_empty() || self.last.is_some_and(|l| l.elapsed() < LATE_REPORT_EVERY)
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut worst: Vec<_> = self.by_service.drain().collect();
+        worst.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        let services: Vec<String> = worst
+            .iter()
+            .take(5)
+            .map(|(s, (n, behind))| {
+                format!("{s}: {n} spans, up to {:.0} s behind", *behind as f64 / 1e9)
+            })
+            .collect();
+        tracing::warn!(
+            services = %services.join("; "),
+            "spans arrived after their window had closed and were not counted (a lagging clock or a slow exporter at the client; otelwatch_window_late_spans_total)"
+        );
+    }
+}
+
+const LATE_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attrs
@@ -398,6 +443,7 @@ impl WindowProcessor {
             skipped: None,
             skipped_seen: 0,
             partial: VecDeque::new(),
+            late: LateReport::default(),
         }
     }
 
@@ -626,9 +672,12 @@ impl WindowProcessor {
         };
         if start < series.next_emit {
             self.late_spans.inc();
+            let behind = series.next_emit.saturating_sub(start);
+            let service = series.key.service.clone();
             if let Some(h) = hist {
                 self.spare_hists.push(h);
             }
+            self.late.note(service, behind);
             return false;
         }
         let acc = match hist {
@@ -736,6 +785,7 @@ impl Processor for WindowProcessor {
 
     fn on_tick(&mut self, out: &mut Vec<Batch>) {
         self.note_skips();
+        self.late.report();
         let mut records = Vec::new();
         self.close_until(self.watermark(), &mut records);
         self.emit(records, out);

@@ -52,6 +52,7 @@ pub use bulk::{parse_bulk_response, ItemOutcome};
 pub use client::{build_client, json_request, read_windows};
 pub use config::{DiskQueue, ElasticsearchConfig, Mode, TlsSettings};
 pub use documents::{document_id, documents, incident_documents, target_index, Doc};
+pub use spool::parse_segment as parse_spool_segment;
 
 /// The mappings the index templates install (for checks that dashboards use mapped fields).
 pub fn templates_mappings() -> serde_json::Value {

@@ -213,17 +213,7 @@ impl Spool {
                         }))
                     }
                 };
-                let mut docs = Vec::new();
-                let mut unreadable = Vec::new();
-                for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    match serde_json::from_slice::<Doc>(line) {
-                        Ok(d) => docs.push(d),
-                        Err(e) => unreadable.push((
-                            String::from_utf8_lossy(line).into_owned(),
-                            format!("unreadable line in {}: {e}", path.display()),
-                        )),
-                    }
-                }
+                let (docs, unreadable) = parse_segment(&bytes, &path.display().to_string());
                 Ok(Some(Segment::Docs {
                     seq,
                     docs,
@@ -277,6 +267,22 @@ impl Spool {
         drop(waiters);
         self.changed.notify_waiters();
     }
+}
+
+/// A spool file's documents, and its lines that are not one (each with the reason).
+pub fn parse_segment(bytes: &[u8], name: &str) -> (Vec<Doc>, Vec<(String, String)>) {
+    let mut docs = Vec::new();
+    let mut unreadable = Vec::new();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Doc>(line) {
+            Ok(d) => docs.push(d),
+            Err(e) => unreadable.push((
+                String::from_utf8_lossy(line).into_owned(),
+                format!("unreadable line in {name}: {e}"),
+            )),
+        }
+    }
+    (docs, unreadable)
 }
 
 /// Runs spool work on a blocking thread (file I/O stays off the runtime's workers).

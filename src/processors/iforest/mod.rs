@@ -785,6 +785,11 @@ impl IForestProcessor {
         p
     }
 
+    /// Replaces the models (with those read from a file).
+    pub fn replace_models(&mut self, models: HashMap<Arc<SeriesKey>, SeriesModel>) {
+        self.models = models;
+    }
+
     /// Replaces the models with those in `path`; returns how many series were loaded.
     pub fn load(&mut self, path: &std::path::Path) -> Result<usize, persist::ModelError> {
         let file = persist::read(path)?;

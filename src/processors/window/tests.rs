@@ -479,3 +479,18 @@ fn windows_that_lost_spans_to_skipping_are_marked_partial() {
     assert_eq!(recs[0].to_document()["window"]["partial"], true);
     assert!(recs[1].to_document()["window"].get("partial").is_none());
 }
+
+#[test]
+fn late_spans_are_counted_by_the_service_that_sent_them() {
+    let (mut p, t) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    p.process(batch("a", vec![server(T0 + S, 5)]), &mut out);
+    // Far ahead: the window of T0 closes.
+    p.process(batch("a", vec![server(T0 + 60 * S, 5)]), &mut out);
+    p.process(batch("lagging", vec![server(T0 + 61 * S, 5)]), &mut out);
+    p.process(batch("a", vec![server(T0 + 2 * S, 5)]), &mut out);
+    assert_eq!(t.sum("otelwatch_window_late_spans_total", &[]), 1);
+    assert_eq!(p.late.by_service.get("a").map(|e| e.0), Some(1));
+    p.late.report();
+    assert!(p.late.by_service.is_empty(), "reported, then forgotten");
+}
