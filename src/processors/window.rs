@@ -306,7 +306,7 @@ impl LateReport {
         }
         self.last = Some(Instant::now());
         let mut worst: Vec<_> = self.by_service.drain().collect();
-        worst.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        worst.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
         let services: Vec<String> = worst
             .iter()
             .take(5)
