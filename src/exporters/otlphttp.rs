@@ -13,9 +13,11 @@
 //!     tls: { ca_file: ca.pem, cert_file: client.pem, key_file: client.key }  # for https://
 //!     retry_on_failure: { initial_interval: 1s, max_elapsed_time: 300s }
 //!     sending_queue: { num_consumers: 10, queue_size: 1000 }
+//!     max_request_size: 20971520        # protobuf bodies above it are split (the Collector's limit)
 //! ```
 //!
-//! With `encoding: proto` the received bytes go on unchanged. Answers follow the OTLP/HTTP
+//! With `encoding: proto` the received bytes go on unchanged, split on the wire when larger
+//! than `max_request_size` (each part keeps its resource and scope). Answers follow the OTLP/HTTP
 //! specification: 2xx is delivered (a partial success is logged and counted), 429, 502, 503 and
 //! 504 are retried after `Retry-After` when given, any other status is a permanent failure whose
 //! `google.rpc.Status` message is reported; connection failures are retried.
@@ -63,6 +65,9 @@ pub struct OtlpHttpConfig {
     pub tls: Option<ClientTls>,
     pub retry_on_failure: RetrySettings,
     pub sending_queue: QueueSettings,
+    /// Protobuf bodies larger than this (before compression) are split into several requests,
+    /// by resource, scope and item (`otlp::split`); the default is the Collector's HTTP limit.
+    pub max_request_size: usize,
 }
 
 impl Default for OtlpHttpConfig {
@@ -79,6 +84,7 @@ impl Default for OtlpHttpConfig {
             tls: None,
             retry_on_failure: RetrySettings::default(),
             sending_queue: QueueSettings::default(),
+            max_request_size: 20 * 1024 * 1024,
         }
     }
 }
@@ -127,6 +133,12 @@ impl crate::exporters::ExporterType for OtlpHttpConfig {
                     "not supported by otlphttp: use the name in the endpoint URL",
                 ));
             }
+        }
+        if cfg.max_request_size < 1024 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_request_size"),
+                "must be at least 1024",
+            ));
         }
         super::framework::validate_remote(
             path,
@@ -189,6 +201,7 @@ pub struct OtlpHttpExporter {
     urls: [String; 3],
     encoding: BodyEncoding,
     compression: Option<Encoding>,
+    max_request_size: usize,
 }
 
 impl OtlpHttpExporter {
@@ -232,6 +245,7 @@ impl OtlpHttpExporter {
                 cfg.url_for::<ExportLogsServiceRequest>(),
             ],
             encoding: cfg.encoding,
+            max_request_size: cfg.max_request_size,
             compression: match cfg.compression {
                 Compression::Gzip => Some(Encoding::Gzip),
                 Compression::Zstd => Some(Encoding::Zstd),
@@ -241,7 +255,7 @@ impl OtlpHttpExporter {
     }
 
     async fn send<S: Signal>(&self, batch: &Batch, msg: &S) -> Result<Delivered, ExportError> {
-        let (body, content_type): (Bytes, &str) = match self.encoding {
+        let (body, content_type): (Bytes, &'static str) = match self.encoding {
             BodyEncoding::Proto => (
                 batch
                     .encoded
@@ -256,6 +270,30 @@ impl OtlpHttpExporter {
                 "application/json",
             ),
         };
+        if self.encoding == BodyEncoding::Proto {
+            if let Ok(Some(parts)) = crate::otlp::split::split(&body, self.max_request_size) {
+                tracing::debug!(
+                    bytes = body.len(),
+                    parts = parts.len(),
+                    "request split for the downstream's limit"
+                );
+                // A part that fails fails the batch: it is retried whole (at least once).
+                let mut delivered = Delivered::default();
+                for part in parts {
+                    let d = self.post::<S>(part.into(), content_type).await?;
+                    delivered.rejected += d.rejected;
+                }
+                return Ok(delivered);
+            }
+        }
+        self.post::<S>(body, content_type).await
+    }
+
+    async fn post<S: Signal>(
+        &self,
+        body: Bytes,
+        content_type: &'static str,
+    ) -> Result<Delivered, ExportError> {
         let url = &self.urls[S::SIGNAL.index()];
         let mut req = self
             .client

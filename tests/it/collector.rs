@@ -487,3 +487,55 @@ async fn a_request_larger_than_the_collector_takes_is_split_and_nothing_is_lost(
         "every span unchanged, with its resource"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_collectors_http_limit_is_split_and_nothing_is_lost() {
+    let Some((bin, _)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, http) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let (mut collector, mut ow) = start_pair(
+        &bin,
+        dir.path(),
+        // The collector's HTTP receiver, limited to 4 MiB a body.
+        file_sink_config_with("http", c_port, "max_request_body_size: 4194304", &out),
+        config(
+            "forward-http-to-collector-over-http.yaml",
+            &[("HTTP", &http), ("DOWNSTREAM", &c_port)],
+        ),
+        true,
+    )
+    .await;
+    // One request of about 12 MiB: three times the collector's 4 MiB limit.
+    let mut sent = FullSpans::new();
+    let body = requests(1, 70_000, 5, &mut sent).remove(0);
+    assert!(body.len() > 3 * 4 * 1024 * 1024, "{} bytes", body.len());
+    let (status, _, answer) = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let arrived = wait_until(Duration::from_secs(30), || {
+        items_by_kind(&out).0 >= sent.len()
+    });
+    assert!(
+        arrived,
+        "the collector got {:?} of {} spans:\notelwatch:\n{}\ncollector:\n{}",
+        items_by_kind(&out),
+        sent.len(),
+        ow.stderr(),
+        collector.log()
+    );
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    collector.stop();
+    let (ids, dups) = read_spans(&out);
+    assert_eq!((ids.len(), dups), (sent.len(), 0));
+    assert_eq!(
+        read_full_spans(&out),
+        sent,
+        "every span unchanged, with its resource"
+    );
+}
