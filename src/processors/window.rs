@@ -584,10 +584,17 @@ impl WindowProcessor {
         if self.series.contains_key(key) {
             return true;
         }
+        let first_open = self.window_start(self.watermark());
+        if self.max_event_ns != 0 && start < first_open {
+            // Late for a series not tracked: counted by `add`'s caller as late, and no series
+            // (nor eviction) is made for it.
+            self.late_spans.inc();
+            self.late.note(key.service.clone(), first_open - start);
+            return false;
+        }
         if self.series.len() >= self.max_services {
             self.evict_least_recent();
         }
-        let first_open = self.window_start(self.watermark());
         let next_emit = start.max(if self.max_event_ns == 0 {
             0
         } else {
@@ -640,14 +647,21 @@ impl WindowProcessor {
         let cutoff = *nth;
         let mut left = n;
         let mut dropped_spans = 0u64;
+        let mut hists = Vec::new();
         self.series.retain(|_, s| {
             if left > 0 && s.last_seen_ns <= cutoff {
                 left -= 1;
-                dropped_spans += s.open.values().map(|a| a.count).sum::<u64>();
+                for acc in std::mem::take(&mut s.open).into_values() {
+                    dropped_spans += acc.count;
+                    hists.push(acc.hist);
+                }
                 return false;
             }
             true
         });
+        // Their histograms serve the series that take their place.
+        self.spare_hists.extend(hists);
+        self.spare_hists.truncate(1024);
         self.evicted_series.add((n - left) as u64);
         self.dropped_series.add(dropped_spans);
         if !self.warned_cap {

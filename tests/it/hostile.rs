@@ -176,3 +176,250 @@ async fn ten_thousand_streams_on_one_connection_are_all_answered() {
     assert_eq!(ok, 10_000, "every stream answered and accepted");
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
 }
+
+mod requests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    pub fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    pub fn span(i: u64, end_ns: u64) -> Span {
+        let mut trace_id = vec![0u8; 16];
+        trace_id[..8].copy_from_slice(&(i + 1).to_be_bytes());
+        Span {
+            trace_id,
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "op".into(),
+            kind: 2,
+            start_time_unix_nano: end_ns - 5_000_000,
+            end_time_unix_nano: end_ns,
+            ..Default::default()
+        }
+    }
+
+    /// One resource per service name, with `spans` spans each.
+    pub fn request(names: &[String], spans: &[Span]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: names
+                .iter()
+                .map(|n| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv(
+                            "service.name",
+                            any_value::Value::StringValue(n.clone()),
+                        )],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: spans.to_vec(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// An attribute value nested `depth` key-value lists deep.
+    pub fn nested(depth: usize) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(any_value::Value::IntValue(1)),
+        };
+        for _ in 0..depth {
+            v = AnyValue {
+                value: Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(v),
+                        ..Default::default()
+                    }],
+                })),
+            };
+        }
+        v
+    }
+}
+
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// The heavy-test guard orders whole tests; no task of this runtime takes it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_size_request_with_a_huge_name_and_deep_nesting_cannot_exhaust_memory() {
+    use prost::Message;
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let cfg = config(
+        "detect-to-nop.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http), ("MAX", &1000)],
+    );
+    let d = dir.path().to_path_buf();
+    let ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+        .await
+        .unwrap();
+    let now = otelwatch::model::time::now_ns();
+    // Just under the 4 MiB limit: a 1 MiB service.name and 3 MiB of minimal spans.
+    let spans: Vec<_> = (0..55_000).map(|i| requests::span(i, now)).collect();
+    let req = requests::request(&["x".repeat(1 << 20)], &spans);
+    let body = bytes::Bytes::from(req.encode_to_vec());
+    assert!(
+        body.len() > 3_500_000 && body.len() < 4 << 20,
+        "{} bytes",
+        body.len()
+    );
+    grpc_send(grpc, body, false, TRACES).await.unwrap();
+    // Nesting far deeper than any real attribute: refused, on both protocols.
+    let mut deep = requests::request(&["svc".into()], &[requests::span(1, now)]);
+    deep.resource_spans[0].scope_spans[0].spans[0].attributes =
+        vec![otelwatch_kv(requests::nested(300))];
+    let deep_body = deep.encode_to_vec();
+    let err = grpc_send(grpc, deep_body.clone().into(), false, TRACES)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let (st, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        deep_body,
+    )
+    .await;
+    assert_eq!(st, 400);
+    let json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (st, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        json.into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    // Still serving.
+    let mut sent = SpanSet::new();
+    grpc_send(
+        grpc,
+        make_requests(1, 10, 3, &mut sent).remove(0),
+        false,
+        TRACES,
+    )
+    .await
+    .unwrap();
+    let peak = peak_kib(ow.pid());
+    eprintln!(
+        "peak RSS after a 4 MiB request with a 1 MiB name: {:.1} MiB",
+        peak as f64 / 1024.0
+    );
+    assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
+}
+
+fn otelwatch_kv(
+    v: opentelemetry_proto::tonic::common::v1::AnyValue,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: "deep".into(),
+        value: Some(v),
+        ..Default::default()
+    }
+}
+
+// The heavy-test guard orders whole tests; no task of this runtime takes it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_service_names_stays_within_the_cap_and_a_new_service_is_still_tracked() {
+    use prost::Message;
+    let _heavy = heavy();
+    // OTELWATCH_FLOOD_NAMES=1000000 for the recorded run (docs/reliability.md).
+    let names: u64 = std::env::var("OTELWATCH_FLOOD_NAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let cfg = config(
+        "detect-to-nop.yaml",
+        &[("GRPC", &grpc), ("HTTP", &http), ("MAX", &1000)],
+    );
+    let d = dir.path().to_path_buf();
+    let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // All in one window: once it has closed, the rest of the flood is late (never tracked).
+    let now = otelwatch::model::time::now_ns();
+    let span = requests::span(1, now);
+    let mut refused = 0;
+    for chunk in (0..names).collect::<Vec<_>>().chunks(2000) {
+        let batch: Vec<String> = chunk.iter().map(|i| format!("flood-{i}")).collect();
+        let body = bytes::Bytes::from(
+            requests::request(&batch, std::slice::from_ref(&span)).encode_to_vec(),
+        );
+        // Over the memory budget the client is told to wait.
+        while let Err(e) = grpc_send(grpc, body.clone(), false, TRACES).await {
+            assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Then a real service starts.
+    let now = otelwatch::model::time::now_ns();
+    let spans: Vec<_> = (0..7).map(|i| requests::span(100 + i, now)).collect();
+    let body = requests::request(&["checkout".into()], &spans).encode_to_vec();
+    grpc_send(grpc, body.into(), false, TRACES).await.unwrap();
+    let series = "otelwatch_window_series_evicted_total{processor=\"window@traces\"}";
+    // Everything accepted has been through the window processor once nothing is held.
+    let all_in = wait_until(Duration::from_secs(60), || {
+        ow.metric("otelwatch_memory_held_bytes") == 0.0
+    });
+    let took = started.elapsed();
+    let peak = peak_kib(ow.pid());
+    let evicted = ow.metric(series);
+    assert!(
+        all_in,
+        "still held: {}",
+        ow.metric("otelwatch_memory_held_bytes")
+    );
+    assert!(evicted > 0.0);
+    assert!(ow.terminate().success(), "{}", ow.stderr());
+    eprintln!(
+        "{names} service names in {:.1} s ({refused} requests refused for memory): {evicted} series evicted; peak RSS {:.1} MiB",
+        took.as_secs_f64(),
+        peak as f64 / 1024.0
+    );
+    let windows = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    let checkout: Vec<serde_json::Value> = windows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|w| w["service"]["name"] == "checkout")
+        .collect();
+    assert_eq!(checkout.len(), 1, "the new service is tracked");
+    assert_eq!(checkout[0]["features"]["request_count"], 7.0);
+    let mut per_window = std::collections::HashMap::<String, usize>::new();
+    for l in windows.lines() {
+        let w: serde_json::Value = serde_json::from_str(l).unwrap();
+        *per_window
+            .entry(w["window"]["start"].to_string())
+            .or_default() += 1;
+    }
+    assert!(
+        per_window.values().all(|n| *n <= 1000),
+        "at most the cap of series in a window: {per_window:?}"
+    );
+    assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
+}
