@@ -353,4 +353,41 @@ mod tests {
         tight.send(held(10)).await.unwrap();
         assert_eq!(skips.items.get(), before + 1);
     }
+
+    /// Property: with any mix of queue capacities and backlogs, a batch reaches every
+    /// forwarding pipeline or none of them.
+    #[tokio::test]
+    async fn a_batch_reaches_all_forwarding_pipelines_or_none() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200 {
+            let n = 1 + (next() % 4) as usize;
+            let mut rxs = Vec::new();
+            let mut targets = Vec::new();
+            for i in 0..n {
+                let (tx, rx) = mpsc::channel(1 + (next() % 3) as usize);
+                // Some queues start with a backlog.
+                for _ in 0..next() % 3 {
+                    let _ = tx.try_send(batch());
+                }
+                targets.push(PipelineInput::forwarding(format!("traces/{i}").into(), tx));
+                rxs.push(rx);
+            }
+            let fan = FanOut::new(targets, Duration::from_millis(1));
+            let before: Vec<usize> = rxs.iter().map(|r| r.len()).collect();
+            let result = fan.send(batch()).await;
+            let after: Vec<usize> = rxs.iter().map(|r| r.len()).collect();
+            let grew = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+            match result {
+                Ok(()) => assert_eq!(grew, n, "{before:?} -> {after:?}"),
+                Err(Refused::Full) => assert_eq!(grew, 0, "{before:?} -> {after:?}"),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
 }

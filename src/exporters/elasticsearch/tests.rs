@@ -191,3 +191,37 @@ fn the_password_and_api_key_are_not_printed_with_the_config() {
     assert_eq!(cfg.password.expose(), "hunter2");
     assert!(!format!("{cfg:?}").contains("hunter2"));
 }
+
+/// Property: for any sizes and limits, the requests cover every document once, in order, each
+/// within `max_documents`, and within `max_bytes` unless it is one document alone.
+#[test]
+fn requests_partition_any_documents_within_their_limits() {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..300 {
+        let docs: Vec<Doc> = (0..next() % 200)
+            .map(|i| {
+                let body = serde_json::json!({ "pad": "x".repeat((next() % 3000) as usize) });
+                Doc::new("i".into(), format!("{i}"), &body, false)
+            })
+            .collect();
+        let (max_docs, max_bytes) = (1 + (next() % 50) as usize, 1 + (next() % 20_000) as usize);
+        let mut at = 0;
+        while at < docs.len() {
+            let n = next_request(&docs[at..], max_docs, max_bytes);
+            assert!(n >= 1 && n <= max_docs && at + n <= docs.len());
+            let bytes: usize = docs[at..at + n].iter().map(super::bulk::size).sum();
+            assert!(
+                n == 1 || bytes <= max_bytes,
+                "{n} documents, {bytes} bytes > {max_bytes}"
+            );
+            at += n;
+        }
+        assert_eq!(at, docs.len());
+    }
+}

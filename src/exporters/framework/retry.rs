@@ -206,4 +206,51 @@ mod tests {
         let off = RetrySettings::disabled();
         assert_eq!(Backoff::new(&off).next(None), None);
     }
+
+    /// Property: whatever the settings and the peer's delays, every wait is at least the
+    /// jittered initial interval and at most the jittered maximum, never zero, and the peer's
+    /// delay is honoured up to `max_interval`.
+    #[test]
+    fn every_wait_stays_within_its_bounds() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let initial = Duration::from_millis(1 + next() % 10_000);
+            let max = initial + Duration::from_millis(next() % 60_000);
+            let f = (next() % 100) as f64 / 100.0;
+            let r = RetrySettings {
+                initial_interval: ConfigDuration::from_millis(initial.as_millis() as u64),
+                max_interval: ConfigDuration::from_millis(max.as_millis() as u64),
+                max_elapsed_time: ConfigDuration::from_secs(0),
+                multiplier: 1.0 + (next() % 300) as f64 / 100.0,
+                randomization_factor: f,
+                enabled: true,
+            };
+            let mut b = Backoff::new(&r);
+            for _ in 0..40 {
+                let after = match next() % 4 {
+                    0 => None,
+                    1 => Some(Duration::ZERO),
+                    2 => Some(Duration::from_millis(next() % 120_000)),
+                    _ => Some(Duration::from_secs(u64::MAX / 4)),
+                };
+                let wait = b.next(after).expect("max_elapsed_time 0 never ends");
+                let low = initial.mul_f64(1.0 - f);
+                let high = max.mul_f64(1.0 + f).max(max);
+                assert!(
+                    wait >= low.min(max) && wait <= high,
+                    "{wait:?} not in {low:?}..{high:?}"
+                );
+                assert!(!wait.is_zero());
+                if let Some(a) = after {
+                    assert!(wait >= a.min(max), "the peer's delay is a floor");
+                }
+            }
+        }
+    }
 }
