@@ -264,13 +264,8 @@ mod tests {
 
     /// A small deterministic mutator: seeds, then bytes flipped, inserted, removed and spliced.
     fn inputs(seeds: &[Vec<u8>], n: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::processors::iforest::forest::Rng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         (0..n).map(move |i| {
             let mut v = seeds[i % seeds.len()].clone();
             for _ in 0..(next() % 8) {

@@ -358,13 +358,8 @@ mod tests {
     /// forwarding pipeline or none of them.
     #[tokio::test]
     async fn a_batch_reaches_all_forwarding_pipelines_or_none() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::processors::iforest::forest::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = move || rng.next_u64();
         for _ in 0..200 {
             let n = 1 + (next() % 4) as usize;
             let mut rxs = Vec::new();

@@ -437,8 +437,12 @@ async fn otlphttp_reaches_the_real_collector_unchanged_as_protobuf_and_json() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_larger_than_the_collector_takes_is_split_and_nothing_is_lost() {
+/// One request of about 12 MiB into otelwatch's HTTP receiver, forwarded (by `otelwatch_cfg`)
+/// to a collector (`collector_cfg`) that takes 4 MiB: every span arrives once, unchanged.
+async fn a_large_request_is_split_for(
+    collector_cfg: impl Fn(u16, &std::path::Path) -> String,
+    otelwatch_cfg: &str,
+) {
     let Some((bin, _)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (c_port, http) = (free_port(), free_port());
@@ -446,15 +450,12 @@ async fn a_request_larger_than_the_collector_takes_is_split_and_nothing_is_lost(
     let (mut collector, mut ow) = start_pair(
         &bin,
         dir.path(),
-        file_sink_config(c_port, &out),
-        config(
-            "forward-http-to-collector.yaml",
-            &[("HTTP", &http), ("DOWNSTREAM", &c_port)],
-        ),
+        collector_cfg(c_port, &out),
+        config(otelwatch_cfg, &[("HTTP", &http), ("DOWNSTREAM", &c_port)]),
         true,
     )
     .await;
-    // One request of about 12 MiB: three times the collector's default 4 MiB limit.
+    // Three times the collector's 4 MiB limit.
     let mut sent = FullSpans::new();
     let body = requests(1, 70_000, 5, &mut sent).remove(0);
     assert!(body.len() > 3 * 4 * 1024 * 1024, "{} bytes", body.len());
@@ -488,54 +489,17 @@ async fn a_request_larger_than_the_collector_takes_is_split_and_nothing_is_lost(
     );
 }
 
+/// Over OTLP/gRPC to the collector at its default 4 MiB message limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_collector_takes_is_split_and_nothing_is_lost() {
+    a_large_request_is_split_for(file_sink_config, "forward-http-to-collector.yaml").await;
+}
+
+/// Over OTLP/HTTP to the collector's HTTP receiver, limited to 4 MiB a body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_the_collectors_http_limit_is_split_and_nothing_is_lost() {
-    let Some((bin, _)) = setup() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (c_port, http) = (free_port(), free_port());
-    let out = dir.path().join("collector.jsonl");
-    let (mut collector, mut ow) = start_pair(
-        &bin,
-        dir.path(),
-        // The collector's HTTP receiver, limited to 4 MiB a body.
-        file_sink_config_with("http", c_port, "max_request_body_size: 4194304", &out),
-        config(
-            "forward-http-to-collector-over-http.yaml",
-            &[("HTTP", &http), ("DOWNSTREAM", &c_port)],
-        ),
-        true,
-    )
-    .await;
-    // One request of about 12 MiB: three times the collector's 4 MiB limit.
-    let mut sent = FullSpans::new();
-    let body = requests(1, 70_000, 5, &mut sent).remove(0);
-    assert!(body.len() > 3 * 4 * 1024 * 1024, "{} bytes", body.len());
-    let (status, _, answer) = http_post(
-        http,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        body.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-    let arrived = wait_until(Duration::from_secs(30), || {
-        items_by_kind(&out).0 >= sent.len()
-    });
-    assert!(
-        arrived,
-        "the collector got {:?} of {} spans:\notelwatch:\n{}\ncollector:\n{}",
-        items_by_kind(&out),
-        sent.len(),
-        ow.stderr(),
-        collector.log()
-    );
-    assert!(ow.terminate().success(), "{}", ow.stderr());
-    collector.stop();
-    let (ids, dups) = read_spans(&out);
-    assert_eq!((ids.len(), dups), (sent.len(), 0));
-    assert_eq!(
-        read_full_spans(&out),
-        sent,
-        "every span unchanged, with its resource"
-    );
+    let sink = |port, out: &std::path::Path| {
+        file_sink_config_with("http", port, "max_request_body_size: 4194304", out)
+    };
+    a_large_request_is_split_for(sink, "forward-http-to-collector-over-http.yaml").await;
 }

@@ -369,13 +369,10 @@ async fn kill_9_during_spool_writes_never_tears_a_file_and_the_next_start_sends_
     let (d, c) = (dir.path().to_path_buf(), cfg.clone());
     let seen = tokio::task::spawn_blocking(move || {
         let mut seen = std::collections::HashSet::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = otelwatch::processors::iforest::forest::Rng::new(0x9e37_79b9_7f4a_7c15);
         for i in 0..runs {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
             let mut ow = Otelwatch::start_finite(&d, &format!("run{i}"), &c);
-            std::thread::sleep(Duration::from_millis(100 + rng % 900));
+            std::thread::sleep(Duration::from_millis(100 + rng.next_u64() % 900));
             ow.signal("KILL");
             ow.wait_exit(Duration::from_secs(10));
             // Every file whole; the next start removes temporary files.

@@ -161,13 +161,7 @@ async fn ten_thousand_streams_on_one_connection_are_all_answered() {
         }
     }
     let took = started.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ow.pid())).unwrap();
-    let peak: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let peak = peak_kib(ow.pid());
     eprintln!(
         "10,000 streams on one connection: {ok} accepted in {:.1} s; peak RSS {:.1} MiB",
         took.as_secs_f64(),

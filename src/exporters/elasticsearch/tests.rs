@@ -196,13 +196,8 @@ fn the_password_and_api_key_are_not_printed_with_the_config() {
 /// within `max_documents`, and within `max_bytes` unless it is one document alone.
 #[test]
 fn requests_partition_any_documents_within_their_limits() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = crate::processors::iforest::forest::Rng::new(0x2545_f491_4f6c_dd1du64);
+    let mut next = move || rng.next_u64();
     for _ in 0..300 {
         let docs: Vec<Doc> = (0..next() % 200)
             .map(|i| {

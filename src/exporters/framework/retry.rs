@@ -212,13 +212,8 @@ mod tests {
     /// delay is honoured up to `max_interval`.
     #[test]
     fn every_wait_stays_within_its_bounds() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::processors::iforest::forest::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = move || rng.next_u64();
         for _ in 0..2000 {
             let initial = Duration::from_millis(1 + next() % 10_000);
             let max = initial + Duration::from_millis(next() % 60_000);
