@@ -26,7 +26,7 @@ use crate::config::error::ConfigError;
 use crate::config::listen::parse_endpoint;
 use crate::config::tls::{ClientTls, TlsError};
 use crate::otlp::codec::ClientCodec;
-use crate::otlp::split::split;
+use crate::otlp::split::parts_to_send;
 use crate::otlp::status::retry_delay;
 use crate::otlp::Signal;
 use crate::pipeline::DataKind;
@@ -243,17 +243,9 @@ impl OtlpExporter {
     /// Sends a request, split first if it is larger than the downstream takes. A part that
     /// fails fails the batch (it is retried whole: parts already sent are sent again).
     async fn send<S: Signal>(&self, body: Bytes) -> Result<Delivered, ExportError> {
-        let parts = match split(&body, self.max_request_size) {
-            Ok(Some(parts)) => parts,
-            Ok(None) => return self.send_one::<S>(body).await,
-            // Not ours to judge: the downstream answers for a request it cannot read.
-            Err(_) => return self.send_one::<S>(body).await,
+        let Some(parts) = parts_to_send(&body, self.max_request_size) else {
+            return self.send_one::<S>(body).await;
         };
-        tracing::debug!(
-            bytes = body.len(),
-            parts = parts.len(),
-            "request split for the downstream's limit"
-        );
         let mut delivered = Delivered::default();
         for part in parts {
             delivered.rejected += self.send_one::<S>(part.into()).await?.rejected;

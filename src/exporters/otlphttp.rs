@@ -271,12 +271,7 @@ impl OtlpHttpExporter {
             ),
         };
         if self.encoding == BodyEncoding::Proto {
-            if let Ok(Some(parts)) = crate::otlp::split::split(&body, self.max_request_size) {
-                tracing::debug!(
-                    bytes = body.len(),
-                    parts = parts.len(),
-                    "request split for the downstream's limit"
-                );
+            if let Some(parts) = crate::otlp::split::parts_to_send(&body, self.max_request_size) {
                 // A part that fails fails the batch: it is retried whole (at least once).
                 let mut delivered = Delivered::default();
                 for part in parts {

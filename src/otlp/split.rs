@@ -24,6 +24,18 @@ pub fn split(body: &[u8], limit: usize) -> Result<Option<Vec<Vec<u8>>>, SplitErr
     split_message(body, 1, 0, limit).map(|parts| (!parts.is_empty()).then_some(parts))
 }
 
+/// What an exporter sends for an encoded request: its parts, or `None` to send it as it is
+/// (it fits, has nothing to split by, or is not protobuf — the downstream answers for that).
+pub fn parts_to_send(body: &[u8], limit: usize) -> Option<Vec<Vec<u8>>> {
+    let parts = split(body, limit).ok().flatten()?;
+    tracing::debug!(
+        bytes = body.len(),
+        parts = parts.len(),
+        "request split for the downstream's limit"
+    );
+    Some(parts)
+}
+
 /// One field as it lies in the buffer.
 struct Field<'a> {
     number: u64,
