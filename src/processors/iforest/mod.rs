@@ -243,17 +243,22 @@ fn stable_hash(key: &SeriesKey) -> u64 {
     h
 }
 
+/// The median, by selection (linear time; `v` is reordered).
 fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
+    let n = v.len();
+    if n == 0 {
         return 0.0;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
+    let (below, &mut upper, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
     if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        return upper;
     }
+    let lower = below
+        .iter()
+        .copied()
+        .max_by(f64::total_cmp)
+        .unwrap_or(upper);
+    (lower + upper) / 2.0
 }
 
 /// What a window was judged to be.
@@ -349,8 +354,8 @@ impl SeriesModel {
                 if s.is_empty() {
                     return cfg.min_threshold;
                 }
-                s.sort_by(|a, b| a.total_cmp(b));
-                let q99 = s[((s.len() as f64 * 0.99) as usize).min(s.len() - 1)];
+                let k = ((s.len() as f64 * 0.99) as usize).min(s.len() - 1);
+                let (_, &mut q99, _) = s.select_nth_unstable_by(k, f64::total_cmp);
                 (q99 + 0.02).clamp(cfg.min_threshold, 0.95)
             }
         }
