@@ -14,6 +14,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::config::id::ComponentId;
 use crate::exporters::ExporterConfig;
-use crate::extensions::ExtensionConfig;
+use crate::extensions::{ExtensionConfig, Role};
 use crate::pipeline::DataKind;
 use crate::processors::ProcessorConfig;
 use crate::receivers::ReceiverConfig;
@@ -308,12 +308,14 @@ pub(super) fn check_ports(
 }
 
 /// `service.extensions` names defined extensions, each once; every receiver protocol's
-/// `auth.authenticator` names an authenticator extension that `service.extensions` enables.
+/// `auth.authenticator` names an authenticator extension, and every exporter's
+/// `sending_queue.storage` a storage extension, that `service.extensions` enables.
 /// Returns the enabled extensions.
 pub(super) fn check_extensions(
     service: &ServiceSection,
     extensions: &[(ComponentId, ExtensionConfig)],
     receivers: &[(ComponentId, ReceiverConfig)],
+    exporters: &[(ComponentId, ExporterConfig)],
     broken: &Broken,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ComponentId> {
@@ -339,29 +341,51 @@ pub(super) fn check_extensions(
             enabled.push(id);
         }
     }
-    for (rid, r) in receivers {
-        for (path, name) in r.authenticators(&format!("receivers.{rid}")) {
-            if broken.contains(&("extensions", name.clone())) {
-                continue;
-            }
-            let found = ComponentId::parse(&name)
-                .ok()
-                .and_then(|id| extensions.iter().find(|(d, _)| *d == id));
-            match found {
-                None => errors.push(ConfigError::new(
-                    path,
-                    format!("authenticator {name:?} is not defined under extensions"),
-                )),
-                Some((_, e)) if !e.is_authenticator() => errors.push(ConfigError::new(
-                    path,
-                    format!("extension {name:?} is not an authenticator"),
-                )),
-                Some((id, _)) if !enabled.contains(id) => errors.push(ConfigError::new(
-                    path,
-                    format!("authenticator {name:?} is not enabled: list it in service.extensions"),
-                )),
-                Some(_) => {}
-            }
+    let mut references: Vec<(String, String, Role)> = receivers
+        .iter()
+        .flat_map(|(rid, r)| r.authenticators(&format!("receivers.{rid}")))
+        .map(|(path, name)| (path, name, Role::Authenticator))
+        .collect();
+    for (eid, e) in exporters {
+        let Some(name) = e.queue_storage() else {
+            continue;
+        };
+        let path = format!("exporters.{eid}.sending_queue.storage");
+        if e.can_store_queue() {
+            references.push((path, name, Role::Storage));
+        } else {
+            errors.push(ConfigError::new(
+                path,
+                format!(
+                    "a {} exporter cannot keep its sending queue in storage (only {} can)",
+                    eid.kind,
+                    crate::exporters::storing_types().join(", ")
+                ),
+            ));
+        }
+    }
+    for (path, name, role) in references {
+        if broken.contains(&("extensions", name.clone())) {
+            continue;
+        }
+        let what = role.as_str();
+        let found = ComponentId::parse(&name)
+            .ok()
+            .and_then(|id| extensions.iter().find(|(d, _)| *d == id));
+        match found {
+            None => errors.push(ConfigError::new(
+                path,
+                format!("{what} {name:?} is not defined under extensions"),
+            )),
+            Some((_, e)) if e.role() != role => errors.push(ConfigError::new(
+                path,
+                format!("extension {name:?} is not a {what}"),
+            )),
+            Some((id, _)) if !enabled.contains(id) => errors.push(ConfigError::new(
+                path,
+                format!("{what} {name:?} is not enabled: list it in service.extensions"),
+            )),
+            Some(_) => {}
         }
     }
     enabled

@@ -203,8 +203,14 @@ pub fn parse(
     };
     let pipelines = graph::check_graph(&service, &components, &mut errors);
     graph::check_ports(&service, &receivers, &mut errors);
-    let service_extensions =
-        graph::check_extensions(&service, &extensions, &receivers, &broken, &mut errors);
+    let service_extensions = graph::check_extensions(
+        &service,
+        &extensions,
+        &receivers,
+        &exporters,
+        &broken,
+        &mut errors,
+    );
 
     if errors.is_empty() {
         Ok(Config {

@@ -278,7 +278,7 @@ service:
     let expect = [
         "extensions.basicauth.htpasswd.inline: inline line 1: expected user:password",
         "extensions.bearertokenauth/both: set exactly one of token, tokens or filename",
-        "extensions.oauth2client: unknown extension type \"oauth2client\" (known: bearertokenauth, basicauth)",
+        "extensions.oauth2client: unknown extension type \"oauth2client\" (known: bearertokenauth, basicauth, file_storage)",
         "service.extensions[1]: \"bearertokenauth\" is listed twice",
         "service.extensions[2]: extension \"nothere\" is not defined under extensions",
         "receivers.otlp.protocols.http.auth.authenticator: authenticator \"bearertokenauth/idle\" is not enabled: list it in service.extensions",
@@ -308,4 +308,44 @@ service:
     let cfg = parse(ok, &no_env).unwrap();
     assert_eq!(cfg.service_extensions.len(), 1);
     assert!(format!("{cfg:?}").contains("***") && !format!("{cfg:?}").contains("ann:pw"));
+}
+
+#[test]
+fn a_queue_in_storage_names_a_running_storage_on_an_exporter_that_can_use_it() {
+    let yaml = r#"
+extensions:
+  file_storage: { directory: /tmp/q }
+  file_storage/off: {}
+  file_storage/empty: { directory: "" }
+  bearertokenauth: { token: "t" }
+receivers:
+  otlp:
+exporters:
+  otlp/a: { endpoint: "localhost:4317", sending_queue: { storage: file_storage } }
+  otlp/b: { endpoint: "localhost:4317", sending_queue: { storage: file_storage/off } }
+  otlp/c: { endpoint: "localhost:4317", sending_queue: { storage: bearertokenauth } }
+  otlphttp: { endpoint: "http://localhost:4318", sending_queue: { storage: nothere } }
+  webhook: { endpoint: "http://localhost:9/x", sending_queue: { storage: file_storage } }
+service:
+  extensions: [file_storage, bearertokenauth]
+  pipelines:
+    traces: { receivers: [otlp], exporters: [otlp/a, otlp/b, otlp/c, otlphttp] }
+"#;
+    let errs = errors_of(yaml);
+    let expect = [
+        "extensions.file_storage/empty.directory: must name a directory",
+        "exporters.otlp/b.sending_queue.storage: storage \"file_storage/off\" is not enabled: list it in service.extensions",
+        "exporters.otlp/c.sending_queue.storage: extension \"bearertokenauth\" is not a storage",
+        "exporters.otlphttp.sending_queue.storage: storage \"nothere\" is not defined under extensions",
+        "exporters.webhook: defined but not used in any pipeline",
+        "exporters.webhook.sending_queue.storage: a webhook exporter cannot keep its sending queue in storage (only otlp, otlphttp can)",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
 }

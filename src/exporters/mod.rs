@@ -22,9 +22,12 @@ pub mod webhook;
 
 use crate::config::error::ConfigError;
 use crate::config::id::ComponentId;
+use crate::extensions::Extensions;
 use crate::pipeline::DataKind;
 use crate::telemetry::Telemetry;
+use framework::persistent::StoredQueue;
 use framework::{RunSettings, RunningExporter};
+use tokio_util::sync::CancellationToken;
 
 /// A failure building an exporter, reported by its own module's error type.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +43,8 @@ pub trait ExporterType: Sized {
     type Exporter: framework::Export;
     /// The data kinds it can take.
     fn accepts(&self) -> &'static [DataKind];
+    /// Whether its `sending_queue` can be kept in a storage extension (it sends OTLP batches).
+    const STORES_QUEUE: bool = false;
     /// Its queue, retry and timeout (local exporters: one batch at a time, no retrying).
     fn run_settings(&self) -> RunSettings {
         RunSettings::local()
@@ -57,6 +62,12 @@ macro_rules! exporter_table {
         }
 
         pub const TYPES: &[&str] = &[$(<$config as ExporterType>::NAME),*];
+
+        /// The types whose `sending_queue` can name a `storage`.
+        pub fn storing_types() -> Vec<&'static str> {
+            let all = [$((<$config as ExporterType>::NAME, <$config as ExporterType>::STORES_QUEUE)),*];
+            all.into_iter().filter(|(_, s)| *s).map(|(n, _)| n).collect()
+        }
 
         pub fn parse_config(
             id: &ComponentId,
@@ -84,17 +95,37 @@ macro_rules! exporter_table {
                 }
             }
 
+            /// The storage extension its `sending_queue` names, if any.
+            pub fn queue_storage(&self) -> Option<String> {
+                match self {
+                    $(Self::$variant(c) => c.run_settings().queue.storage),*
+                }
+            }
+
+            pub fn can_store_queue(&self) -> bool {
+                match self {
+                    $(Self::$variant(_) => <$config as ExporterType>::STORES_QUEUE),*
+                }
+            }
+
             /// Builds the exporter and starts its loop.
+            /// (`stop` begins the shutdown: retries stop waiting.)
             pub fn start(
                 &self,
                 id: &ComponentId,
                 telemetry: &Telemetry,
+                extensions: &Extensions,
+                stop: &CancellationToken,
             ) -> Result<RunningExporter, ExporterError> {
                 let name = id.to_string();
                 let started = match self {
-                    $(Self::$variant(c) => c.build(&name, telemetry).map(|exporter| {
-                        framework::spawn(&name, exporter, c.run_settings(), telemetry)
-                    })),*
+                    $(Self::$variant(c) => {
+                        let settings = c.run_settings();
+                        open_stored(&name, &settings, extensions).and_then(|stored| {
+                            let exporter = c.build(&name, telemetry)?;
+                            Ok(framework::spawn(&name, exporter, settings, stored, stop.clone(), telemetry))
+                        })
+                    }),*
                 };
                 started.map_err(|source| ExporterError { id: name, source })
             }
@@ -110,6 +141,26 @@ exporter_table! {
     Nop(nop::NopConfig),
     Webhook(webhook::WebhookConfig),
     Elasticsearch(elasticsearch::ElasticsearchConfig),
+}
+
+/// The exporter's queue in storage, when its `sending_queue` names one.
+fn open_stored(
+    id: &str,
+    settings: &RunSettings,
+    extensions: &Extensions,
+) -> Result<Option<StoredQueue>, BuildError> {
+    let Some(name) = &settings.queue.storage else {
+        return Ok(None);
+    };
+    let storage = extensions
+        .storage(name)
+        .ok_or_else(|| format!("storage {name:?} is not running"))?;
+    let (files, left) = storage.open_queue(id)?;
+    Ok(Some(StoredQueue::new(
+        files,
+        left,
+        settings.queue.queue_size,
+    )))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -127,6 +127,8 @@ impl crate::exporters::ExporterType for OtlpExporterConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
+    const STORES_QUEUE: bool = true;
+
     fn accepts(&self) -> &'static [DataKind] {
         &DataKind::SIGNALS
     }

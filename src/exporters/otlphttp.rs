@@ -150,6 +150,8 @@ impl crate::exporters::ExporterType for OtlpHttpConfig {
         crate::config::decode::validated(cfg, errors)
     }
 
+    const STORES_QUEUE: bool = true;
+
     fn accepts(&self) -> &'static [DataKind] {
         &DataKind::SIGNALS
     }

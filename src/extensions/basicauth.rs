@@ -13,7 +13,7 @@
 //! Passwords are kept as given (plain text): hashed entries (`$2y$…`, `{SHA}…`) are refused
 //! with a clear error rather than silently never matching.
 
-use super::{Authenticator, ExtensionError, ExtensionType};
+use super::{Authenticator, ExtensionError, ExtensionType, Role};
 use crate::config::decode::{decode_section, validated};
 use crate::config::error::ConfigError;
 use crate::config::secret::Secret;
@@ -63,6 +63,7 @@ fn users(text: &str, source: &str) -> Result<HashMap<String, Vec<u8>>, String> {
 
 impl ExtensionType for BasicAuthConfig {
     const NAME: &'static str = "basicauth";
+    const ROLE: Role = Role::Authenticator;
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;

@@ -9,7 +9,7 @@
 //!     header: Authorization
 //! ```
 
-use super::{Authenticator, ExtensionError, ExtensionType};
+use super::{Authenticator, ExtensionError, ExtensionType, Role};
 use crate::config::decode::{decode_section, validated};
 use crate::config::error::ConfigError;
 use crate::config::secret::Secret;
@@ -40,6 +40,7 @@ impl Default for BearerTokenAuthConfig {
 
 impl ExtensionType for BearerTokenAuthConfig {
     const NAME: &'static str = "bearertokenauth";
+    const ROLE: Role = Role::Authenticator;
 
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
         let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `bearertokenauth` | receivers take only requests with `Authorization: Bearer <token>` |
 //! | `basicauth` | receivers take only requests with HTTP Basic credentials from a list |
+//! | `file_storage` | exporters keep their sending queue on disk (`sending_queue.storage`) |
 //!
 //! A receiver protocol names its authenticator with `auth: { authenticator: <id> }`; a request
 //! without valid credentials is refused before its body is read (gRPC `UNAUTHENTICATED`,
@@ -13,18 +14,50 @@
 
 pub mod basicauth;
 pub mod bearertokenauth;
+pub mod file_storage;
 
 use crate::config::error::ConfigError;
 use crate::config::id::ComponentId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// What an extension is for, and so what other components can name it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Named by a receiver protocol's `auth.authenticator`.
+    Authenticator,
+    /// Named by an exporter's `sending_queue.storage`.
+    Storage,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Authenticator => "authenticator",
+            Role::Storage => "storage",
+        }
+    }
+}
+
 /// What the table needs of each extension type; implemented by its config struct.
 pub trait ExtensionType: Sized {
     const NAME: &'static str;
+    const ROLE: Role;
     fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>>;
-    /// Builds the authenticator (reading any files it names).
-    fn authenticator(&self, id: &str) -> Result<Authenticator, ExtensionError>;
+    /// Builds the authenticator (reading any files it names); for `Role::Authenticator`.
+    fn authenticator(&self, id: &str) -> Result<Authenticator, ExtensionError> {
+        Err(ExtensionError::Invalid {
+            id: id.to_string(),
+            message: "not an authenticator".into(),
+        })
+    }
+    /// Opens the storage; for `Role::Storage`.
+    fn storage(&self, id: &str) -> Result<file_storage::FileStorage, ExtensionError> {
+        Err(ExtensionError::Invalid {
+            id: id.to_string(),
+            message: "not a storage".into(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +96,16 @@ macro_rules! extension_table {
         }
 
         impl ExtensionConfig {
-            /// True for extensions a receiver can name as its `authenticator`.
-            pub fn is_authenticator(&self) -> bool {
-                true
+            pub fn role(&self) -> Role {
+                match self {
+                    $(Self::$variant(_) => <$config as ExtensionType>::ROLE),*
+                }
+            }
+
+            fn storage(&self, id: &str) -> Result<file_storage::FileStorage, ExtensionError> {
+                match self {
+                    $(Self::$variant(c) => c.storage(id)),*
+                }
             }
 
             fn authenticator(&self, id: &str) -> Result<Authenticator, ExtensionError> {
@@ -82,6 +122,7 @@ macro_rules! extension_table {
 extension_table! {
     BearerTokenAuth(bearertokenauth::BearerTokenAuthConfig),
     BasicAuth(basicauth::BasicAuthConfig),
+    FileStorage(file_storage::FileStorageConfig),
 }
 
 /// Why a request's credentials were refused.
@@ -223,26 +264,38 @@ fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Debug, Default)]
 pub struct Extensions {
     authenticators: HashMap<String, Arc<Authenticator>>,
+    storages: HashMap<String, Arc<file_storage::FileStorage>>,
 }
 
 impl Extensions {
     /// Starts the extensions `service.extensions` lists.
     pub fn start(cfg: &crate::config::Config) -> Result<Self, ExtensionError> {
-        let mut authenticators = HashMap::new();
+        let mut started = Self::default();
         for id in &cfg.service_extensions {
             let Some((_, ext)) = cfg.extensions.iter().find(|(i, _)| i == id) else {
                 continue;
             };
-            if ext.is_authenticator() {
-                let a = ext.authenticator(&id.to_string())?;
-                authenticators.insert(id.to_string(), Arc::new(a));
+            let name = id.to_string();
+            match ext.role() {
+                Role::Authenticator => {
+                    let a = ext.authenticator(&name)?;
+                    started.authenticators.insert(name, Arc::new(a));
+                }
+                Role::Storage => {
+                    let s = ext.storage(&name)?;
+                    started.storages.insert(name, Arc::new(s));
+                }
             }
         }
-        Ok(Self { authenticators })
+        Ok(started)
     }
 
     pub fn authenticator(&self, id: &str) -> Option<Arc<Authenticator>> {
         self.authenticators.get(id).cloned()
+    }
+
+    pub fn storage(&self, id: &str) -> Option<Arc<file_storage::FileStorage>> {
+        self.storages.get(id).cloned()
     }
 }
 

@@ -115,6 +115,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, ServiceError> {
     let health = HealthState::default();
+    // Cancelled when the shutdown begins: receivers stop taking data, exporters stop waiting
+    // to retry.
+    let stop = CancellationToken::new();
     let extensions = Arc::new(crate::extensions::Extensions::start(&cfg)?);
     let memory = MemoryPool::new();
     let probe = Arc::downgrade(&memory);
@@ -128,11 +131,10 @@ pub async fn run(
         inputs,
         tasks: exporter_tasks,
         probes,
-    } = start_exporters(&cfg, &telemetry)?;
+    } = start_exporters(&cfg, &telemetry, &extensions, &stop)?;
     let (pipeline_tasks, pipeline_inputs) = start_pipelines(&cfg, &telemetry, &inputs, &memory);
     // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
     drop(inputs);
-    let stop = CancellationToken::new();
     let shared = Shared { extensions, memory };
     let receivers = start_receivers(&cfg, &telemetry, &shared, &pipeline_inputs, &stop).await?;
     drop(pipeline_inputs);
@@ -183,14 +185,19 @@ struct Exporters {
 }
 
 /// Step 1: exporters, first, so that everything upstream has somewhere to send.
-fn start_exporters(cfg: &Config, telemetry: &Telemetry) -> Result<Exporters, ServiceError> {
+fn start_exporters(
+    cfg: &Config,
+    telemetry: &Telemetry,
+    extensions: &crate::extensions::Extensions,
+    stop: &CancellationToken,
+) -> Result<Exporters, ServiceError> {
     let mut started = Exporters {
         inputs: Vec::new(),
         tasks: Vec::new(),
         probes: Vec::new(),
     };
     for (id, ec) in &cfg.exporters {
-        let running = ec.start(id, telemetry)?;
+        let running = ec.start(id, telemetry, extensions, stop)?;
         started.probes.push(running.input.clone_probe());
         started.inputs.push((id.clone(), running.input));
         started.tasks.push(running.task);

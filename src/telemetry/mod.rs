@@ -173,6 +173,7 @@ pub mod names {
     pub const EXPORTER_SENT: &str = "otelwatch_exporter_sent_items_total";
     pub const EXPORTER_FAILED: &str = "otelwatch_exporter_failed_items_total";
     pub const EXPORTER_RETRIES: &str = "otelwatch_exporter_retries_total";
+    pub const EXPORTER_QUEUE_UNREADABLE: &str = "otelwatch_exporter_queue_unreadable_total";
     pub const QUEUE_LENGTH: &str = "otelwatch_queue_length";
     pub const QUEUE_CAPACITY: &str = "otelwatch_queue_capacity";
     pub const PIPELINE_SKIPPED: &str = "otelwatch_pipeline_skipped_items_total";

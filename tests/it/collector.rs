@@ -257,6 +257,107 @@ async fn every_span_reaches_the_real_collector_once_across_its_restart() {
     );
 }
 
+/// The sending queue in storage: what otelwatch accepted while the collector was down is on
+/// disk; a stop leaves it there at once (the retry waiting is cut short), a `kill -9` too, and
+/// the start after the collector is back sends every span once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_in_storage_survives_a_stop_and_a_crash_while_the_collector_is_down() {
+    let Some((bin, _)) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (c_port, grpc) = (free_port(), free_port());
+    let out = dir.path().join("collector.jsonl");
+    let cfg = config(
+        "forward-stored.yaml",
+        &[("GRPC", &grpc), ("DOWNSTREAM", &c_port)],
+    );
+    let mut sent = SpanSet::new();
+    let bodies = make_requests(60, 20, 9, &mut sent);
+    let queued = || {
+        std::fs::read_dir(dir.path().join("storage/exporter_otlp_collector"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".otlp"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+
+    // Run 1: the collector is not there; 20 requests are accepted, then a stop.
+    let d = dir.path().to_path_buf();
+    let c = cfg.clone();
+    let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &c))
+        .await
+        .unwrap();
+    for b in &bodies[..20] {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, mut ow) = tokio::task::spawn_blocking(move || (ow.terminate(), ow))
+        .await
+        .unwrap();
+    assert!(status.success(), "{}", ow.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited for retries: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        queued(),
+        20,
+        "every accepted request is in the queue:\n{}",
+        ow.stderr()
+    );
+    assert!(ow
+        .stderr()
+        .contains("batches left in the queue for the next start"));
+
+    // Run 2: still no collector; 20 more, then the process is killed.
+    ow = tokio::task::spawn_blocking(move || {
+        ow.spawn();
+        ow
+    })
+    .await
+    .unwrap();
+    for b in &bodies[20..40] {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ow.signal("KILL");
+    let _ = ow.wait_exit(Duration::from_secs(10));
+    assert_eq!(queued(), 40, "{}", ow.stderr());
+
+    // Run 3: the collector is back; the queue is sent, and new traffic goes through too.
+    let d = dir.path().to_path_buf();
+    let cfg_c = file_sink_config(c_port, &out);
+    let (mut collector, ow) = tokio::task::spawn_blocking(move || {
+        let c = Collector::start(&bin, &d, "collector", &cfg_c);
+        ow.spawn();
+        (c, ow)
+    })
+    .await
+    .unwrap();
+    let mut ow = ow;
+    for b in &bodies[40..] {
+        grpc_send(grpc, b.clone(), false, TRACES).await.unwrap();
+    }
+    wait_for_spans(&out, &sent, Duration::from_secs(30), || ow.stderr());
+    assert!(
+        wait_until(Duration::from_secs(10), || queued() == 0),
+        "{} left",
+        queued()
+    );
+    assert!(ow
+        .stderr()
+        .contains("sending what the last run left in the queue"));
+    let status = tokio::task::spawn_blocking(move || (ow.terminate(), ow))
+        .await
+        .unwrap();
+    assert!(status.0.success(), "{}", status.1.stderr());
+    collector.stop();
+    assert_exactly(&out, &sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_collector_exports_into_otelwatch_with_gzip() {
     let Some((bin, python)) = setup() else { return };

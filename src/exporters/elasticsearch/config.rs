@@ -92,7 +92,7 @@ impl Default for ElasticsearchConfig {
             },
             sending_queue: QueueSettings {
                 num_consumers: 2,
-                queue_size: 1000,
+                ..QueueSettings::default()
             },
             queue: DiskQueue::default(),
         }

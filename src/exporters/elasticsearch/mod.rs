@@ -77,11 +77,8 @@ pub enum ElasticsearchError {
     Ca { path: String, message: String },
     #[error("building the client: {0}")]
     Client(String),
-    #[error("opening the disk queue {path}: {source}")]
-    Spool {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("opening the disk queue: {0}")]
+    Spool(#[from] crate::storage::StorageError),
 }
 
 pub struct ElasticsearchExporter {
@@ -127,12 +124,7 @@ impl ElasticsearchExporter {
         let spool = if directory.is_empty() {
             spool::Spool::memory(cfg.queue.max_bytes)
         } else {
-            spool::Spool::open(std::path::Path::new(&directory), cfg.queue.max_bytes).map_err(
-                |source| ElasticsearchError::Spool {
-                    path: directory.clone(),
-                    source,
-                },
-            )?
+            spool::Spool::open(std::path::Path::new(&directory), cfg.queue.max_bytes)?
         };
         let spool = Arc::new(spool);
         let probe = Arc::downgrade(&spool);

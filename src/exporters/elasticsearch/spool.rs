@@ -3,14 +3,13 @@
 //! (`directory: ""`). The delivery task reads segments in order and removes each one once
 //! every document in it is settled (written, already there, or dead-lettered).
 //!
-//! On disk a segment is written atomically: a temporary file, fsync, rename, then an fsync of
-//! the directory so the rename survives a power cut. Temporary files left by a crash are
-//! removed at open; a file resent after a crash is harmless (ids are deterministic and
-//! `create` answers 409). One process at a time owns a directory (an exclusive lock).
+//! On disk the segments are a [`SegmentDir`] with fsync on (each written atomically and made
+//! durable before the batch is acknowledged); a file resent after a crash is harmless (ids are
+//! deterministic and `create` answers 409).
 
 use super::Doc;
+use crate::storage::SegmentDir;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +28,7 @@ pub enum Segment {
 }
 
 enum Store {
-    Disk { dir: PathBuf, _lock: File },
+    Disk(SegmentDir),
     Memory(Mutex<HashMap<u64, Vec<Doc>>>),
 }
 
@@ -47,15 +46,6 @@ pub struct Spool {
     pub changed: Arc<Notify>,
 }
 
-fn seq_of(p: &Path) -> Option<u64> {
-    p.file_name()?
-        .to_str()?
-        .strip_prefix("spool-")?
-        .strip_suffix(".ndjson")?
-        .parse()
-        .ok()
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -64,40 +54,15 @@ fn doc_size(d: &Doc) -> u64 {
     (d.body.get().len() + d.index.len() + d.id.len() + 32) as u64
 }
 
-/// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl Spool {
     /// The disk queue in `dir`: created if missing, locked for this process, its segments
     /// (left by an earlier run) listed for delivery.
-    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let lock = File::create(dir.join(".lock"))?;
-        if let Err(e) = lock.try_lock() {
-            return Err(std::io::Error::other(format!(
-                "another process holds the disk queue ({e})"
-            )));
-        }
-        let mut segments = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
-            let path = entry.path();
-            let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".tmp") {
-                // A write a crash interrupted: its batch was never acknowledged.
-                std::fs::remove_file(&path)?;
-            } else if let Some(seq) = seq_of(&path) {
-                segments.insert(seq, entry.metadata().map(|m| m.len()).unwrap_or(0));
-            }
-        }
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, crate::storage::StorageError> {
+        let (files, segments) = SegmentDir::open(dir, "spool", "ndjson", true)?;
         let next = segments.keys().next_back().map_or(0, |s| s + 1);
         let bytes = segments.values().sum();
         Ok(Self {
-            store: Store::Disk {
-                dir: dir.to_path_buf(),
-                _lock: lock,
-            },
+            store: Store::Disk(files),
             max_bytes,
             next_seq: AtomicU64::new(next),
             bytes: AtomicU64::new(bytes),
@@ -127,7 +92,7 @@ impl Spool {
     /// The directory of the disk queue.
     pub fn dir(&self) -> Option<&Path> {
         match &self.store {
-            Store::Disk { dir, .. } => Some(dir),
+            Store::Disk(files) => Some(files.dir()),
             Store::Memory(_) => None,
         }
     }
@@ -149,20 +114,13 @@ impl Spool {
     pub fn append(&self, docs: Vec<Doc>) -> std::io::Result<u64> {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let size = match &self.store {
-            Store::Disk { dir, .. } => {
-                use std::io::Write;
-                let path = dir.join(format!("spool-{seq:020}.ndjson"));
-                let tmp = dir.join(format!(".spool-{seq:020}.tmp"));
+            Store::Disk(files) => {
                 let mut text = Vec::new();
                 for d in &docs {
                     serde_json::to_writer(&mut text, d)?;
                     text.push(b'\n');
                 }
-                let mut f = File::create(&tmp)?;
-                f.write_all(&text)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                sync_dir(dir)?;
+                files.write(seq, &text)?;
                 text.len() as u64
             }
             Store::Memory(m) => {
@@ -202,9 +160,9 @@ impl Spool {
                 docs: lock(m).get(&seq).cloned().unwrap_or_default(),
                 unreadable: Vec::new(),
             })),
-            Store::Disk { dir, .. } => {
-                let path = dir.join(format!("spool-{seq:020}.ndjson"));
-                let bytes = match std::fs::read(&path) {
+            Store::Disk(files) => {
+                let path = files.path(seq);
+                let bytes = match files.read(seq) {
                     Ok(b) => b,
                     Err(e) => {
                         return Ok(Some(Segment::Unreadable {
@@ -226,12 +184,7 @@ impl Spool {
     /// Drops a settled segment and tells its waiter how many documents were given up.
     pub fn remove(&self, seq: u64, given_up: usize) -> std::io::Result<()> {
         match &self.store {
-            Store::Disk { dir, .. } => {
-                match std::fs::remove_file(dir.join(format!("spool-{seq:020}.ndjson"))) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
+            Store::Disk(files) => files.remove(seq)?,
             Store::Memory(m) => {
                 lock(m).remove(&seq);
             }
@@ -242,16 +195,11 @@ impl Spool {
 
     /// Moves an unreadable spool file aside (into `dead/`), so it never blocks the queue.
     pub fn quarantine(&self, seq: u64) -> std::io::Result<PathBuf> {
-        let Store::Disk { dir, .. } = &self.store else {
+        let Store::Disk(files) = &self.store else {
             self.forget(seq, 0);
             return Ok(PathBuf::new());
         };
-        let dead = dir.join("dead");
-        std::fs::create_dir_all(&dead)?;
-        let name = format!("spool-{seq:020}.ndjson");
-        let to = dead.join(&name);
-        std::fs::rename(dir.join(&name), &to)?;
-        sync_dir(dir)?;
+        let to = files.quarantine(seq)?;
         self.forget(seq, 0);
         Ok(to)
     }

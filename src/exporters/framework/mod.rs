@@ -5,15 +5,23 @@
 //! ```yaml
 //! retry_on_failure: { enabled: true, initial_interval: 5s, max_interval: 30s, max_elapsed_time: 300s,
 //!                     multiplier: 1.5, randomization_factor: 0.5 }
-//! sending_queue:    { num_consumers: 10, queue_size: 1000 }
+//! sending_queue:    { num_consumers: 10, queue_size: 1000, storage: file_storage }
 //! ```
+//!
+//! With `storage` (the id of a `file_storage` extension) the queue is kept on disk
+//! ([`persistent`]): a batch is written there before the handover returns, is retried until the
+//! peer takes it or refuses it for good (`max_elapsed_time` does not apply), and what is queued
+//! at a stop is sent by the next start. Without it the queue is in memory and a stop waits
+//! (up to `service.shutdown_timeout`) for it to drain.
 
+pub mod persistent;
 mod retry;
 
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::{names, Counter, Telemetry};
+use persistent::StoredQueue;
 pub use retry::{Backoff, RetrySettings};
 use serde::Deserialize;
 use std::future::Future;
@@ -22,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,6 +82,8 @@ pub struct QueueSettings {
     /// Batches waiting to be sent; when full, the pipeline waits (and receivers refuse with a
     /// retryable status) instead of dropping.
     pub queue_size: usize,
+    /// A storage extension to keep the queue in (only exporters that send OTLP).
+    pub storage: Option<String>,
 }
 
 impl Default for QueueSettings {
@@ -80,6 +91,7 @@ impl Default for QueueSettings {
         Self {
             num_consumers: 10,
             queue_size: 1000,
+            storage: None,
         }
     }
 }
@@ -89,6 +101,7 @@ impl QueueSettings {
         Self {
             num_consumers: 1,
             queue_size,
+            storage: None,
         }
     }
 
@@ -185,6 +198,8 @@ struct KindCounters {
 struct Counters {
     by_kind: Vec<(DataKind, KindCounters)>,
     retries: Counter,
+    /// Batches in a queue in storage that could not be read (moved into `dead/`).
+    unreadable: Counter,
     /// The last attempt failed with a retryable error (the health report names it).
     failing: Arc<AtomicBool>,
 }
@@ -207,11 +222,28 @@ pub struct ExporterInput {
     encoded_only: bool,
     /// Items handed over and not yet sent or failed: what a forced stop would lose.
     pending: Arc<AtomicU64>,
+    /// The queue in storage, when there is one (then `tx` carries nothing: it only tells the
+    /// sending loop when every input has gone).
+    stored: Option<Arc<StoredQueue>>,
 }
 
 impl ExporterInput {
-    /// Queues a batch, waiting for room. Fails only if the exporter has stopped.
+    /// Queues a batch, waiting for room. Fails if the exporter has stopped, or its queue in
+    /// storage cannot take the batch (said in the log).
     pub async fn send(&self, batch: Batch) -> Result<(), Batch> {
+        if let Some(q) = &self.stored {
+            if self.tx.is_closed() {
+                return Err(batch);
+            }
+            let stored = match persistent::encode(&batch) {
+                Ok(segment) => q.push(segment).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            return stored.map_err(|error| {
+                tracing::error!(exporter = %self.id, dir = %q.dir().display(), %error, "the queue in storage did not take a batch");
+                batch
+            });
+        }
         let batch = if self.encoded_only {
             batch.encoded_only()
         } else {
@@ -252,13 +284,17 @@ pub struct RunningExporter {
     pub task: JoinHandle<()>,
 }
 
-/// Starts the exporter's loop. It ends after its input closes and everything queued is settled.
+/// Starts the exporter's loop. It ends after its input closes and everything queued is settled
+/// (with `stored`, the queue in storage: once what is being sent is settled; the rest stays).
 pub fn spawn<E: Export>(
     id: &str,
     exporter: E,
     settings: RunSettings,
+    stored: Option<StoredQueue>,
+    stop: CancellationToken,
     telemetry: &Telemetry,
 ) -> RunningExporter {
+    let stored = stored.map(Arc::new);
     let (tx, rx) = mpsc::channel(settings.queue.queue_size.max(1));
     let pending = Arc::new(AtomicU64::new(0));
     let counters = Arc::new(Counters {
@@ -288,6 +324,11 @@ pub fn spawn<E: Export>(
             "Send attempts retried after a retryable failure.",
             vec![("exporter", id.to_string())],
         ),
+        unreadable: telemetry.counter(
+            names::EXPORTER_QUEUE_UNREADABLE,
+            "Batches in a queue in storage that could not be read (moved into its dead/ directory).",
+            vec![("exporter", id.to_string())],
+        ),
         failing: Arc::new(AtomicBool::new(false)),
     });
     let failing = Arc::downgrade(&counters.failing);
@@ -298,15 +339,18 @@ pub fn spawn<E: Export>(
         move || failing.upgrade().is_some_and(|f| f.load(Ordering::Relaxed)) as u8 as f64,
     );
     let weak = tx.downgrade();
+    let weak_stored = stored.as_ref().map(Arc::downgrade);
     let labels = vec![("component", id.to_string()), ("queue", "exporter".into())];
     telemetry.gauge_fn(
         names::QUEUE_LENGTH,
         "Batches waiting in a queue.",
         labels.clone(),
-        move || {
-            weak.upgrade()
+        move || match &weak_stored {
+            Some(q) => q.upgrade().map_or(0.0, |q| q.len() as f64),
+            None => weak
+                .upgrade()
                 .map(|s| (s.max_capacity() - s.capacity()) as f64)
-                .unwrap_or(0.0)
+                .unwrap_or(0.0),
         },
     );
     let cap = settings.queue.queue_size as f64;
@@ -322,10 +366,14 @@ pub fn spawn<E: Export>(
         // Merging batches needs their payloads.
         encoded_only: settings.encoded_only && settings.accumulate.is_none(),
         pending: pending.clone(),
+        stored: stored.clone(),
     };
     let id: Arc<str> = id.into();
     let exporter = Arc::new(exporter);
-    let task = tokio::spawn(run(id, exporter, rx, settings, counters, pending));
+    let task = match stored {
+        Some(q) => tokio::spawn(run_stored(id, exporter, rx, settings, counters, q, stop)),
+        None => tokio::spawn(run(id, exporter, rx, settings, counters, pending, stop)),
+    };
     RunningExporter { input, task }
 }
 
@@ -336,6 +384,7 @@ async fn run<E: Export>(
     settings: RunSettings,
     counters: Arc<Counters>,
     pending: Arc<AtomicU64>,
+    stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.queue.num_consumers.max(1)));
     let accumulate = settings.accumulate;
@@ -379,16 +428,26 @@ async fn run<E: Export>(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (id, exporter, settings, counters, pending) = (
+            let (id, exporter, settings, counters, pending, stop) = (
                 id.clone(),
                 exporter.clone(),
                 settings.clone(),
                 counters.clone(),
                 pending.clone(),
+                stop.clone(),
             );
             inflight.spawn(async move {
                 let items = batch.items as u64;
-                deliver(&id, exporter.as_ref(), batch, &settings, &counters).await;
+                deliver(
+                    &id,
+                    exporter.as_ref(),
+                    &batch,
+                    &settings,
+                    &counters,
+                    &stop,
+                    AtStop::RetryNow,
+                )
+                .await;
                 pending.fetch_sub(items, Ordering::Relaxed);
                 drop(permit);
             });
@@ -403,22 +462,44 @@ async fn run<E: Export>(
     tracing::debug!(exporter = %id, "exporter stopped");
 }
 
+/// What a retry waiting for its next attempt does when the stop begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtStop {
+    /// Tries again at once (once), then goes on waiting out its backoff until the shutdown
+    /// deadline: a queue in memory is lost if it is not sent.
+    RetryNow,
+    /// Stops: the batch stays in storage for the next start.
+    Keep,
+}
+
+/// How a batch's delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Sent, or given up for good (permanent error, retries exhausted): counted either way.
+    Settled,
+    /// Not sent because the stop began (`AtStop::Keep`).
+    Kept,
+}
+
 async fn deliver<E: Export>(
     id: &str,
     exporter: &E,
-    batch: Batch,
+    batch: &Batch,
     settings: &RunSettings,
     counters: &Counters,
-) {
+    stop: &CancellationToken,
+    at_stop: AtStop,
+) -> Outcome {
     let c = counters.for_kind(batch.kind());
     let mut backoff = Backoff::new(&settings.retry);
+    let mut woken = false;
     loop {
         let result = match settings.timeout {
-            Some(t) => match tokio::time::timeout(t, exporter.export(&batch)).await {
+            Some(t) => match tokio::time::timeout(t, exporter.export(batch)).await {
                 Ok(r) => r,
                 Err(_) => Err(ExportError::retryable(format!("timed out after {t:?}"))),
             },
-            None => exporter.export(&batch).await,
+            None => exporter.export(batch).await,
         };
         match result {
             Ok(d) => {
@@ -435,21 +516,24 @@ async fn deliver<E: Export>(
                         "delivered after retrying"
                     );
                 }
-                return;
+                return Outcome::Settled;
             }
             Err(ExportError::Permanent { message }) => {
                 c.failed.add(batch.items as u64);
                 tracing::warn!(exporter = id, items = batch.items, error = %message, "dropping batch: permanent error");
-                return;
+                return Outcome::Settled;
             }
             Err(ExportError::Retryable { message, after }) => {
                 counters.failing.store(true, Ordering::Relaxed);
+                if at_stop == AtStop::Keep && stop.is_cancelled() {
+                    return Outcome::Kept;
+                }
                 let attempt = backoff.retries();
                 let Some(wait) = backoff.next(after) else {
                     c.failed.add(batch.items as u64);
                     tracing::warn!(exporter = id, items = batch.items, attempts = attempt + 1, error = %message,
                         "dropping batch: {}", if settings.retry.enabled { "retries exhausted" } else { "retry disabled" });
-                    return;
+                    return Outcome::Settled;
                 };
                 if attempt == 0 {
                     tracing::warn!(exporter = id, error = %message, retry_in = ?wait, "send failed; retrying");
@@ -457,10 +541,121 @@ async fn deliver<E: Export>(
                     tracing::debug!(exporter = id, error = %message, attempt, retry_in = ?wait, "send failed again");
                 }
                 counters.retries.inc();
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled(), if !woken => {
+                        woken = true;
+                        if at_stop == AtStop::Keep {
+                            return Outcome::Kept;
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// The sending loop of a queue kept in storage: up to `num_consumers` stored batches in flight,
+/// oldest first. At the stop it takes no more; batches being retried stay for the next start.
+async fn run_stored<E: Export>(
+    id: Arc<str>,
+    exporter: Arc<E>,
+    mut rx: mpsc::Receiver<Batch>,
+    settings: RunSettings,
+    counters: Arc<Counters>,
+    queue: Arc<StoredQueue>,
+    stop: CancellationToken,
+) {
+    let left = queue.len();
+    if left > 0 {
+        tracing::info!(exporter = %id, batches = left, dir = %queue.dir().display(), "sending what the last run left in the queue");
+    }
+    let consumers = settings.queue.num_consumers.max(1);
+    let encoded_only = settings.encoded_only && settings.accumulate.is_none();
+    // Kept in storage, a batch is retried until it is settled.
+    let mut settings = settings;
+    settings.retry.max_elapsed_time = ConfigDuration::from_secs(0);
+    let settings = Arc::new(settings);
+    let mut inflight: JoinSet<(u64, Outcome)> = JoinSet::new();
+    let mut inputs_open = true;
+    loop {
+        while !stop.is_cancelled() && inflight.len() < consumers {
+            let Some(seq) = queue.take() else { break };
+            let q = queue.clone();
+            let read = tokio::task::spawn_blocking(move || q.read(seq))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    persistent::decode(&bytes, encoded_only).map_err(|e| e.to_string())
+                });
+            let batch = match read {
+                Ok(b) => b,
+                Err(error) => {
+                    counters.unreadable.inc();
+                    match queue.quarantine(seq) {
+                        Ok(to) => {
+                            tracing::error!(exporter = %id, %error, moved_to = %to.display(), "an unreadable batch in the queue was moved aside")
+                        }
+                        Err(e) => {
+                            tracing::error!(exporter = %id, %error, "an unreadable batch in the queue could not be moved aside ({e}); removing it");
+                            let _ = queue.remove(seq);
+                        }
+                    }
+                    continue;
+                }
+            };
+            let (id, exporter, settings, counters, stop) = (
+                id.clone(),
+                exporter.clone(),
+                settings.clone(),
+                counters.clone(),
+                stop.clone(),
+            );
+            inflight.spawn(async move {
+                let outcome = deliver(
+                    &id,
+                    exporter.as_ref(),
+                    &batch,
+                    &settings,
+                    &counters,
+                    &stop,
+                    AtStop::Keep,
+                )
+                .await;
+                (seq, outcome)
+            });
+        }
+        if stop.is_cancelled() && inflight.is_empty() && !inputs_open {
+            break;
+        }
+        tokio::select! {
+            r = rx.recv(), if inputs_open => {
+                if r.is_none() {
+                    inputs_open = false;
+                }
+            }
+            _ = queue.added.notified() => {}
+            Some(done) = inflight.join_next() => {
+                if let Ok((seq, outcome)) = done {
+                    match outcome {
+                        Outcome::Settled => {
+                            if let Err(e) = queue.remove(seq) {
+                                tracing::error!(exporter = %id, error = %e, "could not remove a sent batch from the queue (it will be sent again)");
+                            }
+                        }
+                        Outcome::Kept => queue.untake(seq),
+                    }
+                }
+            }
+        }
+    }
+    exporter.shutdown().await;
+    let left = queue.len();
+    if left > 0 {
+        tracing::info!(exporter = %id, batches = left, dir = %queue.dir().display(), "batches left in the queue for the next start");
+    }
+    tracing::debug!(exporter = %id, "exporter stopped");
 }
 
 #[cfg(test)]
@@ -516,7 +711,7 @@ mod tests {
             accumulate: None,
             encoded_only: false,
         };
-        let running = spawn("test", exp, settings, &t);
+        let running = spawn("test", exp, settings, None, CancellationToken::new(), &t);
         running.input.send(batch(7)).await.unwrap();
         assert!(running.input.pending_items() > 0);
         let input = running.input.clone();
@@ -589,7 +784,14 @@ mod tests {
             accumulate: Some((10, Duration::from_millis(50))),
             encoded_only: false,
         };
-        let running = spawn("acc", Shared(exp.clone()), settings, &t);
+        let running = spawn(
+            "acc",
+            Shared(exp.clone()),
+            settings,
+            None,
+            CancellationToken::new(),
+            &t,
+        );
         for _ in 0..4 {
             running.input.send(batch(3)).await.unwrap(); // 3+3+3+3: sent at 12
         }
@@ -600,5 +802,172 @@ mod tests {
         running.task.await.unwrap();
         assert_eq!(*exp.0.lock().unwrap(), vec![12, 2, 1]);
         assert_eq!(t.sum(names::EXPORTER_SENT, &[]), 15);
+    }
+
+    /// Fails while `down` is set; records every batch it delivers.
+    struct Flaky {
+        down: std::sync::atomic::AtomicBool,
+        delivered: Mutex<Vec<usize>>,
+        attempts: AtomicU64,
+    }
+
+    impl Export for Arc<Flaky> {
+        async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ExportError::retryable("down"));
+            }
+            self.delivered.lock().unwrap().push(batch.items);
+            Ok(Delivered::default())
+        }
+    }
+
+    fn flaky(down: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            down: std::sync::atomic::AtomicBool::new(down),
+            delivered: Mutex::new(Vec::new()),
+            attempts: AtomicU64::new(0),
+        })
+    }
+
+    fn slow_retry() -> RetrySettings {
+        RetrySettings {
+            initial_interval: ConfigDuration::from_secs(3600),
+            max_interval: ConfigDuration::from_secs(3600),
+            max_elapsed_time: ConfigDuration::from_secs(0),
+            ..RetrySettings::default()
+        }
+    }
+
+    fn stored_at(dir: &std::path::Path, capacity: usize) -> StoredQueue {
+        let (files, left) = crate::storage::SegmentDir::open(dir, "batch", "otlp", false).unwrap();
+        StoredQueue::new(files, left, capacity)
+    }
+
+    #[tokio::test]
+    async fn a_stop_cuts_a_backoff_short_in_memory_and_keeps_the_batch_in_storage() {
+        let t = Telemetry::new();
+        let settings = || {
+            RunSettings::remote(
+                &QueueSettings::serial(8),
+                &slow_retry(),
+                Duration::from_secs(5),
+            )
+        };
+        // In memory: the hour-long backoff is cut short by the stop and the retry delivers.
+        let peer = flaky(true);
+        let stop = CancellationToken::new();
+        let running = spawn("mem", peer.clone(), settings(), None, stop.clone(), &t);
+        running.input.send(batch(4)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peer.down.store(false, Ordering::SeqCst);
+        stop.cancel();
+        drop(running.input);
+        tokio::time::timeout(Duration::from_secs(5), running.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*peer.delivered.lock().unwrap(), vec![4]);
+
+        // In storage: the batch waiting to be retried at the stop stays for the next start,
+        // and so do the ones queued behind it.
+        let dir = tempfile::tempdir().unwrap();
+        let peer = flaky(true);
+        let stop = CancellationToken::new();
+        let running = spawn(
+            "disk",
+            peer.clone(),
+            settings(),
+            Some(stored_at(dir.path(), 8)),
+            stop.clone(),
+            &t,
+        );
+        for n in [1, 2, 3] {
+            running.input.send(batch(n)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        drop(running.input);
+        tokio::time::timeout(Duration::from_secs(5), running.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(peer.delivered.lock().unwrap().is_empty());
+        assert_eq!(
+            peer.attempts.load(Ordering::SeqCst),
+            1,
+            "one attempt, then kept"
+        );
+
+        // The next start sends all three, oldest first, and empties the queue.
+        let peer = flaky(false);
+        let stop = CancellationToken::new();
+        let queue = stored_at(dir.path(), 8);
+        assert_eq!(queue.len(), 3);
+        let running = spawn(
+            "disk",
+            peer.clone(),
+            settings(),
+            Some(queue),
+            stop.clone(),
+            &t,
+        );
+        let sent = wait(|| peer.delivered.lock().unwrap().len() == 3).await;
+        assert!(sent, "{:?}", peer.delivered.lock().unwrap());
+        assert_eq!(*peer.delivered.lock().unwrap(), vec![1, 2, 3]);
+        stop.cancel();
+        drop(running.input);
+        running.task.await.unwrap();
+        assert_eq!(stored_at(dir.path(), 8).len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_batch_is_moved_aside_and_the_rest_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (files, _) =
+                crate::storage::SegmentDir::open(dir.path(), "batch", "otlp", false).unwrap();
+            files.write(0, b"not a batch").unwrap();
+            files
+                .write(1, &persistent::encode(&batch(5)).unwrap())
+                .unwrap();
+        }
+        let t = Telemetry::new();
+        let peer = flaky(false);
+        let stop = CancellationToken::new();
+        let settings = RunSettings::remote(
+            &QueueSettings::serial(8),
+            &slow_retry(),
+            Duration::from_secs(5),
+        );
+        let running = spawn(
+            "disk",
+            peer.clone(),
+            settings,
+            Some(stored_at(dir.path(), 8)),
+            stop.clone(),
+            &t,
+        );
+        assert!(wait(|| peer.delivered.lock().unwrap().len() == 1).await);
+        assert_eq!(*peer.delivered.lock().unwrap(), vec![5]);
+        assert_eq!(t.sum(names::EXPORTER_QUEUE_UNREADABLE, &[]), 1);
+        assert!(dir
+            .path()
+            .join("dead")
+            .join("batch-00000000000000000000.otlp")
+            .exists());
+        stop.cancel();
+        drop(running.input);
+        running.task.await.unwrap();
+    }
+
+    async fn wait(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 }
