@@ -251,6 +251,14 @@ pub fn stored_files(data: &[u8]) {
         .filter(|l| !l.is_empty())
         .count();
     assert_eq!(docs.len() + unreadable.len(), lines);
+    // A batch in an exporter's queue in storage: one that reads back is written the same way.
+    use crate::exporters::framework::persistent;
+    if let Ok(batch) = persistent::decode(data, true) {
+        assert_eq!(persistent::encode(&batch).ok().as_deref(), Some(data));
+    }
+    if let Ok(batch) = persistent::decode(data, false) {
+        assert_eq!(persistent::encode(&batch).ok().as_deref(), Some(data));
+    }
     if let Ok(file) = serde_json::from_slice::<crate::processors::iforest::persist::ModelFile>(data)
     {
         let cfg = IForestConfig::default();
