@@ -3,6 +3,7 @@
 
 use super::framework::ExportError;
 use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use std::time::Duration;
 /// Reports each configured header whose name or value HTTP does not allow.
 pub fn validate_headers(
     path: &str,
-    headers: &BTreeMap<String, String>,
+    headers: &BTreeMap<String, Secret>,
     errors: &mut Vec<ConfigError>,
 ) {
     for (k, v) in headers {
+        let v = v.expose();
         if HeaderName::from_bytes(k.as_bytes()).is_err() {
             errors.push(ConfigError::new(
                 format!("{path}.headers.{k}"),
@@ -29,13 +31,15 @@ pub fn validate_headers(
 }
 
 /// The configured headers, as sent with every request (validated beforehand).
-pub fn header_map(headers: &BTreeMap<String, String>) -> HeaderMap {
+pub fn header_map(headers: &BTreeMap<String, Secret>) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (
+        if let (Ok(k), Ok(mut v)) = (
             HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
+            HeaderValue::from_str(v.expose()),
         ) {
+            // Header values often carry credentials: kept out of `Debug` output.
+            v.set_sensitive(true);
             map.insert(k, v);
         }
     }

@@ -24,6 +24,7 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::config::listen::parse_endpoint;
+use crate::config::secret::Secret;
 use crate::config::tls::{ClientTls, TlsError};
 use crate::otlp::codec::ClientCodec;
 use crate::otlp::split::parts_to_send;
@@ -65,7 +66,8 @@ pub struct OtlpExporterConfig {
     /// is split into several requests, by resource, scope and item (`otlp::split`).
     pub max_request_size: usize,
     /// Extra gRPC metadata sent with every request.
-    pub headers: BTreeMap<String, String>,
+    /// Values are kept as secrets (never printed): they often carry credentials.
+    pub headers: BTreeMap<String, Secret>,
     pub retry_on_failure: RetrySettings,
     pub sending_queue: QueueSettings,
 }
@@ -224,7 +226,7 @@ impl OtlpExporter {
         for (k, v) in &cfg.headers {
             if let (Ok(k), Ok(v)) = (
                 MetadataKey::from_str(&k.to_ascii_lowercase()),
-                MetadataValue::from_str(v),
+                MetadataValue::from_str(v.expose()),
             ) {
                 headers.insert(k, v);
             }

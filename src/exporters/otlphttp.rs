@@ -27,6 +27,7 @@ use super::otlp::Compression;
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
 use crate::config::tls::{read_pem, ClientTls, TlsError};
 use crate::otlp::compression::{compress, Encoding};
 use crate::otlp::status::RpcStatus;
@@ -61,7 +62,8 @@ pub struct OtlpHttpConfig {
     pub encoding: BodyEncoding,
     pub compression: Compression,
     pub timeout: ConfigDuration,
-    pub headers: BTreeMap<String, String>,
+    /// Values are kept as secrets (never printed): they often carry credentials.
+    pub headers: BTreeMap<String, Secret>,
     pub tls: Option<ClientTls>,
     pub retry_on_failure: RetrySettings,
     pub sending_queue: QueueSettings,

@@ -65,7 +65,8 @@ pub struct WebhookConfig {
     pub format: Format,
     pub min_severity: MinSeverity,
     pub send: Send,
-    pub headers: BTreeMap<String, String>,
+    /// Values are kept as secrets (never printed): they often carry credentials.
+    pub headers: BTreeMap<String, Secret>,
     pub timeout: ConfigDuration,
     pub retry_on_failure: RetrySettings,
     pub sending_queue: QueueSettings,

@@ -45,7 +45,7 @@ async fn json(State(h): State<Hook>, body: Bytes) -> impl IntoResponse {
 async fn anomalies_are_posted_and_a_failing_hook_is_retried() {
     let hook = Hook::default();
     let app = Router::new()
-        .route("/slack", post(slack))
+        .route("/services/T0S3CR3T/B0S3CR3T/slack-S3cr3t-0815", post(slack))
         .route("/json", post(json))
         .with_state(hook.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod collector;
 pub mod fake_es;
 pub mod search;
+pub mod secrets;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otelwatch::otlp::{count_items, decode_json_line};
@@ -186,11 +187,25 @@ impl Otelwatch {
 }
 
 impl Drop for Otelwatch {
+    /// Stops the process, then checks its logs hold none of the config's secrets.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if std::thread::panicking() {
+            return;
+        }
+        let config = std::fs::read_to_string(&self.config_path).unwrap_or_default();
+        let logs = self.stderr() + &self.stdout();
+        let leaked = secrets::leaked(&config, &logs);
+        assert!(
+            leaked.is_empty(),
+            "{} secret(s) of {} are in its logs ({})",
+            leaked.len(),
+            self.config_path.display(),
+            self.stderr_path.display()
+        );
     }
 }
 
