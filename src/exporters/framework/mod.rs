@@ -629,6 +629,9 @@ async fn run_stored<E: Export>(
         if stop.is_cancelled() && inflight.is_empty() && !inputs_open {
             break;
         }
+        if stop.is_cancelled() {
+            queue.stop();
+        }
         tokio::select! {
             r = rx.recv(), if inputs_open => {
                 if r.is_none() {
@@ -636,6 +639,7 @@ async fn run_stored<E: Export>(
                 }
             }
             _ = queue.added.notified() => {}
+            _ = stop.cancelled(), if !queue.is_stopping() => {}
             Some(done) = inflight.join_next() => {
                 if let Ok((seq, outcome)) = done {
                     match outcome {

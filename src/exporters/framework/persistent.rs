@@ -11,7 +11,7 @@ use crate::storage::SegmentDir;
 use bytes::Bytes;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -112,6 +112,9 @@ pub struct StoredQueue {
     capacity: usize,
     next_seq: AtomicU64,
     index: Mutex<Index>,
+    /// Set at the stop: nothing is sent any more, so the pipelines' last batches are written
+    /// even above `capacity` (otherwise they would wait for room that never comes).
+    stopping: AtomicBool,
     /// Woken when a segment is added (for the sending loop).
     pub added: Notify,
     /// Woken when a segment is removed (for a writer waiting for room).
@@ -130,6 +133,7 @@ impl StoredQueue {
             files,
             capacity: capacity.max(1),
             next_seq: AtomicU64::new(next),
+            stopping: AtomicBool::new(false),
             index: Mutex::new(Index {
                 present: left.into_keys().collect(),
                 taken: BTreeSet::new(),
@@ -164,7 +168,7 @@ impl StoredQueue {
             let room = self.removed.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if self.len() < self.capacity {
+            if self.len() < self.capacity || self.stopping.load(Ordering::SeqCst) {
                 break;
             }
             room.await;
@@ -177,6 +181,16 @@ impl StoredQueue {
         lock(&self.index).present.insert(seq);
         self.added.notify_one();
         Ok(())
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// From now on a batch is written whether or not there is room.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.removed.notify_waiters();
     }
 
     /// The oldest segment not being sent, marked as being sent.
@@ -283,6 +297,7 @@ mod tests {
         q.push(seg.clone()).await.unwrap();
         q.push(seg.clone()).await.unwrap();
         let q2 = q.clone();
+        let last = seg.clone();
         let third = tokio::spawn(async move { q2.push(seg).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!third.is_finished(), "waits for room");
@@ -296,11 +311,17 @@ mod tests {
             Some(first + 1),
             "a segment given back is taken again"
         );
+        // At the stop nothing is sent any more: a full queue takes the pipelines' last batches.
+        q.stop();
+        tokio::time::timeout(std::time::Duration::from_secs(5), q.push(last))
+            .await
+            .unwrap()
+            .unwrap();
         drop(q);
         let (files, left) = SegmentDir::open(dir.path(), "batch", "otlp", false).unwrap();
         assert_eq!(
             left.len(),
-            2,
+            3,
             "what was not settled is there at the next start"
         );
         let q = StoredQueue::new(files, left, 2);
