@@ -105,6 +105,7 @@ async fn every_span_arrives_once_across_a_downstream_outage() {
 /// sheds, counted; forwarding refuses nothing and the real Collector gets every span once.
 /// `OTELWATCH_OUTAGE_SECS` sets how long the clients send (default 15).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // held for the whole test: it must not run beside other heavy ones
 async fn forwarding_goes_on_at_full_rate_while_detections_exporters_are_down() {
     use crate::support::collector::{collector_binary, file_sink_config, Collector};
     let Some(bin) = collector_binary() else {
