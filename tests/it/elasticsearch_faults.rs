@@ -278,6 +278,62 @@ async fn a_fifth_of_items_refused_and_a_stop_right_after_lose_nothing() {
     assert_eq!(st.rejected, 0);
 }
 
+/// Long faults one after the other, the queue in memory (every batch waits until the cluster
+/// has it, so the replay waits too): the cluster down (connections refused) for T, then up but
+/// answering every item 429 for T, then refusing the login (401) for T/2. Every window arrives
+/// once. T is `OTELWATCH_ES_FAULT_SECS` (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_outages_429s_and_refused_logins_lose_nothing() {
+    let t: f64 = std::env::var("OTELWATCH_ES_FAULT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    let phase = Duration::from_secs_f64(t);
+    let fake = FakeEs::default();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    recording(&dir.path().join("recording.jsonl"), 60);
+    let (d, cfg) = (dir.path().to_path_buf(), es_config(port, ""));
+    let limit = phase * 3 + Duration::from_secs(120);
+    let run = tokio::task::spawn_blocking(move || {
+        let mut ow = Otelwatch::start_finite(&d, "ow", &cfg);
+        let status = ow.wait_exit(limit);
+        (status, ow.stderr())
+    });
+    tokio::time::sleep(phase).await;
+    assert_eq!(fake.state().bulk_requests, 0);
+    fake.state().faults.items_429_until = Some(std::time::Instant::now() + phase);
+    let server = fake.serve(port).await;
+    tokio::time::sleep(phase).await;
+    let during_429s = fake.count("otelwatch-windows");
+    fake.state().faults.status_until = Some((401, std::time::Instant::now() + phase / 2));
+    let (status, stderr) = run.await.unwrap();
+    server.abort();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        during_429s, 0,
+        "nothing is stored while every item is refused"
+    );
+    let st = fake.state();
+    let answered_429 = st.item_429s_answered;
+    drop(st);
+    let docs = windows_written(&dir.path().join("windows.jsonl"));
+    eprintln!(
+        "T = {t} s: {} windows scored, {} stored, {answered_429} item 429s answered",
+        docs.len(),
+        fake.count("otelwatch-windows")
+    );
+    assert!(
+        answered_429 > 0 && stderr.contains("refuses otelwatch's credentials"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fake.count("otelwatch-windows"),
+        docs.len(),
+        "every window, once: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_too_large_are_split_and_a_refused_login_only_delays() {
     let fake = FakeEs::default();

@@ -26,6 +26,8 @@ pub struct Faults {
     pub delay: Duration,
     /// Every item is refused with 429 with this probability (in percent), at random.
     pub item_429_percent: u32,
+    /// Every item is refused with 429 until the instant passes.
+    pub items_429_until: Option<std::time::Instant>,
     /// Whole `_bulk` requests get this status until the instant passes.
     pub status_until: Option<(u16, std::time::Instant)>,
     /// Bodies larger than this (uncompressed) get 413.
@@ -171,7 +173,12 @@ async fn bulk(State(es): State<FakeEs>, headers: HeaderMap, body: Bytes) -> Resp
         let (status, error) = if st.faults.item_429s > 0 {
             st.faults.item_429s -= 1;
             (429, Some("es_rejected_execution_exception"))
-        } else if percent > 0 && st.roll(percent) {
+        } else if st
+            .faults
+            .items_429_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+            || (percent > 0 && st.roll(percent))
+        {
             (429, Some("es_rejected_execution_exception"))
         } else if replace {
             let version = op["version"].as_u64().unwrap_or(0);
