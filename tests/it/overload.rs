@@ -37,15 +37,23 @@ async fn the_memory_budget_holds_under_overload_and_nothing_acknowledged_is_lost
         .unwrap();
     let (baseline, _) = memory_kib(ow.pid());
 
-    // Four clients, 2,000 spans a request, as fast as they are answered, for 6 s.
-    let clients: Vec<_> = (0..4u64)
+    // Four clients, 2,000 spans a request, as fast as they are answered, for 6 s
+    // (`OTELWATCH_OVERLOAD_CLIENTS`, `OTELWATCH_OVERLOAD_SECS`).
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let secs = env("OTELWATCH_OVERLOAD_SECS", 6);
+    let clients: Vec<_> = (0..env("OTELWATCH_OVERLOAD_CLIENTS", 4))
         .map(|c| {
             tokio::spawn(async move {
                 let mut sent = SpanSet::new();
                 let requests = make_requests(40, 2000, 100 + c, &mut sent);
                 let mut acknowledged = SpanSet::new();
                 let (mut refused, mut hinted) = (0, 0);
-                let end = Instant::now() + Duration::from_secs(6);
+                let end = Instant::now() + Duration::from_secs(secs);
                 let mut i = 0;
                 while Instant::now() < end && i < requests.len() {
                     match grpc_send(grpc, requests[i].clone(), false, TRACES).await {
@@ -80,7 +88,7 @@ async fn the_memory_budget_holds_under_overload_and_nothing_acknowledged_is_lost
     let (_, peak) = memory_kib(ow.pid());
     let held = ow.metric("otelwatch_memory_held_bytes");
     eprintln!(
-        "acknowledged {} spans, refused {refused} requests ({hinted} with a retry hint); held {:.1} MiB; RSS {:.1} MiB at start, peak {:.1} MiB",
+        "{secs} s: acknowledged {} spans, refused {refused} requests ({hinted} with a retry hint); held {:.1} MiB; RSS {:.1} MiB at start, peak {:.1} MiB",
         acknowledged.len(),
         held / 1048576.0,
         baseline as f64 / 1024.0,
