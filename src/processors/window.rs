@@ -820,5 +820,8 @@ impl Processor for WindowProcessor {
     }
 }
 
+pub mod logs;
+pub mod templates;
+
 #[cfg(test)]
 mod tests;
