@@ -222,6 +222,7 @@ fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
                     features,
                     anomaly: None,
                     partial: false,
+                    templates: Vec::new(),
                 };
                 p.score(&mut r);
             }
@@ -273,6 +274,7 @@ pub fn stored_files(data: &[u8]) {
                 features: [1.0; crate::model::window::N_FEATURES],
                 anomaly: None,
                 partial: false,
+                templates: Vec::new(),
             };
             p.score(&mut r);
         }

@@ -23,6 +23,101 @@ pub const FEATURE_NAMES: [&str; 10] = [
 
 pub const N_FEATURES: usize = FEATURE_NAMES.len();
 
+/// The ten features of a log series (`signal: logs`), by their contract names, in this order.
+pub const LOG_FEATURE_NAMES: [&str; N_FEATURES] = [
+    "log_count",
+    "error_log_rate",
+    "warning_log_rate",
+    "error_log_count",
+    "warning_log_count",
+    "new_template_count",
+    "new_error_template_count",
+    "template_count",
+    "top_error_template_count",
+    "log_count_change",
+];
+
+/// Positions in `LOG_FEATURE_NAMES`.
+pub mod log_feature {
+    pub const LOG_COUNT: usize = 0;
+    pub const ERROR_RATE: usize = 1;
+    pub const WARNING_RATE: usize = 2;
+    pub const ERROR_COUNT: usize = 3;
+    pub const WARNING_COUNT: usize = 4;
+    pub const NEW_TEMPLATES: usize = 5;
+    pub const NEW_ERROR_TEMPLATES: usize = 6;
+    pub const TEMPLATES: usize = 7;
+    pub const TOP_ERROR_TEMPLATE: usize = 8;
+    pub const LOG_COUNT_CHANGE: usize = 9;
+}
+
+/// What a series' windows count: a service's (or edge's) requests, from spans, or a service's
+/// log records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    #[default]
+    Spans,
+    Logs,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Spans => "spans",
+            Signal::Logs => "logs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        match s {
+            "spans" => Some(Signal::Spans),
+            "logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+
+    /// The names of its ten features.
+    pub fn feature_names(self) -> &'static [&'static str; N_FEATURES] {
+        match self {
+            Signal::Spans => &FEATURE_NAMES,
+            Signal::Logs => &LOG_FEATURE_NAMES,
+        }
+    }
+}
+
+/// A log level, as far as detection cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// TRACE, DEBUG, INFO, or no level at all.
+    #[default]
+    Other,
+    Warning,
+    /// ERROR or FATAL.
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Other => "other",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// One log template's share of a log window (the most frequent ones are kept with the record,
+/// to quote in explanations).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateCount {
+    pub template: Arc<str>,
+    pub count: u64,
+    /// The highest level among its records in the window.
+    pub level: LogLevel,
+    /// First seen in this window.
+    pub new: bool,
+}
+
 pub mod feature {
     pub const REQUEST_COUNT: usize = 0;
     pub const ERROR_RATE: usize = 1;
@@ -43,6 +138,7 @@ pub struct SeriesKey {
     pub service: Arc<str>,
     pub target: Option<Arc<str>>,
     pub labels: Vec<(Arc<str>, Arc<str>)>,
+    pub signal: Signal,
 }
 
 impl SeriesKey {
@@ -51,6 +147,15 @@ impl SeriesKey {
             service: name.into(),
             target: None,
             labels: Vec::new(),
+            signal: Signal::Spans,
+        }
+    }
+
+    /// A service's log records.
+    pub fn logs(name: &str) -> Self {
+        Self {
+            signal: Signal::Logs,
+            ..Self::service(name)
         }
     }
 
@@ -60,6 +165,7 @@ impl SeriesKey {
             service: caller.into(),
             target: Some(target.into()),
             labels: Vec::new(),
+            signal: Signal::Spans,
         }
     }
 }
@@ -72,6 +178,9 @@ impl fmt::Display for SeriesKey {
         }
         for (k, v) in &self.labels {
             write!(f, " [{k}={v}]")?;
+        }
+        if self.signal == Signal::Logs {
+            f.write_str(" (logs)")?;
         }
         Ok(())
     }
@@ -129,15 +238,25 @@ pub struct WindowRecord {
     /// Some of the window's spans were skipped (detection shed load so forwarding could go
     /// on): its counts are low bounds, not a traffic drop. `window.partial: true` in documents.
     pub partial: bool,
+    /// A log window's most frequent templates (at most `MAX_TEMPLATES_KEPT`, new and error
+    /// ones first); empty for spans.
+    pub templates: Vec<TemplateCount>,
 }
+
+/// Templates kept with a log window.
+pub const MAX_TEMPLATES_KEPT: usize = 5;
 
 impl WindowRecord {
     pub fn end_ns(&self) -> u64 {
         self.start_ns + self.interval_ns
     }
 
+    pub fn feature_names(&self) -> &'static [&'static str; N_FEATURES] {
+        self.series.signal.feature_names()
+    }
+
     pub fn feature(&self, name: &str) -> Option<f64> {
-        FEATURE_NAMES
+        self.feature_names()
             .iter()
             .position(|n| *n == name)
             .map(|i| self.features[i])
@@ -162,6 +281,19 @@ impl WindowRecord {
         });
         if self.partial {
             doc["window"]["partial"] = json!(true);
+        }
+        if self.series.signal != Signal::Spans {
+            doc["window"]["signal"] = json!(self.series.signal.as_str());
+        }
+        if !self.templates.is_empty() {
+            doc["logs"] = json!({
+                "templates": self.templates.iter().map(|t| json!({
+                    "template": &*t.template,
+                    "count": t.count,
+                    "level": t.level.as_str(),
+                    "new": t.new,
+                })).collect::<Vec<_>>(),
+            });
         }
         if let Some(t) = &self.series.target {
             doc["service"]["target"] = json!({ "name": &**t });
@@ -215,7 +347,8 @@ impl WindowRecord {
     }
 
     fn features_json(&self) -> Value {
-        let m: Map<String, Value> = FEATURE_NAMES
+        let m: Map<String, Value> = self
+            .feature_names()
             .iter()
             .zip(self.features.iter())
             .map(|(n, v)| (n.to_string(), json!(round(*v, 4))))
@@ -248,10 +381,34 @@ impl WindowRecord {
         let service = doc["service"]["name"].as_str()?;
         let start_ns = parse_rfc3339_ns(doc["window"]["start"].as_str()?)?;
         let interval_ns = (doc["window"]["interval_s"].as_f64()? * 1e9).round() as u64;
+        let signal = match doc["window"]["signal"].as_str() {
+            Some(s) => Signal::parse(s)?,
+            None => Signal::Spans,
+        };
         let mut features = [0.0; N_FEATURES];
-        for (i, n) in FEATURE_NAMES.iter().enumerate() {
+        for (i, n) in signal.feature_names().iter().enumerate() {
             features[i] = doc["features"][n].as_f64().unwrap_or(0.0);
         }
+        let level = |s: &str| match s {
+            "error" => LogLevel::Error,
+            "warning" => LogLevel::Warning,
+            _ => LogLevel::Other,
+        };
+        let templates = doc["logs"]["templates"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| {
+                        Some(TemplateCount {
+                            template: t["template"].as_str()?.into(),
+                            count: t["count"].as_u64().unwrap_or(0),
+                            level: level(t["level"].as_str().unwrap_or("")),
+                            new: t["new"].as_bool().unwrap_or(false),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let labels = doc["labels"]
             .as_object()
             .map(|m| {
@@ -265,12 +422,14 @@ impl WindowRecord {
                 service: service.into(),
                 target: doc["service"]["target"]["name"].as_str().map(Into::into),
                 labels,
+                signal,
             }),
             start_ns,
             interval_ns,
             features,
             anomaly: None,
             partial: doc["window"]["partial"].as_bool().unwrap_or(false),
+            templates,
         })
     }
 }
@@ -297,6 +456,7 @@ mod tests {
                 service: "frontend".into(),
                 target: Some("checkout".into()),
                 labels: vec![],
+                signal: Default::default(),
             }),
             start_ns: 1_767_571_200_000_000_000,
             interval_ns: 10_000_000_000,
@@ -316,6 +476,7 @@ mod tests {
                 incident: Some("3f9c0a7d51e2b864".into()),
             }),
             partial: false,
+            templates: Vec::new(),
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");

@@ -1,5 +1,6 @@
 //! Processor `window`: spans → one record per service (and per dependency edge) per tumbling
-//! window, with the ten features.
+//! window, with the ten features; logs → one record per service per window with the ten log
+//! features (counts by level, and log templates mined online: `templates.rs`).
 //!
 //! ```yaml
 //! processors:
@@ -10,7 +11,13 @@
 //!     max_services: 10000        # services + edges + groups held at once
 //!     edges: true              # the callers' view of each dependency (CLIENT/PRODUCER spans)
 //!     group_by: [http.route]   # extra series per value of these attributes
+//!     max_log_templates: 5000  # log templates held across all services (least recently seen go)
 //! ```
+//!
+//! In a logs pipeline, a record's event time is its `time_unix_nano` (or, unset, its
+//! `observed_time_unix_nano`); its level comes from `severity_number`, or `severity_text` when
+//! that is unset (`logs.rs`); its message (a string body) is matched to a template. A template
+//! first seen after a service's first `VOCABULARY_WINDOWS` log windows counts as new.
 //!
 //! Event time is the span's **end** time. The watermark is the largest end time seen minus the
 //! lateness; while no data arrives it also moves forward with the wall clock (relative to when
@@ -28,10 +35,14 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
-use crate::model::window::{feature, SeriesKey, WindowRecord, N_FEATURES};
+use crate::model::window::{
+    feature, log_feature, LogLevel, SeriesKey, Signal, TemplateCount, WindowRecord,
+    MAX_TEMPLATES_KEPT, N_FEATURES,
+};
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use hdrhistogram::Histogram;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -42,6 +53,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use templates::{DrainSettings, Matched, TemplateId, TemplateMiner};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +64,7 @@ pub struct WindowConfig {
     pub max_services: usize,
     pub edges: bool,
     pub group_by: Vec<String>,
+    pub max_log_templates: usize,
 }
 
 impl Default for WindowConfig {
@@ -63,6 +76,7 @@ impl Default for WindowConfig {
             max_services: 10_000,
             edges: true,
             group_by: Vec::new(),
+            max_log_templates: 5000,
         }
     }
 }
@@ -77,6 +91,12 @@ impl crate::processors::ProcessorType for WindowConfig {
             errors.push(ConfigError::new(
                 format!("{path}.interval"),
                 "must be at least 10ms",
+            ));
+        }
+        if cfg.max_log_templates == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_log_templates"),
+                "must be at least 1",
             ));
         }
         if cfg.max_services == 0 {
@@ -104,8 +124,8 @@ impl crate::processors::ProcessorType for WindowConfig {
 
     fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
         match input {
-            DataKind::Traces => Ok(DataKind::Windows),
-            _ => Err("traces"),
+            DataKind::Traces | DataKind::Logs => Ok(DataKind::Windows),
+            _ => Err("traces or logs"),
         }
     }
 
@@ -187,6 +207,98 @@ impl Accum {
     }
 }
 
+/// One log window of one service: counts by level and per template.
+#[derive(Default)]
+struct LogAccum {
+    count: u64,
+    errors: u64,
+    warnings: u64,
+    /// Records, highest level and whether it is new, by template.
+    templates: HashMap<TemplateId, (u64, LogLevel, bool)>,
+}
+
+impl LogAccum {
+    fn add(&mut self, level: LogLevel, template: TemplateId, new: bool) {
+        self.count += 1;
+        self.errors += (level == LogLevel::Error) as u64;
+        self.warnings += (level == LogLevel::Warning) as u64;
+        let t = self.templates.entry(template).or_insert((0, level, new));
+        t.0 += 1;
+        t.1 = t.1.max(level);
+        t.2 |= new;
+    }
+
+    /// The features and the templates to keep with the record (new and error ones first,
+    /// then the most frequent).
+    fn features(
+        &self,
+        previous_count: Option<u64>,
+        miner: &TemplateMiner,
+    ) -> ([f64; N_FEATURES], Vec<TemplateCount>) {
+        use log_feature::*;
+        let mut f = [0.0; N_FEATURES];
+        let n = self.count as f64;
+        f[LOG_COUNT] = n;
+        if self.count > 0 {
+            f[ERROR_RATE] = self.errors as f64 / n;
+            f[WARNING_RATE] = self.warnings as f64 / n;
+        }
+        f[ERROR_COUNT] = self.errors as f64;
+        f[WARNING_COUNT] = self.warnings as f64;
+        let t = self.templates.values();
+        f[NEW_TEMPLATES] = t.clone().filter(|(_, _, new)| *new).count() as f64;
+        f[NEW_ERROR_TEMPLATES] = t
+            .clone()
+            .filter(|(_, l, new)| *new && *l == LogLevel::Error)
+            .count() as f64;
+        f[TEMPLATES] = self.templates.len() as f64;
+        f[TOP_ERROR_TEMPLATE] = t
+            .filter(|(_, l, _)| *l == LogLevel::Error)
+            .map(|(c, _, _)| *c)
+            .max()
+            .unwrap_or(0) as f64;
+        f[LOG_COUNT_CHANGE] = throughput_change(self.count, previous_count);
+        let mut kept: Vec<(&TemplateId, &(u64, LogLevel, bool))> = self.templates.iter().collect();
+        kept.sort_by(|(a_id, a), (b_id, b)| {
+            let rank =
+                |(c, l, new): &(u64, LogLevel, bool)| (*new && *l == LogLevel::Error, *l, *new, *c);
+            rank(b).cmp(&rank(a)).then(a_id.cmp(b_id))
+        });
+        let templates = kept
+            .into_iter()
+            .take(MAX_TEMPLATES_KEPT)
+            .map(|(id, (count, level, new))| TemplateCount {
+                template: miner
+                    .get(*id)
+                    .map_or_else(|| "(template no longer held)".into(), |t| t.text().into()),
+                count: *count,
+                level: *level,
+                new: *new,
+            })
+            .collect();
+        (f, templates)
+    }
+}
+
+/// A service's first log windows establish its vocabulary: templates first seen in them do
+/// not count as new.
+pub const VOCABULARY_WINDOWS: u64 = 3;
+
+/// An open window of a series.
+enum Open {
+    Spans(Accum),
+    Logs(LogAccum),
+}
+
+impl Open {
+    fn count(&self) -> u64 {
+        match self {
+            Open::Spans(a) => a.count,
+            Open::Logs(a) => a.count,
+        }
+    }
+}
+
 /// This window's count over the previous window's. With no previous window the change is 1;
 /// after an empty window it is the count itself (as if the previous window had one request).
 pub fn throughput_change(count: u64, previous: Option<u64>) -> f64 {
@@ -200,7 +312,9 @@ pub fn throughput_change(count: u64, previous: Option<u64>) -> f64 {
 struct Series {
     key: Arc<SeriesKey>,
     /// Open windows by start time.
-    open: BTreeMap<u64, Accum>,
+    open: BTreeMap<u64, Open>,
+    /// Windows emitted so far.
+    emitted: u64,
     /// The first window not yet emitted; spans for earlier windows are late.
     next_emit: u64,
     /// Latest end time seen for this series.
@@ -208,13 +322,24 @@ struct Series {
     previous_count: Option<u64>,
 }
 
-/// What one span contributes, once classified.
+/// What one span or log record contributes, once classified.
 struct Observation {
     key: SeriesKey,
+    /// Its event time: a span's end, a log record's time.
     end_ns: u64,
-    ms: f64,
-    error: bool,
-    client_error: bool,
+    what: Observed,
+}
+
+enum Observed {
+    Span {
+        ms: f64,
+        error: bool,
+        client_error: bool,
+    },
+    Log {
+        level: LogLevel,
+        template: Matched,
+    },
 }
 
 /// Longest service, target or label value kept in a series key (longer ones are cut at a
@@ -278,6 +403,12 @@ pub struct WindowProcessor {
     /// Window starts, [from, to), of windows that lost spans to skipping.
     partial: VecDeque<(u64, u64)>,
     late: LateReport,
+    /// Log templates of every service (logs pipelines only).
+    miner: TemplateMiner,
+    templates_evicted: Counter,
+    templates_evicted_seen: u64,
+    /// Templates held, for the gauge.
+    templates_held: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Services whose spans arrive after their window has closed (a clock that lags, or an
@@ -444,6 +575,31 @@ impl WindowProcessor {
             skipped_seen: 0,
             partial: VecDeque::new(),
             late: LateReport::default(),
+            miner: TemplateMiner::new(DrainSettings {
+                max_templates: cfg.max_log_templates,
+                ..DrainSettings::default()
+            }),
+            templates_evicted: telemetry.counter(
+                "otelwatch_window_log_templates_evicted_total",
+                "Log templates forgotten (least recently seen first) because max_log_templates was reached.",
+                labels(),
+            ),
+            templates_evicted_seen: 0,
+            templates_held: {
+                let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let probe = Arc::downgrade(&held);
+                telemetry.gauge_fn(
+                    "otelwatch_window_log_templates",
+                    "Log templates held (at most max_log_templates).",
+                    labels(),
+                    move || {
+                        probe.upgrade().map_or(0.0, |h| {
+                            h.load(std::sync::atomic::Ordering::Relaxed) as f64
+                        })
+                    },
+                );
+                held
+            },
         }
     }
 
@@ -509,6 +665,7 @@ impl WindowProcessor {
                     service: service.clone(),
                     target,
                     labels: Vec::new(),
+                    signal: Default::default(),
                 };
                 if !self.group_by.is_empty() && is_request {
                     let labels: Vec<(Arc<str>, Arc<str>)> = self
@@ -525,26 +682,69 @@ impl WindowProcessor {
                                 ..base.clone()
                             },
                             end_ns: span.end_time_unix_nano,
-                            ms,
-                            error,
-                            client_error,
+                            what: Observed::Span {
+                                ms,
+                                error,
+                                client_error,
+                            },
                         });
                     }
                 }
                 out.push(Observation {
                     key: base,
                     end_ns: span.end_time_unix_nano,
-                    ms,
-                    error,
-                    client_error,
+                    what: Observed::Span {
+                        ms,
+                        error,
+                        client_error,
+                    },
                 });
             }
         }
     }
 
-    fn ingest(&mut self, req: &ExportTraceServiceRequest) {
-        let mut obs = Vec::new();
-        self.observations(req, &mut obs);
+    /// A logs request's records, each matched to its template.
+    fn log_observations(&mut self, req: &ExportLogsServiceRequest, out: &mut Vec<Observation>) {
+        let mut names = Names::default();
+        for rl in &req.resource_logs {
+            let service = rl
+                .resource
+                .as_ref()
+                .and_then(|r| attr_str(&r.attributes, "service.name"))
+                .unwrap_or("unknown_service");
+            let service = names.get(service);
+            for rec in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                // A record with neither time is counted when it arrives.
+                let time = [rec.time_unix_nano, rec.observed_time_unix_nano]
+                    .into_iter()
+                    .find(|t| *t != 0)
+                    .unwrap_or_else(now_ns);
+                let message = match rec.body.as_ref().and_then(|b| b.value.as_ref()) {
+                    Some(Value::StringValue(s)) => s.as_str(),
+                    _ => "",
+                };
+                let template = self.miner.add(&service, message);
+                out.push(Observation {
+                    key: SeriesKey::logs(&service),
+                    end_ns: time,
+                    what: Observed::Log {
+                        level: logs::level(rec),
+                        template,
+                    },
+                });
+            }
+        }
+        let evicted = self.miner.evicted();
+        self.templates_evicted
+            .add(evicted - self.templates_evicted_seen);
+        self.templates_evicted_seen = evicted;
+        self.templates_held.store(
+            self.miner.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn ingest(&mut self, obs: Vec<Observation>) {
         if obs.is_empty() {
             return;
         }
@@ -605,6 +805,7 @@ impl WindowProcessor {
             Series {
                 key: Arc::new(key.clone()),
                 open: BTreeMap::new(),
+                emitted: 0,
                 next_emit,
                 last_seen_ns: 0,
                 previous_count: None,
@@ -651,9 +852,11 @@ impl WindowProcessor {
         self.series.retain(|_, s| {
             if left > 0 && s.last_seen_ns <= cutoff {
                 left -= 1;
-                for acc in std::mem::take(&mut s.open).into_values() {
-                    dropped_spans += acc.count;
-                    hists.push(acc.hist);
+                for open in std::mem::take(&mut s.open).into_values() {
+                    dropped_spans += open.count();
+                    if let Open::Spans(acc) = open {
+                        hists.push(acc.hist);
+                    }
                 }
                 return false;
             }
@@ -680,7 +883,8 @@ impl WindowProcessor {
             .series
             .get(&o.key)
             .is_some_and(|s| !s.open.contains_key(&start));
-        let hist = needs_window.then(|| self.new_hist());
+        let hist =
+            (needs_window && matches!(o.what, Observed::Span { .. })).then(|| self.new_hist());
         let Some(series) = self.series.get_mut(&o.key) else {
             return false;
         };
@@ -694,14 +898,36 @@ impl WindowProcessor {
             self.late.note(service, behind);
             return false;
         }
-        let acc = match hist {
-            Some(h) => series.open.entry(start).or_insert_with(|| Accum::new(h)),
-            None => match series.open.get_mut(&start) {
+        let open = match (hist, &o.what) {
+            (Some(h), _) => series
+                .open
+                .entry(start)
+                .or_insert_with(|| Open::Spans(Accum::new(h))),
+            (None, Observed::Log { .. }) => series
+                .open
+                .entry(start)
+                .or_insert_with(|| Open::Logs(LogAccum::default())),
+            (None, Observed::Span { .. }) => match series.open.get_mut(&start) {
                 Some(a) => a,
                 None => return false,
             },
         };
-        acc.add(o.ms, o.error, o.client_error);
+        match (open, &o.what) {
+            (
+                Open::Spans(acc),
+                Observed::Span {
+                    ms,
+                    error,
+                    client_error,
+                },
+            ) => acc.add(*ms, *error, *client_error),
+            (Open::Logs(acc), Observed::Log { level, template }) => {
+                let new = template.new && series.emitted >= VOCABULARY_WINDOWS;
+                acc.add(*level, template.id, new);
+            }
+            // A series' key says its signal: the two never meet.
+            _ => return false,
+        }
         series.last_seen_ns = series.last_seen_ns.max(o.end_ns);
         true
     }
@@ -713,15 +939,20 @@ impl WindowProcessor {
         let ttl = self.ttl_ns;
         let mut spare = Vec::new();
         let partial = &self.partial;
+        let miner = &self.miner;
         self.series.retain(|_, s| {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
-                let (features, count) = match s.open.remove(&start) {
-                    Some(acc) => {
+                let (features, count, templates) = match s.open.remove(&start) {
+                    Some(Open::Spans(acc)) => {
                         let f = acc.features(s.previous_count);
                         let c = acc.count;
                         spare.push(acc.hist);
-                        (f, c)
+                        (f, c, Vec::new())
+                    }
+                    Some(Open::Logs(acc)) => {
+                        let (f, t) = acc.features(s.previous_count, miner);
+                        (f, acc.count, t)
                     }
                     None => {
                         // Idle past the TTL: stop producing empty windows for it.
@@ -729,8 +960,12 @@ impl WindowProcessor {
                             return false;
                         }
                         let mut f = [0.0; N_FEATURES];
-                        f[feature::THROUGHPUT_CHANGE] = throughput_change(0, s.previous_count);
-                        (f, 0)
+                        let change = match s.key.signal {
+                            Signal::Spans => feature::THROUGHPUT_CHANGE,
+                            Signal::Logs => log_feature::LOG_COUNT_CHANGE,
+                        };
+                        f[change] = throughput_change(0, s.previous_count);
+                        (f, 0, Vec::new())
                     }
                 };
                 out.push(WindowRecord {
@@ -740,7 +975,9 @@ impl WindowProcessor {
                     features,
                     anomaly: None,
                     partial: partial.iter().any(|(f, t)| (*f..*t).contains(&start)),
+                    templates,
                 });
+                s.emitted += 1;
                 s.previous_count = Some(count);
                 s.next_emit = start + interval;
             }
@@ -782,9 +1019,13 @@ impl WindowProcessor {
 impl Processor for WindowProcessor {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         self.note_skips();
-        if let Payload::Traces(t) = &batch.payload {
-            self.ingest(t);
+        let mut obs = Vec::new();
+        match &batch.payload {
+            Payload::Traces(t) => self.observations(t, &mut obs),
+            Payload::Logs(l) => self.log_observations(l, &mut obs),
+            _ => {}
         }
+        self.ingest(obs);
         let mut records = Vec::new();
         self.close_until(self.watermark(), &mut records);
         self.emit(records, out);

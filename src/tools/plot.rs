@@ -295,6 +295,7 @@ mod tests {
                 incident: None,
             }),
             partial: false,
+            templates: Vec::new(),
         }
     }
 

@@ -126,6 +126,7 @@ impl Scenario {
                             service: inc.service.as_str().into(),
                             target: Some(callee.as_str().into()),
                             labels: vec![],
+                            signal: Default::default(),
                         });
                     }
                     _ => {
@@ -135,6 +136,7 @@ impl Scenario {
                                 service: c.as_str().into(),
                                 target: Some(inc.service.as_str().into()),
                                 labels: vec![],
+                                signal: Default::default(),
                             });
                         }
                     }

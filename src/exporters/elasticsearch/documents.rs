@@ -25,6 +25,10 @@ pub fn document_id(w: &WindowRecord) -> String {
         eat(k.as_bytes());
         eat(v.as_bytes());
     }
+    // A service's log windows are other documents than its span windows (span ids unchanged).
+    if w.series.signal != crate::model::window::Signal::Spans {
+        eat(w.series.signal.as_str().as_bytes());
+    }
     eat(&w.start_ns.to_be_bytes());
     format!("{a:016x}{b:016x}")
 }

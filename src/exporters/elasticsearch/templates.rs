@@ -1,14 +1,15 @@
 //! Composable index templates for the windows and anomalies indices: explicit types for every
-//! contract field (`@timestamp` date, `service.name` keyword, each feature a double, `anomaly.*`
+//! contract field (`@timestamp` date, `service.name` keyword, each span and log feature a double, `anomaly.*`
 //! typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
 
 use super::{ElasticsearchConfig, Mode};
-use crate::model::window::FEATURE_NAMES;
+use crate::model::window::{FEATURE_NAMES, LOG_FEATURE_NAMES};
 use serde_json::{json, Map, Value};
 
 pub fn mappings() -> Value {
     let features: Map<String, Value> = FEATURE_NAMES
         .iter()
+        .chain(LOG_FEATURE_NAMES.iter())
         .map(|n| (n.to_string(), json!({ "type": "double" })))
         .collect();
     json!({
@@ -33,7 +34,16 @@ pub fn mappings() -> Value {
                 "start": { "type": "date" },
                 "end": { "type": "date" },
                 "interval_s": { "type": "double" },
-                "partial": { "type": "boolean" }
+                "partial": { "type": "boolean" },
+                "signal": { "type": "keyword" }
+            }},
+            "logs": { "properties": {
+                "templates": { "properties": {
+                    "template": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 1024 } } },
+                    "count": { "type": "long" },
+                    "level": { "type": "keyword" },
+                    "new": { "type": "boolean" }
+                }}
             }},
             "features": { "properties": features },
             "anomaly": { "properties": {

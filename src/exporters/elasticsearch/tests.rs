@@ -21,6 +21,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
             incident: None,
         }),
         partial: false,
+        templates: Vec::new(),
     }
 }
 
@@ -37,6 +38,12 @@ fn ids_are_deterministic_and_distinct() {
         document_id(&a),
         document_id(&window("payments", 1_767_571_200, false))
     );
+    // The service's log window is another document.
+    let logs = WindowRecord {
+        series: Arc::new(crate::model::window::SeriesKey::logs("checkout")),
+        ..a.clone()
+    };
+    assert_ne!(document_id(&a), document_id(&logs));
 }
 
 #[test]
@@ -151,9 +158,17 @@ fn templates_type_every_contract_field() {
     let m = &t[0].1["template"]["mappings"]["properties"];
     assert_eq!(m["@timestamp"]["type"], "date");
     assert_eq!(m["service"]["properties"]["name"]["type"], "keyword");
-    for f in crate::model::window::FEATURE_NAMES {
+    for f in crate::model::window::FEATURE_NAMES
+        .iter()
+        .chain(crate::model::window::LOG_FEATURE_NAMES.iter())
+    {
         assert_eq!(m["features"]["properties"][f]["type"], "double");
     }
+    assert_eq!(m["window"]["properties"]["signal"]["type"], "keyword");
+    assert_eq!(
+        m["logs"]["properties"]["templates"]["properties"]["count"]["type"],
+        "long"
+    );
     assert_eq!(m["anomaly"]["properties"]["is_anomaly"]["type"], "boolean");
 }
 

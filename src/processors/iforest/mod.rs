@@ -40,7 +40,8 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::window::{
-    feature, Anomaly, Contribution, SeriesKey, Severity, WindowRecord, FEATURE_NAMES, N_FEATURES,
+    feature, log_feature, Anomaly, Contribution, LogLevel, SeriesKey, Severity, Signal,
+    WindowRecord, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -236,6 +237,9 @@ fn stable_hash(key: &SeriesKey) -> u64 {
     };
     eat(&key.service);
     eat(key.target.as_deref().unwrap_or(""));
+    if key.signal != Signal::Spans {
+        eat(key.signal.as_str());
+    }
     for (k, v) in &key.labels {
         eat(k);
         eat(v);
@@ -392,7 +396,15 @@ impl SeriesModel {
     ///   held (binomial upper tail at this window's request count), as a z-score — so 2 errors
     ///   in 10 requests is noise while 7 in 80 against a 1% baseline is not;
     /// - throughput change: on a log scale, with the noise of a ratio of small counts.
-    fn deviations(&mut self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
+    fn deviations(
+        &mut self,
+        signal: Signal,
+        f: &[f64; N_FEATURES],
+        min_dev: f64,
+    ) -> Vec<(usize, f64, f64)> {
+        if signal == Signal::Logs {
+            return self.log_deviations(f, min_dev);
+        }
         use feature::*;
         let (centre, spread) = self.typical();
         let n = f[REQUEST_COUNT];
@@ -480,6 +492,65 @@ impl SeriesModel {
             };
             if z.abs() >= bar {
                 out.push((i, z, m));
+            }
+        }
+        out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        out
+    }
+
+    /// The log features out of line, most deviant first, as (feature, z, typical):
+    /// - the record count and its change: as the request count and the throughput change;
+    /// - error and warning rates: the binomial test of the error rate, at this window's count;
+    /// - new templates, new error templates and the largest count of one error template: how
+    ///   unlikely this many is if the usual rate over recent normal windows held (Poisson upper
+    ///   tail, half a count added to what was seen), as a z-score. New error templates, like
+    ///   first errors, need half the evidence.
+    ///
+    /// Counts by level and the number of distinct templates only inform the forest.
+    fn log_deviations(&mut self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
+        use log_feature::*;
+        let (centre, _) = self.typical();
+        let n = f[LOG_COUNT];
+        let windows = self.normal.len() as f64;
+        let usual_count = |i: usize| {
+            let seen: f64 = self.normal.iter().map(|w| w[i]).sum();
+            (seen + 0.5) / (windows + 1.0)
+        };
+        let mut out = Vec::new();
+        for i in 0..N_FEATURES {
+            if n == 0.0 && i != LOG_COUNT && i != LOG_COUNT_CHANGE {
+                continue;
+            }
+            let z = match i {
+                LOG_COUNT => {
+                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].ln_1p()).collect();
+                    let (lc, ls) = median_and_spread(logs);
+                    let poisson = 1.0 / (centre[i] + 1.0).sqrt();
+                    (f[i].ln_1p() - lc) / (ls + poisson + 0.05)
+                }
+                LOG_COUNT_CHANGE => {
+                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
+                    let (lc, ls) = median_and_spread(logs);
+                    (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1)
+                }
+                ERROR_RATE | WARNING_RATE => {
+                    let (hits, total) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
+                        (e + w[i] * w[LOG_COUNT], r + w[LOG_COUNT])
+                    });
+                    binomial_z(n, (f[i] * n).round(), (hits + 0.5) / (total + 1.0))
+                }
+                NEW_TEMPLATES | NEW_ERROR_TEMPLATES | TOP_ERROR_TEMPLATE => {
+                    poisson_z(f[i], usual_count(i))
+                }
+                _ => 0.0,
+            };
+            let bar = if i == NEW_ERROR_TEMPLATES {
+                min_dev / 2.0
+            } else {
+                min_dev
+            };
+            if z.abs() >= bar {
+                out.push((i, z, centre[i]));
             }
         }
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
@@ -680,6 +751,32 @@ pub fn binomial_z(n: f64, k: f64, p: f64) -> f64 {
     upper_tail_z(tail)
 }
 
+/// How surprising a count of `k` is when the usual mean is `lambda`, as the z-score with the
+/// same upper-tail probability (Poisson). Only excesses count.
+pub fn poisson_z(k: f64, lambda: f64) -> f64 {
+    if lambda.is_nan() || lambda <= 0.0 || k <= lambda {
+        return 0.0;
+    }
+    if lambda > 25.0 {
+        return (k - 0.5 - lambda) / lambda.sqrt();
+    }
+    // P(X ≥ k), summed from k in log space while the terms matter.
+    let k = k.round();
+    let mut log_term = -lambda + k * lambda.ln() - ln_gamma(k + 1.0);
+    let mut tail = 0.0;
+    let mut i = k;
+    while log_term > -745.0 && i <= k + 500.0 {
+        let term = log_term.exp();
+        tail += term;
+        if term < tail * 1e-12 {
+            break;
+        }
+        i += 1.0;
+        log_term += lambda.ln() - i.ln();
+    }
+    upper_tail_z(tail.min(0.5))
+}
+
 /// z such that P(Z ≥ z) = `p` (Abramowitz & Stegun 26.2.23; |error| < 4.5e-4).
 pub fn upper_tail_z(p: f64) -> f64 {
     if p >= 0.5 {
@@ -717,8 +814,16 @@ fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
-fn fmt_value(feature: usize, v: f64) -> String {
+fn fmt_value(signal: Signal, feature: usize, v: f64) -> String {
     use feature::*;
+    if signal == Signal::Logs {
+        use log_feature::*;
+        return match feature {
+            ERROR_RATE | WARNING_RATE => format!("{v:.3}"),
+            LOG_COUNT_CHANGE => format!("{v:.2}"),
+            _ => format!("{v:.0}"),
+        };
+    }
     match feature {
         REQUEST_COUNT => format!("{v:.0}"),
         ERROR_RATE | CLIENT_ERROR_RATE => format!("{v:.3}"),
@@ -905,7 +1010,7 @@ impl IForestProcessor {
         let mut deviations = if warming_up {
             Vec::new()
         } else {
-            model.deviations(&rec.features, cfg.min_deviation)
+            model.deviations(rec.series.signal, &rec.features, cfg.min_deviation)
         };
         if rec.partial {
             // Spans were skipped: low counts are the shedding, not a traffic drop.
@@ -935,7 +1040,7 @@ impl IForestProcessor {
             .iter()
             .take(3)
             .map(|(i, _, typical)| Contribution {
-                feature: FEATURE_NAMES[*i],
+                feature: rec.feature_names()[*i],
                 actual: rec.features[*i],
                 typical: *typical,
             })
@@ -986,15 +1091,32 @@ fn explain(
         .iter()
         .take(3)
         .map(|(i, _, t)| {
+            let signal = rec.series.signal;
             format!(
                 "{} {} (typical {})",
-                FEATURE_NAMES[*i],
-                fmt_value(*i, rec.features[*i]),
-                fmt_value(*i, *t)
+                rec.feature_names()[*i],
+                fmt_value(signal, *i, rec.features[*i]),
+                fmt_value(signal, *i, *t)
             )
         })
         .collect();
     let mut m = format!("{}: {}", rec.series, parts.join(", "));
+    // A log anomaly quotes its most telling template.
+    if let Some(t) = rec
+        .templates
+        .iter()
+        .find(|t| t.level == LogLevel::Error || t.new)
+    {
+        let what = match (t.new, t.level) {
+            (true, LogLevel::Error) => "new ERROR template",
+            (true, _) => "new template",
+            (false, _) => "ERROR template",
+        };
+        m.push_str(&format!("; {what}: `{}` ×{}", t.template, t.count));
+        if t.new {
+            m.push_str(", first seen");
+        }
+    }
     if consecutive >= relearn_after {
         m.push_str(&format!(
             " (for {consecutive} windows; now learning it as the new normal)"

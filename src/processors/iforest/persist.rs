@@ -7,7 +7,7 @@
 //! a model survives a change of `trees` or `max_leaf_samples`.
 
 use super::{IForestConfig, SeriesModel};
-use crate::model::window::{SeriesKey, N_FEATURES};
+use crate::model::window::{SeriesKey, Signal, N_FEATURES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,9 @@ pub struct SavedSeries {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<(String, String)>,
+    /// `logs` for a log series; absent for spans (files written before logs were scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
     pub learned: usize,
     pub consecutive: usize,
     /// The forest's window, oldest first, in the forest's (transformed) space.
@@ -70,6 +73,7 @@ impl SeriesModel {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            signal: (key.signal != Signal::Spans).then(|| key.signal.as_str().to_string()),
             learned: self.learned,
             consecutive: self.consecutive,
             points: self.forest.window().map(|p| p.to_vec()).collect(),
@@ -100,10 +104,15 @@ pub fn to_file(cfg: &IForestConfig, models: &HashMap<Arc<SeriesKey>, SeriesModel
     }
 }
 
+/// The models of a file; series of a signal this version does not know are left out.
 pub fn from_file(cfg: &IForestConfig, file: &ModelFile) -> HashMap<Arc<SeriesKey>, SeriesModel> {
     file.series
         .iter()
-        .map(|s| {
+        .filter_map(|s| {
+            let signal = match &s.signal {
+                None => Signal::Spans,
+                Some(name) => Signal::parse(name)?,
+            };
             let key = SeriesKey {
                 service: s.service.as_str().into(),
                 target: s.target.as_deref().map(Into::into),
@@ -112,9 +121,10 @@ pub fn from_file(cfg: &IForestConfig, file: &ModelFile) -> HashMap<Arc<SeriesKey
                     .iter()
                     .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                     .collect(),
+                signal,
             };
             let model = SeriesModel::restore(cfg, &key, s);
-            (Arc::new(key), model)
+            Some((Arc::new(key), model))
         })
         .collect()
 }

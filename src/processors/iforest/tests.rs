@@ -58,6 +58,7 @@ impl Stream {
             features: f,
             anomaly: None,
             partial: false,
+            templates: Vec::new(),
         }
     }
 }
@@ -126,6 +127,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         features: [0.0; N_FEATURES],
         anomaly: Some(a),
         partial: false,
+        templates: Vec::new(),
     }
 }
 
@@ -391,6 +393,7 @@ fn window_of(key: &Arc<SeriesKey>, k: u64, lat: &[f64], prev: f64) -> WindowReco
         features: f,
         anomaly: None,
         partial: false,
+        templates: Vec::new(),
     }
 }
 
@@ -558,4 +561,122 @@ fn models_stay_within_max_series_and_idle_ones_expire() {
         p.score(&mut r);
     }
     assert!(p.models.len() < 10, "{} models", p.models.len());
+}
+
+/// A service's log windows: ~120 records per window (Poisson-like noise), 3% warnings, an
+/// error now and then, about 8 templates, no new ones.
+fn log_window(rng: &mut Rng, key: &Arc<SeriesKey>, k: u64, prev: f64) -> WindowRecord {
+    use crate::model::window::log_feature::*;
+    let g = |rng: &mut Rng| {
+        let u1 = rng.uniform(1e-12, 1.0);
+        let u2 = rng.unit();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    };
+    let n = (120.0 + 11.0 * g(rng)).round().max(1.0);
+    let warnings = (n * 0.03 + (n * 0.03).sqrt() * g(rng)).round().max(0.0);
+    let errors = if rng.unit() < 0.1 { 1.0 } else { 0.0 };
+    let mut f = [0.0; N_FEATURES];
+    f[LOG_COUNT] = n;
+    f[ERROR_RATE] = errors / n;
+    f[WARNING_RATE] = warnings / n;
+    f[ERROR_COUNT] = errors;
+    f[WARNING_COUNT] = warnings;
+    f[TEMPLATES] = 7.0 + errors;
+    f[TOP_ERROR_TEMPLATE] = errors;
+    f[LOG_COUNT_CHANGE] = n / prev;
+    WindowRecord {
+        series: key.clone(),
+        start_ns: 1_700_000_000 * S + k * 10 * S,
+        interval_ns: 10 * S,
+        features: f,
+        anomaly: None,
+        partial: false,
+        templates: Vec::new(),
+    }
+}
+
+#[test]
+fn log_windows_are_quiet_until_a_new_error_template_bursts_and_it_is_quoted() {
+    use crate::model::window::log_feature::*;
+    use crate::model::window::{LogLevel, TemplateCount};
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::logs("food"));
+    let mut rng = Rng::new(12);
+    let mut prev = 120.0;
+    let mut flagged = 0;
+    for k in 0..400 {
+        let mut r = log_window(&mut rng, &key, k, prev);
+        prev = r.features[LOG_COUNT];
+        p.score(&mut r);
+        flagged += r.is_anomaly() as usize;
+    }
+    assert!(
+        flagged <= 2,
+        "{flagged} of 400 ordinary log windows flagged"
+    );
+    // The log series has a model of its own, beside the service's spans.
+    assert!(p.model(&key).is_some() && p.model(&Arc::new(SeriesKey::service("food"))).is_none());
+
+    let mut r = log_window(&mut rng, &key, 400, prev);
+    r.features[LOG_COUNT] += 35.0;
+    r.features[ERROR_COUNT] = 35.0;
+    r.features[ERROR_RATE] = 35.0 / r.features[LOG_COUNT];
+    r.features[NEW_TEMPLATES] = 1.0;
+    r.features[NEW_ERROR_TEMPLATES] = 1.0;
+    r.features[TOP_ERROR_TEMPLATE] = 35.0;
+    r.templates = vec![TemplateCount {
+        template: "Connection refused to <*>".into(),
+        count: 35,
+        level: LogLevel::Error,
+        new: true,
+    }];
+    p.score(&mut r);
+    let a = r.anomaly.clone().unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    let names: Vec<&str> = a.contributions.iter().map(|c| c.feature).collect();
+    assert!(
+        names.contains(&"error_log_rate") || names.contains(&"top_error_template_count"),
+        "{names:?}"
+    );
+    assert!(
+        a.message.starts_with("food (logs): ")
+            && a.message
+                .contains("new ERROR template: `Connection refused to <*>` ×35, first seen"),
+        "{}",
+        a.message
+    );
+    let doc = r.to_document();
+    assert_eq!(doc["window"]["signal"], "logs");
+    assert_eq!(doc["features"]["error_log_count"], 35.0);
+    assert!(doc["features"].get("request_count").is_none());
+    assert_eq!(
+        doc["logs"]["templates"][0]["template"],
+        "Connection refused to <*>"
+    );
+    assert_eq!(doc["logs"]["templates"][0]["level"], "error");
+    let back = WindowRecord::from_document(&doc).unwrap();
+    assert_eq!(back.series, r.series);
+    assert_eq!(back.features, r.features.map(|v| (v * 1e4).round() / 1e4));
+    assert_eq!(back.templates, r.templates);
+}
+
+#[test]
+fn poisson_evidence_follows_the_tail() {
+    assert_eq!(poisson_z(0.0, 0.5), 0.0);
+    assert_eq!(poisson_z(1.0, 2.0), 0.0, "fewer than usual is not news");
+    // P(X ≥ 1 | 0.004) ≈ 0.004: z ≈ 2.65.
+    assert!(
+        (poisson_z(1.0, 0.004) - 2.65).abs() < 0.05,
+        "{}",
+        poisson_z(1.0, 0.004)
+    );
+    // P(X ≥ 10 | 2) ≈ 4.6e-5: z ≈ 3.91.
+    assert!(
+        (poisson_z(10.0, 2.0) - 3.91).abs() < 0.05,
+        "{}",
+        poisson_z(10.0, 2.0)
+    );
+    assert!(poisson_z(35.0, 0.004) > 10.0);
+    assert!(poisson_z(100.0, 50.0) > 6.0);
+    assert!(poisson_z(1e9, 0.001).is_finite());
 }

@@ -24,7 +24,9 @@
 //! anomalies point.
 
 use super::CallGraph;
-use crate::model::window::{feature, SeriesKey, WindowRecord, FEATURE_NAMES};
+use crate::model::window::{
+    feature, log_feature, SeriesKey, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -35,15 +37,22 @@ pub struct Scored {
     pub reason: String,
 }
 
-/// Which way a feature's anomaly points.
+/// Which way a feature's anomaly points. A service's error logs are its own evidence, as its
+/// failing requests are; fewer or more log records follow its traffic.
 fn is_up(name: &str) -> bool {
-    name.starts_with("latency_") || name == FEATURE_NAMES[feature::ERROR_RATE]
+    name.starts_with("latency_")
+        || name == FEATURE_NAMES[feature::ERROR_RATE]
+        || name == LOG_FEATURE_NAMES[log_feature::ERROR_RATE]
+        || name == LOG_FEATURE_NAMES[log_feature::NEW_ERROR_TEMPLATES]
+        || name == LOG_FEATURE_NAMES[log_feature::TOP_ERROR_TEMPLATE]
 }
 
 fn is_down(name: &str) -> bool {
     name == FEATURE_NAMES[feature::REQUEST_COUNT]
         || name == FEATURE_NAMES[feature::THROUGHPUT_CHANGE]
         || name == FEATURE_NAMES[feature::CLIENT_ERROR_RATE]
+        || name == LOG_FEATURE_NAMES[log_feature::LOG_COUNT]
+        || name == LOG_FEATURE_NAMES[log_feature::LOG_COUNT_CHANGE]
 }
 
 /// The strength of a record's anomaly in one direction (its score when a cause of that kind is
@@ -417,8 +426,19 @@ fn up_reason(
     } else {
         let detail = n
             .own_up
-            .and_then(|(_, r)| strength(r, is_up))
-            .map(|(_, c)| format!("{} {}", c.feature, ratio_text(c.actual, c.typical)))
+            .and_then(|(_, r)| strength(r, is_up).map(|(_, c)| (r, c)))
+            .map(|(r, c)| {
+                let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
+                // Its logs say what went wrong: the error template they repeat.
+                if let Some(t) = r
+                    .templates
+                    .iter()
+                    .find(|t| t.level == crate::model::window::LogLevel::Error)
+                {
+                    d.push_str(&format!(" (`{}` ×{})", t.template, t.count));
+                }
+                d
+            })
             .unwrap_or_else(|| "anomalous".into());
         format!("{name}: {detail}{tail}")
     }

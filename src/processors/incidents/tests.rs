@@ -51,6 +51,7 @@ fn record(
         features,
         anomaly: Some(anomaly),
         partial: false,
+        templates: Vec::new(),
     }
 }
 

@@ -1,16 +1,8 @@
 //! What a log record says about its service: its level, from `severity_number` (the OTLP data
 //! model's ranges) or, when that is unset, from `severity_text`.
 
+pub use crate::model::window::LogLevel as Level;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// TRACE, DEBUG, INFO, or no level at all.
-    Other,
-    Warning,
-    /// ERROR or FATAL.
-    Error,
-}
 
 /// The record's level: `severity_number` 13–16 is WARN, 17–24 ERROR and FATAL; when it is
 /// unset (0), the text decides (`WARN`, `WARNING`, `ERROR`, `FATAL`, `CRITICAL`, `SEVERE`,

@@ -494,3 +494,119 @@ fn late_spans_are_counted_by_the_service_that_sent_them() {
     p.late.report();
     assert!(p.late.by_service.is_empty(), "reported, then forgotten");
 }
+
+/// A logs batch of `service`: (time, severity number, severity text, message) per record.
+fn log_batch(service: &str, records: &[(u64, i32, &str, &str)]) -> Batch {
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let log_records = records
+        .iter()
+        .map(|(t, n, text, msg)| LogRecord {
+            time_unix_nano: *t,
+            severity_number: *n,
+            severity_text: (*text).into(),
+            body: Some(AnyValue {
+                value: Some(Value::StringValue((*msg).into())),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Batch {
+        items: records.len(),
+        payload: Payload::Logs(Arc::new(req)),
+        encoded: None,
+        held: Default::default(),
+    }
+}
+
+#[test]
+fn log_windows_count_levels_and_templates_and_name_new_error_templates() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // Five windows of ordinary logs: INFO order saves, one WARN slow query (its level from
+    // the text: no number).
+    for w in 0..5u64 {
+        let t = T0 + w * 10 * S;
+        let mut recs: Vec<(u64, i32, &str, String)> = (0..5)
+            .map(|i| {
+                (
+                    t + i * S,
+                    9,
+                    "INFO",
+                    format!("Order {} saved for user{}", w * 10 + i, i),
+                )
+            })
+            .collect();
+        recs.push((
+            t + 6 * S,
+            0,
+            "WARN",
+            format!("Slow query took {} ms", 300 + w),
+        ));
+        if w == 4 {
+            for i in 0..3 {
+                recs.push((
+                    t + 7 * S,
+                    17,
+                    "ERROR",
+                    format!("Connection refused to db-{i}:5432"),
+                ));
+            }
+        }
+        let recs: Vec<(u64, i32, &str, &str)> = recs
+            .iter()
+            .map(|(a, b, c, d)| (*a, *b, *c, d.as_str()))
+            .collect();
+        p.process(log_batch("food", &recs), &mut out);
+    }
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert!(rs.iter().all(|r| r.series.signal == Signal::Logs));
+    assert_eq!(rs.len(), 5);
+    let first = &rs[0];
+    assert_eq!(first.series.to_string(), "food (logs)");
+    assert_eq!(f(first, "log_count"), 6.0);
+    assert_eq!(f(first, "warning_log_count"), 1.0);
+    assert!((f(first, "warning_log_rate") - 1.0 / 6.0).abs() < 1e-9);
+    assert_eq!(f(first, "template_count"), 2.0);
+    assert_eq!(
+        f(first, "new_template_count"),
+        0.0,
+        "the first windows are the vocabulary"
+    );
+    assert_eq!(f(first, "log_count_change"), 1.0);
+    let last = &rs[4];
+    assert_eq!(f(last, "log_count"), 9.0);
+    assert_eq!(f(last, "error_log_count"), 3.0);
+    assert_eq!(f(last, "new_template_count"), 1.0);
+    assert_eq!(f(last, "new_error_template_count"), 1.0);
+    assert_eq!(f(last, "top_error_template_count"), 3.0);
+    assert_eq!(f(last, "log_count_change"), 1.5);
+    let top = &last.templates[0];
+    assert_eq!(&*top.template, "Connection refused to <*>");
+    assert_eq!((top.count, top.level, top.new), (3, LogLevel::Error, true));
+    assert_eq!(&*last.templates[1].template, "Slow query took <*> ms");
+    assert_eq!(&*last.templates[2].template, "Order <*> saved for <*>");
+    // A window without logs is an empty log window, not a span window.
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    p.process(log_batch("a", &[(T0, 9, "", "started")]), &mut out);
+    p.process(log_batch("a", &[(T0 + 25 * S, 9, "", "started")]), &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 3);
+    assert_eq!(f(&rs[1], "log_count"), 0.0);
+    assert_eq!(f(&rs[2], "log_count_change"), 1.0);
+}

@@ -267,6 +267,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
             features: f,
             anomaly: None,
             partial: false,
+            templates: Vec::new(),
         }
     };
     // Fill every model's window first, then time steady-state scoring.
