@@ -88,6 +88,9 @@ pub fn json_line(data: &[u8]) {
 /// window and iforest processors: every window record has finite, non-negative features and
 /// every score is in [0, 1].
 pub fn detection(data: &[u8]) {
+    if data.first().is_some_and(|b| b % 4 == 3) {
+        return log_detection(&data[1..]);
+    }
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
@@ -193,8 +196,99 @@ pub fn detection(data: &[u8]) {
     }
 }
 
-/// One forest, warmed up once on ordinary windows of `svc-0`, shared by the inputs (it goes on
-/// learning from them).
+/// Log records made from the bytes (a line each: two bytes of time, one of severity number, one
+/// choosing the severity text, the rest the message) through the window processor's log path
+/// and the forest's log tests: Drain takes any message, features stay finite and non-negative,
+/// scores in [0, 1], and every record is counted once.
+fn log_detection(data: &[u8]) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let base = crate::model::time::now_ns().saturating_sub(3600 * 1_000_000_000);
+    let texts = [
+        "", "INFO", "WARN", "error", "FATAL", "Warning", "ERR3", "debug",
+    ];
+    let mut records = Vec::new();
+    for line in data.split(|&b| b == b'\n').take(256) {
+        let b = |i: usize| line.get(i).copied().unwrap_or(0);
+        records.push(LogRecord {
+            time_unix_nano: base + (b(0) as u64 * 256 + b(1) as u64) * 50_000_000,
+            severity_number: (b(2) % 26) as i32,
+            severity_text: texts[(b(3) % 8) as usize].into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(
+                    String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned(),
+                )),
+            }),
+            ..Default::default()
+        });
+    }
+    let sent = records.len();
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("svc-0".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let telemetry = Telemetry::new();
+    let cfg = WindowConfig {
+        max_log_templates: 64,
+        ..WindowConfig::default()
+    };
+    let mut window = WindowProcessor::new(&cfg, "window", &telemetry);
+    let mut out = Vec::new();
+    window.process(
+        Batch {
+            payload: Payload::Logs(Arc::new(req)),
+            encoded: None,
+            items: sent,
+            held: Default::default(),
+        },
+        &mut out,
+    );
+    window.on_shutdown(&mut out);
+    let records: Vec<WindowRecord> = out
+        .into_iter()
+        .filter_map(|b| match b.payload {
+            Payload::Windows(r) => Some(r),
+            _ => None,
+        })
+        .flat_map(|r| r.as_ref().clone())
+        .collect();
+    let counted: f64 = records.iter().map(|r| r.features[0]).sum();
+    let late = telemetry.sum("otelwatch_window_late_spans_total", &[]);
+    assert_eq!(counted as u64 + late, sent as u64, "every record counted once, or as late");
+    for r in &records {
+        assert!(
+            r.features.iter().all(|f| f.is_finite() && *f >= 0.0),
+            "{:?}",
+            r.features
+        );
+    }
+    let mut forest = warm_forest();
+    for mut r in records.into_iter().take(8) {
+        r.series = Arc::new(crate::model::window::SeriesKey::logs("svc-0"));
+        forest.score(&mut r);
+        let a = r.anomaly.as_ref().map(|a| a.score).unwrap_or(0.0);
+        assert!((0.0..=1.0).contains(&a), "score {a}");
+    }
+}
+
+/// One forest, warmed up once on ordinary windows of `svc-0` (its spans and its logs), shared
+/// by the inputs (it goes on learning from them).
 fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
     static FOREST: std::sync::OnceLock<std::sync::Mutex<IForestProcessor>> =
         std::sync::OnceLock::new();
@@ -215,16 +309,21 @@ fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
                 for (i, f) in features.iter_mut().enumerate() {
                     *f = 10.0 + (i as f64) + ((k * 7 + i as u64) % 5) as f64;
                 }
-                let mut r = WindowRecord {
-                    series: Arc::new(crate::model::window::SeriesKey::service("svc-0")),
-                    start_ns: 1_700_000_000_000_000_000 + k * 10_000_000_000,
-                    interval_ns: 10_000_000_000,
-                    features,
-                    anomaly: None,
-                    partial: false,
-                    templates: Vec::new(),
-                };
-                p.score(&mut r);
+                for series in [
+                    crate::model::window::SeriesKey::service("svc-0"),
+                    crate::model::window::SeriesKey::logs("svc-0"),
+                ] {
+                    let mut r = WindowRecord {
+                        series: Arc::new(series),
+                        start_ns: 1_700_000_000_000_000_000 + k * 10_000_000_000,
+                        interval_ns: 10_000_000_000,
+                        features,
+                        anomaly: None,
+                        partial: false,
+                        templates: Vec::new(),
+                    };
+                    p.score(&mut r);
+                }
             }
             std::sync::Mutex::new(p)
         })

@@ -126,7 +126,11 @@ fn an_error_burst_in_the_python_sdks_logs_is_flagged_with_its_template() {
             .join("\n")
     );
     let message = burst_flags[0]["anomaly"]["message"].as_str().unwrap();
-    eprintln!("{} windows, {} flagged; the burst: {message}", docs.len(), flagged.len());
+    eprintln!(
+        "{} windows, {} flagged; the burst: {message}",
+        docs.len(),
+        flagged.len()
+    );
     assert!(
         message.contains("new ERROR template: `Connection refused to <*>` ×")
             && message.contains("first seen"),
