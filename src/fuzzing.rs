@@ -270,7 +270,11 @@ fn log_detection(data: &[u8]) {
         .collect();
     let counted: f64 = records.iter().map(|r| r.features[0]).sum();
     let late = telemetry.sum("otelwatch_window_late_spans_total", &[]);
-    assert_eq!(counted as u64 + late, sent as u64, "every record counted once, or as late");
+    assert_eq!(
+        counted as u64 + late,
+        sent as u64,
+        "every record counted once, or as late"
+    );
     for r in &records {
         assert!(
             r.features.iter().all(|f| f.is_finite() && *f >= 0.0),

@@ -278,10 +278,10 @@ async fn a_fifth_of_items_refused_and_a_stop_right_after_lose_nothing() {
     assert_eq!(st.rejected, 0);
 }
 
-/// Long faults one after the other, the queue in memory (every batch waits until the cluster
-/// has it, so the replay waits too): the cluster down (connections refused) for T, then up but
-/// answering every item 429 for T, then refusing the login (401) for T/2. Every window arrives
-/// once. T is `OTELWATCH_ES_FAULT_SECS` (default 3).
+/// Long faults one after the other while otelwatch keeps running (the traces arrive over OTLP
+/// at the start): the cluster down (connections refused) for T, then up but answering every
+/// item 429 for T, then refusing the login (401) for T/2. Every window arrives once, and the
+/// stop after it exits 0. T is `OTELWATCH_ES_FAULT_SECS` (default 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_outages_429s_and_refused_logins_lose_nothing() {
     let t: f64 = std::env::var("OTELWATCH_ES_FAULT_SECS")
@@ -290,38 +290,69 @@ async fn long_outages_429s_and_refused_logins_lose_nothing() {
         .unwrap_or(3.0);
     let phase = Duration::from_secs_f64(t);
     let fake = FakeEs::default();
-    let port = free_port();
+    let (port, grpc) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    recording(&dir.path().join("recording.jsonl"), 60);
-    let (d, cfg) = (dir.path().to_path_buf(), es_config(port, ""));
-    let limit = phase * 3 + Duration::from_secs(120);
-    let run = tokio::task::spawn_blocking(move || {
-        let mut ow = Otelwatch::start_finite(&d, "ow", &cfg);
-        let status = ow.wait_exit(limit);
-        (status, ow.stderr())
-    });
+    let recorded = dir.path().join("recording.jsonl");
+    recording(&recorded, 60);
+    let cfg = config(
+        "detect-to-flaky-elasticsearch.yaml",
+        &[("ES_PORT", &port), ("GRPC", &grpc)],
+    );
+    let d = dir.path().to_path_buf();
+    let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+        .await
+        .unwrap();
+    for line in std::fs::read(&recorded).unwrap().split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let (batch, _) = otelwatch::otlp::decode_json_line(line).unwrap();
+        let Payload::Traces(req) = batch.payload else {
+            panic!("traces")
+        };
+        let body = bytes::Bytes::from(prost::Message::encode_to_vec(req.as_ref()));
+        grpc_send(grpc, body, false, TRACES).await.unwrap();
+    }
     tokio::time::sleep(phase).await;
     assert_eq!(fake.state().bulk_requests, 0);
-    fake.state().faults.items_429_until = Some(std::time::Instant::now() + phase);
+    // Items are refused until the login is refused too (so the count below is taken inside).
+    fake.state().faults.items_429_until = Some(std::time::Instant::now() + phase + phase / 2);
     let server = fake.serve(port).await;
     tokio::time::sleep(phase).await;
     let during_429s = fake.count("otelwatch-windows");
     fake.state().faults.status_until = Some((401, std::time::Instant::now() + phase / 2));
-    let (status, stderr) = run.await.unwrap();
+    tokio::time::sleep(phase / 2).await;
+    // The replay's last windows close with the wall clock: wait for the file to stop growing.
+    let scored = || {
+        std::fs::read_to_string(dir.path().join("windows.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let all_in = wait_until(Duration::from_secs(120), || {
+        let n = scored();
+        n >= 180 && fake.count("otelwatch-windows") == n
+    });
+    let answered_429 = fake.state().item_429s_answered;
+    let (status, ow) = tokio::task::spawn_blocking(move || (ow.terminate(), ow))
+        .await
+        .unwrap();
     server.abort();
+    let stderr = ow.stderr();
     assert!(status.success(), "{stderr}");
+    eprintln!(
+        "T = {t} s: {} windows scored, {} stored, {answered_429} item 429s answered",
+        scored(),
+        fake.count("otelwatch-windows")
+    );
+    assert!(
+        all_in,
+        "{} of {} stored:\n{stderr}",
+        fake.count("otelwatch-windows"),
+        scored()
+    );
     assert_eq!(
         during_429s, 0,
         "nothing is stored while every item is refused"
-    );
-    let st = fake.state();
-    let answered_429 = st.item_429s_answered;
-    drop(st);
-    let docs = windows_written(&dir.path().join("windows.jsonl"));
-    eprintln!(
-        "T = {t} s: {} windows scored, {} stored, {answered_429} item 429s answered",
-        docs.len(),
-        fake.count("otelwatch-windows")
     );
     assert!(
         answered_429 > 0 && stderr.contains("refuses otelwatch's credentials"),
@@ -329,9 +360,10 @@ async fn long_outages_429s_and_refused_logins_lose_nothing() {
     );
     assert_eq!(
         fake.count("otelwatch-windows"),
-        docs.len(),
-        "every window, once: {stderr}"
+        scored(),
+        "every window, once"
     );
+    drop(ow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
