@@ -390,3 +390,36 @@ pub(super) fn check_extensions(
     }
     enabled
 }
+
+/// A processor that saves its state to a file belongs to one pipeline: each pipeline runs its
+/// own instance, and two instances must not write one file (the last save would win).
+pub(super) fn check_saved_models(
+    pipelines: &[Pipeline],
+    processors: &[(ComponentId, ProcessorConfig)],
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut owner: std::collections::HashMap<&str, (&str, &ComponentId)> = Default::default();
+    for p in pipelines {
+        for (i, id) in p.processors.iter().enumerate() {
+            let Some(path) = processors
+                .iter()
+                .find(|(d, _)| d == id)
+                .and_then(|(_, c)| c.saved_models())
+            else {
+                continue;
+            };
+            match owner.get(path) {
+                Some((q, other)) => errors.push(ConfigError::new(
+                    format!("service.pipelines.{}.processors[{i}]", p.id),
+                    format!(
+                        "{id} saves its models to {path:?}, as {other} in pipeline {q} does; \
+                         give each pipeline its own iforest with its own model_path (e.g. iforest/logs)"
+                    ),
+                )),
+                None => {
+                    owner.insert(path, (&p.id, id));
+                }
+            }
+        }
+    }
+}

@@ -202,6 +202,7 @@ pub fn parse(
         broken: &broken,
     };
     let pipelines = graph::check_graph(&service, &components, &mut errors);
+    graph::check_saved_models(&pipelines, &processors, &mut errors);
     graph::check_ports(&service, &receivers, &mut errors);
     let service_extensions = graph::check_extensions(
         &service,

@@ -349,3 +349,34 @@ service:
     }
     assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
 }
+
+#[test]
+fn a_model_file_belongs_to_one_pipeline() {
+    let yaml = r#"
+receivers:
+  otlp:
+processors:
+  window:
+  iforest: { model_path: ./out/models.json }
+  iforest/logs: { model_path: ./out/log-models.json }
+exporters:
+  nop:
+service:
+  pipelines:
+    traces: { receivers: [otlp], processors: [window, iforest], exporters: [nop] }
+    logs: { receivers: [otlp], processors: [window, iforest], exporters: [nop] }
+"#;
+    let errs = errors_of(yaml);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "service.pipelines.logs.processors[1]: iforest saves its models to \"./out/models.json\", as iforest in pipeline traces does"
+        )),
+        "{errs:?}"
+    );
+    let ok = yaml.replace(
+        "logs: { receivers: [otlp], processors: [window, iforest]",
+        "logs: { receivers: [otlp], processors: [window, iforest/logs]",
+    );
+    assert!(parse(&ok, &no_env).is_ok());
+}

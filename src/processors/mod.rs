@@ -116,6 +116,16 @@ processor_table! {
     Incidents(incidents::IncidentsConfig),
 }
 
+impl ProcessorConfig {
+    /// The file this processor saves its state to, if any (`iforest`'s `model_path`).
+    pub fn saved_models(&self) -> Option<&str> {
+        match self {
+            ProcessorConfig::IForest(c) if !c.model_path.is_empty() => Some(&c.model_path),
+            _ => None,
+        }
+    }
+}
+
 /// Processors in order; what one emits is what the next one takes.
 pub struct Chain {
     stages: Vec<Box<dyn Processor>>,

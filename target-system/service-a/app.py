@@ -1,14 +1,17 @@
 """Service A: the entry point of the target system. `/start` and `/test` call service B's `/ping`.
 
 Instrumented with the OpenTelemetry Python SDK (Flask and requests instrumentation), exporting
-OTLP to OTEL_EXPORTER_OTLP_ENDPOINT (gRPC by default; OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
-switches to HTTP).
+OTLP traces and logs to OTEL_EXPORTER_OTLP_ENDPOINT (gRPC by default;
+OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf switches to HTTP). Its log lines go through the SDK's
+logging bridge, with the trace context of the request they are logged in: one INFO line per
+request served, an ERROR line for every failure (injected, or service B's).
 
 Fault injection, off by default, for testing the detector:
 - per request: `?delay_ms=N` adds latency here, `?fail=1` answers 500 here; `?b_delay_ms=N` and
   `?b_fail=1` are passed on to service B as its own `delay_ms` / `fail`;
 - per process: FAULT_DELAY_MS and FAULT_ERROR_RATE (0..1) apply to every request.
 """
+import logging
 import os
 import random
 import time
@@ -18,6 +21,9 @@ from flask import Flask, jsonify, request
 from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -28,19 +34,30 @@ FAULT_DELAY_MS = float(os.environ.get("FAULT_DELAY_MS", "0"))
 FAULT_ERROR_RATE = float(os.environ.get("FAULT_ERROR_RATE", "0"))
 
 
-def exporter():
+def exporters():
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     if protocol.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    return OTLPSpanExporter(), OTLPLogExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
 
 
-provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-# Export every OTEL_BSP_SCHEDULE_DELAY ms (the SDK's default is 5000).
-provider.add_span_processor(BatchSpanProcessor(exporter()))
+resource = Resource.create({"service.name": SERVICE_NAME})
+span_exporter, log_exporter = exporters()
+provider = TracerProvider(resource=resource)
+# Export every OTEL_BSP_SCHEDULE_DELAY ms (the SDK's default is 5000); logs every
+# OTEL_BLRP_SCHEDULE_DELAY ms.
+provider.add_span_processor(BatchSpanProcessor(span_exporter))
 trace.set_tracer_provider(provider)
+log_provider = LoggerProvider(resource=resource)
+log_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+set_logger_provider(log_provider)
+log = logging.getLogger("service_a")
+log.setLevel(logging.INFO)
+log.addHandler(LoggingHandler(logger_provider=log_provider))
 
 app = Flask(__name__)
 FlaskInstrumentor().instrument_app(app)
@@ -54,6 +71,17 @@ session = requests.Session()
 
 
 def handle(route):
+    began = time.monotonic()
+    answer = respond(route)
+    status = answer[1] if isinstance(answer, tuple) else 200
+    if status >= 500:
+        log.error("%s failed with HTTP %d: %s", route, status, answer[0].get_json().get("error"))
+    else:
+        log.info("%s served in %d ms", route, (time.monotonic() - began) * 1000)
+    return answer
+
+
+def respond(route):
     delay = FAULT_DELAY_MS + float(request.args.get("delay_ms", 0))
     if delay > 0:
         time.sleep(delay / 1000.0)
@@ -100,3 +128,4 @@ if __name__ == "__main__":
         app.run(host=os.environ.get("HOST", "0.0.0.0"), port=port, threaded=True)
     finally:
         provider.shutdown()
+        log_provider.shutdown()

@@ -1,22 +1,29 @@
 // OpenTelemetry setup for service B, loaded before the server (`node --require ./tracing.js`).
-// Exports OTLP to OTEL_EXPORTER_OTLP_ENDPOINT: gRPC by default, HTTP/protobuf when
-// OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, HTTP/JSON when it is http/json.
+// Exports OTLP traces and logs to OTEL_EXPORTER_OTLP_ENDPOINT: gRPC by default, HTTP/protobuf
+// when OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, HTTP/JSON when it is http/json. The server's
+// pino logger is bridged to the logs SDK (with the trace context of the request it logs in).
 const { NodeSDK } = require('@opentelemetry/sdk-node');
 const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http');
 const { ExpressInstrumentation } = require('@opentelemetry/instrumentation-express');
+const { PinoInstrumentation } = require('@opentelemetry/instrumentation-pino');
+const { BatchLogRecordProcessor } = require('@opentelemetry/sdk-logs');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 
 const protocol = process.env.OTEL_EXPORTER_OTLP_PROTOCOL || 'grpc';
-const exporterModule = {
-  'http/protobuf': '@opentelemetry/exporter-trace-otlp-proto',
-  'http/json': '@opentelemetry/exporter-trace-otlp-http',
-}[protocol] || '@opentelemetry/exporter-trace-otlp-grpc';
-const traceExporter = new (require(exporterModule).OTLPTraceExporter)();
+const kind = { 'http/protobuf': 'proto', 'http/json': 'http' }[protocol] || 'grpc';
+const traceExporter = new (require(`@opentelemetry/exporter-trace-otlp-${kind}`).OTLPTraceExporter)();
+const logExporter = new (require(`@opentelemetry/exporter-logs-otlp-${kind}`).OTLPLogExporter)();
 
 const sdk = new NodeSDK({
   resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME || 'service-b' }),
   traceExporter,
-  instrumentations: [new HttpInstrumentation(), new ExpressInstrumentation()],
+  logRecordProcessors: [
+    new BatchLogRecordProcessor({
+      exporter: logExporter,
+      scheduledDelayMillis: Number(process.env.OTEL_BLRP_SCHEDULE_DELAY || 1000),
+    }),
+  ],
+  instrumentations: [new HttpInstrumentation(), new ExpressInstrumentation(), new PinoInstrumentation()],
 });
 sdk.start();
 

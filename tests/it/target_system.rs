@@ -152,6 +152,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             .env("HOST", "127.0.0.1")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
             .stdout(log("b.log"))
             .stderr(log("b.err"))
             .spawn()
@@ -165,6 +166,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             .env("SERVICE_B_URL", format!("http://127.0.0.1:{b_port}"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
             .stdout(log("a.log"))
             .stderr(log("a.err"))
             .spawn()
@@ -348,4 +350,56 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
         "{} distinct incidents for 20 injections",
         own_incident.len()
     );
+
+    // The services' logs, through the Python logging bridge and pino's: a log window per
+    // service per second, and each injected error logged by service B in the window it
+    // happened in (with A's line about B's answer), its template quoted.
+    let logs: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("logwindows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for svc in ["service-a", "service-b"] {
+        let served: f64 = logs
+            .iter()
+            .filter(|d| d["service"]["name"] == svc)
+            .map(|d| d["features"]["log_count"].as_f64().unwrap_or(0.0))
+            .sum();
+        assert!(served > 1000.0, "{svc}: {served} log records");
+    }
+    let quiet_log_flags: Vec<&str> = logs
+        .iter()
+        .filter(|d| d["anomaly"]["is_anomaly"] == true)
+        .filter(|d| start_ns(d) >= quiet_from && start_ns(d) + 1_000_000_000 <= quiet_to)
+        .filter_map(|d| d["anomaly"]["message"].as_str())
+        .collect();
+    assert!(
+        quiet_log_flags.is_empty(),
+        "log anomalies during the quiet stretch: {quiet_log_flags:#?}"
+    );
+    for inj in injections.iter().filter(|i| i["kind"] == "error") {
+        let at = inj["at_ns"].as_u64().unwrap();
+        let window = at - at % 1_000_000_000;
+        let logged = |svc: &str, words: &str| {
+            logs.iter().any(|d| {
+                let s = start_ns(d);
+                d["service"]["name"] == svc
+                    && s >= window
+                    && s <= window + 1_000_000_000
+                    && d["features"]["error_log_count"].as_f64().unwrap_or(0.0) >= 1.0
+                    && d["logs"]["templates"].as_array().is_some_and(|ts| {
+                        ts.iter()
+                            .any(|t| t["template"].as_str().is_some_and(|t| t.contains(words)))
+                    })
+            })
+        };
+        assert!(
+            logged("service-b", "injected failure answering /ping"),
+            "service B's error log for {inj} is not in its log windows"
+        );
+        assert!(
+            logged("service-a", "failed with HTTP"),
+            "service A's error log for {inj} is not in its log windows"
+        );
+    }
 }

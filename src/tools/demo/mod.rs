@@ -107,8 +107,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     Ok(summary)
 }
 
-/// The demo's pipeline: OTLP on the two ports; every span to a file, and the detection
-/// (window, iforest, incidents) to the terminal and the windows file.
+/// The demo's pipeline: OTLP on the two ports; every span and log record to a file, and the
+/// detection (window, iforest, incidents; and the services' logs through window and iforest)
+/// to the terminal and the windows file.
 fn pipeline_yaml(
     grpc: u16,
     http: u16,
@@ -126,6 +127,7 @@ receivers:
 processors:
   window: {{ interval: {interval_s}s, allowed_lateness: 1s }}
   iforest: {{ warmup: 30 }}
+  iforest/logs: {{ warmup: 30 }}
   incidents: {{ resolve_after: 1 }}
 exporters:
   debug: {{}}
@@ -135,7 +137,9 @@ service:
   telemetry: {{ metrics: {{ address: "" }} }}
   pipelines:
     traces: {{ receivers: [otlp], exporters: [file] }}
+    logs: {{ receivers: [otlp], exporters: [file] }}
     traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [debug, file/windows] }}
+    logs/detect: {{ receivers: [otlp], processors: [window, iforest/logs], exporters: [debug, file/windows] }}
 "#,
         out_dir.join("demo-telemetry.jsonl").display(),
         windows_file.display()
@@ -221,6 +225,8 @@ fn draw(windows_file: &Path, picture: &Path) -> Option<PathBuf> {
             r.anomaly = crate::model::window::Anomaly::from_document(&d);
             Some(r)
         })
+        // The picture is of request features.
+        .filter(|r| r.series.signal == crate::model::window::Signal::Spans)
         .collect();
     match crate::tools::plot::render_png(&records, picture, 4) {
         Ok(()) => Some(picture.to_path_buf()),
