@@ -447,7 +447,7 @@ impl LateReport {
             .collect();
         tracing::warn!(
             services = %services.join("; "),
-            "spans arrived after their window had closed and were not counted (a lagging clock or a slow exporter at the client; otelwatch_window_late_spans_total)"
+            "spans or log records arrived after their window had closed and were not counted (a lagging clock or a slow exporter at the client; otelwatch_window_late_spans_total)"
         );
     }
 }

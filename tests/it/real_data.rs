@@ -46,6 +46,32 @@ fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
     assert!(report.contains("2 faults"), "{report}");
     assert!(report.contains("| otelwatch"), "{report}");
     assert!(report.contains("| baseline"), "{report}");
+    assert!(
+        report.contains("| otelwatch, log windows alone"),
+        "{report}"
+    );
+
+    // The pods' log lines as OTLP logs: a level, a message without its header, trace context.
+    let logs = std::fs::read_to_string(out.join("replay-logs.jsonl")).unwrap();
+    let mut records = 0;
+    for line in logs.lines() {
+        let req: Value = serde_json::from_str(line).unwrap();
+        for rl in req["resourceLogs"].as_array().unwrap() {
+            for r in rl["scopeLogs"][0]["logRecords"].as_array().unwrap() {
+                let body = r["body"]["stringValue"].as_str().unwrap();
+                assert!(!body.contains("TraceID:"), "{body}");
+                records += 1;
+            }
+        }
+    }
+    assert!(records > 1000, "{records} log records");
+    let log_windows = std::fs::read_to_string(out.join("log-windows.jsonl")).unwrap();
+    assert!(log_windows
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .any(
+            |d| d["window"]["signal"] == "logs" && d["features"]["log_count"].as_f64() > Some(0.0)
+        ));
 
     // The replay is OTLP/JSON with derived kinds: SERVER spans, CLIENT spans naming their peer.
     let replay = std::fs::read_to_string(out.join("replay-traces.jsonl")).unwrap();

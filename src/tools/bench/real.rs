@@ -166,6 +166,106 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, RealError> {
     Ok(rows)
 }
 
+/// One log line of a pod, as the data set has it: a container's stdout line with a header
+/// (`19:39:03.269 INFO  o.s.OrderServiceImpl#365 TraceID: … SpanID: … message`).
+struct LogRow {
+    time: u64,
+    pod: String,
+    trace: Option<[u8; 16]>,
+    span: Option<[u8; 8]>,
+    level: String,
+    message: String,
+}
+
+/// The level and the message of a log line: what an OpenTelemetry log appender sends as
+/// `severity_text` and body (the header's time, logger and ids are fields of their own).
+pub fn split_log_line(line: &str) -> (String, String) {
+    let line = line.trim_end();
+    let mut tokens = line.split_whitespace();
+    let (Some(time), Some(level)) = (tokens.next(), tokens.next()) else {
+        return (String::new(), line.trim().to_string());
+    };
+    let levels = [
+        "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL",
+    ];
+    if !time.contains(':') || !levels.contains(&level) {
+        // A continuation line (a stack frame, an exception's text): the message as it is.
+        return (String::new(), line.trim().to_string());
+    }
+    let message = match line.find("SpanID: ") {
+        Some(i) => {
+            let rest = &line[i + "SpanID: ".len()..];
+            rest.split_once(char::is_whitespace).map_or("", |(_, m)| m)
+        }
+        // time level logger message
+        None => line
+            .splitn(4, char::is_whitespace)
+            .filter(|t| !t.is_empty())
+            .nth(3)
+            .unwrap_or(""),
+    };
+    (level.to_string(), message.trim().to_string())
+}
+
+fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
+    let file = std::fs::File::open(path).map_err(|e| data_err(path, e.to_string()))?;
+    let mut rows = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| data_err(path, e.to_string()))?;
+        if i == 0 || line.trim().is_empty() {
+            continue;
+        }
+        let f = csv_fields(&line);
+        if f.len() < 8 {
+            return Err(data_err(path, format!("line {}: expected 8 fields", i + 1)));
+        }
+        // A few lines have a broken `TimeUnixNano` (negative): their `Timestamp` is good.
+        let time = f[1]
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .or_else(|| {
+                let ts = f[0].trim();
+                let ts = if ts.ends_with('Z') {
+                    ts.to_string()
+                } else {
+                    format!("{ts}Z")
+                };
+                crate::model::time::parse_rfc3339_ns(&ts)
+            })
+            .ok_or_else(|| data_err(path, format!("line {}: bad time", i + 1)))?;
+        let raw: Value = serde_json::from_str(&f[7]).unwrap_or(Value::Null);
+        let text = raw["log"].as_str().unwrap_or(&f[7]);
+        let (level, message) = split_log_line(text);
+        rows.push(LogRow {
+            time,
+            pod: f[3].clone(),
+            trace: hex_bytes(&f[5]),
+            span: hex_bytes(&f[6]),
+            level,
+            message,
+        });
+    }
+    Ok(rows)
+}
+
+/// The log file of the same minute as a trace file (`log/HH_MM_log.csv` beside
+/// `trace/HH_MM_trace.csv`), if the data set has one.
+fn log_rows_beside(trace_file: &Path) -> Result<Vec<LogRow>, RealError> {
+    let Some(name) = trace_file.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let Some(dir) = trace_file.parent().and_then(Path::parent) else {
+        return Ok(Vec::new());
+    };
+    let log_file = dir.join("log").join(name.replace("_trace.csv", "_log.csv"));
+    if log_file.exists() {
+        read_log_rows(&log_file)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -295,17 +395,20 @@ fn read_faults(day: &Path) -> Result<Vec<RawFault>, RealError> {
 /// one injection.
 struct Block {
     rows: Vec<Row>,
+    /// The pods' log lines of the same minutes.
+    logs: Vec<LogRow>,
     /// The first span's start and the last span's end, on the data's clock.
     first_ns: u64,
     last_ns: u64,
 }
 
 impl Block {
-    fn from_rows(rows: Vec<Row>) -> Option<Block> {
+    fn from_rows(rows: Vec<Row>, logs: Vec<LogRow>) -> Option<Block> {
         let first_ns = rows.iter().map(|r| r.start).min()?;
         let last_ns = rows.iter().map(|r| r.end.max(r.start)).max()?;
         Some(Block {
             rows,
+            logs,
             first_ns,
             last_ns,
         })
@@ -340,16 +443,20 @@ fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
     }
     minutes.sort();
     let mut blocks = Vec::new();
-    let mut rows = Vec::new();
+    let (mut rows, mut logs) = (Vec::new(), Vec::new());
     let mut prev: Option<u32> = None;
     for (m, p) in minutes {
         if prev.is_some_and(|x| x + 1 != m) {
-            blocks.extend(Block::from_rows(std::mem::take(&mut rows)));
+            blocks.extend(Block::from_rows(
+                std::mem::take(&mut rows),
+                std::mem::take(&mut logs),
+            ));
         }
         rows.extend(read_rows(&p)?);
+        logs.extend(log_rows_beside(&p)?);
         prev = Some(m);
     }
-    blocks.extend(Block::from_rows(rows));
+    blocks.extend(Block::from_rows(rows, logs));
     Ok(blocks)
 }
 
@@ -363,12 +470,20 @@ pub struct Plan {
     /// Time outside every fault inside the blocks (what false positives are counted over).
     pub quiet_ns: u64,
     pub end_ns: u64,
+    /// Log lines replayed, and left out (outside their block's minutes).
+    pub log_lines: (usize, usize),
 }
 
 /// Writes the replay file: the fault-free minute `warmup_min` times, then each fault's block,
 /// with `gap_min` fault-free minutes between blocks (the day had minutes of normal traffic
 /// between injections; without them one fault's aftermath runs into the next one's start).
-pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan, RealError> {
+/// The pods' log lines go to `logs_file` on the same clock.
+pub fn convert(
+    root: &Path,
+    opts: &RealOptions,
+    out_file: &Path,
+    logs_file: &Path,
+) -> Result<Plan, RealError> {
     let rca = day_dir(root, "rca_data")?;
     let construct = day_dir(root, "construct_data")?;
     let raw = read_faults(&rca)?;
@@ -386,6 +501,9 @@ pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan,
     let now_s = crate::model::time::now_ns() / 1_000_000_000;
     let mut replay = ReplayWriter {
         w: std::io::BufWriter::new(std::fs::File::create(out_file)?),
+        logs: std::io::BufWriter::new(std::fs::File::create(logs_file)?),
+        logs_written: 0,
+        logs_outside: 0,
         path: out_file,
         // Whole minutes, ending ten minutes ago (inside the window processor's clock-skew
         // limit).
@@ -400,6 +518,7 @@ pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan,
         blocks: Vec::new(),
         quiet_ns: 0,
         end_ns: 0,
+        log_lines: (0, 0),
     };
     for (i, (f, b)) in placed.iter().enumerate() {
         if i > 0 {
@@ -423,6 +542,8 @@ pub fn convert(root: &Path, opts: &RealOptions, out_file: &Path) -> Result<Plan,
         });
     }
     replay.w.flush()?;
+    replay.logs.flush()?;
+    plan.log_lines = (replay.logs_written, replay.logs_outside);
     plan.end_ns = replay.cursor_s * 1_000_000_000;
     Ok(plan)
 }
@@ -452,12 +573,16 @@ fn normal_block(construct: &Path) -> Result<Block, RealError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
         .ok_or_else(|| data_err(construct, "no fault-free trace file"))?;
-    Block::from_rows(read_rows(&normal_file)?).ok_or_else(|| data_err(&normal_file, "no spans"))
+    Block::from_rows(read_rows(&normal_file)?, log_rows_beside(&normal_file)?)
+        .ok_or_else(|| data_err(&normal_file, "no spans"))
 }
 
 /// The replay file being written, with the replay's clock at the end of what it holds.
 struct ReplayWriter<'a> {
     w: std::io::BufWriter<std::fs::File>,
+    logs: std::io::BufWriter<std::fs::File>,
+    logs_written: usize,
+    logs_outside: usize,
     path: &'a Path,
     cursor_s: u64,
 }
@@ -473,6 +598,23 @@ impl ReplayWriter<'_> {
         spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
         for chunk in spans.chunks(2000) {
             write_request(&mut self.w, chunk).map_err(|e| data_err(self.path, e.to_string()))?;
+        }
+        // Log lines outside the block's minutes have no place on the replay's clock.
+        let (from, to) = (
+            b.first_ns / 1_000_000_000 * 1_000_000_000,
+            b.first_ns / 1_000_000_000 * 1_000_000_000 + b.minutes() * 60_000_000_000,
+        );
+        let mut logs: Vec<&LogRow> = b
+            .logs
+            .iter()
+            .filter(|l| (from..to).contains(&l.time))
+            .collect();
+        self.logs_outside += b.logs.len() - logs.len();
+        self.logs_written += logs.len();
+        logs.sort_by_key(|l| l.time);
+        for chunk in logs.chunks(2000) {
+            write_logs(&mut self.logs, chunk, shift, copy)
+                .map_err(|e| data_err(self.path, e.to_string()))?;
         }
         self.cursor_s += b.minutes() * 60;
         Ok(at_s)
@@ -499,6 +641,61 @@ fn write_request(w: &mut impl Write, spans: &[(String, Span)]) -> std::io::Resul
                         ..Default::default()
                     }),
                     spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    serde_json::to_writer(&mut *w, &req).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
+}
+
+/// One logs request: the records grouped by service, their level as `severity_text` (the
+/// number unset, as many appenders send it), the message as body, the trace context kept.
+fn write_logs(
+    w: &mut impl Write,
+    rows: &[&LogRow],
+    shift_ns: i64,
+    copy: u8,
+) -> std::io::Result<()> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let mut by_service: BTreeMap<&str, Vec<LogRecord>> = BTreeMap::new();
+    for r in rows {
+        let time = (r.time as i64 + shift_ns).max(1) as u64;
+        by_service
+            .entry(service_of(&r.pod))
+            .or_default()
+            .push(LogRecord {
+                time_unix_nano: time,
+                observed_time_unix_nano: time,
+                severity_text: r.level.clone(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(r.message.clone())),
+                }),
+                trace_id: r
+                    .trace
+                    .map(|t| {
+                        let mut t = t.to_vec();
+                        t[15] ^= copy;
+                        t
+                    })
+                    .unwrap_or_default(),
+                span_id: r.span.map(|s| s.to_vec()).unwrap_or_default(),
+                ..Default::default()
+            });
+    }
+    let req = ExportLogsServiceRequest {
+        resource_logs: by_service
+            .into_iter()
+            .map(|(svc, log_records)| ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", svc)],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records,
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -577,6 +774,8 @@ pub struct Figures {
     pub mean_delay_s: f64,
     pub services: usize,
     pub quiet_hours: f64,
+    /// Flagged windows outside every fault.
+    pub false_flags: usize,
 }
 
 fn in_fault(faults: &[Fault], start: u64, end: u64) -> Option<usize> {
@@ -636,6 +835,7 @@ fn figures(
         .filter_map(|(t, f)| t.map(|t| t.saturating_sub(f.start_ns) as f64 / 1e9))
         .collect();
     fig.mean_delay_s = delays.iter().sum::<f64>() / delays.len().max(1) as f64;
+    fig.false_flags = false_flags;
     fig.fp_per_service_hour =
         false_flags as f64 / (fig.services.max(1) as f64 * fig.quiet_hours.max(1e-9));
     fig.auc = roc_auc(&scores, &labels);
@@ -685,13 +885,37 @@ pub async fn run(opts: RealOptions) -> Result<String, RealError> {
     std::fs::create_dir_all(&opts.out)?;
     let root = data_root(&opts.data, &opts.out)?;
     let replay = opts.out.join("replay-traces.jsonl");
+    let replay_logs = opts.out.join("replay-logs.jsonl");
     let results = opts.out.join("windows.jsonl");
+    let log_results = opts.out.join("log-windows.jsonl");
     let _ = std::fs::remove_file(&results);
-    let plan = convert(&root, &opts, &replay)?;
-    run_pipeline(&opts, &replay, &results).await?;
+    let _ = std::fs::remove_file(&log_results);
+    let plan = convert(&root, &opts, &replay, &replay_logs)?;
+    run_pipeline(&opts, &replay, &replay_logs, &results, &log_results).await?;
     write_faults(&opts.out.join("faults.json"), &plan.faults)?;
     let output = read_output(&results)?;
     let windows: Vec<&WindowRecord> = output.windows.iter().collect();
+    let log_output = read_output(&log_results)?;
+    let log_windows: Vec<&WindowRecord> = log_output.windows.iter().collect();
+    let both: Vec<&WindowRecord> = windows.iter().chain(&log_windows).copied().collect();
+    let scored = |ws: &[&WindowRecord]| {
+        let mut fig = figures(
+            &plan,
+            ws,
+            &|i| ws[i].anomaly.as_ref().map(|a| a.score).unwrap_or(0.0),
+            &|i| ws[i].is_anomaly(),
+        );
+        fig.services = windows
+            .iter()
+            .map(|w| &*w.series.service)
+            .collect::<HashSet<_>>()
+            .len();
+        fig.fp_per_service_hour =
+            fig.false_flags as f64 / (fig.services.max(1) as f64 * fig.quiet_hours.max(1e-9));
+        fig
+    };
+    let logs_alone = scored(&log_windows);
+    let spans_and_logs = scored(&both);
 
     // otelwatch.
     let mut ours = figures(
@@ -709,30 +933,52 @@ pub async fn run(opts: RealOptions) -> Result<String, RealError> {
     let mut base = figures(&plan, &windows, &|i| z[i], &|i| z[i] > 3.0);
     let base_ranked = baseline_rankings(&plan.faults, &windows, &z);
     rank_score(&mut base, &plan.faults, &base_ranked);
-    Ok(report(&opts, &plan.faults, &ours, &base, &ranked))
+    Ok(report(
+        &opts,
+        &plan,
+        &Rows {
+            ours: &ours,
+            logs_alone: &logs_alone,
+            spans_and_logs: &spans_and_logs,
+            base: &base,
+        },
+        &ranked,
+    ))
 }
 
-/// The replay through `window` → `iforest` → `incidents` into a file of window records.
-async fn run_pipeline(opts: &RealOptions, replay: &Path, results: &Path) -> Result<(), RealError> {
+/// The replay through `window` → `iforest` → `incidents` into a file of window records, and
+/// the logs through `window` → `iforest/logs` into another.
+async fn run_pipeline(
+    opts: &RealOptions,
+    replay: &Path,
+    replay_logs: &Path,
+    results: &Path,
+    log_results: &Path,
+) -> Result<(), RealError> {
     let warmup_windows = (opts.warmup_min * 60 / opts.interval_s).max(16);
     let yaml = format!(
         r#"
 receivers:
   otlpjsonfile: {{ include: ["{}"] }}
+  otlpjsonfile/logs: {{ include: ["{}"] }}
 processors:
   window: {{ interval: {}s, allowed_lateness: 5s }}
   iforest: {{ warmup: {warmup_windows} }}
   incidents: {{}}
 exporters:
   file: {{ path: "{}" }}
+  file/logs: {{ path: "{}" }}
 service:
   telemetry: {{ metrics: {{ address: "" }} }}
   pipelines:
     traces: {{ receivers: [otlpjsonfile], processors: [window, iforest, incidents], exporters: [file] }}
+    logs: {{ receivers: [otlpjsonfile/logs], processors: [window, iforest], exporters: [file/logs] }}
 "#,
         replay.display(),
+        replay_logs.display(),
         opts.interval_s,
-        results.display()
+        results.display(),
+        log_results.display()
     );
     let cfg = config::parse(&yaml, &|_| None)?;
     let telemetry = crate::telemetry::Telemetry::new();
@@ -835,25 +1081,47 @@ fn baseline_rankings(
         .collect()
 }
 
+/// The report's detector rows.
+struct Rows<'a> {
+    ours: &'a Figures,
+    logs_alone: &'a Figures,
+    spans_and_logs: &'a Figures,
+    base: &'a Figures,
+}
+
 fn report(
     opts: &RealOptions,
-    faults: &[Fault],
-    ours: &Figures,
-    base: &Figures,
+    plan: &Plan,
+    rows: &Rows<'_>,
     ranked: &[Option<Vec<String>>],
 ) -> String {
+    let Rows {
+        ours,
+        logs_alone,
+        spans_and_logs,
+        base,
+    } = rows;
+    let faults = &plan.faults;
     let mut t = String::new();
     t.push_str(&format!(
-        "Nezha Train-Ticket replay: {} faults ({}), {} services, {:.2} h outside faults after a {}-minute warm-up, {} s windows\n\n",
+        "Nezha Train-Ticket replay: {} faults ({}), {} services, {:.2} h outside faults after a {}-minute warm-up, {} s windows; {} log lines replayed ({} outside their block's minutes left out)\n\n",
         faults.len(),
         kinds(faults),
         ours.services,
         ours.quiet_hours,
         opts.warmup_min,
-        opts.interval_s
+        opts.interval_s,
+        plan.log_lines.0,
+        plan.log_lines.1
     ));
     t.push_str("| detector | fault recall | window precision | FP per service-hour | false incidents per hour | incidents per fault | root cause top-1 | top-3 | ROC AUC | mean delay |\n|---|---|---|---|---|---|---|---|---|---|\n");
     t.push_str(&row("otelwatch (online forest + incidents)", ours, true));
+    t.push_str(&row("otelwatch, log windows alone", logs_alone, false));
+    t.push_str(&row(
+        "otelwatch, span and log windows",
+        spans_and_logs,
+        false,
+    ));
     t.push_str(&row("baseline: max feature z-score > 3", base, false));
     t.push_str(
         "| Nezha (published, logs+metrics+traces) | – | – | – | – | – | 0.867 | 0.978 | – | – |\n",
@@ -906,8 +1174,16 @@ fn row(name: &str, f: &Figures, incidents: bool) -> String {
         } else {
             "–".into()
         },
-        frac(f.top1, f.faults),
-        frac(f.top3, f.faults),
+        if f.ranked == 0 {
+            "–".into()
+        } else {
+            frac(f.top1, f.faults)
+        },
+        if f.ranked == 0 {
+            "–".into()
+        } else {
+            frac(f.top3, f.faults)
+        },
         f.auc,
         f.mean_delay_s
     )
