@@ -1,5 +1,5 @@
 //! Kibana saved objects shipped with otelwatch (`kibana/otelwatch.ndjson`: data views for the
-//! windows, anomalies and incidents indices, three visualizations, the alerts table, the
+//! windows, anomalies and incidents indices, four visualizations (one of the log windows), the alerts table, the
 //! incidents table and the dashboard) and their import through
 //! the saved-objects API (`otelwatch kibana-setup`), idempotently (`overwrite=true`).
 
@@ -161,9 +161,10 @@ mod tests {
         assert!(has("search", "otelwatch-alerts"));
         assert!(has("index-pattern", "otelwatch-incidents"));
         assert!(has("search", "otelwatch-incidents-table"));
+        assert!(has("visualization", "otelwatch-log-errors"));
         assert_eq!(
             objects.iter().filter(|(t, _)| t == "visualization").count(),
-            3
+            4
         );
         let dash: Value = SAVED_OBJECTS
             .lines()

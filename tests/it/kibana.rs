@@ -93,7 +93,7 @@ async fn kibana_setup_imports_every_object_idempotently() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("imported 9 saved objects"), "{stdout}");
+        assert!(stdout.contains("imported 10 saved objects"), "{stdout}");
     }
     let seen = seen.0.lock().unwrap();
     assert_eq!(
@@ -133,5 +133,5 @@ async fn against_a_real_kibana_when_configured() {
     )
     .await
     .expect("import");
-    assert_eq!(n, 9);
+    assert_eq!(n, 10);
 }
