@@ -168,14 +168,26 @@ pub fn detection(data: &[u8]) {
     let mut out = Vec::new();
     window.process(batch, &mut out);
     window.on_shutdown(&mut out);
-    let records: Vec<WindowRecord> = out
-        .into_iter()
+    let records = window_records(out);
+    check_and_score(records, crate::model::window::SeriesKey::service("svc-0"));
+}
+
+/// The window records among a processor's output batches.
+fn window_records(out: Vec<Batch>) -> Vec<WindowRecord> {
+    out.into_iter()
         .filter_map(|b| match b.payload {
             Payload::Windows(r) => Some(r),
             _ => None,
         })
         .flat_map(|r| r.as_ref().clone())
-        .collect();
+        .collect()
+}
+
+/// Every record's features are finite and non-negative; the first 8 (scoring costs about the
+/// same for every window, medians over the series' recent normal windows, and they cover every
+/// path the input reaches at a rate that lets the fuzzer try millions of inputs), scored as
+/// windows of `series` by a forest past its warm-up, get scores in [0, 1].
+fn check_and_score(records: Vec<WindowRecord>, series: crate::model::window::SeriesKey) {
     for r in &records {
         assert!(
             r.features.iter().all(|f| f.is_finite() && *f >= 0.0),
@@ -183,13 +195,10 @@ pub fn detection(data: &[u8]) {
             r.features
         );
     }
-    // Scoring costs about the same for every window (medians over the series' recent normal
-    // windows); the first 8 cover every path the input reaches, at a rate that lets the
-    // fuzzer try millions of inputs.
+    let series = Arc::new(series);
     let mut forest = warm_forest();
     for mut r in records.into_iter().take(8) {
-        // Scored by a forest past its warm-up, as one of a series it knows.
-        r.series = Arc::new(crate::model::window::SeriesKey::service("svc-0"));
+        r.series = series.clone();
         forest.score(&mut r);
         let a = r.anomaly.as_ref().map(|a| a.score).unwrap_or(0.0);
         assert!((0.0..=1.0).contains(&a), "score {a}");
@@ -260,14 +269,7 @@ fn log_detection(data: &[u8]) {
         &mut out,
     );
     window.on_shutdown(&mut out);
-    let records: Vec<WindowRecord> = out
-        .into_iter()
-        .filter_map(|b| match b.payload {
-            Payload::Windows(r) => Some(r),
-            _ => None,
-        })
-        .flat_map(|r| r.as_ref().clone())
-        .collect();
+    let records = window_records(out);
     let counted: f64 = records.iter().map(|r| r.features[0]).sum();
     let late = telemetry.sum("otelwatch_window_late_spans_total", &[]);
     assert_eq!(
@@ -275,20 +277,7 @@ fn log_detection(data: &[u8]) {
         sent as u64,
         "every record counted once, or as late"
     );
-    for r in &records {
-        assert!(
-            r.features.iter().all(|f| f.is_finite() && *f >= 0.0),
-            "{:?}",
-            r.features
-        );
-    }
-    let mut forest = warm_forest();
-    for mut r in records.into_iter().take(8) {
-        r.series = Arc::new(crate::model::window::SeriesKey::logs("svc-0"));
-        forest.score(&mut r);
-        let a = r.anomaly.as_ref().map(|a| a.score).unwrap_or(0.0);
-        assert!((0.0..=1.0).contains(&a), "score {a}");
-    }
+    check_and_score(records, crate::model::window::SeriesKey::logs("svc-0"));
 }
 
 /// One forest, warmed up once on ordinary windows of `svc-0` (its spans and its logs), shared

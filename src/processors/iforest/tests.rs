@@ -24,9 +24,7 @@ impl Stream {
     }
 
     fn gauss(&mut self) -> f64 {
-        let u1 = self.rng.uniform(1e-12, 1.0);
-        let u2 = self.rng.unit();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        gauss(&mut self.rng)
     }
 
     fn next(&mut self) -> WindowRecord {
@@ -60,6 +58,26 @@ impl Stream {
             partial: false,
             templates: Vec::new(),
         }
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn gauss(rng: &mut Rng) -> f64 {
+    let u1 = rng.uniform(1e-12, 1.0);
+    let u2 = rng.unit();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Window `k` (10 s windows) of `key` with these features.
+fn record_at(key: &Arc<SeriesKey>, k: u64, features: [f64; N_FEATURES]) -> WindowRecord {
+    WindowRecord {
+        series: key.clone(),
+        start_ns: 1_700_000_000 * S + k * 10 * S,
+        interval_ns: 10 * S,
+        features,
+        anomaly: None,
+        partial: false,
+        templates: Vec::new(),
     }
 }
 
@@ -386,15 +404,7 @@ fn window_of(key: &Arc<SeriesKey>, k: u64, lat: &[f64], prev: f64) -> WindowReco
     f[feature::LATENCY_MAX] = v[v.len() - 1];
     f[feature::LATENCY_STDDEV] = var.sqrt();
     f[feature::THROUGHPUT_CHANGE] = n / prev;
-    WindowRecord {
-        series: key.clone(),
-        start_ns: 1_700_000_000 * S + k * 10 * S,
-        interval_ns: 10 * S,
-        features: f,
-        anomaly: None,
-        partial: false,
-        templates: Vec::new(),
-    }
+    record_at(key, k, f)
 }
 
 /// Log-normal request latencies: median `median` ms, log spread 0.5.
@@ -567,11 +577,7 @@ fn models_stay_within_max_series_and_idle_ones_expire() {
 /// error now and then, about 8 templates, no new ones.
 fn log_window(rng: &mut Rng, key: &Arc<SeriesKey>, k: u64, prev: f64) -> WindowRecord {
     use crate::model::window::log_feature::*;
-    let g = |rng: &mut Rng| {
-        let u1 = rng.uniform(1e-12, 1.0);
-        let u2 = rng.unit();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    };
+    let g = gauss;
     let n = (120.0 + 11.0 * g(rng)).round().max(1.0);
     let warnings = (n * 0.03 + (n * 0.03).sqrt() * g(rng)).round().max(0.0);
     let errors = if rng.unit() < 0.1 { 1.0 } else { 0.0 };
@@ -584,15 +590,7 @@ fn log_window(rng: &mut Rng, key: &Arc<SeriesKey>, k: u64, prev: f64) -> WindowR
     f[TEMPLATES] = 7.0 + errors;
     f[TOP_ERROR_TEMPLATE] = errors;
     f[LOG_COUNT_CHANGE] = n / prev;
-    WindowRecord {
-        series: key.clone(),
-        start_ns: 1_700_000_000 * S + k * 10 * S,
-        interval_ns: 10 * S,
-        features: f,
-        anomaly: None,
-        partial: false,
-        templates: Vec::new(),
-    }
+    record_at(key, k, f)
 }
 
 #[test]

@@ -136,7 +136,13 @@ fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(b)
 }
 
-fn read_rows(path: &Path) -> Result<Vec<Row>, RealError> {
+/// The data rows of a CSV file (its header line and blank lines skipped), each split into its
+/// fields and checked for at least `fields` of them, handed to `row` with its line number.
+fn read_csv<T>(
+    path: &Path,
+    fields: usize,
+    mut row: impl FnMut(usize, Vec<String>) -> Result<T, RealError>,
+) -> Result<Vec<T>, RealError> {
     let file = std::fs::File::open(path).map_err(|e| data_err(path, e.to_string()))?;
     let mut rows = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -145,11 +151,18 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, RealError> {
             continue;
         }
         let f = csv_fields(&line);
-        if f.len() < 7 {
+        if f.len() < fields {
             return Err(data_err(path, format!("line {}: expected 8 fields", i + 1)));
         }
-        let bad = || data_err(path, format!("line {}: bad ids or times", i + 1));
-        rows.push(Row {
+        rows.push(row(i + 1, f)?);
+    }
+    Ok(rows)
+}
+
+fn read_rows(path: &Path) -> Result<Vec<Row>, RealError> {
+    read_csv(path, 7, |line, f| {
+        let bad = || data_err(path, format!("line {line}: bad ids or times"));
+        Ok(Row {
             trace: hex_bytes(&f[0]).ok_or_else(bad)?,
             span: hex_bytes(&f[1]).ok_or_else(bad)?,
             parent: if f[2] == "root" {
@@ -161,9 +174,8 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, RealError> {
             name: f[4].clone(),
             start: f[5].trim().parse().map_err(|_| bad())?,
             end: f[6].trim().parse().map_err(|_| bad())?,
-        });
-    }
-    Ok(rows)
+        })
+    })
 }
 
 /// One log line of a pod, as the data set has it: a container's stdout line with a header
@@ -208,17 +220,7 @@ pub fn split_log_line(line: &str) -> (String, String) {
 }
 
 fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
-    let file = std::fs::File::open(path).map_err(|e| data_err(path, e.to_string()))?;
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| data_err(path, e.to_string()))?;
-        if i == 0 || line.trim().is_empty() {
-            continue;
-        }
-        let f = csv_fields(&line);
-        if f.len() < 8 {
-            return Err(data_err(path, format!("line {}: expected 8 fields", i + 1)));
-        }
+    read_csv(path, 8, |line, f| {
         // A few lines have a broken `TimeUnixNano` (negative): their `Timestamp` is good.
         let time = f[1]
             .trim()
@@ -233,20 +235,19 @@ fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
                 };
                 crate::model::time::parse_rfc3339_ns(&ts)
             })
-            .ok_or_else(|| data_err(path, format!("line {}: bad time", i + 1)))?;
+            .ok_or_else(|| data_err(path, format!("line {line}: bad time")))?;
         let raw: Value = serde_json::from_str(&f[7]).unwrap_or(Value::Null);
         let text = raw["log"].as_str().unwrap_or(&f[7]);
         let (level, message) = split_log_line(text);
-        rows.push(LogRow {
+        Ok(LogRow {
             time,
             pod: f[3].clone(),
             trace: hex_bytes(&f[5]),
             span: hex_bytes(&f[6]),
             level,
             message,
-        });
-    }
-    Ok(rows)
+        })
+    })
 }
 
 /// The log file of the same minute as a trace file (`log/HH_MM_log.csv` beside
