@@ -389,6 +389,13 @@ async fn run<E: Export>(
     let slots = Arc::new(Semaphore::new(settings.queue.num_consumers.max(1)));
     let accumulate = settings.accumulate;
     let settings = Arc::new(settings);
+    let sender = Sender {
+        id: id.clone(),
+        exporter: exporter.clone(),
+        settings: settings.clone(),
+        counters: counters.clone(),
+        stop: stop.clone(),
+    };
     let mut inflight = JoinSet::new();
     let mut held: Option<(Batch, tokio::time::Instant)> = None;
     loop {
@@ -428,26 +435,10 @@ async fn run<E: Export>(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (id, exporter, settings, counters, pending, stop) = (
-                id.clone(),
-                exporter.clone(),
-                settings.clone(),
-                counters.clone(),
-                pending.clone(),
-                stop.clone(),
-            );
+            let (sender, pending) = (sender.clone(), pending.clone());
             inflight.spawn(async move {
                 let items = batch.items as u64;
-                deliver(
-                    &id,
-                    exporter.as_ref(),
-                    &batch,
-                    &settings,
-                    &counters,
-                    &stop,
-                    AtStop::RetryNow,
-                )
-                .await;
+                sender.deliver(&batch, AtStop::RetryNow).await;
                 pending.fetch_sub(items, Ordering::Relaxed);
                 drop(permit);
             });
@@ -479,6 +470,42 @@ enum Outcome {
     Settled,
     /// Not sent because the stop began (`AtStop::Keep`).
     Kept,
+}
+
+/// What every delivery of an exporter shares.
+struct Sender<E> {
+    id: Arc<str>,
+    exporter: Arc<E>,
+    settings: Arc<RunSettings>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+}
+
+impl<E> Clone for Sender<E> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            exporter: self.exporter.clone(),
+            settings: self.settings.clone(),
+            counters: self.counters.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl<E: Export> Sender<E> {
+    async fn deliver(&self, batch: &Batch, at_stop: AtStop) -> Outcome {
+        deliver(
+            &self.id,
+            self.exporter.as_ref(),
+            batch,
+            &self.settings,
+            &self.counters,
+            &self.stop,
+            at_stop,
+        )
+        .await
+    }
 }
 
 async fn deliver<E: Export>(
@@ -576,6 +603,13 @@ async fn run_stored<E: Export>(
     let mut settings = settings;
     settings.retry.max_elapsed_time = ConfigDuration::from_secs(0);
     let settings = Arc::new(settings);
+    let sender = Sender {
+        id: id.clone(),
+        exporter: exporter.clone(),
+        settings: settings.clone(),
+        counters: counters.clone(),
+        stop: stop.clone(),
+    };
     let mut inflight: JoinSet<(u64, Outcome)> = JoinSet::new();
     let mut inputs_open = true;
     loop {
@@ -605,24 +639,9 @@ async fn run_stored<E: Export>(
                     continue;
                 }
             };
-            let (id, exporter, settings, counters, stop) = (
-                id.clone(),
-                exporter.clone(),
-                settings.clone(),
-                counters.clone(),
-                stop.clone(),
-            );
+            let sender = sender.clone();
             inflight.spawn(async move {
-                let outcome = deliver(
-                    &id,
-                    exporter.as_ref(),
-                    &batch,
-                    &settings,
-                    &counters,
-                    &stop,
-                    AtStop::Keep,
-                )
-                .await;
+                let outcome = sender.deliver(&batch, AtStop::Keep).await;
                 (seq, outcome)
             });
         }
