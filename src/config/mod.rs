@@ -9,6 +9,7 @@ pub mod decode;
 pub mod duration;
 mod env;
 pub mod error;
+pub mod glob;
 mod graph;
 pub mod id;
 pub mod listen;

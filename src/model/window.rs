@@ -51,13 +51,50 @@ pub mod log_feature {
     pub const LOG_COUNT_CHANGE: usize = 9;
 }
 
-/// What a series' windows count: a service's (or edge's) requests, from spans, or a service's
-/// log records.
+/// The ten features of a metric series (`signal: metrics`: one selected metric of a service),
+/// by their contract names, in this order.
+pub const METRIC_FEATURE_NAMES: [&str; N_FEATURES] = [
+    "metric_value",
+    "metric_min",
+    "metric_max",
+    "metric_stddev",
+    "metric_p50",
+    "metric_p95",
+    "metric_p99",
+    "metric_count",
+    "metric_points",
+    "metric_value_change",
+];
+
+/// Positions in `METRIC_FEATURE_NAMES`.
+pub mod metric_feature {
+    /// A gauge's mean, a monotonic sum's rate per second, a histogram's mean observation.
+    pub const VALUE: usize = 0;
+    pub const MIN: usize = 1;
+    pub const MAX: usize = 2;
+    pub const STDDEV: usize = 3;
+    /// Histograms only, from their buckets.
+    pub const P50: usize = 4;
+    pub const P95: usize = 5;
+    pub const P99: usize = 6;
+    /// A histogram's observations in the window.
+    pub const COUNT: usize = 7;
+    /// Data points received for the window.
+    pub const POINTS: usize = 8;
+    pub const VALUE_CHANGE: usize = 9;
+}
+
+/// The label that names a metric series' metric (first in its key's labels).
+pub const METRIC_LABEL: &str = "metric.name";
+
+/// What a series' windows count: a service's (or edge's) requests, from spans, a service's
+/// log records, or one of a service's metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
     #[default]
     Spans,
     Logs,
+    Metrics,
 }
 
 impl Signal {
@@ -65,6 +102,7 @@ impl Signal {
         match self {
             Signal::Spans => "spans",
             Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
         }
     }
 
@@ -72,6 +110,7 @@ impl Signal {
         match s {
             "spans" => Some(Signal::Spans),
             "logs" => Some(Signal::Logs),
+            "metrics" => Some(Signal::Metrics),
             _ => None,
         }
     }
@@ -81,6 +120,7 @@ impl Signal {
         match self {
             Signal::Spans => &FEATURE_NAMES,
             Signal::Logs => &LOG_FEATURE_NAMES,
+            Signal::Metrics => &METRIC_FEATURE_NAMES,
         }
     }
 }
@@ -159,6 +199,23 @@ impl SeriesKey {
         }
     }
 
+    /// One metric of a service (`labels` start with `metric.name`).
+    pub fn metric(service: &str, metric: &str) -> Self {
+        Self {
+            signal: Signal::Metrics,
+            labels: vec![(METRIC_LABEL.into(), metric.into())],
+            ..Self::service(service)
+        }
+    }
+
+    /// The metric a metric series follows.
+    pub fn metric_name(&self) -> Option<&str> {
+        match (self.signal, self.labels.first()) {
+            (Signal::Metrics, Some((k, v))) if &**k == METRIC_LABEL => Some(v),
+            _ => None,
+        }
+    }
+
     /// The callers' view of a dependency: `caller → target`.
     pub fn edge(caller: &str, target: &str) -> Self {
         Self {
@@ -176,7 +233,12 @@ impl fmt::Display for SeriesKey {
         if let Some(t) = &self.target {
             write!(f, " → {t}")?;
         }
-        for (k, v) in &self.labels {
+        let mut labels = self.labels.iter();
+        if let Some(m) = self.metric_name() {
+            labels.next();
+            write!(f, " ({m})")?;
+        }
+        for (k, v) in labels {
             write!(f, " [{k}={v}]")?;
         }
         if self.signal == Signal::Logs {
@@ -298,10 +360,13 @@ impl WindowRecord {
         if let Some(t) = &self.series.target {
             doc["service"]["target"] = json!({ "name": &**t });
         }
-        if !self.series.labels.is_empty() {
-            let labels: Map<String, Value> = self
-                .series
-                .labels
+        let mut labels = &self.series.labels[..];
+        if let Some(m) = self.series.metric_name() {
+            doc["metric"] = json!({ "name": m });
+            labels = &labels[1..];
+        }
+        if !labels.is_empty() {
+            let labels: Map<String, Value> = labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
                 .collect();
@@ -409,14 +474,19 @@ impl WindowRecord {
                     .collect()
             })
             .unwrap_or_default();
-        let labels = doc["labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.as_str().into(), v.as_str().unwrap_or("").into()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = doc["metric"]["name"]
+            .as_str()
+            .filter(|_| signal == Signal::Metrics)
+            .map(|m| (METRIC_LABEL.into(), m.into()))
+            .into_iter()
+            .collect();
+        labels.extend(
+            doc["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().unwrap_or("").into())),
+        );
         Some(WindowRecord {
             series: Arc::new(SeriesKey {
                 service: service.into(),

@@ -214,6 +214,7 @@ fn start_pipelines<'c>(
 ) -> (Vec<JoinHandle<()>>, Vec<(&'c Pipeline, PipelineInput)>) {
     let mut tasks = Vec::new();
     let mut inputs = Vec::new();
+    let shared = crate::processors::Shared::default();
     for p in &cfg.pipelines {
         let (tx, rx) = mpsc::channel(PIPELINE_QUEUE_BATCHES);
         let weak = tx.downgrade();
@@ -239,6 +240,7 @@ fn start_pipelines<'c>(
                     pipeline: &p.id,
                     telemetry,
                     skipped: detection.as_ref().map(|d| d.items.clone()),
+                    shared: &shared,
                 })
             })
             .collect();

@@ -5,9 +5,9 @@
 //! |---|---|---|---|
 //! | `memory_limiter` | traces, metrics, logs | the same | refuses new data while held bytes are above a budget |
 //! | `batch` | traces, metrics, logs | the same | merges small requests into larger ones |
-//! | `window` | traces | windows | ten features per service / edge per tumbling window |
+//! | `window` | traces, metrics, logs | windows | ten features per series (service, edge, group, log or metric) per tumbling window |
 //! | `iforest` | windows | windows | scores, learns, explains anomalies |
-//! | `incidents` | windows | windows + incidents | groups anomalies along the call graph, ranks root causes |
+//! | `incidents` | windows | windows + incidents | groups anomalies along the call graph, ranks root causes; one instance per id across the pipelines that list it |
 
 pub mod batch;
 pub mod iforest;
@@ -19,6 +19,9 @@ use crate::config::error::ConfigError;
 use crate::config::id::ComponentId;
 use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::Telemetry;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A processor is driven by its pipeline's task; it never spawns or sleeps itself.
@@ -53,6 +56,30 @@ pub struct ProcessorContext<'a> {
     pub telemetry: &'a Telemetry,
     /// Items the pipeline skipped before its processors (a detection pipeline shedding load).
     pub skipped: Option<crate::telemetry::Counter>,
+    /// State the instances of one component id share across the pipelines that list it.
+    pub shared: &'a Shared,
+}
+
+/// State shared by the instances of one component id in several pipelines (the `incidents`
+/// processor joins the windows of the traces, logs and metrics pipelines that list it).
+#[derive(Default)]
+pub struct Shared(std::sync::Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>);
+
+impl Shared {
+    /// The state of component `id`, made by `make` for its first instance.
+    pub fn get_or_insert<T: Any + Send + Sync>(
+        &self,
+        id: &str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map.get(id).and_then(|a| a.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(make());
+        map.insert(id.to_string(), made.clone());
+        made
+    }
 }
 
 impl ProcessorContext<'_> {

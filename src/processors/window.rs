@@ -12,7 +12,16 @@
 //!     edges: true              # the callers' view of each dependency (CLIENT/PRODUCER spans)
 //!     group_by: [http.route]   # extra series per value of these attributes
 //!     max_log_templates: 5000  # log templates held across all services (least recently seen go)
+//!     metrics:                 # in a metrics pipeline: which metrics make series
+//!       include: [http.server.request.duration, "process.runtime.*", ...]   # name patterns
+//!       exclude: []
+//!       attribute: ""          # e.g. k8s.pod.name: a series per service, metric and value
+//!       max_streams: 100000    # cumulative streams remembered for their differences
 //! ```
+//!
+//! In a metrics pipeline, each selected metric of a service is a series (`metrics.rs` says how
+//! gauges, sums and histograms become its ten features); a point's event time is its
+//! `time_unix_nano`.
 //!
 //! In a logs pipeline, a record's event time is its `time_unix_nano` (or, unset, its
 //! `observed_time_unix_nano`); its level comes from `severity_number`, or `severity_text` when
@@ -36,13 +45,15 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{
-    feature, log_feature, LogLevel, SeriesKey, Signal, TemplateCount, WindowRecord,
+    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount, WindowRecord,
     MAX_TEMPLATES_KEPT, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use hdrhistogram::Histogram;
+use metrics::{MetricAccum, MetricsConfig, Streams};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -65,6 +76,7 @@ pub struct WindowConfig {
     pub edges: bool,
     pub group_by: Vec<String>,
     pub max_log_templates: usize,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for WindowConfig {
@@ -77,6 +89,7 @@ impl Default for WindowConfig {
             edges: true,
             group_by: Vec::new(),
             max_log_templates: 5000,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -98,6 +111,20 @@ impl crate::processors::ProcessorType for WindowConfig {
                 format!("{path}.max_log_templates"),
                 "must be at least 1",
             ));
+        }
+        if cfg.metrics.max_streams == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.metrics.max_streams"),
+                "must be at least 1",
+            ));
+        }
+        for (i, p) in cfg.metrics.include.iter().enumerate() {
+            if p.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.metrics.include[{i}]"),
+                    "empty metric name pattern",
+                ));
+            }
         }
         if cfg.max_services == 0 {
             errors.push(ConfigError::new(
@@ -124,8 +151,8 @@ impl crate::processors::ProcessorType for WindowConfig {
 
     fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
         match input {
-            DataKind::Traces | DataKind::Logs => Ok(DataKind::Windows),
-            _ => Err("traces or logs"),
+            DataKind::Traces | DataKind::Logs | DataKind::Metrics => Ok(DataKind::Windows),
+            _ => Err("traces, metrics or logs"),
         }
     }
 
@@ -288,6 +315,7 @@ pub const VOCABULARY_WINDOWS: u64 = 3;
 enum Open {
     Spans(Accum),
     Logs(LogAccum),
+    Metrics(MetricAccum),
 }
 
 impl Open {
@@ -295,6 +323,7 @@ impl Open {
         match self {
             Open::Spans(a) => a.count,
             Open::Logs(a) => a.count,
+            Open::Metrics(a) => a.points,
         }
     }
 }
@@ -320,6 +349,8 @@ struct Series {
     /// Latest end time seen for this series.
     last_seen_ns: u64,
     previous_count: Option<u64>,
+    /// A metric series' value in its last window with one.
+    previous_value: Option<f64>,
 }
 
 /// What one span or log record contributes, once classified.
@@ -340,6 +371,7 @@ enum Observed {
         level: LogLevel,
         template: Matched,
     },
+    Metric(metrics::Point),
 }
 
 /// Longest service, target or label value kept in a series key (longer ones are cut at a
@@ -389,6 +421,8 @@ pub struct WindowProcessor {
     /// Largest end time seen, and the wall-clock instant it was last raised.
     max_event_ns: u64,
     last_data: Instant,
+    /// When the pipeline last called this processor (a batch or a tick).
+    last_call: Instant,
     spare_hists: Vec<Histogram<u32>>,
     late_spans: Counter,
     future_spans: Counter,
@@ -409,6 +443,12 @@ pub struct WindowProcessor {
     templates_evicted_seen: u64,
     /// Templates held, for the gauge.
     templates_held: Arc<std::sync::atomic::AtomicU64>,
+    /// Which metrics make series (metrics pipelines only), and the previous points of
+    /// cumulative streams.
+    metrics: MetricsConfig,
+    streams: Streams,
+    streams_evicted: Counter,
+    streams_evicted_seen: u64,
 }
 
 /// Services whose spans arrive after their window has closed (a clock that lags, or an
@@ -539,6 +579,7 @@ impl WindowProcessor {
             series: HashMap::new(),
             max_event_ns: 0,
             last_data: Instant::now(),
+            last_call: Instant::now(),
             spare_hists: Vec::new(),
             late_spans: telemetry.counter(
                 "otelwatch_window_late_spans_total",
@@ -600,11 +641,34 @@ impl WindowProcessor {
                 );
                 held
             },
+            metrics: cfg.metrics.clone(),
+            streams: Streams::new(cfg.metrics.max_streams),
+            streams_evicted: telemetry.counter(
+                "otelwatch_window_metric_streams_evicted_total",
+                "Cumulative metric streams forgotten (least recently seen first) because metrics.max_streams was reached; their next point only sets a new baseline.",
+                labels(),
+            ),
+            streams_evicted_seen: 0,
         }
     }
 
     fn window_start(&self, ns: u64) -> u64 {
         ns - ns % self.interval_ns
+    }
+
+    /// The watermark moves with the wall clock while the sources are silent, not while the
+    /// pipeline itself was held up (a slow exporter downstream, a busy machine): a gap between
+    /// two calls longer than the tick and a second is taken off the silence, so the batches
+    /// waiting behind the hold-up are not made late by it.
+    fn note_stall(&mut self) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last_call);
+        let expected = self.tick_interval().unwrap_or_default() + Duration::from_secs(1);
+        if gap > expected {
+            self.last_data += gap - expected;
+            self.last_data = self.last_data.min(now);
+        }
+        self.last_call = now;
     }
 
     /// Event-time watermark: windows ending at or before it are closed.
@@ -744,6 +808,95 @@ impl WindowProcessor {
         );
     }
 
+    /// A metrics request's points of the selected metrics, cumulative ones differenced.
+    fn metric_observations(
+        &mut self,
+        req: &ExportMetricsServiceRequest,
+        out: &mut Vec<Observation>,
+    ) {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        let mut names = Names::default();
+        let split_by = (!self.metrics.attribute.is_empty()).then_some(&*self.metrics.attribute);
+        for rm in &req.resource_metrics {
+            let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let service =
+                names.get(attr_str(resource, "service.name").unwrap_or("unknown_service"));
+            let resource_split = split_by.and_then(|k| attr_text(resource, k));
+            for sm in &rm.scope_metrics {
+                let scope = sm.scope.as_ref().map_or("", |s| s.name.as_str());
+                for m in &sm.metrics {
+                    if !self.metrics.selects(&m.name) {
+                        continue;
+                    }
+                    let base = SeriesKey::metric(&service, truncate(&m.name, MAX_NAME_BYTES));
+                    let mut push =
+                        |attrs: &'_ [KeyValue], time: u64, point: Option<metrics::Point>| {
+                            let Some(point) = point else { return };
+                            let mut key = base.clone();
+                            if let Some(k) = split_by {
+                                let v = resource_split.clone().or_else(|| attr_text(attrs, k));
+                                if let Some(v) = v {
+                                    key.labels
+                                        .push((k.into(), truncate(&v, MAX_NAME_BYTES).into()));
+                                }
+                            }
+                            out.push(Observation {
+                                key,
+                                end_ns: time,
+                                what: Observed::Metric(point),
+                            });
+                        };
+                    let id =
+                        |attrs: &[KeyValue]| metrics::stream_id(resource, scope, &m.name, attrs);
+                    match &m.data {
+                        Some(Data::Gauge(g)) => {
+                            for p in &g.data_points {
+                                push(&p.attributes, p.time_unix_nano, metrics::gauge(p));
+                            }
+                        }
+                        Some(Data::Sum(sum)) => {
+                            for p in &sum.data_points {
+                                let point = self.streams.sum(
+                                    id(&p.attributes),
+                                    p,
+                                    sum.aggregation_temporality,
+                                    sum.is_monotonic,
+                                );
+                                push(&p.attributes, p.time_unix_nano, point);
+                            }
+                        }
+                        Some(Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                let point = self.streams.histogram(
+                                    id(&p.attributes),
+                                    p,
+                                    h.aggregation_temporality,
+                                );
+                                push(&p.attributes, p.time_unix_nano, Some(point));
+                            }
+                        }
+                        Some(Data::ExponentialHistogram(h)) => {
+                            for p in &h.data_points {
+                                let point = self.streams.exponential(
+                                    id(&p.attributes),
+                                    p,
+                                    h.aggregation_temporality,
+                                );
+                                push(&p.attributes, p.time_unix_nano, Some(point));
+                            }
+                        }
+                        // Summaries carry no buckets to compare; not followed.
+                        Some(Data::Summary(_)) | None => {}
+                    }
+                }
+            }
+        }
+        let evicted = self.streams.evicted;
+        self.streams_evicted
+            .add(evicted - self.streams_evicted_seen);
+        self.streams_evicted_seen = evicted;
+    }
+
     fn ingest(&mut self, obs: Vec<Observation>) {
         if obs.is_empty() {
             return;
@@ -751,6 +904,9 @@ impl WindowProcessor {
         let now = now_ns();
         let future_limit = now + MAX_FUTURE.as_nanos() as u64;
         let clock_limit = now + CLOCK_SKEW.as_nanos() as u64;
+        // What was closed before this batch: a batch's own newest records do not make its
+        // older ones late (a request may group a minute of points by resource).
+        let first_open = (self.max_event_ns != 0).then(|| self.window_start(self.watermark()));
         let mut raised = false;
         for o in obs {
             if o.end_ns == 0 {
@@ -761,7 +917,7 @@ impl WindowProcessor {
                 continue;
             }
             let start = self.window_start(o.end_ns);
-            if !(self.track(&o.key, start) && self.add(&o, start)) {
+            if !(self.track(&o.key, start, first_open) && self.add(&o, start)) {
                 continue;
             }
             if o.end_ns > clock_limit {
@@ -779,13 +935,13 @@ impl WindowProcessor {
     }
 
     /// Makes sure `key` has a series (its first window the one starting at `start`, or the
-    /// first open one); false when the series cap keeps a new one out.
-    fn track(&mut self, key: &SeriesKey, start: u64) -> bool {
+    /// first open one, `first_open`: none before any data); false when the series cap keeps a
+    /// new one out, or its window has closed.
+    fn track(&mut self, key: &SeriesKey, start: u64, first_open: Option<u64>) -> bool {
         if self.series.contains_key(key) {
             return true;
         }
-        let first_open = self.window_start(self.watermark());
-        if self.max_event_ns != 0 && start < first_open {
+        if let Some(first_open) = first_open.filter(|f| start < *f) {
             // Late for a series not tracked: counted by `add`'s caller as late, and no series
             // (nor eviction) is made for it.
             self.late_spans.inc();
@@ -795,11 +951,7 @@ impl WindowProcessor {
         if self.series.len() >= self.max_services {
             self.evict_least_recent();
         }
-        let next_emit = start.max(if self.max_event_ns == 0 {
-            0
-        } else {
-            first_open
-        });
+        let next_emit = start.max(first_open.unwrap_or(0));
         self.series.insert(
             key.clone(),
             Series {
@@ -809,6 +961,7 @@ impl WindowProcessor {
                 next_emit,
                 last_seen_ns: 0,
                 previous_count: None,
+                previous_value: None,
             },
         );
         true
@@ -907,6 +1060,10 @@ impl WindowProcessor {
                 .open
                 .entry(start)
                 .or_insert_with(|| Open::Logs(LogAccum::default())),
+            (None, Observed::Metric(_)) => series
+                .open
+                .entry(start)
+                .or_insert_with(|| Open::Metrics(MetricAccum::default())),
             (None, Observed::Span { .. }) => match series.open.get_mut(&start) {
                 Some(a) => a,
                 None => return false,
@@ -925,6 +1082,7 @@ impl WindowProcessor {
                 let new = template.new && series.emitted >= VOCABULARY_WINDOWS;
                 acc.add(*level, template.id, new);
             }
+            (Open::Metrics(acc), Observed::Metric(p)) => acc.add(p),
             // A series' key says its signal: the two never meet.
             _ => return false,
         }
@@ -954,17 +1112,31 @@ impl WindowProcessor {
                         let (f, t) = acc.features(s.previous_count, miner);
                         (f, acc.count, t)
                     }
+                    Some(Open::Metrics(mut acc)) => {
+                        let f = acc.features(interval as f64 / 1e9, s.previous_value);
+                        if acc.has_value() {
+                            s.previous_value = Some(f[metric_feature::VALUE]);
+                        }
+                        (f, acc.points, Vec::new())
+                    }
                     None => {
                         // Idle past the TTL: stop producing empty windows for it.
                         if s.last_seen_ns + ttl < start + interval {
                             return false;
                         }
                         let mut f = [0.0; N_FEATURES];
-                        let change = match s.key.signal {
-                            Signal::Spans => feature::THROUGHPUT_CHANGE,
-                            Signal::Logs => log_feature::LOG_COUNT_CHANGE,
-                        };
-                        f[change] = throughput_change(0, s.previous_count);
+                        match s.key.signal {
+                            Signal::Spans => {
+                                f[feature::THROUGHPUT_CHANGE] =
+                                    throughput_change(0, s.previous_count)
+                            }
+                            Signal::Logs => {
+                                f[log_feature::LOG_COUNT_CHANGE] =
+                                    throughput_change(0, s.previous_count)
+                            }
+                            // No points: no value, nothing changed.
+                            Signal::Metrics => f[metric_feature::VALUE_CHANGE] = 1.0,
+                        }
                         (f, 0, Vec::new())
                     }
                 };
@@ -1018,11 +1190,13 @@ impl WindowProcessor {
 
 impl Processor for WindowProcessor {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        self.note_stall();
         self.note_skips();
         let mut obs = Vec::new();
         match &batch.payload {
             Payload::Traces(t) => self.observations(t, &mut obs),
             Payload::Logs(l) => self.log_observations(l, &mut obs),
+            Payload::Metrics(m) => self.metric_observations(m, &mut obs),
             _ => {}
         }
         self.ingest(obs);
@@ -1039,6 +1213,7 @@ impl Processor for WindowProcessor {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        self.note_stall();
         self.note_skips();
         self.late.report();
         let mut records = Vec::new();
@@ -1062,6 +1237,7 @@ impl Processor for WindowProcessor {
 }
 
 pub mod logs;
+pub mod metrics;
 pub mod templates;
 
 #[cfg(test)]

@@ -79,31 +79,6 @@ impl crate::receivers::ReceiverType for OtlpJsonFileConfig {
     }
 }
 
-/// Matches `*` (any run) and `?` (one character) against a file name.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// Expands the include list into existing files, sorted within each pattern.
 pub fn expand_includes(include: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
@@ -127,7 +102,7 @@ pub fn expand_includes(include: &[String]) -> Result<Vec<PathBuf>, String> {
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut matched: Vec<PathBuf> = entries
             .filter_map(Result::ok)
-            .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+            .filter(|e| crate::config::glob::wildcard(&name, &e.file_name().to_string_lossy()))
             .map(|e| e.path())
             .filter(|p| p.is_file())
             .collect();
@@ -340,12 +315,15 @@ mod tests {
 
     #[test]
     fn wildcards_match_file_names() {
-        assert!(wildcard("*.jsonl", "a.jsonl"));
-        assert!(wildcard("rec-??.jsonl", "rec-01.jsonl"));
-        assert!(!wildcard("*.jsonl", "a.json"));
-        assert!(wildcard("*", ""));
-        assert!(wildcard("a*b*c", "axxbyyc"));
-        assert!(!wildcard("a*b*c", "axxbyy"));
+        assert!(crate::config::glob::wildcard("*.jsonl", "a.jsonl"));
+        assert!(crate::config::glob::wildcard(
+            "rec-??.jsonl",
+            "rec-01.jsonl"
+        ));
+        assert!(!crate::config::glob::wildcard("*.jsonl", "a.json"));
+        assert!(crate::config::glob::wildcard("*", ""));
+        assert!(crate::config::glob::wildcard("a*b*c", "axxbyyc"));
+        assert!(!crate::config::glob::wildcard("a*b*c", "axxbyy"));
     }
 
     #[test]

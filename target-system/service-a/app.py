@@ -1,10 +1,12 @@
 """Service A: the entry point of the target system. `/start` and `/test` call service B's `/ping`.
 
 Instrumented with the OpenTelemetry Python SDK (Flask and requests instrumentation), exporting
-OTLP traces and logs to OTEL_EXPORTER_OTLP_ENDPOINT (gRPC by default;
+OTLP traces, metrics and logs to OTEL_EXPORTER_OTLP_ENDPOINT (gRPC by default;
 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf switches to HTTP). Its log lines go through the SDK's
 logging bridge, with the trace context of the request they are logged in: one INFO line per
-request served, an ERROR line for every failure (injected, or service B's).
+request served, an ERROR line for every failure (injected, or service B's). Metrics: the
+request durations the Flask instrumentation records and the process's CPU and memory (system
+metrics instrumentation), every OTEL_METRIC_EXPORT_INTERVAL ms (10 s by default).
 
 Fault injection, off by default, for testing the detector:
 - per request: `?delay_ms=N` adds latency here, `?fail=1` answers 500 here; `?b_delay_ms=N` and
@@ -18,12 +20,15 @@ import time
 
 import requests
 from flask import Flask, jsonify, request
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 from opentelemetry._logs import set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -39,14 +44,17 @@ def exporters():
     if protocol.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    return OTLPSpanExporter(), OTLPLogExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    # The endpoint from OTEL_EXPORTER_OTLP_ENDPOINT.
+    return OTLPSpanExporter(), OTLPLogExporter(), OTLPMetricExporter()
 
 
 resource = Resource.create({"service.name": SERVICE_NAME})
-span_exporter, log_exporter = exporters()
+span_exporter, log_exporter, metric_exporter = exporters()
 provider = TracerProvider(resource=resource)
 # Export every OTEL_BSP_SCHEDULE_DELAY ms (the SDK's default is 5000); logs every
 # OTEL_BLRP_SCHEDULE_DELAY ms.
@@ -55,6 +63,19 @@ trace.set_tracer_provider(provider)
 log_provider = LoggerProvider(resource=resource)
 log_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
 set_logger_provider(log_provider)
+# Every OTEL_METRIC_EXPORT_INTERVAL ms (the reader reads the variable; 10 s here by default).
+metric_reader = PeriodicExportingMetricReader(
+    metric_exporter,
+    export_interval_millis=float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000")),
+)
+metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[metric_reader]))
+SystemMetricsInstrumentor(
+    config={
+        "process.cpu.time": ["user", "system"],
+        "process.cpu.utilization": None,
+        "process.memory.usage": None,
+    }
+).instrument()
 log = logging.getLogger("service_a")
 log.setLevel(logging.INFO)
 log.addHandler(LoggingHandler(logger_provider=log_provider))

@@ -50,6 +50,10 @@ fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
         report.contains("| otelwatch, log windows alone"),
         "{report}"
     );
+    assert!(
+        report.contains("| otelwatch, metric windows, whole day"),
+        "{report}"
+    );
 
     // The pods' log lines as OTLP logs: a level, a message without its header, trace context.
     let logs = std::fs::read_to_string(out.join("replay-logs.jsonl")).unwrap();
@@ -65,13 +69,28 @@ fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
         }
     }
     assert!(records > 1000, "{records} log records");
-    let log_windows = std::fs::read_to_string(out.join("log-windows.jsonl")).unwrap();
-    assert!(log_windows
+    // All three signals went through one shared `incidents`, into one file.
+    let all = std::fs::read_to_string(out.join("windows-traces-logs-metrics.jsonl")).unwrap();
+    let all: Vec<Value> = all
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .any(
-            |d| d["window"]["signal"] == "logs" && d["features"]["log_count"].as_f64() > Some(0.0)
-        ));
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(all.iter().any(
+        |d| d["window"]["signal"] == "logs" && d["features"]["log_count"].as_f64() > Some(0.0)
+    ));
+    // The pods' metrics as OTLP gauges, windowed per service and metric.
+    let cpu = all
+        .iter()
+        .filter(|d| {
+            d["window"]["signal"] == "metrics"
+                && d["metric"]["name"] == "k8s.pod.cpu.usage"
+                && d["features"]["metric_points"].as_f64() > Some(0.0)
+        })
+        .count();
+    assert!(cpu > 10, "{cpu} CPU windows");
+    let metrics = std::fs::read_to_string(out.join("replay-metrics.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(first["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"].is_object());
 
     // The replay is OTLP/JSON with derived kinds: SERVER spans, CLIENT spans naming their peer.
     let replay = std::fs::read_to_string(out.join("replay-traces.jsonl")).unwrap();
@@ -105,7 +124,7 @@ fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
 
     // Windows were scored and the faults' anomalies grouped into incidents, each anomalous
     // window naming its incident.
-    let results = std::fs::read_to_string(out.join("windows.jsonl")).unwrap();
+    let results = std::fs::read_to_string(out.join("windows-traces.jsonl")).unwrap();
     let docs: Vec<Value> = results
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -153,6 +153,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
             .stdout(log("b.log"))
             .stderr(log("b.err"))
             .spawn()
@@ -167,6 +168,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
             .stdout(log("a.log"))
             .stderr(log("a.err"))
             .spawn()
@@ -402,4 +404,50 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             "service A's error log for {inj} is not in its log windows"
         );
     }
+
+    // Both services' metrics through the SDKs: request durations and the runtime, per service
+    // and metric; none anomalous while the traffic was quiet.
+    let metric_docs: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("metricwindows.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let has = |svc: &str, name_part: &str, feature: &str| {
+        metric_docs.iter().any(|d| {
+            d["window"]["signal"] == "metrics"
+                && d["service"]["name"] == svc
+                && d["metric"]["name"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(name_part))
+                && d["features"][feature].as_f64() > Some(0.0)
+        })
+    };
+    assert!(
+        has("service-a", "http.server", "metric_count"),
+        "service A's request durations"
+    );
+    assert!(
+        has("service-b", "http.server", "metric_count"),
+        "service B's request durations"
+    );
+    assert!(
+        has("service-a", "process.", "metric_value"),
+        "service A's process metrics"
+    );
+    assert!(
+        has("service-b", "nodejs.eventloop", "metric_points")
+            || has("service-b", "v8js", "metric_points"),
+        "service B's runtime metrics"
+    );
+    let quiet_metric_flags: Vec<&str> = metric_docs
+        .iter()
+        .filter(|d| d["anomaly"]["is_anomaly"] == true)
+        .filter(|d| start_ns(d) >= quiet_from && start_ns(d) + 1_000_000_000 <= quiet_to)
+        .filter_map(|d| d["anomaly"]["message"].as_str())
+        .collect();
+    assert!(
+        quiet_metric_flags.is_empty(),
+        "metric anomalies during the quiet stretch: {quiet_metric_flags:#?}"
+    );
 }

@@ -40,8 +40,8 @@ use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::window::{
-    feature, log_feature, Anomaly, Contribution, LogLevel, SeriesKey, Severity, Signal,
-    WindowRecord, N_FEATURES,
+    feature, log_feature, metric_feature, Anomaly, Contribution, LogLevel, SeriesKey, Severity,
+    Signal, WindowRecord, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -213,7 +213,27 @@ const SCORE_HISTORY: usize = 256;
 /// The forest's view of a window: counts and latencies on a log scale (their spread grows with
 /// their size), rates as they are, the throughput ratio as a log.
 pub fn transform(f: &[f64; N_FEATURES]) -> Vec<f64> {
+    transform_for(Signal::Spans, f)
+}
+
+/// `transform` for a series of `signal`: a metric's values on a signed log scale (they may be
+/// negative), its change as a log.
+pub fn transform_for(signal: Signal, f: &[f64; N_FEATURES]) -> Vec<f64> {
     use feature::*;
+    if signal == Signal::Metrics {
+        return f
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = if v.is_finite() { *v } else { 0.0 };
+                if i == metric_feature::VALUE_CHANGE {
+                    v.max(1e-3).ln()
+                } else {
+                    v.signum() * v.abs().ln_1p()
+                }
+            })
+            .collect();
+    }
     let mut x = Vec::with_capacity(N_FEATURES);
     for (i, v) in f.iter().enumerate() {
         let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
@@ -402,8 +422,10 @@ impl SeriesModel {
         f: &[f64; N_FEATURES],
         min_dev: f64,
     ) -> Vec<(usize, f64, f64)> {
-        if signal == Signal::Logs {
-            return self.log_deviations(f, min_dev);
+        match signal {
+            Signal::Logs => return self.log_deviations(f, min_dev),
+            Signal::Metrics => return self.metric_deviations(f, min_dev),
+            Signal::Spans => {}
         }
         use feature::*;
         let (centre, spread) = self.typical();
@@ -557,6 +579,58 @@ impl SeriesModel {
         out
     }
 
+    /// The metric features out of line, most deviant first, as (feature, z, typical). A window
+    /// without points is no observation, and a series needs `MIN_METRIC_HISTORY` windows with
+    /// points before it is judged. A metric can be anything (bytes, cores, a ratio, a latency
+    /// percentile of a handful of requests), so no noise model is assumed: each value feature
+    /// (value, extremes, spread, percentiles) is compared with the same feature in the recent
+    /// normal windows that had points, by the tail those windows show (`tail_z`):
+    /// - a value inside the range they spanned is not news;
+    /// - beyond it, how unlikely it is is extrapolated from their most extreme tenth (peaks
+    ///   over a threshold, a generalised Pareto tail fitted by moments, as SPOT does for
+    ///   streams: Siffer et al., KDD 2017), on a log scale when the metric is never negative
+    ///   (a doubling counts the same at 2 % CPU as at 80 %);
+    /// - a tail too flat to extrapolate (a metric that was nearly always the same) says only
+    ///   that the value is the most extreme of n, which is never enough on its own.
+    ///
+    /// A histogram's observation count is judged as the request count (log scale, Poisson
+    /// floor). The number of points and the change from the previous window only inform the
+    /// forest: scrape intervals are not the service, and a change that matters shows in the
+    /// value itself.
+    fn metric_deviations(&mut self, f: &[f64; N_FEATURES], min_dev: f64) -> Vec<(usize, f64, f64)> {
+        use metric_feature::*;
+        if f[POINTS] == 0.0 {
+            return Vec::new();
+        }
+        let seen: Vec<&[f64; N_FEATURES]> =
+            self.normal.iter().filter(|w| w[POINTS] > 0.0).collect();
+        if seen.len() < MIN_METRIC_HISTORY {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in [VALUE, MIN, MAX, STDDEV, P50, P95, P99, COUNT] {
+            let col: Vec<f64> = seen.iter().map(|w| w[i]).collect();
+            let (m, _) = median_and_spread(col.clone());
+            let x = f[i];
+            let z = if i == COUNT {
+                let (lo, hi) = range(&col);
+                if (lo..=hi).contains(&x) {
+                    continue;
+                }
+                let logs: Vec<f64> = col.iter().map(|v| v.max(0.0).ln_1p()).collect();
+                let (lc, ls) = median_and_spread(logs);
+                (x.max(0.0).ln_1p() - lc) / (ls + 1.0 / (m.max(0.0) + 1.0).sqrt() + 0.05)
+            } else {
+                tail_z(&col, x, m)
+            };
+            if z.abs() >= min_dev {
+                out.push((i, z, m));
+            }
+        }
+        out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        out
+    }
+
     /// Latency evidence pooled over consecutive windows: a window's sample z-score combined
     /// with those of the windows just before it (Stouffer: the sum over √k), taking the run of
     /// the last k ≤ `POOL_WINDOWS` windows that is most significant, every window in it
@@ -587,6 +661,96 @@ impl SeriesModel {
         }
         out
     }
+}
+
+/// Windows with points a metric series has learned before it is judged.
+const MIN_METRIC_HISTORY: usize = 10;
+
+/// The smallest and largest value.
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        })
+}
+
+/// The factor from a tail scale estimated from `k` excesses to the upper end of its 95 %
+/// confidence interval: 2k / χ²₂ₖ(0.05), the quantile by Wilson and Hilferty's approximation.
+fn scale_upper_bound(k: usize) -> f64 {
+    let nu = 2.0 * k.max(1) as f64;
+    let c = 2.0 / (9.0 * nu);
+    let q = nu * (1.0 - c - 1.644_854 * c.sqrt()).max(0.05).powi(3);
+    nu / q
+}
+
+/// The smallest tail scale on the log scale: a change of a few percent is never news.
+const MIN_TAIL_SCALE: f64 = 0.05;
+
+/// How far into the tail of `history` the value `x` lies, as a signed z-score (positive above,
+/// negative below; 0 inside the range of `history`). On a log scale when nothing is negative
+/// (a twentieth of the typical value `typical`, else of the mean, added, so values near zero
+/// do not explode). The tail beyond the threshold `t` that the most extreme tenth of the
+/// history passes (at least 3 values) is a generalised Pareto distribution fitted by moments
+/// (shape ξ in [0, 0.5], scale at least `MIN_TAIL_SCALE` on the log scale): P(X > t + y) =
+/// (k/n)(1 + ξy/σ)^(-1/ξ). With fewer than 3 distinct excesses the tail cannot be
+/// extrapolated, and the value only counts as the most extreme of n+1.
+pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
+    let n = history.len();
+    let (lo, hi) = range(history);
+    if n == 0 || (lo..=hi).contains(&x) || !x.is_finite() {
+        return 0.0;
+    }
+    let log_scale = lo >= 0.0 && x >= 0.0;
+    let eps = if log_scale {
+        let mean = history.iter().sum::<f64>() / n as f64;
+        [0.05 * typical, 0.05 * mean, 0.05 * x]
+            .into_iter()
+            .find(|e| *e > 0.0)
+            .unwrap_or(1.0)
+    } else {
+        0.0
+    };
+    let up = x > hi;
+    let sign = if up { 1.0 } else { -1.0 };
+    let g = |v: f64| sign * if log_scale { (v + eps).ln() } else { v };
+    let mut u: Vec<f64> = history.iter().map(|v| g(*v)).collect();
+    u.sort_by(|a, b| b.total_cmp(a));
+    let k = (n / 10).max(3).min(n - 1);
+    let t = u[k];
+    let excess: Vec<f64> = u[..k].iter().map(|v| v - t).collect();
+    let distinct = {
+        let mut d = excess.clone();
+        d.dedup_by(|a, b| (*a - *b).abs() <= 1e-12 * (1.0 + b.abs()));
+        d.iter().filter(|e| **e > 0.0).count()
+    };
+    let p = if distinct < 3 {
+        0.5 / (n as f64 + 1.0)
+    } else {
+        let m = excess.iter().sum::<f64>() / k as f64;
+        let v = excess.iter().map(|e| (e - m).powi(2)).sum::<f64>() / (k as f64 - 1.0);
+        let (xi, sigma) = if v > 0.0 {
+            let r = m * m / v;
+            ((0.5 * (1.0 - r)).clamp(0.0, 0.5), 0.5 * m * (r + 1.0))
+        } else {
+            (0.0, m)
+        };
+        let floor = if log_scale {
+            MIN_TAIL_SCALE
+        } else {
+            0.05 * typical.abs()
+        };
+        // A tail seen in a few excesses is uncertain: its scale is taken at the upper end of
+        // its 95 % confidence interval (for an exponential tail, 2k·σ̂ / χ²₂ₖ(0.05)).
+        let sigma = (sigma * scale_upper_bound(k)).max(floor).max(1e-300);
+        let y = (g(x) - t).max(0.0);
+        let tail = if xi < 1e-9 {
+            (-y / sigma).exp()
+        } else {
+            (1.0 + xi * y / sigma).powf(-1.0 / xi)
+        };
+        (k as f64 / n as f64) * tail
+    };
+    sign * upper_tail_z(p)
 }
 
 /// Windows pooled at most for latency evidence (the current one and those before it).
@@ -816,6 +980,13 @@ fn ln_gamma(x: f64) -> f64 {
 
 fn fmt_value(signal: Signal, feature: usize, v: f64) -> String {
     use feature::*;
+    if signal == Signal::Metrics {
+        return if feature == metric_feature::VALUE_CHANGE {
+            format!("{v:.2}")
+        } else {
+            significant(v)
+        };
+    }
     if signal == Signal::Logs {
         use log_feature::*;
         return match feature {
@@ -831,6 +1002,18 @@ fn fmt_value(signal: Signal, feature: usize, v: f64) -> String {
         _ if v >= 10.0 => format!("{v:.0}"),
         _ => format!("{v:.1}"),
     }
+}
+
+/// Three significant digits (a metric may be bytes or a fraction of a core).
+fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return "0".into();
+    }
+    if v.abs() >= 100.0 {
+        return format!("{v:.0}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
+    format!("{v:.digits$}")
 }
 
 pub struct IForestProcessor {
@@ -1003,7 +1186,7 @@ impl IForestProcessor {
             .entry(rec.series.clone())
             .or_insert_with(|| SeriesModel::new(cfg, &rec.series));
         model.last_ns = rec.start_ns.max(1);
-        let x = transform(&rec.features);
+        let x = transform_for(rec.series.signal, &rec.features);
         let threshold = model.threshold(cfg);
         let warming_up = model.learned < cfg.warmup;
         let forest_score = model.forest.score(&x);
@@ -1013,9 +1196,14 @@ impl IForestProcessor {
             model.deviations(rec.series.signal, &rec.features, cfg.min_deviation)
         };
         if rec.partial {
-            // Spans were skipped: low counts are the shedding, not a traffic drop.
+            // Data was skipped: low counts are the shedding, not a traffic drop; a metric's
+            // rates and counts are low bounds too, so a partial metric window is not judged.
             use feature::{REQUEST_COUNT, THROUGHPUT_CHANGE};
-            deviations.retain(|(i, _, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE);
+            deviations.retain(|(i, _, _)| {
+                rec.series.signal != Signal::Metrics
+                    && *i != REQUEST_COUNT
+                    && *i != THROUGHPUT_CHANGE
+            });
         }
         let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
         let score = forest_score.max(evidence_score(strongest, cfg.min_deviation));

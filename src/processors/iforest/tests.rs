@@ -678,3 +678,116 @@ fn poisson_evidence_follows_the_tail() {
     assert!(poisson_z(100.0, 50.0) > 6.0);
     assert!(poisson_z(1e9, 0.001).is_finite());
 }
+
+mod metric_series {
+    use super::*;
+    use crate::model::window::metric_feature;
+
+    /// A CPU gauge around 0.05 cores with 10 % noise, one point every other window.
+    fn cpu(rng: &mut Rng, k: u64, value: Option<f64>) -> WindowRecord {
+        let key = Arc::new(SeriesKey::metric("payments", "k8s.pod.cpu.usage"));
+        let mut f = [0.0; N_FEATURES];
+        f[metric_feature::VALUE_CHANGE] = 1.0;
+        if k.is_multiple_of(2) || value.is_some() {
+            let v = value.unwrap_or(0.05 * (1.0 + 0.1 * gauss(rng)));
+            f[metric_feature::VALUE] = v;
+            f[metric_feature::MIN] = v;
+            f[metric_feature::MAX] = v;
+            f[metric_feature::POINTS] = 1.0;
+        }
+        record_at(&key, k, f)
+    }
+
+    #[test]
+    fn a_metric_far_beyond_its_range_is_flagged_and_its_noise_is_not() {
+        let mut p = processor();
+        let mut rng = Rng::new(7);
+        let mut flagged = 0;
+        for k in 0..400 {
+            let mut r = cpu(&mut rng, k, None);
+            p.score(&mut r);
+            flagged += r.is_anomaly() as usize;
+        }
+        assert_eq!(flagged, 0, "noise of a steady gauge is not news");
+        // Ten times the usual CPU.
+        let mut r = cpu(&mut rng, 400, Some(0.5));
+        p.score(&mut r);
+        let a = r.anomaly.as_ref().unwrap();
+        assert!(a.is_anomaly, "{a:?}");
+        assert_eq!(a.contributions[0].feature, "metric_value");
+        assert!(
+            a.message
+                .contains("payments (k8s.pod.cpu.usage): metric_value 0.500"),
+            "{}",
+            a.message
+        );
+        // A window without a point is no observation.
+        let mut empty = cpu(&mut rng, 401, None);
+        p.score(&mut empty);
+        assert!(!empty.is_anomaly());
+    }
+
+    #[test]
+    fn a_value_inside_the_range_seen_is_not_news() {
+        let mut p = processor();
+        let mut rng = Rng::new(8);
+        for k in 0..200u64 {
+            // Mostly 0.05, now and then a burst to 0.2 (a batch job).
+            let v = if k.is_multiple_of(20) {
+                0.2
+            } else {
+                0.05 * (1.0 + 0.05 * gauss(&mut rng))
+            };
+            let mut r = cpu(&mut rng, k, Some(v));
+            p.score(&mut r);
+        }
+        let mut r = cpu(&mut rng, 200, Some(0.19));
+        p.score(&mut r);
+        assert!(!r.is_anomaly(), "{:?}", r.anomaly);
+    }
+}
+
+mod metric_tails {
+    use super::*;
+
+    #[test]
+    fn a_heavy_tailed_metric_rarely_alarms_and_a_jump_far_beyond_its_tail_does() {
+        // A latency percentile of a few requests: log-normal with a wide spread.
+        let mut rng = Rng::new(11);
+        let draw = |rng: &mut Rng| 0.02 * (1.0 * gauss(rng)).exp();
+        let mut history: Vec<f64> = (0..120).map(|_| draw(&mut rng)).collect();
+        let mut alarms = 0;
+        let trials = 20_000;
+        for _ in 0..trials {
+            let x = draw(&mut rng);
+            if tail_z(&history, x, 0.02).abs() >= 4.0 {
+                alarms += 1;
+            }
+            history.rotate_left(1);
+            history[119] = x;
+        }
+        // A normal z of 4 is 3e-5 each side; the fitted tail must stay within a few times that.
+        assert!(alarms <= 6, "{alarms} alarms in {trials} windows");
+        // A thousand times the usual is far beyond the tail this series shows (a hundred times
+        // is 4.6 of its own standard deviations on the log scale: rare, not unheard of).
+        assert!(tail_z(&history, 20.0, 0.02) >= 4.0);
+        assert!(tail_z(&history, 0.02, 0.02) == 0.0, "inside the range");
+    }
+
+    #[test]
+    fn a_metric_that_never_moved_cannot_extrapolate_its_tail() {
+        // Always 0 (a service nobody calls): its first call is the most extreme of 121, no more.
+        let history = vec![0.0; 120];
+        let z = tail_z(&history, 0.2, 0.0);
+        assert!(z > 0.0 && z < 3.0, "{z}");
+        // Steady memory: a few percent is never news, a doubling is.
+        let mut rng = Rng::new(3);
+        let mem: Vec<f64> = (0..120)
+            .map(|_| 4e8 * (1.0 + 0.002 * gauss(&mut rng)))
+            .collect();
+        assert!(tail_z(&mem, 4.2e8, 4e8) < 4.0);
+        assert!(tail_z(&mem, 8e8, 4e8) >= 4.0);
+        // A drop is a negative z.
+        assert!(tail_z(&mem, 1e8, 4e8) <= -4.0);
+    }
+}

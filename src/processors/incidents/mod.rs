@@ -25,6 +25,7 @@
 //! The records pass on unchanged but for `anomaly.incident`; the incident events follow them in
 //! a batch of their own.
 
+pub mod join;
 mod rank;
 mod rates;
 #[cfg(test)]
@@ -53,6 +54,9 @@ pub struct IncidentsConfig {
     pub max_causes: usize,
     /// A caller → callee edge not seen for this long is forgotten.
     pub graph_ttl: ConfigDuration,
+    /// When several pipelines list this processor: how long a window waits for a pipeline
+    /// that has delivered nothing for this long (see `join.rs`).
+    pub join_wait: ConfigDuration,
 }
 
 impl Default for IncidentsConfig {
@@ -62,6 +66,7 @@ impl Default for IncidentsConfig {
             max_open: 1000,
             max_causes: 5,
             graph_ttl: ConfigDuration::from_secs(3600),
+            join_wait: ConfigDuration::from_secs(10),
         }
     }
 }
@@ -90,12 +95,15 @@ impl crate::processors::ProcessorType for IncidentsConfig {
         }
     }
 
+    /// One processor per component id: the pipelines that list it share it (`join.rs`).
     fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(IncidentsProcessor::new(
-            self,
-            &ctx.instance(),
-            ctx.telemetry,
-        ))
+        let hub = ctx.shared.get_or_insert(ctx.id, || {
+            std::sync::Mutex::new(join::Hub::new(
+                IncidentsProcessor::new(self, ctx.id, ctx.telemetry),
+                self.join_wait.get(),
+            ))
+        });
+        Box::new(join::MemberStage::join(hub))
     }
 }
 
@@ -373,7 +381,22 @@ impl IncidentsProcessor {
         let rates = &self.rates;
         let ranked = rank::score_window(records, &self.graph, &|s| rates.surprisal(s));
         self.rates.observe(records);
-        for (members, incidents) in groups {
+        // A group's join may merge (remove) incidents: later groups find theirs by id.
+        let groups: Vec<(Vec<usize>, Vec<Arc<str>>)> = groups
+            .into_iter()
+            .map(|(members, touched)| {
+                let ids = touched
+                    .into_iter()
+                    .filter_map(|j| self.open.get(j).map(|o| o.incident.id.clone()))
+                    .collect();
+                (members, ids)
+            })
+            .collect();
+        for (members, ids) in groups {
+            let incidents: Vec<usize> = ids
+                .iter()
+                .filter_map(|id| self.open.iter().position(|o| o.incident.id == *id))
+                .collect();
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];
             let id = inc.incident.id.clone();

@@ -25,7 +25,7 @@
 
 use super::CallGraph;
 use crate::model::window::{
-    feature, log_feature, SeriesKey, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
+    feature, log_feature, SeriesKey, Signal, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +45,12 @@ fn is_up(name: &str) -> bool {
         || name == LOG_FEATURE_NAMES[log_feature::ERROR_RATE]
         || name == LOG_FEATURE_NAMES[log_feature::NEW_ERROR_TEMPLATES]
         || name == LOG_FEATURE_NAMES[log_feature::TOP_ERROR_TEMPLATE]
+}
+
+/// A metric of the service (its CPU, memory, runtime, request durations): its own evidence,
+/// which stays with it (a service's resources are not its calls').
+fn is_metric(name: &str) -> bool {
+    name.starts_with("metric_")
 }
 
 fn is_down(name: &str) -> bool {
@@ -84,6 +90,8 @@ struct Node<'a> {
     in_edges: Vec<&'a WindowRecord>,
     /// Active edges to callees.
     out_edges: Vec<&'a WindowRecord>,
+    /// Its most anomalous metric.
+    metric: Option<(f64, &'a WindowRecord)>,
 }
 
 fn best<'a>(
@@ -270,6 +278,31 @@ fn magnitude(r: &WindowRecord) -> f64 {
         .max(0.1)
 }
 
+/// What a metric anomaly says against its service: its score × the log ratio of actual to
+/// typical of its strongest feature (a twentieth of the larger of the two added to both, so a
+/// metric near zero does not make the ratio infinite). A fall counts at a quarter: less CPU,
+/// memory or traffic at a service is more often the consequence of less work reaching it than
+/// a cause.
+fn metric_evidence(r: &WindowRecord) -> f64 {
+    if r.series.metric_name().is_some_and(measures_calls) {
+        return 0.0;
+    }
+    let Some((s, c)) = strength(r, is_metric) else {
+        return 0.0;
+    };
+    let eps = 0.05 * c.actual.abs().max(c.typical.abs()) + 1e-12;
+    let ratio = ((c.actual + eps) / (c.typical + eps)).abs().max(1e-12).ln();
+    let fall = if ratio < 0.0 { 0.25 } else { 1.0 };
+    s * ratio.abs().max(0.1) * fall
+}
+
+/// A metric of the service's calls (`http.client.request.duration`, `rpc.client.duration`,
+/// `db.client.operation.duration`: `client` in its name, as the semantic conventions name
+/// them) says how its callees answer, as its edges do: not evidence against the service.
+fn measures_calls(metric: &str) -> bool {
+    metric.split(['.', '_']).any(|part| part == "client")
+}
+
 /// Scores every service the window's records speak of.
 ///
 /// `weight` is how much an anomaly of a series counts as evidence (see `rates`).
@@ -286,6 +319,13 @@ pub fn score_window(
         down: HashMap::new(),
     };
     for r in records {
+        if r.series.signal == Signal::Metrics {
+            let e = metric_evidence(r) * weight(&r.series);
+            if e > 0.0 {
+                *flow.up.entry(r.series.service.clone()).or_default() += e;
+            }
+            continue;
+        }
         let e = up(r) * magnitude(r) * weight(&r.series);
         if e <= 0.0 {
             continue;
@@ -327,6 +367,16 @@ pub fn score_window(
 fn nodes_of(records: &[WindowRecord]) -> HashMap<Arc<str>, Node<'_>> {
     let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
     for r in records {
+        if r.series.signal == Signal::Metrics {
+            if !r.series.metric_name().is_some_and(measures_calls) {
+                best(
+                    &mut nodes.entry(r.series.service.clone()).or_default().metric,
+                    r,
+                    is_metric,
+                );
+            }
+            continue;
+        }
         let active = r.features[feature::REQUEST_COUNT] > 0.0 || r.is_anomaly();
         match &r.series.target {
             Some(t) => {
@@ -352,6 +402,35 @@ fn nodes_of(records: &[WindowRecord]) -> HashMap<Arc<str>, Node<'_>> {
 /// Why a service is ranked where it is: by the latency/error evidence it kept (`by_up`), or
 /// by the change of traffic it started.
 fn reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> String {
+    let base = span_reason(name, n, flow, by_up);
+    let Some(metric) = n
+        .metric
+        .and_then(|(_, r)| strength(r, is_metric).map(|(_, c)| (r, c)))
+        .map(|(r, c)| {
+            format!(
+                "{} {} {}",
+                r.series.metric_name().unwrap_or("a metric"),
+                c.feature,
+                ratio_text(c.actual, c.typical)
+            )
+        })
+    else {
+        return base;
+    };
+    // Nothing but its metrics speaks against it: they are the reason.
+    if by_up && n.own_up.is_none() && flow.share(name, true) == 0.0 {
+        let downstream = n.out_edges.iter().filter(|r| up(r) > 0.0).count();
+        let tail = if downstream == 0 {
+            " while its own calls downstream are normal"
+        } else {
+            ""
+        };
+        return format!("{name}: {metric}{tail}");
+    }
+    format!("{base}; {metric}")
+}
+
+fn span_reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> String {
     let nodes = flow.nodes;
     if by_up {
         let own = n.own_up.map(|x| x.0).unwrap_or(0.0);

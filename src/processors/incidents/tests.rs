@@ -351,6 +351,48 @@ fn a_record_linking_two_incidents_merges_them_into_the_older() {
 }
 
 #[test]
+fn a_merge_leaves_the_other_groups_of_the_window_with_their_own_incidents() {
+    // catalog and checkout open two incidents, search (no calls) a third; in window 3
+    // frontend merges the first two, and search's group must still find its own incident.
+    let with_search = |w: u64, changes: &[Change]| {
+        let mut recs = window(w, changes);
+        recs.push(record("search", None, w, SLOW));
+        recs
+    };
+    let mut p = processor(5);
+    let mut events = run(
+        &mut p,
+        vec![normal(0), window(1, &[("catalog", None, SLOW)])],
+    );
+    events.extend(run(
+        &mut p,
+        vec![with_search(
+            2,
+            &[("catalog", None, SLOW), ("checkout", None, SLOW)],
+        )],
+    ));
+    assert_eq!(opened(&events), 3, "{events:#?}");
+    let search_id = events
+        .iter()
+        .rfind(|e| e.incident.series.iter().any(|s| &*s.service == "search"))
+        .map(|e| e.incident.id.clone())
+        .unwrap();
+    let mut w3 = with_search(
+        3,
+        &[
+            ("catalog", None, SLOW),
+            ("checkout", None, SLOW),
+            ("frontend", None, SLOW),
+        ],
+    );
+    let mut ev = Vec::new();
+    p.on_window(&mut w3, &mut ev);
+    assert_eq!(p.open_incidents(), 2, "{ev:#?}");
+    let search = w3.iter().find(|r| &*r.series.service == "search").unwrap();
+    assert_eq!(search.anomaly.as_ref().unwrap().incident, Some(search_id));
+}
+
+#[test]
 fn shutdown_resolves_open_incidents_cleanly() {
     let mut p = processor(3);
     run(
@@ -501,4 +543,253 @@ fn a_chronically_noisy_service_does_not_outrank_the_one_a_fault_made_anomalous()
     let events = run(&mut p, ws);
     let last = events.last().unwrap();
     assert_eq!(top(&events)[0], "payments", "{last:#?}");
+}
+
+/// A metric record of `service`: anomalous with `feature` actual/typical, or normal.
+fn metric(
+    service: &str,
+    name: &str,
+    w: u64,
+    anomaly: Option<(&'static str, f64, f64)>,
+) -> WindowRecord {
+    let mut r = record(service, None, w, anomaly);
+    r.series = Arc::new(SeriesKey::metric(service, name));
+    r.features = [0.0; N_FEATURES];
+    r.features[crate::model::window::metric_feature::POINTS] = 1.0;
+    r
+}
+
+const CPU_UP: Option<(&str, f64, f64)> = Some(("metric_value", 0.9, 0.05));
+
+#[test]
+fn a_cpu_rise_at_a_slow_callee_is_evidence_of_its_own() {
+    // A slow call with one caller and one callee is shared between them; the callee's CPU,
+    // many times its usual, moves the blame its way.
+    let caller_share = |cpu: bool| {
+        let mut p = processor(3);
+        let mut ws = vec![normal(0)];
+        for w in 1..=3 {
+            let mut recs = window(w, &[("checkout", Some("payments"), SLOW)]);
+            if cpu {
+                recs.push(metric("payments", "k8s.pod.cpu.usage", w, CPU_UP));
+            }
+            recs.push(metric("checkout", "k8s.pod.cpu.usage", w, None));
+            ws.push(recs);
+        }
+        let events = run(&mut p, ws);
+        let ranking = events
+            .last()
+            .expect("an incident")
+            .incident
+            .root_cause
+            .clone();
+        assert_eq!(&*ranking[0].service, "payments", "{ranking:#?}");
+        if cpu {
+            assert!(
+                ranking[0].reason.contains("k8s.pod.cpu.usage"),
+                "{ranking:#?}"
+            );
+        }
+        let score = |s: &str| {
+            ranking
+                .iter()
+                .find(|c| &*c.service == s)
+                .map_or(0.0, |c| c.score)
+        };
+        score("checkout") / score("payments")
+    };
+    let (with_cpu, without) = (caller_share(true), caller_share(false));
+    assert!(with_cpu < without, "with {with_cpu}, without {without}");
+}
+
+#[test]
+fn a_metric_of_the_services_calls_is_not_evidence_against_it() {
+    // checkout's client request durations rise because payments answers slowly.
+    let mut p = processor(3);
+    let mut ws = vec![normal(0)];
+    for w in 1..=2 {
+        let mut recs = window(w, &[("checkout", Some("payments"), SLOW)]);
+        recs.push(metric(
+            "checkout",
+            "http.client.request.duration",
+            w,
+            Some(("metric_p95", 2.0, 0.05)),
+        ));
+        ws.push(recs);
+    }
+    let events = run(&mut p, ws);
+    let ranking = &events.last().expect("an incident").incident.root_cause;
+    assert_eq!(&*ranking[0].service, "payments", "{ranking:#?}");
+    assert!(
+        ranking.iter().all(|c| !c.reason.contains("http.client")),
+        "{ranking:#?}"
+    );
+}
+
+#[test]
+fn a_falling_metric_counts_less_than_a_rising_one() {
+    let catalog_score = |cpu: (&'static str, f64, f64)| {
+        let mut p = processor(3);
+        let mut ws = vec![normal(0)];
+        for w in 1..=2 {
+            let mut recs = window(w, &[("frontend", Some("catalog"), SLOW)]);
+            recs.push(metric("catalog", "k8s.pod.cpu.usage", w, Some(cpu)));
+            ws.push(recs);
+        }
+        let events = run(&mut p, ws);
+        let ranking = &events.last().expect("an incident").incident.root_cause;
+        ranking
+            .iter()
+            .find(|c| &*c.service == "catalog")
+            .map_or(0.0, |c| c.score)
+    };
+    let rise = catalog_score(("metric_value", 0.8, 0.2));
+    let fall = catalog_score(("metric_value", 0.05, 0.2));
+    assert!(rise > fall, "rise {rise}, fall {fall}");
+}
+
+mod shared {
+    use super::*;
+    use crate::processors::incidents::join::{Hub, MemberStage};
+    use crate::processors::Processor;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn batch(records: Vec<WindowRecord>) -> Batch {
+        Batch {
+            items: records.len(),
+            payload: Payload::Windows(Arc::new(records)),
+            encoded: None,
+            held: Default::default(),
+        }
+    }
+
+    fn windows(out: &[Batch]) -> Vec<WindowRecord> {
+        out.iter()
+            .filter_map(|b| match &b.payload {
+                Payload::Windows(w) => Some(w.iter().cloned().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn incident_events(out: &[Batch]) -> usize {
+        out.iter()
+            .map(|b| match &b.payload {
+                Payload::Incidents(e) => e.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn hub(wait: Duration) -> Arc<Mutex<Hub>> {
+        Arc::new(Mutex::new(Hub::new(processor(3), wait)))
+    }
+
+    #[test]
+    fn pipelines_sharing_incidents_are_judged_together_window_by_window() {
+        let hub = hub(Duration::from_secs(600));
+        let mut spans = MemberStage::join(hub.clone());
+        let mut metrics = MemberStage::join(hub);
+        let mut out_spans = Vec::new();
+        let mut out_metrics = Vec::new();
+        // Window 0 normal in both; window 1: the spans say checkout → payments is slow.
+        spans.process(batch(normal(0)), &mut out_spans);
+        assert!(
+            out_spans.is_empty(),
+            "window 0 waits for the metrics pipeline"
+        );
+        metrics.process(
+            batch(vec![metric("payments", "k8s.pod.cpu.usage", 0, None)]),
+            &mut out_metrics,
+        );
+        spans.process(
+            batch(window(1, &[("checkout", Some("payments"), SLOW)])),
+            &mut out_spans,
+        );
+        // Window 0 is complete: each pipeline gets its own records back.
+        spans.on_tick(&mut out_spans);
+        assert_eq!(windows(&out_spans).len(), normal(0).len());
+        assert_eq!(windows(&out_metrics).len(), 1);
+        // Window 1 arrives from the metrics pipeline, with payments' CPU up.
+        metrics.process(
+            batch(vec![metric("payments", "k8s.pod.cpu.usage", 1, CPU_UP)]),
+            &mut out_metrics,
+        );
+        spans.on_tick(&mut out_spans);
+        let joined: Vec<WindowRecord> = windows(&out_spans)
+            .into_iter()
+            .chain(windows(&out_metrics))
+            .filter(|r| r.is_anomaly())
+            .collect();
+        assert_eq!(joined.len(), 2, "{joined:#?}");
+        let ids: HashSet<_> = joined
+            .iter()
+            .map(|r| r.anomaly.as_ref().and_then(|a| a.incident.clone()))
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "one incident for the slow call and the CPU: {ids:?}"
+        );
+        assert!(ids.iter().all(Option::is_some));
+        // Incident events go out once, through the first pipeline.
+        assert_eq!(incident_events(&out_spans), 1);
+        assert_eq!(incident_events(&out_metrics), 0);
+        // Stopping: the last one to stop resolves what is open.
+        let mut end_spans = Vec::new();
+        let mut end_metrics = Vec::new();
+        spans.on_shutdown(&mut end_spans);
+        metrics.on_shutdown(&mut end_metrics);
+        assert_eq!(
+            incident_events(&end_spans) + incident_events(&end_metrics),
+            1
+        );
+    }
+
+    #[test]
+    fn a_pipeline_that_stops_first_takes_all_its_records_with_it() {
+        let hub = hub(Duration::from_secs(600));
+        let mut spans = MemberStage::join(hub.clone());
+        let mut logs = MemberStage::join(hub);
+        let mut out_spans = Vec::new();
+        for w in 0..3 {
+            spans.process(batch(normal(w)), &mut out_spans);
+        }
+        // The logs pipeline has delivered nothing yet: every window waits for it.
+        assert!(windows(&out_spans).is_empty());
+        spans.on_shutdown(&mut out_spans);
+        assert_eq!(windows(&out_spans).len(), 3 * normal(0).len());
+        // The logs' records of those windows come later, and are judged as they come.
+        let mut out_logs = Vec::new();
+        let mut late = normal(1);
+        late.truncate(2);
+        logs.process(batch(late), &mut out_logs);
+        logs.on_shutdown(&mut out_logs);
+        assert_eq!(windows(&out_logs).len(), 2);
+    }
+
+    #[test]
+    fn a_pipeline_that_delivers_nothing_holds_the_others_up_only_for_join_wait() {
+        let hub = hub(Duration::from_millis(50));
+        let mut spans = MemberStage::join(hub.clone());
+        let _silent = MemberStage::join(hub);
+        let mut out = Vec::new();
+        spans.process(batch(normal(0)), &mut out);
+        assert!(out.is_empty());
+        std::thread::sleep(Duration::from_millis(80));
+        spans.on_tick(&mut out);
+        assert_eq!(windows(&out).len(), normal(0).len());
+    }
+
+    #[test]
+    fn one_pipeline_is_judged_as_its_windows_arrive() {
+        let mut alone = MemberStage::join(hub(Duration::from_secs(600)));
+        let mut out = Vec::new();
+        alone.process(batch(normal(0)), &mut out);
+        alone.process(batch(window(1, &[("checkout", None, SLOW)])), &mut out);
+        assert_eq!(windows(&out).len(), 2 * normal(0).len());
+        assert_eq!(incident_events(&out), 1);
+    }
 }

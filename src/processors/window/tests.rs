@@ -610,3 +610,260 @@ fn log_windows_count_levels_and_templates_and_name_new_error_templates() {
     assert_eq!(f(&rs[1], "log_count"), 0.0);
     assert_eq!(f(&rs[2], "log_count_change"), 1.0);
 }
+
+mod metric_windows {
+    use super::*;
+    use crate::model::window::{metric_feature, Signal};
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, AggregationTemporality, Gauge, Histogram,
+        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    fn point(t: u64, v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+        NumberDataPoint {
+            start_time_unix_nano: T0 - 60 * S,
+            time_unix_nano: t,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn request(pod: &str, metrics: Vec<Metric>) -> Batch {
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", Value::StringValue("a".into())),
+                        kv("k8s.pod.name", Value::StringValue(pod.into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Batch {
+            items: 1,
+            payload: Payload::Metrics(Arc::new(req)),
+            encoded: None,
+            held: Default::default(),
+        }
+    }
+
+    fn gauge(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: points,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn counter(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn by_metric<'a>(rs: &'a [WindowRecord], name: &str) -> Vec<&'a WindowRecord> {
+        rs.iter()
+            .filter(|r| r.series.metric_name() == Some(name))
+            .collect()
+    }
+
+    #[test]
+    fn gauges_sums_and_histograms_become_metric_windows() {
+        let (mut p, _) = processor(WindowConfig::default());
+        let mut out = Vec::new();
+        let histogram = Metric {
+            name: "http.server.request.duration".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    start_time_unix_nano: T0,
+                    time_unix_nano: T0 + 9 * S,
+                    count: 10,
+                    sum: Some(1.5),
+                    explicit_bounds: vec![0.1, 0.5],
+                    bucket_counts: vec![8, 2, 0],
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+            })),
+            ..Default::default()
+        };
+        p.process(
+            request(
+                "a-1",
+                vec![
+                    gauge(
+                        "process.cpu.utilization",
+                        vec![point(T0 + S, 0.2, vec![]), point(T0 + 6 * S, 0.4, vec![])],
+                    ),
+                    // Cumulative: the first point is the baseline, the second 30 more.
+                    counter(
+                        "process.runtime.jvm.gc.count",
+                        vec![
+                            point(T0 + S, 100.0, vec![]),
+                            point(T0 + 6 * S, 130.0, vec![]),
+                        ],
+                    ),
+                    histogram,
+                    gauge("my.business.metric", vec![point(T0 + S, 7.0, vec![])]),
+                ],
+            ),
+            &mut out,
+        );
+        // A point 16 s in closes [0, 10 s).
+        p.process(
+            request(
+                "a-1",
+                vec![gauge(
+                    "process.cpu.utilization",
+                    vec![point(T0 + 16 * S, 0.3, vec![])],
+                )],
+            ),
+            &mut out,
+        );
+        let rs = records(out);
+        assert!(rs.iter().all(|r| r.series.signal == Signal::Metrics));
+        assert!(
+            by_metric(&rs, "my.business.metric").is_empty(),
+            "not selected"
+        );
+        let cpu = by_metric(&rs, "process.cpu.utilization");
+        assert_eq!(cpu.len(), 1);
+        let cpu = cpu[0];
+        assert!((cpu.features[metric_feature::VALUE] - 0.3).abs() < 1e-12);
+        assert_eq!(cpu.features[metric_feature::POINTS], 2.0);
+        assert_eq!(cpu.features[metric_feature::MAX], 0.4);
+        let gc = by_metric(&rs, "process.runtime.jvm.gc.count")[0];
+        assert_eq!(
+            gc.features[metric_feature::VALUE],
+            3.0,
+            "30 in a 10 s window"
+        );
+        let h = by_metric(&rs, "http.server.request.duration")[0];
+        assert_eq!(h.features[metric_feature::COUNT], 10.0);
+        assert!((h.features[metric_feature::VALUE] - 0.15).abs() < 1e-12);
+        assert!(h.features[metric_feature::P95] > 0.1 && h.features[metric_feature::P95] <= 0.5);
+        // The document names the metric and its features.
+        let doc = cpu.to_document();
+        assert_eq!(doc["window"]["signal"], "metrics");
+        assert_eq!(doc["metric"]["name"], "process.cpu.utilization");
+        assert_eq!(doc["features"]["metric_value"], 0.3);
+        assert!(doc.get("labels").is_none());
+        let back = WindowRecord::from_document(&doc).unwrap();
+        assert_eq!(back.series, cpu.series);
+    }
+
+    #[test]
+    fn an_attribute_splits_a_services_metric_into_series() {
+        let cfg = WindowConfig {
+            metrics: metrics::MetricsConfig {
+                attribute: "k8s.pod.name".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (mut p, _) = processor(cfg);
+        let mut out = Vec::new();
+        for pod in ["a-1", "a-2"] {
+            p.process(
+                request(
+                    pod,
+                    vec![gauge("k8s.pod.cpu.usage", vec![point(T0 + S, 1.0, vec![])])],
+                ),
+                &mut out,
+            );
+        }
+        p.on_shutdown(&mut out);
+        let rs = records(out);
+        let pods: Vec<String> = rs
+            .iter()
+            .map(|r| r.series.labels[1].1.to_string())
+            .collect();
+        assert_eq!(pods, ["a-1", "a-2"]);
+        assert_eq!(
+            rs[0].to_document()["labels"]["k8s.pod.name"],
+            "a-1",
+            "the attribute is a label of the document"
+        );
+    }
+
+    #[test]
+    fn the_metrics_selection_is_checked() {
+        let yaml: serde_norway::Value =
+            serde_norway::from_str("metrics: { include: [\"\"], max_streams: 0 }").unwrap();
+        let errors = WindowConfig::parse("processors.window", yaml).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(
+            paths.contains(&"processors.window.metrics.max_streams"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"processors.window.metrics.include[0]"),
+            "{paths:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pipeline_held_up_downstream_does_not_make_its_next_batch_late() {
+    // 1 s windows, 1 s lateness: a second of silence from the sources closes a window, but
+    // two seconds in which the pipeline did not call the processor at all (its exporter was
+    // full) are not silence.
+    let (mut p, _) = processor(WindowConfig {
+        interval: crate::config::duration::ConfigDuration::from_millis(1000),
+        allowed_lateness: crate::config::duration::ConfigDuration::from_millis(1000),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    p.process(batch("a", vec![server(T0 + S / 10, 5)]), &mut out);
+    std::thread::sleep(Duration::from_millis(2000));
+    // The pipeline's first call after the hold-up may be its tick.
+    p.on_tick(&mut out);
+    p.process(batch("a", vec![server(T0 + S / 5, 5)]), &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    let first = rs.iter().find(|r| r.start_ns == T0).expect("the window");
+    assert_eq!(f(first, "request_count"), 2.0, "{rs:?}");
+}
+
+#[test]
+fn a_batch_does_not_make_its_own_older_records_of_a_new_series_late() {
+    // A request groups its records by resource: service a's newest come before service b's
+    // first, 19 s older. Lateness is judged against what was closed before the batch.
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    let mut req = batch("a", vec![server(T0 + 20 * S, 5)]);
+    let Payload::Traces(t) = &mut req.payload else {
+        unreachable!()
+    };
+    let b = batch("b", vec![server(T0 + S, 5)]);
+    let Payload::Traces(bt) = &b.payload else {
+        unreachable!()
+    };
+    Arc::make_mut(t)
+        .resource_spans
+        .extend(bt.resource_spans.iter().cloned());
+    p.process(req, &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    let b_first = rs
+        .iter()
+        .find(|r| &*r.series.service == "b" && r.start_ns == T0)
+        .expect("b's window");
+    assert_eq!(f(b_first, "request_count"), 1.0);
+}

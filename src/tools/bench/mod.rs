@@ -3,6 +3,7 @@
 
 pub mod quality;
 pub mod real;
+pub mod real_metrics;
 
 use crate::model::window::{SeriesKey, WindowRecord, N_FEATURES};
 use crate::processors::iforest::forest::{ForestParams, OnlineForest, Rng};

@@ -107,9 +107,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     Ok(summary)
 }
 
-/// The demo's pipeline: OTLP on the two ports; every span and log record to a file, and the
-/// detection (window, iforest, incidents; and the services' logs through window and iforest)
-/// to the terminal and the windows file.
+/// The demo's pipeline: OTLP on the two ports; every span, log record and metric point to a
+/// file, and the detection (window, iforest, one incidents for the spans, the logs and the
+/// metrics) to the terminal and the windows file.
 fn pipeline_yaml(
     grpc: u16,
     http: u16,
@@ -128,6 +128,7 @@ processors:
   window: {{ interval: {interval_s}s, allowed_lateness: 1s }}
   iforest: {{ warmup: 30 }}
   iforest/logs: {{ warmup: 30 }}
+  iforest/metrics: {{ warmup: 30 }}
   incidents: {{ resolve_after: 1 }}
 exporters:
   debug: {{}}
@@ -138,8 +139,10 @@ service:
   pipelines:
     traces: {{ receivers: [otlp], exporters: [file] }}
     logs: {{ receivers: [otlp], exporters: [file] }}
+    metrics: {{ receivers: [otlp], exporters: [file] }}
     traces/detect: {{ receivers: [otlp], processors: [window, iforest, incidents], exporters: [debug, file/windows] }}
-    logs/detect: {{ receivers: [otlp], processors: [window, iforest/logs], exporters: [debug, file/windows] }}
+    logs/detect: {{ receivers: [otlp], processors: [window, iforest/logs, incidents], exporters: [debug, file/windows] }}
+    metrics/detect: {{ receivers: [otlp], processors: [window, iforest/metrics, incidents], exporters: [debug, file/windows] }}
 "#,
         out_dir.join("demo-telemetry.jsonl").display(),
         windows_file.display()

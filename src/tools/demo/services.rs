@@ -96,7 +96,7 @@ async fn prepare(root: &Path, log: &Path) -> Result<PathBuf, ServicesError> {
     let python = a.join(".venv/bin/python");
     let ready = works(Command::new(&python).args([
         "-c",
-        "import flask, requests, opentelemetry.instrumentation.flask",
+        "import flask, requests, opentelemetry.instrumentation.flask, opentelemetry.instrumentation.system_metrics",
     ]))
     .await;
     if !ready {
@@ -131,7 +131,11 @@ async fn prepare(root: &Path, log: &Path) -> Result<PathBuf, ServicesError> {
         )
         .await?;
     }
-    if !b.join("node_modules").is_dir() {
+    // The newest package the server needs: an older install lacks it.
+    if !b
+        .join("node_modules/@opentelemetry/instrumentation-runtime-node")
+        .is_dir()
+    {
         println!("  installing service B's packages (npm ci, once)...");
         step(
             "installing service B's packages",
@@ -202,6 +206,7 @@ pub async fn start(root: &Path, otlp_port: u16, out_dir: &Path) -> Result<Servic
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         .stdin(Stdio::null())
         .stdout(b_out)
         .stderr(b_err)
@@ -223,6 +228,7 @@ pub async fn start(root: &Path, otlp_port: u16, out_dir: &Path) -> Result<Servic
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         .stdin(Stdio::null())
         .stdout(a_out)
         .stderr(a_err)
