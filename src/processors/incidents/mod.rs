@@ -36,7 +36,7 @@ use crate::config::decode::{decode_section, validated};
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::incident::{Action, Incident, IncidentEvent, RootCause, Status};
-use crate::model::window::{feature, SeriesKey, Severity, WindowRecord};
+use crate::model::window::{feature, SeriesKey, Severity, Signal, WindowRecord};
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
@@ -307,7 +307,14 @@ pub struct IncidentsProcessor {
     resolved: Counter,
     merged: Counter,
     unlisted_series: Counter,
+    /// Metric series anomalous lately, with the window start they last were (see
+    /// `corroborated`).
+    recent_metrics: HashMap<Arc<SeriesKey>, u64>,
+    uncorroborated: Counter,
 }
+
+/// Metric series remembered for corroboration at most.
+const MAX_RECENT_METRICS: usize = 100_000;
 
 impl IncidentsProcessor {
     pub fn new(cfg: &IncidentsConfig, id: &str, telemetry: &Telemetry) -> Self {
@@ -335,6 +342,12 @@ impl IncidentsProcessor {
             unlisted_series: telemetry.counter(
                 "otelwatch_incidents_unlisted_series_total",
                 "Series that joined an incident already listing the maximum (200); counted, not listed.",
+                labels(),
+            ),
+            recent_metrics: HashMap::new(),
+            uncorroborated: telemetry.counter(
+                "otelwatch_incidents_uncorroborated_total",
+                "Groups of metric anomalies alone, in one window, that opened no incident (nothing else anomalous with them, not anomalous in the windows before).",
                 labels(),
             ),
         }
@@ -392,11 +405,21 @@ impl IncidentsProcessor {
                 (members, ids)
             })
             .collect();
+        let metric_series: Vec<Arc<SeriesKey>> = anomalous
+            .iter()
+            .map(|&i| &records[i].series)
+            .filter(|s| s.signal == Signal::Metrics)
+            .cloned()
+            .collect();
         for (members, ids) in groups {
             let incidents: Vec<usize> = ids
                 .iter()
                 .filter_map(|id| self.open.iter().position(|o| o.incident.id == *id))
                 .collect();
+            if incidents.is_empty() && !self.corroborated(records, &members, start_ns, interval_ns) {
+                self.uncorroborated.inc();
+                continue;
+            }
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];
             let id = inc.incident.id.clone();
@@ -452,6 +475,45 @@ impl IncidentsProcessor {
                 notable,
                 incident: inc.incident.clone(),
             });
+        }
+        self.note_metrics(metric_series, start_ns, interval_ns);
+    }
+
+    /// Whether a group may open an incident. Anomalies of spans or logs may; a group of metric
+    /// anomalies alone only when it persists: one of its series was anomalous in another of
+    /// the last `resolve_after` windows too. A service's metrics are many series, each judged
+    /// at a small false-alarm rate, and a page should not ring for one reading of one of them;
+    /// two coincidences (two signals, or two readings) are much rarer than one. Groups that
+    /// open nothing are counted; their records stay anomalies without an incident, and join
+    /// one that something else opens.
+    fn corroborated(
+        &self,
+        records: &[WindowRecord],
+        members: &[usize],
+        start_ns: u64,
+        interval_ns: u64,
+    ) -> bool {
+        let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
+        members.iter().any(|&i| {
+            let s = &records[i].series;
+            s.signal != Signal::Metrics
+                || self
+                    .recent_metrics
+                    .get(s)
+                    .is_some_and(|t| *t >= since && *t < start_ns)
+        })
+    }
+
+    /// Remembers this window's anomalous metric series (and forgets those too old to count).
+    fn note_metrics(&mut self, series: Vec<Arc<SeriesKey>>, start_ns: u64, interval_ns: u64) {
+        let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
+        if self.recent_metrics.len() >= MAX_RECENT_METRICS {
+            self.recent_metrics.retain(|_, t| *t >= since);
+        }
+        for s in series {
+            if self.recent_metrics.len() < MAX_RECENT_METRICS || self.recent_metrics.contains_key(&s) {
+                self.recent_metrics.insert(s, start_ns);
+            }
         }
     }
 

@@ -603,6 +603,33 @@ fn a_cpu_rise_at_a_slow_callee_is_evidence_of_its_own() {
 }
 
 #[test]
+fn a_lone_metric_reading_opens_no_incident_and_a_persisting_one_does() {
+    let mut p = processor(3);
+    let mut once = normal(1);
+    once.push(metric("catalog", "k8s.pod.cpu.usage", 1, CPU_UP));
+    let events = run(&mut p, vec![normal(0), once.clone(), normal(2), normal(3), normal(4)]);
+    assert_eq!(opened(&events), 0, "{events:#?}");
+    // Twice within resolve_after windows: it persists, and is paged.
+    let mut again = normal(6);
+    again.push(metric("catalog", "k8s.pod.cpu.usage", 6, CPU_UP));
+    let mut first = normal(5);
+    first.push(metric("catalog", "k8s.pod.cpu.usage", 5, CPU_UP));
+    let events = run(&mut p, vec![first, again]);
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    // With a span anomaly of its service it joins at once.
+    let mut p = processor(3);
+    let mut both = window(1, &[("catalog", None, SLOW)]);
+    both.push(metric("catalog", "k8s.pod.cpu.usage", 1, CPU_UP));
+    let mut events = Vec::new();
+    p.on_window(&mut both, &mut events);
+    assert_eq!(opened(&events), 1);
+    assert!(both.iter().filter(|r| r.is_anomaly()).all(|r| r
+        .anomaly
+        .as_ref()
+        .is_some_and(|a| a.incident.is_some())));
+}
+
+#[test]
 fn a_metric_of_the_services_calls_is_not_evidence_against_it() {
     // checkout's client request durations rise because payments answers slowly.
     let mut p = processor(3);

@@ -1050,6 +1050,15 @@ async fn day_metrics(root: &Path, opts: &RealOptions) -> Result<Figures, RealErr
             }
         })
         .collect();
+    // A slice of the faults (`--faults N`): the day up to an hour after the last of them.
+    let day_to = match opts.faults {
+        Some(_) => placed
+            .iter()
+            .map(|(_, b)| blocks[*b].last_ns + 3_600_000_000_000)
+            .max()
+            .map_or(day_to, |t| (t / 60_000_000_000 * 60_000_000_000).min(day_to)),
+        None => day_to,
+    };
     let replay = opts.out.join("replay-day-metrics.jsonl");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&replay)?);
     super::real_metrics::write_metrics(&mut w, &pods, day_from, day_to, shift)
