@@ -162,9 +162,10 @@ mod tests {
         assert!(has("index-pattern", "otelwatch-incidents"));
         assert!(has("search", "otelwatch-incidents-table"));
         assert!(has("visualization", "otelwatch-log-errors"));
+        assert!(has("visualization", "otelwatch-metric-anomalies"));
         assert_eq!(
             objects.iter().filter(|(t, _)| t == "visualization").count(),
-            4
+            5
         );
         let dash: Value = SAVED_OBJECTS
             .lines()

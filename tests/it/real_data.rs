@@ -51,7 +51,7 @@ fn a_slice_of_the_real_data_converts_replays_and_is_scored() {
         "{report}"
     );
     assert!(
-        report.contains("| otelwatch, metric windows, whole day"),
+        report.contains("| otelwatch, metric windows, whole day (default selection"),
         "{report}"
     );
 

@@ -1,15 +1,16 @@
 //! Composable index templates for the windows and anomalies indices: explicit types for every
-//! contract field (`@timestamp` date, `service.name` keyword, each span and log feature a double, `anomaly.*`
-//! typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
+//! contract field (`@timestamp` date, `service.name` keyword, each span, log and metric feature
+//! a double, `metric.name` keyword, `anomaly.*` typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
 
 use super::{ElasticsearchConfig, Mode};
-use crate::model::window::{FEATURE_NAMES, LOG_FEATURE_NAMES};
+use crate::model::window::{FEATURE_NAMES, LOG_FEATURE_NAMES, METRIC_FEATURE_NAMES};
 use serde_json::{json, Map, Value};
 
 pub fn mappings() -> Value {
     let features: Map<String, Value> = FEATURE_NAMES
         .iter()
         .chain(LOG_FEATURE_NAMES.iter())
+        .chain(METRIC_FEATURE_NAMES.iter())
         .map(|n| (n.to_string(), json!({ "type": "double" })))
         .collect();
     json!({
@@ -29,6 +30,7 @@ pub fn mappings() -> Value {
                 "target": { "properties": { "name": { "type": "keyword" } } }
             }},
             "labels": { "type": "object" },
+            "metric": { "properties": { "name": { "type": "keyword" } } },
             "incident": { "properties": { "id": { "type": "keyword" } } },
             "window": { "properties": {
                 "start": { "type": "date" },

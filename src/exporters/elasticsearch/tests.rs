@@ -161,10 +161,12 @@ fn templates_type_every_contract_field() {
     for f in crate::model::window::FEATURE_NAMES
         .iter()
         .chain(crate::model::window::LOG_FEATURE_NAMES.iter())
+        .chain(crate::model::window::METRIC_FEATURE_NAMES.iter())
     {
         assert_eq!(m["features"]["properties"][f]["type"], "double");
     }
     assert_eq!(m["window"]["properties"]["signal"]["type"], "keyword");
+    assert_eq!(m["metric"]["properties"]["name"]["type"], "keyword");
     assert_eq!(
         m["logs"]["properties"]["templates"]["properties"]["count"]["type"],
         "long"

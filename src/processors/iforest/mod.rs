@@ -582,16 +582,16 @@ impl SeriesModel {
     /// The metric features out of line, most deviant first, as (feature, z, typical). A window
     /// without points is no observation, and a series needs `MIN_METRIC_HISTORY` windows with
     /// points before it is judged. A metric can be anything (bytes, cores, a ratio, a latency
-    /// percentile of a handful of requests): each value feature (value, extremes, spread,
-    /// percentiles) is compared with the same feature in the recent normal windows that had
-    /// points (`tail_z`):
+    /// percentile of a handful of requests), so no noise model is assumed: each value feature
+    /// (value, extremes, spread, percentiles) is compared with the same feature in the recent
+    /// normal windows that had points, by the tail those windows show (`tail_z`):
     /// - a value inside the range they spanned is not news;
-    /// - beyond it, its distance from their median in units of their spread on that side,
-    ///   measured out to the decile (a heavy-tailed series gets a wide spread, a steady one a
-    ///   narrow one), on a log scale when the metric is never negative (a doubling counts the
-    ///   same at 2 % CPU as at 80 %);
-    /// - a series with no spread at all (nearly always the same value) says only that the
-    ///   value is the most extreme of n, which is never enough on its own.
+    /// - beyond it, how unlikely it is is extrapolated from their most extreme tenth (peaks
+    ///   over a threshold, a generalised Pareto tail fitted by moments, as SPOT does for
+    ///   streams: Siffer et al., KDD 2017), on a log scale when the metric is never negative
+    ///   (a doubling counts the same at 2 % CPU as at 80 %);
+    /// - a tail too flat to extrapolate (a metric that was nearly always the same) says only
+    ///   that the value is the most extreme of n, which is never enough on its own.
     ///
     /// A histogram's observation count is judged as the request count (log scale, Poisson
     /// floor). The number of points and the change from the previous window only inform the
@@ -677,15 +677,15 @@ fn range(v: &[f64]) -> (f64, f64) {
 /// The smallest tail scale on the log scale: a change of a few percent is never news.
 const MIN_TAIL_SCALE: f64 = 0.05;
 
-/// How far beyond `history` the value `x` lies, as a signed z-score (positive above, negative
-/// below; 0 inside the range of `history`). On a log scale when nothing is negative (a
-/// twentieth of the typical value `typical`, else of the mean, added, so values near zero do
-/// not explode): the distance from the history's median in units of its spread on the side
-/// `x` lies on — the distance from the median to that side's decile in units of a normal's
-/// (1.2816), or the scaled MAD, whichever is wider (a series whose tail is heavier than a
-/// normal's gets a wider spread), at least `MIN_TAIL_SCALE` (log) or 5 % of the typical value.
-/// A history with no spread at all (a metric that was always the same) cannot say how far is
-/// far: the value only counts as the most extreme of n+1.
+/// How far into the tail of `history` the value `x` lies, as a signed z-score (positive above,
+/// negative below; 0 inside the range of `history`). On a log scale when nothing is negative
+/// (a twentieth of the typical value `typical`, else of the mean, added, so values near zero
+/// do not explode). The tail beyond the threshold `t` that the most extreme tenth of the
+/// history passes (at least 3 values) is a generalised Pareto distribution fitted by moments
+/// (shape ξ in [0, 0.5], scale one standard error above its estimate and at least
+/// `MIN_TAIL_SCALE` on the log scale): P(X > t + y) =
+/// (k/n)(1 + ξy/σ)^(-1/ξ). With fewer than 3 distinct excesses the tail cannot be
+/// extrapolated, and the value only counts as the most extreme of n+1.
 pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
     let n = history.len();
     let (lo, hi) = range(history);
@@ -702,33 +702,49 @@ pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
     } else {
         0.0
     };
-    let g = |v: f64| if log_scale { (v + eps).ln() } else { v };
-    let mut u: Vec<f64> = history.iter().map(|v| g(*v)).collect();
-    u.sort_by(f64::total_cmp);
-    let quantile = |p: f64| {
-        let at = p * (n - 1) as f64;
-        let (i, f) = (at.floor() as usize, at.fract());
-        u[i] + (u[(i + 1).min(n - 1)] - u[i]) * f
-    };
-    let m = quantile(0.5);
     let up = x > hi;
-    let side = if up {
-        quantile(0.9) - m
-    } else {
-        m - quantile(0.1)
-    } / 1.2816;
-    let (_, mad) = median_and_spread(u.clone());
-    let spread = side.max(mad);
-    if spread <= 0.0 {
-        let z = upper_tail_z(0.5 / (n as f64 + 1.0));
-        return if up { z } else { -z };
-    }
-    let floor = if log_scale {
-        MIN_TAIL_SCALE
-    } else {
-        0.05 * typical.abs()
+    let sign = if up { 1.0 } else { -1.0 };
+    let g = |v: f64| sign * if log_scale { (v + eps).ln() } else { v };
+    let mut u: Vec<f64> = history.iter().map(|v| g(*v)).collect();
+    u.sort_by(|a, b| b.total_cmp(a));
+    let k = (n / 10).max(3).min(n - 1);
+    let t = u[k];
+    let excess: Vec<f64> = u[..k].iter().map(|v| v - t).collect();
+    let distinct = {
+        let mut d = excess.clone();
+        d.dedup_by(|a, b| (*a - *b).abs() <= 1e-12 * (1.0 + b.abs()));
+        d.iter().filter(|e| **e > 0.0).count()
     };
-    (g(x) - m) / spread.max(floor)
+    let p = if distinct < 3 {
+        0.5 / (n as f64 + 1.0)
+    } else {
+        let m = excess.iter().sum::<f64>() / k as f64;
+        let v = excess.iter().map(|e| (e - m).powi(2)).sum::<f64>() / (k as f64 - 1.0);
+        let (xi, sigma) = if v > 0.0 {
+            let r = m * m / v;
+            ((0.5 * (1.0 - r)).clamp(0.0, 0.5), 0.5 * m * (r + 1.0))
+        } else {
+            (0.0, m)
+        };
+        let floor = if log_scale {
+            MIN_TAIL_SCALE
+        } else {
+            0.05 * typical.abs()
+        };
+        // A tail seen in a few excesses is uncertain: its scale is taken one standard error
+        // above its estimate (σ̂/√k for an exponential tail).
+        let sigma = (sigma * (1.0 + 1.0 / (k as f64).sqrt()))
+            .max(floor)
+            .max(1e-300);
+        let y = (g(x) - t).max(0.0);
+        let tail = if xi < 1e-9 {
+            (-y / sigma).exp()
+        } else {
+            (1.0 + xi * y / sigma).powf(-1.0 / xi)
+        };
+        (k as f64 / n as f64) * tail
+    };
+    sign * upper_tail_z(p)
 }
 
 /// Windows pooled at most for latency evidence (the current one and those before it).

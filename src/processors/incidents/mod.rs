@@ -416,7 +416,8 @@ impl IncidentsProcessor {
                 .iter()
                 .filter_map(|id| self.open.iter().position(|o| o.incident.id == *id))
                 .collect();
-            if incidents.is_empty() && !self.corroborated(records, &members, start_ns, interval_ns) {
+            if incidents.is_empty() && !self.corroborated(records, &members, start_ns, interval_ns)
+            {
                 self.uncorroborated.inc();
                 continue;
             }
@@ -511,7 +512,9 @@ impl IncidentsProcessor {
             self.recent_metrics.retain(|_, t| *t >= since);
         }
         for s in series {
-            if self.recent_metrics.len() < MAX_RECENT_METRICS || self.recent_metrics.contains_key(&s) {
+            if self.recent_metrics.len() < MAX_RECENT_METRICS
+                || self.recent_metrics.contains_key(&s)
+            {
                 self.recent_metrics.insert(s, start_ns);
             }
         }

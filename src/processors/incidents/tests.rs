@@ -607,7 +607,10 @@ fn a_lone_metric_reading_opens_no_incident_and_a_persisting_one_does() {
     let mut p = processor(3);
     let mut once = normal(1);
     once.push(metric("catalog", "k8s.pod.cpu.usage", 1, CPU_UP));
-    let events = run(&mut p, vec![normal(0), once.clone(), normal(2), normal(3), normal(4)]);
+    let events = run(
+        &mut p,
+        vec![normal(0), once.clone(), normal(2), normal(3), normal(4)],
+    );
     assert_eq!(opened(&events), 0, "{events:#?}");
     // Twice within resolve_after windows: it persists, and is paged.
     let mut again = normal(6);
@@ -623,10 +626,10 @@ fn a_lone_metric_reading_opens_no_incident_and_a_persisting_one_does() {
     let mut events = Vec::new();
     p.on_window(&mut both, &mut events);
     assert_eq!(opened(&events), 1);
-    assert!(both.iter().filter(|r| r.is_anomaly()).all(|r| r
-        .anomaly
-        .as_ref()
-        .is_some_and(|a| a.incident.is_some())));
+    assert!(both
+        .iter()
+        .filter(|r| r.is_anomaly())
+        .all(|r| r.anomaly.as_ref().is_some_and(|a| a.incident.is_some())));
 }
 
 #[test]
