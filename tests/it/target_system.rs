@@ -264,6 +264,17 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
     {
         incidents.insert(d["incident"]["id"].as_str().unwrap(), &d["incident"]);
     }
+    // The logs and metrics pipelines' flagged windows, for the failure message.
+    let other: Vec<serde_json::Value> = ["logwindows.jsonl", "metricwindows.jsonl"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.path().join(f)).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .filter(|d: &serde_json::Value| d["anomaly"]["is_anomaly"] == true)
+        .collect();
     let mut detected = 0;
     let mut named_first = 0;
     let mut own_incident: std::collections::HashSet<&str> = Default::default();
@@ -300,10 +311,31 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
         if ids.iter().any(|id| first_cause(id) == Some(svc)) {
             named_first += 1;
         } else if hit {
-            wrong.push(format!(
-                "{svc}: {:?}",
-                ids.iter().map(|id| first_cause(id)).collect::<Vec<_>>()
-            ));
+            let kind = inj["kind"].as_str().unwrap_or("");
+            let causes: Vec<String> = ids
+                .iter()
+                .filter_map(|id| incidents.get(id))
+                .map(|i| i["root_cause"].to_string())
+                .collect();
+            let records: Vec<String> = flagged
+                .iter()
+                .copied()
+                .chain(other.iter())
+                .filter(|d| {
+                    let s = start_ns(d);
+                    s >= window && s <= window + 2_000_000_000
+                })
+                .map(|d| {
+                    format!(
+                        "{} {} {} {}",
+                        d["window"]["start"].as_str().unwrap_or(""),
+                        d["window"]["signal"].as_str().unwrap_or("spans"),
+                        d["service"],
+                        d["anomaly"]["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            wrong.push(format!("{svc} {kind}: {causes:#?}\n{records:#?}"));
         }
         if let Some(id) = ids.iter().next() {
             own_incident.insert(id);

@@ -27,7 +27,7 @@ use super::CallGraph;
 use crate::model::window::{
     feature, log_feature, SeriesKey, Signal, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// One service's score in one window, with the evidence in words.
@@ -47,7 +47,8 @@ fn is_up(name: &str) -> bool {
         || name == LOG_FEATURE_NAMES[log_feature::TOP_ERROR_TEMPLATE]
 }
 
-/// A metric of the service (its CPU, memory, runtime, request durations): its own evidence,
+/// A metric of the service (its CPU, memory, runtime; its request durations when it has no
+/// traces): its own evidence,
 /// which stays with it (a service's resources are not its calls').
 fn is_metric(name: &str) -> bool {
     name.starts_with("metric_")
@@ -283,8 +284,8 @@ fn magnitude(r: &WindowRecord) -> f64 {
 /// metric near zero does not make the ratio infinite). A fall counts at a quarter: less CPU,
 /// memory or traffic at a service is more often the consequence of less work reaching it than
 /// a cause.
-fn metric_evidence(r: &WindowRecord) -> f64 {
-    if r.series.metric_name().is_some_and(measures_calls) {
+fn metric_evidence(r: &WindowRecord, traced: &HashSet<Arc<str>>) -> f64 {
+    if !speaks_for_itself(r, traced) {
         return 0.0;
     }
     let Some((s, c)) = strength(r, is_metric) else {
@@ -303,6 +304,39 @@ fn measures_calls(metric: &str) -> bool {
     metric.split(['.', '_']).any(|part| part == "client")
 }
 
+/// A metric of the requests the service serves (`http.server.request.duration`,
+/// `rpc.server.duration`, `http.server.active_requests`: `server` in its name) measures what
+/// its server spans measure, waiting on its callees included.
+fn measures_served(metric: &str) -> bool {
+    metric.split(['.', '_']).any(|part| part == "server")
+}
+
+/// Whether a metric record is evidence of its service's own: not a measure of its calls, and
+/// not a measure of the requests it serves when its spans are in the window too. Those spans
+/// already say how slow it was, and where the time went (its calls): a duration histogram
+/// read at export time, often a window after the request, would put a callee's slowness on
+/// the caller. A service without traces keeps its request metrics as its evidence.
+fn speaks_for_itself(r: &WindowRecord, traced: &HashSet<Arc<str>>) -> bool {
+    match r.series.metric_name() {
+        Some(m) if measures_calls(m) => false,
+        Some(m) if measures_served(m) => !traced.contains(&r.series.service),
+        _ => true,
+    }
+}
+
+/// The services whose own spans are in the window's records (traffic traced this window).
+fn traced(records: &[WindowRecord]) -> HashSet<Arc<str>> {
+    records
+        .iter()
+        .filter(|r| {
+            r.series.signal == Signal::Spans
+                && r.series.target.is_none()
+                && r.features[feature::REQUEST_COUNT] > 0.0
+        })
+        .map(|r| r.series.service.clone())
+        .collect()
+}
+
 /// Scores every service the window's records speak of.
 ///
 /// `weight` is how much an anomaly of a series counts as evidence (see `rates`).
@@ -311,7 +345,8 @@ pub fn score_window(
     graph: &CallGraph,
     weight: &dyn Fn(&SeriesKey) -> f64,
 ) -> HashMap<Arc<str>, Scored> {
-    let nodes = nodes_of(records);
+    let traced = traced(records);
+    let nodes = nodes_of(records, &traced);
     let mut flow = Flow {
         nodes: &nodes,
         graph,
@@ -320,7 +355,7 @@ pub fn score_window(
     };
     for r in records {
         if r.series.signal == Signal::Metrics {
-            let e = metric_evidence(r) * weight(&r.series);
+            let e = metric_evidence(r, &traced) * weight(&r.series);
             if e > 0.0 {
                 *flow.up.entry(r.series.service.clone()).or_default() += e;
             }
@@ -364,11 +399,14 @@ pub fn score_window(
 }
 
 /// Each service's own record and the edges it calls and is called on, in this window.
-fn nodes_of(records: &[WindowRecord]) -> HashMap<Arc<str>, Node<'_>> {
+fn nodes_of<'a>(
+    records: &'a [WindowRecord],
+    traced: &HashSet<Arc<str>>,
+) -> HashMap<Arc<str>, Node<'a>> {
     let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
     for r in records {
         if r.series.signal == Signal::Metrics {
-            if !r.series.metric_name().is_some_and(measures_calls) {
+            if speaks_for_itself(r, traced) {
                 best(
                     &mut nodes.entry(r.series.service.clone()).or_default().metric,
                     r,

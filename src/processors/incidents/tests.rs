@@ -657,6 +657,48 @@ fn a_metric_of_the_services_calls_is_not_evidence_against_it() {
 }
 
 #[test]
+fn a_callers_request_duration_metric_read_after_its_slow_call_does_not_blame_it() {
+    // payments is slow in window 1; checkout's own request-duration histogram, exported at
+    // its interval, shows it in window 2, when every span is normal again.
+    let mut p = processor(3);
+    let slow = window(
+        1,
+        &[
+            ("payments", None, SLOW),
+            ("checkout", Some("payments"), SLOW),
+            ("checkout", None, SLOW),
+        ],
+    );
+    let mut after = normal(2);
+    after.push(metric(
+        "checkout",
+        "http.server.request.duration",
+        2,
+        Some(("metric_p95", 0.6, 0.05)),
+    ));
+    let events = run(&mut p, vec![normal(0), slow, after]);
+    let ranking = &events.last().expect("an incident").incident.root_cause;
+    assert_eq!(&*ranking[0].service, "payments", "{ranking:#?}");
+    // A service that is not traced has only its metrics to speak for it.
+    let mut p = processor(3);
+    let ws = (0..3)
+        .map(|w| {
+            let mut recs = normal(w);
+            recs.push(metric(
+                "billing",
+                "http.server.request.duration",
+                w,
+                (w > 0).then_some(("metric_p95", 0.6, 0.05)),
+            ));
+            recs
+        })
+        .collect();
+    let events = run(&mut p, ws);
+    let ranking = &events.last().expect("an incident").incident.root_cause;
+    assert_eq!(&*ranking[0].service, "billing", "{ranking:#?}");
+}
+
+#[test]
 fn a_falling_metric_counts_less_than_a_rising_one() {
     let catalog_score = |cpu: (&'static str, f64, f64)| {
         let mut p = processor(3);
