@@ -284,23 +284,24 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
         let at = inj["at_ns"].as_u64().unwrap();
         let svc = inj["service"].as_str().unwrap();
         let window = at - at % 1_000_000_000;
-        let hit = flagged.iter().any(|d| {
+        // A window of the injection's second or the two after it.
+        let near = |d: &serde_json::Value| {
             let s = start_ns(d);
+            s >= window && s <= window + 2_000_000_000
+        };
+        let hit = flagged.iter().any(|d| {
             let name = d["service"]["name"].as_str().unwrap_or("");
             let target = d["service"]["target"]["name"].as_str();
             // A fault in B shows in B, in A's calls to B and in A itself; a fault in A in A.
             let related = name == svc
                 || (svc == "service-b" && (target == Some("service-b") || name == "service-a"));
-            related && s >= window && s <= window + 2_000_000_000
+            related && near(d)
         });
         // The incident the injection's flagged windows belong to names the injected service
         // first, and each injection is its own incident.
         let ids: std::collections::BTreeSet<&str> = flagged
             .iter()
-            .filter(|d| {
-                let s = start_ns(d);
-                s >= window && s <= window + 2_000_000_000
-            })
+            .filter(|d| near(d))
             .filter_map(|d| d["incident"]["id"].as_str())
             .collect();
         let first_cause = |id: &str| {
@@ -321,10 +322,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
                 .iter()
                 .copied()
                 .chain(other.iter())
-                .filter(|d| {
-                    let s = start_ns(d);
-                    s >= window && s <= window + 2_000_000_000
-                })
+                .filter(|d| near(d))
                 .map(|d| {
                     format!(
                         "{} {} {} {}",
@@ -346,10 +344,7 @@ fn injected_anomalies_in_the_real_services_are_flagged_and_quiet_traffic_is_not(
             // What the detector saw around it, for the failure message.
             let around: Vec<String> = docs
                 .iter()
-                .filter(|d| {
-                    let s = start_ns(d);
-                    s >= window && s <= window + 2_000_000_000
-                })
+                .filter(|d| near(d))
                 .map(|d| {
                     format!(
                         "{} {}{} n={} err={} p95={} score={:.2} thr={:.2} flagged={}",
