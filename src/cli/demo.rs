@@ -55,6 +55,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         summary.right_cause,
         summary.injected
     );
+    let by_signal: Vec<String> = summary
+        .flagged_by_signal
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!("flagged windows by signal: {}", by_signal.join(", "));
     if let Some(p) = &summary.picture {
         println!("picture of normal vs anomalous windows: {}", p.display());
     }

@@ -24,6 +24,20 @@ fn demo(args: &[&str], out: &std::path::Path) -> String {
     stdout
 }
 
+/// The flagged windows per signal from the summary's line, e.g. `spans 7, logs 2, metrics 0`.
+fn by_signal(stdout: &str) -> std::collections::BTreeMap<String, usize> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("flagged windows by signal: "))
+        .unwrap_or_else(|| panic!("no per-signal line:\n{stdout}"));
+    line.split(", ")
+        .filter_map(|p| {
+            let (s, n) = p.split_once(' ')?;
+            Some((s.to_string(), n.parse().ok()?))
+        })
+        .collect()
+}
+
 /// `(injected, detected, flagged outside the injections)` from the summary line.
 fn summary(stdout: &str, source: &str) -> (usize, usize, usize) {
     let line = stdout
@@ -67,6 +81,10 @@ fn without_the_services_the_simulator_plays_them_and_everything_is_found() {
         "with their explanation:\n{stdout}"
     );
     assert_eq!(summary(&stdout, "simulator"), (4, 4, 0), "{stdout}");
+    // The simulator sends spans only: every flagged window is a span window.
+    let signals = by_signal(&stdout);
+    assert!(signals["spans"] >= 4, "{signals:?}");
+    assert_eq!((signals["logs"], signals["metrics"]), (0, 0), "{signals:?}");
     // The anomalies are grouped into incidents, printed as they open and resolve, and counted
     // with their likely causes.
     assert!(stdout.contains("INCIDENT"), "{stdout}");
@@ -132,6 +150,11 @@ fn with_the_real_services_the_injected_anomalies_are_found() {
     // stretch) is the real-services test's.
     assert!(detected >= 5, "{stdout}");
     assert!(outside <= 1, "{stdout}");
+    // The services send logs and metrics too: the injected error (every fourth injection)
+    // logs an ERROR line in a template never seen before, flagged beside the span windows.
+    let signals = by_signal(&stdout);
+    assert!(signals["spans"] >= 5, "{signals:?}\n{stdout}");
+    assert!(signals["logs"] >= 1, "{signals:?}\n{stdout}");
     let services_log = std::fs::read_to_string(dir.path().join("service-a.log")).unwrap();
     assert!(
         services_log.contains("/start"),

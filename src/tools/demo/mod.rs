@@ -69,6 +69,9 @@ pub struct DemoSummary {
     pub right_cause: usize,
     /// Each incident's likely cause (its final ranking's first), with how often.
     pub causes: BTreeMap<String, usize>,
+    /// Flagged windows inside the demo by signal, in the order `spans`, `logs`, `metrics`,
+    /// each signal listed even when none of its windows was flagged.
+    pub flagged_by_signal: Vec<(&'static str, usize)>,
     pub windows_file: PathBuf,
     /// The picture of normal vs anomalous windows, when it could be drawn.
     pub picture: Option<PathBuf>,
@@ -408,6 +411,10 @@ pub fn summarise(
                 *m.entry(top.clone()).or_default() += 1;
                 m
             }),
+        flagged_by_signal: SIGNALS
+            .iter()
+            .map(|s| (*s, seen.by_signal.get(s).copied().unwrap_or(0)))
+            .collect(),
         windows_file: windows_file.to_path_buf(),
         picture: None,
     })
@@ -431,12 +438,17 @@ impl DemoSpan {
     }
 }
 
+/// The signals a window document can come from, in the order the summary lists them.
+const SIGNALS: [&str; 3] = ["spans", "logs", "metrics"];
+
 /// What the windows file says about the demo's span.
 struct Seen {
     /// The flagged windows: (window index, service).
     flagged: BTreeSet<(u64, String)>,
     /// Each incident's last state: (start, end, top cause).
     incidents: BTreeMap<String, (u64, u64, String)>,
+    /// Flagged windows by signal.
+    by_signal: BTreeMap<&'static str, usize>,
 }
 
 impl Seen {
@@ -444,6 +456,7 @@ impl Seen {
         let mut seen = Seen {
             flagged: BTreeSet::new(),
             incidents: BTreeMap::new(),
+            by_signal: BTreeMap::new(),
         };
         for line in text.lines().filter(|l| !l.is_empty()) {
             let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -486,6 +499,11 @@ impl Seen {
             return;
         };
         let service = doc["service"]["name"].as_str().unwrap_or("").to_string();
+        // A window without a signal is a span window (the contract's default).
+        let signal = doc["window"]["signal"].as_str().unwrap_or("spans");
+        if let Some(s) = SIGNALS.iter().find(|s| **s == signal) {
+            *self.by_signal.entry(s).or_default() += 1;
+        }
         self.flagged.insert((w, service));
     }
 
@@ -548,5 +566,39 @@ mod tests {
         // Windows outside the demo's span are not its business.
         let s = summarise(&sc, start, 1_000_000_000, 60, &path).unwrap();
         assert_eq!((s.injected, s.detected, s.false_alarms), (1, 1, 0));
+    }
+
+    #[test]
+    fn flagged_windows_are_counted_by_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.jsonl");
+        let start = 1_767_571_200_000_000_000u64;
+        let sc = Scenario::target_system(1);
+        let doc = |w: u64, signal: Option<&str>, flagged: bool| {
+            let mut d = serde_json::json!({
+                "window": { "start": crate::model::time::rfc3339(start + w * 1_000_000_000) },
+                "service": { "name": "service-b" },
+                "anomaly": { "is_anomaly": flagged }
+            });
+            if let Some(s) = signal {
+                d["window"]["signal"] = serde_json::json!(s);
+            }
+            d.to_string()
+        };
+        let text = [
+            doc(40, None, true),
+            doc(41, None, false),
+            doc(41, Some("logs"), true),
+            doc(42, Some("logs"), true),
+            doc(43, Some("logs"), false),
+            doc(200, Some("logs"), true),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).unwrap();
+        let s = summarise(&sc, start, 1_000_000_000, 100, &path).unwrap();
+        assert_eq!(
+            s.flagged_by_signal,
+            [("spans", 1), ("logs", 2), ("metrics", 0)]
+        );
     }
 }
