@@ -10,6 +10,9 @@ use otelwatch::processors::iforest::forest::{ForestParams, OnlineForest};
 use otelwatch::processors::window::{WindowConfig, WindowProcessor};
 use otelwatch::processors::Processor;
 use otelwatch::telemetry::Telemetry;
+use otelwatch::tools::loadgen::records::{
+    count_log_records, count_metric_points, LogFactory, MetricFactory,
+};
 use otelwatch::tools::loadgen::SpanFactory;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,151 +49,34 @@ fn window_ingest(c: &mut Criterion) {
     group.finish();
 }
 
-/// 150 log records of 8 services: messages of a few templates with varying values, a tenth of
-/// them errors, all in one window.
+/// 150 log records of 8 services from the load generator: messages of a few templates with
+/// varying values, a tenth of them errors, all in one window.
 fn log_batch() -> Batch {
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    let now = otelwatch::model::time::now_ns();
-    let text = |s: String| {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s)),
-        })
-    };
-    let resource_logs = (0..8)
-        .map(|svc| ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: text(format!("service-{svc}")),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..150 / 8 + 1)
-                    .map(|i| LogRecord {
-                        time_unix_nano: now,
-                        severity_number: if i % 10 == 0 { 17 } else { 9 },
-                        body: text(match i % 3 {
-                            0 => format!("GET /api/orders/{i} served in {} ms", i * 7),
-                            1 => format!("user {i} logged in from 10.0.{}.{}", i % 7, i % 13),
-                            _ => {
-                                format!("Connection refused to db-{}:5432 after {i} retries", i % 3)
-                            }
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    let req = ExportLogsServiceRequest { resource_logs };
-    let items = req
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
+    let req = LogFactory::new(8, 7).request(150);
     Batch {
+        items: count_log_records(&req) as usize,
         payload: Payload::Logs(Arc::new(req)),
         encoded: None,
-        items,
         held: Default::default(),
     }
 }
 
-/// 160 metric points of 8 services: per service a CPU gauge, a cumulative counter and a
-/// cumulative request-duration histogram (14 buckets), each with 6 attribute sets, at one time.
-fn metric_batch(step: u64) -> Batch {
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::metrics::v1::{
-        metric::Data, number_data_point, AggregationTemporality, Gauge, Histogram,
-        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    };
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    let now = otelwatch::model::time::now_ns();
-    let kv = |k: &str, v: String| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    };
-    let number = |route: usize, v: f64| NumberDataPoint {
-        attributes: vec![kv("http.route", format!("/api/{route}"))],
-        start_time_unix_nano: now - 3_600_000_000_000,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsDouble(v)),
-        ..Default::default()
-    };
-    let cumulative = AggregationTemporality::Cumulative as i32;
-    let resource_metrics = (0..8)
-        .map(|svc| ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", format!("service-{svc}"))],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![
-                    Metric {
-                        name: "process.cpu.utilization".into(),
-                        data: Some(Data::Gauge(Gauge {
-                            data_points: (0..6).map(|r| number(r, 0.1 * r as f64)).collect(),
-                        })),
-                        ..Default::default()
-                    },
-                    Metric {
-                        name: "process.runtime.jvm.gc.count".into(),
-                        data: Some(Data::Sum(Sum {
-                            data_points: (0..6)
-                                .map(|r| number(r, (step * 10 + r as u64) as f64))
-                                .collect(),
-                            aggregation_temporality: cumulative,
-                            is_monotonic: true,
-                        })),
-                        ..Default::default()
-                    },
-                    Metric {
-                        name: "http.server.request.duration".into(),
-                        data: Some(Data::Histogram(Histogram {
-                            data_points: (0..6)
-                                .map(|r| HistogramDataPoint {
-                                    attributes: vec![kv("http.route", format!("/api/{r}"))],
-                                    start_time_unix_nano: now - 3_600_000_000_000,
-                                    time_unix_nano: now,
-                                    count: 15 * step,
-                                    sum: Some(1.5 * step as f64),
-                                    explicit_bounds: vec![
-                                        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
-                                        2.5, 5.0, 7.5,
-                                    ],
-                                    bucket_counts: vec![step; 14],
-                                    ..Default::default()
-                                })
-                                .collect(),
-                            aggregation_temporality: cumulative,
-                        })),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }],
-            ..Default::default()
+/// 64 successive requests of 144 metric points of 8 services from the load generator: per
+/// service a CPU gauge, a cumulative CPU-time sum and a cumulative request-duration histogram
+/// (15 buckets), each with 6 routes.
+fn metric_batches() -> Vec<Batch> {
+    let mut f = MetricFactory::new(8, 7);
+    (0..64)
+        .map(|_| {
+            let req = f.request(144);
+            Batch {
+                items: count_metric_points(&req) as usize,
+                payload: Payload::Metrics(Arc::new(req)),
+                encoded: None,
+                held: Default::default(),
+            }
         })
-        .collect();
-    let req = ExportMetricsServiceRequest { resource_metrics };
-    Batch {
-        payload: Payload::Metrics(Arc::new(req)),
-        encoded: None,
-        items: 8 * 3 * 6,
-        held: Default::default(),
-    }
+        .collect()
 }
 
 fn log_and_metric_ingest(c: &mut Criterion) {
@@ -206,7 +92,7 @@ fn log_and_metric_ingest(c: &mut Criterion) {
             out.clear();
         })
     });
-    let batches: Vec<Batch> = (1..=64).map(metric_batch).collect();
+    let batches = metric_batches();
     group.throughput(Throughput::Elements(batches[0].items as u64));
     let mut window = WindowProcessor::new(&WindowConfig::default(), "window", &telemetry);
     let mut i = 0;

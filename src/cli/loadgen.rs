@@ -1,7 +1,7 @@
-//! `otelwatch loadgen`: realistic spans over OTLP at a given rate.
+//! `otelwatch loadgen`: realistic spans, log records or metric points over OTLP at a given rate.
 
 use super::parse_duration;
-use otelwatch::tools::loadgen::{self, LoadgenOptions, Protocol};
+use otelwatch::tools::loadgen::{self, LoadSignal, LoadgenOptions, Protocol};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -11,7 +11,10 @@ pub struct LoadgenArgs {
     endpoint: String,
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
     protocol: Protocol,
-    /// Spans per second (0: as fast as possible).
+    /// What to send: spans, log records or metric points.
+    #[arg(long, value_enum, default_value_t = LoadSignal::Traces)]
+    signal: LoadSignal,
+    /// Items (spans, log records or metric points) per second (0: as fast as possible).
     #[arg(long, default_value_t = 1000)]
     rate: u64,
     /// How long to send, e.g. 10s, 1m.
@@ -20,7 +23,7 @@ pub struct LoadgenArgs {
     /// Number of services to simulate.
     #[arg(long, default_value_t = 5)]
     services: usize,
-    /// Spans per request.
+    /// Items per request (metric points are capped at 18 per service).
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
     /// Requests in flight.
@@ -41,6 +44,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let report = loadgen::run(LoadgenOptions {
         endpoint: args.endpoint,
         protocol: args.protocol,
+        signal: args.signal,
         rate: args.rate,
         duration: args.duration,
         services: args.services,
@@ -52,8 +56,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("{report}");
-    if report.spans_sent == 0 {
-        anyhow::bail!("no span was accepted");
+    if report.items_sent == 0 {
+        anyhow::bail!(
+            "no {} was accepted",
+            report.signal.items().trim_end_matches('s')
+        );
     }
     Ok(())
 }

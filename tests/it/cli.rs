@@ -101,44 +101,53 @@ fn loadgen_reports_failure_when_nothing_listens() {
 }
 
 #[test]
-fn loadgen_sends_over_grpc_and_http_and_every_span_is_counted() {
+fn loadgen_sends_every_signal_over_grpc_and_http_and_every_item_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
     let cfg = support::config("otlp-to-nop.yaml", &[("GRPC", &grpc), ("HTTP", &http)]);
     let ow = support::Otelwatch::start(dir.path(), "ow", &cfg);
-    let mut total = 0u64;
-    for (proto, endpoint) in [
-        ("grpc", format!("127.0.0.1:{grpc}")),
-        ("http", format!("http://127.0.0.1:{http}")),
+    for (signal, items) in [
+        ("traces", "spans"),
+        ("logs", "log records"),
+        ("metrics", "metric points"),
     ] {
-        let (code, out, err) = otelwatch(&[
-            "loadgen",
-            "--protocol",
-            proto,
-            "--endpoint",
-            &endpoint,
-            "--duration",
-            "500ms",
-            "--rate",
-            "4000",
-            "--batch-size",
-            "100",
-            "--gzip",
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        let sent: u64 = out
-            .strip_prefix("sent ")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected output {out:?}"));
-        assert!(sent > 0);
-        total += sent;
-    }
-    assert!(support::wait_until(
-        std::time::Duration::from_secs(5),
-        || {
-            ow.metric("otelwatch_exporter_sent_items_total{exporter=\"nop\",signal=\"traces\"}")
-                == total as f64
+        let mut total = 0u64;
+        for (proto, endpoint) in [
+            ("grpc", format!("127.0.0.1:{grpc}")),
+            ("http", format!("http://127.0.0.1:{http}")),
+        ] {
+            let (code, out, err) = otelwatch(&[
+                "loadgen",
+                "--signal",
+                signal,
+                "--protocol",
+                proto,
+                "--endpoint",
+                &endpoint,
+                "--duration",
+                "500ms",
+                "--rate",
+                "4000",
+                "--batch-size",
+                "100",
+                "--gzip",
+            ]);
+            assert_eq!(code, 0, "{out}{err}");
+            let sent: u64 = out
+                .strip_prefix("sent ")
+                .and_then(|r| r.split_once(&format!(" {items} in ")))
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected output {out:?}"));
+            assert!(sent > 0);
+            total += sent;
         }
-    ));
+        let series =
+            format!("otelwatch_exporter_sent_items_total{{exporter=\"nop\",signal=\"{signal}\"}}");
+        assert!(
+            support::wait_until(std::time::Duration::from_secs(5), || ow.metric(&series)
+                == total as f64),
+            "{signal}: {} received, {total} sent",
+            ow.metric(&series)
+        );
+    }
 }

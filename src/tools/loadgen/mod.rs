@@ -1,7 +1,10 @@
-//! `otelwatch loadgen`: sends realistic spans over OTLP/gRPC or OTLP/HTTP at a given rate and
-//! reports what it achieved. Each generated request is a set of traces through a chain of
-//! services: a SERVER span per hop and a CLIENT span for each call to the next service, with
-//! stable HTTP semantic-convention attributes, lognormal-ish latencies and ~1% errors.
+//! `otelwatch loadgen`: sends realistic spans (or log records, or metric points) over OTLP/gRPC
+//! or OTLP/HTTP at a given rate and reports what it achieved. Each generated trace request is a
+//! set of traces through a chain of services: a SERVER span per hop and a CLIENT span for each
+//! call to the next service, with stable HTTP semantic-convention attributes, lognormal-ish
+//! latencies and ~1% errors; logs and metrics are described in [`records`].
+
+pub mod records;
 
 use crate::otlp::codec::ClientCodec;
 use bytes::Bytes;
@@ -27,12 +30,53 @@ pub enum Protocol {
     Http,
 }
 
+/// The OTLP signal the generator sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadSignal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
+impl LoadSignal {
+    /// The OTLP/gRPC method of the signal's export.
+    fn grpc_path(self) -> &'static str {
+        match self {
+            LoadSignal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            LoadSignal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            LoadSignal::Metrics => {
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+            }
+        }
+    }
+
+    /// The OTLP/HTTP path of the signal.
+    fn http_path(self) -> &'static str {
+        match self {
+            LoadSignal::Traces => "/v1/traces",
+            LoadSignal::Logs => "/v1/logs",
+            LoadSignal::Metrics => "/v1/metrics",
+        }
+    }
+
+    /// What one item of the signal is called.
+    pub fn items(self) -> &'static str {
+        match self {
+            LoadSignal::Traces => "spans",
+            LoadSignal::Logs => "log records",
+            LoadSignal::Metrics => "metric points",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadgenOptions {
-    /// `host:port` (gRPC) or `http://host:port` (HTTP; `/v1/traces` is appended).
+    /// `host:port` (gRPC) or `http://host:port` (HTTP; the signal's `/v1/…` path is appended).
     pub endpoint: String,
     pub protocol: Protocol,
-    /// Spans per second in total; 0 sends as fast as possible.
+    pub signal: LoadSignal,
+    /// Items (spans, log records or metric points) per second in total; 0 sends as fast as
+    /// possible.
     pub rate: u64,
     pub duration: Duration,
     pub services: usize,
@@ -45,9 +89,11 @@ pub struct LoadgenOptions {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadgenReport {
-    pub spans_sent: u64,
+    pub signal: LoadSignal,
+    /// Items (spans, log records or metric points) accepted.
+    pub items_sent: u64,
     pub requests: u64,
     pub refused_requests: u64,
     pub failed_requests: u64,
@@ -55,20 +101,21 @@ pub struct LoadgenReport {
 }
 
 impl LoadgenReport {
-    pub fn spans_per_second(&self) -> f64 {
-        self.spans_sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    pub fn items_per_second(&self) -> f64 {
+        self.items_sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
 impl std::fmt::Display for LoadgenReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items = self.signal.items();
         write!(
             f,
-            "sent {} spans in {} requests over {:.2}s: {:.0} spans/s; {} requests refused (retryable), {} failed",
-            self.spans_sent,
+            "sent {} {items} in {} requests over {:.2}s: {:.0} {items}/s; {} requests refused (retryable), {} failed",
+            self.items_sent,
             self.requests,
             self.elapsed.as_secs_f64(),
-            self.spans_per_second(),
+            self.items_per_second(),
             self.refused_requests,
             self.failed_requests
         )
@@ -83,7 +130,7 @@ pub enum LoadgenError {
     Options(String),
 }
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
+pub(crate) fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(v) }),
@@ -91,7 +138,7 @@ fn kv(key: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+pub(crate) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
@@ -284,7 +331,7 @@ struct HttpSender {
 }
 
 enum Sender {
-    Grpc(tonic::transport::Channel, bool),
+    Grpc(tonic::transport::Channel, bool, LoadSignal),
     Http(Box<HttpSender>),
 }
 
@@ -294,6 +341,18 @@ pub async fn grpc_export(
     body: Bytes,
     gzip: bool,
 ) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    grpc_export_signal(channel, body, gzip, LoadSignal::Traces).await
+}
+
+/// Sends one encoded export request of `signal` over OTLP/gRPC, as it is. The three signals'
+/// responses share their wire shape (a partial success of a count and a message), read here as
+/// the traces'.
+pub async fn grpc_export_signal(
+    channel: &tonic::transport::Channel,
+    body: Bytes,
+    gzip: bool,
+    signal: LoadSignal,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     if gzip {
         grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -301,9 +360,7 @@ pub async fn grpc_export(
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
+    let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
     grpc.unary(
         tonic::Request::new(body),
         path,
@@ -336,7 +393,7 @@ impl Sender {
                     .map_err(|e| invalid(&e))?
                     .tcp_nodelay(true)
                     .connect_lazy();
-                Sender::Grpc(channel, opts.gzip)
+                Sender::Grpc(channel, opts.gzip, opts.signal)
             }
             Protocol::Http => {
                 let base = if opts.endpoint.starts_with("http://") {
@@ -344,7 +401,7 @@ impl Sender {
                 } else {
                     format!("http://{}", opts.endpoint.trim_end_matches('/'))
                 };
-                let uri: http::Uri = format!("{base}/v1/traces")
+                let uri: http::Uri = format!("{base}{}", opts.signal.http_path())
                     .parse()
                     .map_err(|e: http::uri::InvalidUri| invalid(&e))?;
                 let client = hyper_util::client::legacy::Client::builder(
@@ -362,17 +419,19 @@ impl Sender {
 
     async fn send(&self, body: Bytes) -> Outcome {
         match self {
-            Sender::Grpc(channel, gzip) => match grpc_export(channel, body, *gzip).await {
-                Ok(_) => Outcome::Ok,
-                // Refused by a live server that asks for a retry (not a dead connection).
-                Err(s)
-                    if s.code() == tonic::Code::ResourceExhausted
-                        || crate::otlp::status::retry_delay(&s).is_some() =>
-                {
-                    Outcome::Refused
+            Sender::Grpc(channel, gzip, signal) => {
+                match grpc_export_signal(channel, body, *gzip, *signal).await {
+                    Ok(_) => Outcome::Ok,
+                    // Refused by a live server that asks for a retry (not a dead connection).
+                    Err(s)
+                        if s.code() == tonic::Code::ResourceExhausted
+                            || crate::otlp::status::retry_delay(&s).is_some() =>
+                    {
+                        Outcome::Refused
+                    }
+                    Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
                 }
-                Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
-            },
+            }
             Sender::Http(h) => {
                 let HttpSender { client, uri, gzip } = h.as_ref();
                 let body = if *gzip {
@@ -427,9 +486,10 @@ struct Counters {
 }
 
 impl Counters {
-    fn report(&self, elapsed: Duration) -> LoadgenReport {
+    fn report(&self, signal: LoadSignal, elapsed: Duration) -> LoadgenReport {
         LoadgenReport {
-            spans_sent: self.sent.load(Ordering::Relaxed),
+            signal,
+            items_sent: self.sent.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             refused_requests: self.refused.load(Ordering::Relaxed),
             failed_requests: self.failed.load(Ordering::Relaxed),
@@ -438,10 +498,17 @@ impl Counters {
     }
 }
 
-/// One worker's requests, encoded with their span counts: from the pregenerated pool in turn,
+/// What builds a worker's requests.
+enum Factory {
+    Spans(SpanFactory),
+    Logs(records::LogFactory),
+    Metrics(records::MetricFactory),
+}
+
+/// One worker's requests, encoded with their item counts: from the pregenerated pool in turn,
 /// or freshly built when there is no pool.
 struct Requests {
-    factory: SpanFactory,
+    factory: Factory,
     batch_size: usize,
     pool: Vec<(Bytes, u64)>,
     i: usize,
@@ -449,8 +516,15 @@ struct Requests {
 
 impl Requests {
     fn new(opts: &LoadgenOptions, worker: usize) -> Self {
+        let seed = opts.seed.wrapping_add(worker as u64);
         let mut requests = Requests {
-            factory: SpanFactory::new(opts.services, opts.seed.wrapping_add(worker as u64)),
+            factory: match opts.signal {
+                LoadSignal::Traces => Factory::Spans(SpanFactory::new(opts.services, seed)),
+                LoadSignal::Logs => Factory::Logs(records::LogFactory::new(opts.services, seed)),
+                LoadSignal::Metrics => {
+                    Factory::Metrics(records::MetricFactory::new(opts.services, seed))
+                }
+            },
             batch_size: opts.batch_size,
             pool: Vec::new(),
             i: 0,
@@ -460,8 +534,26 @@ impl Requests {
     }
 
     fn build(&mut self) -> (Bytes, u64) {
-        let r = self.factory.request(self.batch_size);
-        (Bytes::from(r.encode_to_vec()), count_spans(&r))
+        match &mut self.factory {
+            Factory::Spans(f) => {
+                let r = f.request(self.batch_size);
+                (Bytes::from(r.encode_to_vec()), count_spans(&r))
+            }
+            Factory::Logs(f) => {
+                let r = f.request(self.batch_size);
+                (
+                    Bytes::from(r.encode_to_vec()),
+                    records::count_log_records(&r),
+                )
+            }
+            Factory::Metrics(f) => {
+                let r = f.request(self.batch_size);
+                (
+                    Bytes::from(r.encode_to_vec()),
+                    records::count_metric_points(&r),
+                )
+            }
+        }
     }
 
     fn next(&mut self) -> (Bytes, u64) {
@@ -476,14 +568,14 @@ impl Requests {
 
 /// Keeps one worker to its share of the rate (no pacing when the rate is 0).
 struct Pacer {
-    spans_per_second: f64,
+    items_per_second: f64,
     next: Instant,
 }
 
 impl Pacer {
-    /// Waits until `spans` more spans may go; false when that would be after `end`.
-    async fn wait(&mut self, spans: u64, end: Instant) -> bool {
-        if self.spans_per_second > 0.0 {
+    /// Waits until `items` more items may go; false when that would be after `end`.
+    async fn wait(&mut self, items: u64, end: Instant) -> bool {
+        if self.items_per_second > 0.0 {
             if self.next >= end {
                 return false;
             }
@@ -491,7 +583,7 @@ impl Pacer {
             if self.next > now {
                 tokio::time::sleep(self.next - now).await;
             }
-            self.next += Duration::from_secs_f64(spans as f64 / self.spans_per_second);
+            self.next += Duration::from_secs_f64(items as f64 / self.items_per_second);
         }
         true
     }
@@ -516,7 +608,7 @@ async fn worker(
 ) {
     let mut requests = Requests::new(&opts, w);
     let mut pacer = Pacer {
-        spans_per_second: opts.rate as f64 / opts.concurrency as f64,
+        items_per_second: opts.rate as f64 / opts.concurrency as f64,
         next: Instant::now(),
     };
     let mut last_error: Option<String> = None;
@@ -565,7 +657,7 @@ pub async fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
     for w in workers {
         let _ = w.await;
     }
-    Ok(counters.report(start.elapsed()))
+    Ok(counters.report(opts.signal, start.elapsed()))
 }
 
 #[cfg(test)]
