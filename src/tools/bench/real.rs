@@ -401,10 +401,12 @@ struct Block {
     /// The first span's start and the last span's end, on the data's clock.
     first_ns: u64,
     last_ns: u64,
+    /// The minute files it was read from.
+    files: u64,
 }
 
 impl Block {
-    fn from_rows(rows: Vec<Row>, logs: Vec<LogRow>) -> Option<Block> {
+    fn from_rows(rows: Vec<Row>, logs: Vec<LogRow>, files: u64) -> Option<Block> {
         let first_ns = rows.iter().map(|r| r.start).min()?;
         let last_ns = rows.iter().map(|r| r.end.max(r.start)).max()?;
         Some(Block {
@@ -412,16 +414,17 @@ impl Block {
             logs,
             first_ns,
             last_ns,
+            files,
         })
     }
 
-    /// Whole minutes the block takes on the replay's clock (so windows stay aligned).
+    /// Whole minutes the block takes on the replay's clock (so windows stay aligned): one per
+    /// minute file. The spans of a file straddle its minute's edges by a few seconds, so a
+    /// block of three files can run a second or two past three minutes; a fourth minute for
+    /// those seconds would be near silence, which reads as every service's traffic stopping.
+    /// The spans ending past the block's minutes are left out (`Replay::spans_outside`).
     fn minutes(&self) -> u64 {
-        // Whole seconds: the last spans' ends may reach a fraction of a second past the block's
-        // minutes (into the next window) rather than add a minute of silence.
-        (self.last_ns.saturating_sub(self.first_ns) / 1_000_000_000)
-            .div_ceil(60)
-            .max(1)
+        self.files.max(1)
     }
 }
 
@@ -446,18 +449,21 @@ fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
     let mut blocks = Vec::new();
     let (mut rows, mut logs) = (Vec::new(), Vec::new());
     let mut prev: Option<u32> = None;
+    let mut files = 0;
     for (m, p) in minutes {
         if prev.is_some_and(|x| x + 1 != m) {
             blocks.extend(Block::from_rows(
                 std::mem::take(&mut rows),
                 std::mem::take(&mut logs),
+                std::mem::take(&mut files),
             ));
         }
         rows.extend(read_rows(&p)?);
         logs.extend(log_rows_beside(&p)?);
+        files += 1;
         prev = Some(m);
     }
-    blocks.extend(Block::from_rows(rows, logs));
+    blocks.extend(Block::from_rows(rows, logs, files));
     Ok(blocks)
 }
 
@@ -473,6 +479,8 @@ pub struct Plan {
     pub end_ns: u64,
     /// Log lines replayed, and left out (outside their block's minutes).
     pub log_lines: (usize, usize),
+    /// Spans left out (ending past their block's minutes).
+    pub spans_outside: usize,
     /// Metric data points replayed.
     pub metric_points: usize,
 }
@@ -513,6 +521,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
         metric_points: 0,
         logs_written: 0,
         logs_outside: 0,
+        spans_outside: 0,
         path: &files.traces,
         // Whole minutes, ending ten minutes ago (inside the window processor's clock-skew
         // limit).
@@ -533,6 +542,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
         quiet_ns: 0,
         end_ns: 0,
         log_lines: (0, 0),
+        spans_outside: 0,
         metric_points: 0,
     };
     for (i, (f, b)) in placed.iter().enumerate() {
@@ -564,6 +574,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
     replay.logs.flush()?;
     replay.metrics.flush()?;
     plan.log_lines = (replay.logs_written, replay.logs_outside);
+    plan.spans_outside = replay.spans_outside;
     plan.metric_points = replay.metric_points;
     plan.end_ns = replay.cursor_s * 1_000_000_000;
     Ok(plan)
@@ -594,7 +605,7 @@ fn normal_block(construct: &Path) -> Result<Block, RealError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
         .ok_or_else(|| data_err(construct, "no fault-free trace file"))?;
-    Block::from_rows(read_rows(&normal_file)?, log_rows_beside(&normal_file)?)
+    Block::from_rows(read_rows(&normal_file)?, log_rows_beside(&normal_file)?, 1)
         .ok_or_else(|| data_err(&normal_file, "no spans"))
 }
 
@@ -607,6 +618,8 @@ struct ReplayWriter<'a> {
     metric_points: usize,
     logs_written: usize,
     logs_outside: usize,
+    /// Spans ending past their block's whole minutes, left out.
+    spans_outside: usize,
     path: &'a Path,
     cursor_s: u64,
 }
@@ -630,6 +643,10 @@ impl ReplayWriter<'_> {
         let shift =
             at_s as i64 * 1_000_000_000 - (b.first_ns / 1_000_000_000 * 1_000_000_000) as i64;
         let mut spans = to_spans(&b.rows, shift, copy);
+        let end_ns = (at_s + b.minutes() * 60) * 1_000_000_000;
+        let all = spans.len();
+        spans.retain(|(_, s)| s.end_time_unix_nano < end_ns);
+        self.spans_outside += all - spans.len();
         spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
         for chunk in spans.chunks(2000) {
             write_request(&mut self.w, chunk).map_err(|e| data_err(self.path, e.to_string()))?;
@@ -1102,6 +1119,7 @@ async fn day_metrics(
         quiet_ns: (end - warm_end).saturating_sub(in_faults),
         end_ns: end,
         log_lines: (0, 0),
+        spans_outside: 0,
         metric_points: 0,
     };
     let ws: Vec<&WindowRecord> = output.windows.iter().collect();
@@ -1277,11 +1295,12 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
     let quiet = rows.first().map_or(0.0, |r| r.1.quiet_hours);
     let mut t = String::new();
     t.push_str(&format!(
-        "Nezha Train-Ticket replay: {} faults ({}), {services} services, {quiet:.2} h outside faults after a {}-minute warm-up, {} s windows; {} log lines replayed ({} outside their block's minutes left out), {} metric points\n\n",
+        "Nezha Train-Ticket replay: {} faults ({}), {services} services, {quiet:.2} h outside faults after a {}-minute warm-up, {} s windows; {} spans ending past their block's minutes left out; {} log lines replayed ({} outside their block's minutes left out), {} metric points\n\n",
         faults.len(),
         kinds(faults),
         opts.warmup_min,
         opts.interval_s,
+        plan.spans_outside,
         plan.log_lines.0,
         plan.log_lines.1,
         plan.metric_points,
@@ -1420,7 +1439,9 @@ mod tests {
         assert_eq!(blocks[0].rows.len(), 2);
         assert_eq!(blocks[0].first_ns, (726 * 60 + 53) * 1_000_000_000);
         assert_eq!(blocks[1].rows.len(), 1);
-        assert_eq!(blocks[0].minutes(), 1);
+        // A minute per file, though the two spans are 60 s and a millisecond apart.
+        assert_eq!(blocks[0].minutes(), 2);
+        assert_eq!(blocks[1].minutes(), 1);
     }
 
     #[test]
