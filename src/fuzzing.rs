@@ -314,6 +314,7 @@ fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
                         anomaly: None,
                         partial: false,
                         templates: Vec::new(),
+                        traces: 0,
                     };
                     p.score(&mut r);
                 }
@@ -367,6 +368,7 @@ pub fn stored_files(data: &[u8]) {
                 anomaly: None,
                 partial: false,
                 templates: Vec::new(),
+                traces: 0,
             };
             p.score(&mut r);
         }

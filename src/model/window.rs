@@ -303,7 +303,15 @@ pub struct WindowRecord {
     /// A log window's most frequent templates (at most `MAX_TEMPLATES_KEPT`, new and error
     /// ones first); empty for spans.
     pub templates: Vec<TemplateCount>,
+    /// A log window's distinct traces (a record without a trace context counts as one of its
+    /// own; counted up to `MAX_TRACES_COUNTED`): how many independent events its lines came
+    /// from. 0 for spans and metrics.
+    pub traces: u64,
 }
+
+/// The distinct traces a log window counts exactly; past it, it says at least this many
+/// (enough to judge the count's noise: a window of more events is no burstier for it).
+pub const MAX_TRACES_COUNTED: u64 = 4096;
 
 /// Templates kept with a log window.
 pub const MAX_TEMPLATES_KEPT: usize = 5;
@@ -347,15 +355,22 @@ impl WindowRecord {
         if self.series.signal != Signal::Spans {
             doc["window"]["signal"] = json!(self.series.signal.as_str());
         }
+        if self.series.signal == Signal::Logs {
+            doc["logs"] = json!({ "traces": self.traces });
+        }
         if !self.templates.is_empty() {
-            doc["logs"] = json!({
-                "templates": self.templates.iter().map(|t| json!({
-                    "template": &*t.template,
-                    "count": t.count,
-                    "level": t.level.as_str(),
-                    "new": t.new,
-                })).collect::<Vec<_>>(),
-            });
+            doc["logs"]["templates"] = self
+                .templates
+                .iter()
+                .map(|t| {
+                    json!({
+                        "template": &*t.template,
+                        "count": t.count,
+                        "level": t.level.as_str(),
+                        "new": t.new,
+                    })
+                })
+                .collect();
         }
         if let Some(t) = &self.series.target {
             doc["service"]["target"] = json!({ "name": &**t });
@@ -500,6 +515,7 @@ impl WindowRecord {
             anomaly: None,
             partial: doc["window"]["partial"].as_bool().unwrap_or(false),
             templates,
+            traces: doc["logs"]["traces"].as_u64().unwrap_or(0),
         })
     }
 }
@@ -547,6 +563,7 @@ mod tests {
             }),
             partial: false,
             templates: Vec::new(),
+            traces: 0,
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");

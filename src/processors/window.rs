@@ -46,7 +46,7 @@ use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{
     feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount, WindowRecord,
-    MAX_TEMPLATES_KEPT, N_FEATURES,
+    MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -61,7 +61,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use templates::{DrainSettings, Matched, TemplateId, TemplateMiner};
@@ -234,7 +234,8 @@ impl Accum {
     }
 }
 
-/// One log window of one service: counts by level and per template.
+/// One log window of one service: counts by level and per template, and the traces its
+/// records came from.
 #[derive(Default)]
 struct LogAccum {
     count: u64,
@@ -242,9 +243,31 @@ struct LogAccum {
     warnings: u64,
     /// Records, highest level and whether it is new, by template.
     templates: HashMap<TemplateId, (u64, LogLevel, bool)>,
+    /// The distinct trace ids seen (as `trace_key`s), up to `MAX_TRACES_COUNTED`.
+    trace_ids: HashSet<u64>,
+    /// Records without a trace context.
+    untraced: u64,
 }
 
 impl LogAccum {
+    /// Notes the trace a record belongs to (`None`: no trace context).
+    fn trace(&mut self, id: Option<u64>) {
+        match id {
+            Some(id) => {
+                if (self.trace_ids.len() as u64) < MAX_TRACES_COUNTED {
+                    self.trace_ids.insert(id);
+                }
+            }
+            None => self.untraced += 1,
+        }
+    }
+
+    /// The independent events the window's records came from: distinct traces, and each
+    /// record without a trace context.
+    fn traces(&self) -> u64 {
+        self.trace_ids.len() as u64 + self.untraced
+    }
+
     fn add(&mut self, level: LogLevel, template: TemplateId, new: bool) {
         self.count += 1;
         self.errors += (level == LogLevel::Error) as u64;
@@ -305,6 +328,20 @@ impl LogAccum {
             .collect();
         (f, templates)
     }
+}
+
+/// A log record's trace id as a key (its two halves folded: a 64-bit id is the low half of
+/// a 16-byte one, the high half zero); none when it has no trace context (empty or all zero,
+/// as OTLP says).
+fn trace_key(id: &[u8]) -> Option<u64> {
+    if id.iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some(id.chunks(8).fold(0u64, |h, c| {
+        let mut word = [0u8; 8];
+        word[..c.len()].copy_from_slice(c);
+        h.rotate_left(29) ^ u64::from_le_bytes(word)
+    }))
 }
 
 /// A service's first log windows establish its vocabulary: templates first seen in them do
@@ -370,6 +407,8 @@ enum Observed {
     Log {
         level: LogLevel,
         template: Matched,
+        /// The record's trace id (`trace_key`); none without a trace context.
+        trace: Option<u64>,
     },
     Metric(metrics::Point),
 }
@@ -794,6 +833,7 @@ impl WindowProcessor {
                     what: Observed::Log {
                         level: logs::level(rec),
                         template,
+                        trace: trace_key(&rec.trace_id),
                     },
                 });
             }
@@ -1078,9 +1118,17 @@ impl WindowProcessor {
                     client_error,
                 },
             ) => acc.add(*ms, *error, *client_error),
-            (Open::Logs(acc), Observed::Log { level, template }) => {
+            (
+                Open::Logs(acc),
+                Observed::Log {
+                    level,
+                    template,
+                    trace,
+                },
+            ) => {
                 let new = template.new && series.emitted >= VOCABULARY_WINDOWS;
                 acc.add(*level, template.id, new);
+                acc.trace(*trace);
             }
             (Open::Metrics(acc), Observed::Metric(p)) => acc.add(p),
             // A series' key says its signal: the two never meet.
@@ -1101,23 +1149,23 @@ impl WindowProcessor {
         self.series.retain(|_, s| {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
-                let (features, count, templates) = match s.open.remove(&start) {
+                let (features, count, templates, traces) = match s.open.remove(&start) {
                     Some(Open::Spans(acc)) => {
                         let f = acc.features(s.previous_count);
                         let c = acc.count;
                         spare.push(acc.hist);
-                        (f, c, Vec::new())
+                        (f, c, Vec::new(), 0)
                     }
                     Some(Open::Logs(acc)) => {
                         let (f, t) = acc.features(s.previous_count, miner);
-                        (f, acc.count, t)
+                        (f, acc.count, t, acc.traces())
                     }
                     Some(Open::Metrics(mut acc)) => {
                         let f = acc.features(interval as f64 / 1e9, s.previous_value);
                         if acc.has_value() {
                             s.previous_value = Some(f[metric_feature::VALUE]);
                         }
-                        (f, acc.points, Vec::new())
+                        (f, acc.points, Vec::new(), 0)
                     }
                     None => {
                         // Idle past the TTL: stop producing empty windows for it.
@@ -1137,7 +1185,7 @@ impl WindowProcessor {
                             // No points: no value, nothing changed.
                             Signal::Metrics => f[metric_feature::VALUE_CHANGE] = 1.0,
                         }
-                        (f, 0, Vec::new())
+                        (f, 0, Vec::new(), 0)
                     }
                 };
                 out.push(WindowRecord {
@@ -1148,6 +1196,7 @@ impl WindowProcessor {
                     anomaly: None,
                     partial: partial.iter().any(|(f, t)| (*f..*t).contains(&start)),
                     templates,
+                    traces,
                 });
                 s.emitted += 1;
                 s.previous_count = Some(count);

@@ -296,6 +296,7 @@ mod tests {
             }),
             partial: false,
             templates: Vec::new(),
+            traces: 0,
         }
     }
 

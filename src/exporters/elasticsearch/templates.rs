@@ -45,7 +45,8 @@ pub fn mappings() -> Value {
                     "count": { "type": "long" },
                     "level": { "type": "keyword" },
                     "new": { "type": "boolean" }
-                }}
+                }},
+                "traces": { "type": "long" }
             }},
             "features": { "properties": features },
             "anomaly": { "properties": {

@@ -308,6 +308,10 @@ pub struct SeriesModel {
     recent: VecDeque<[f64; N_FEATURES]>,
     /// Start of the last window scored (0: loaded, not scored since).
     last_ns: u64,
+    /// A log series' lines and the traces they came from over its recent normal windows
+    /// (sums decayed by 1 − 1/`TYPICAL_WINDOWS` a window): how many lines one event writes.
+    log_lines: f64,
+    log_traces: f64,
 }
 
 impl SeriesModel {
@@ -320,7 +324,31 @@ impl SeriesModel {
             consecutive: 0,
             recent: VecDeque::new(),
             last_ns: 0,
+            log_lines: 0.0,
+            log_traces: 0.0,
         }
+    }
+
+    /// Lines a log series writes per independent event (trace) in its normal windows, at
+    /// least 1: the factor by which its line count is noisier than a Poisson count of lines.
+    /// A service that logs 40 lines per request has a count as noisy as its requests.
+    pub fn lines_per_trace(&self) -> f64 {
+        if self.log_traces >= 1.0 {
+            (self.log_lines / self.log_traces).max(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    /// Adds a normal log window's lines and traces to the decayed sums; a window whose traces
+    /// are unknown (0 with lines, e.g. one read back from a document) adds nothing.
+    fn learn_traces(&mut self, lines: f64, traces: u64) {
+        if traces == 0 && lines > 0.0 {
+            return;
+        }
+        let keep = 1.0 - 1.0 / TYPICAL_WINDOWS as f64;
+        self.log_lines = self.log_lines * keep + lines;
+        self.log_traces = self.log_traces * keep + traces as f64;
     }
 
     /// Windows learned so far.
@@ -533,6 +561,7 @@ impl SeriesModel {
         use log_feature::*;
         let (centre, _) = self.typical();
         let n = f[LOG_COUNT];
+        let per_trace = self.lines_per_trace();
         let windows = self.normal.len() as f64;
         let usual_count = |i: usize| {
             let seen: f64 = self.normal.iter().map(|w| w[i]).sum();
@@ -544,16 +573,40 @@ impl SeriesModel {
                 continue;
             }
             let z = match i {
+                // Lines come in bursts (a request writes several): the count is judged as the
+                // number of events behind it, lines / `lines_per_trace`, like the request
+                // count — 52 lines from 2 requests missing in a window is no news.
                 LOG_COUNT => {
-                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].ln_1p()).collect();
+                    let events = |lines: f64| (lines / per_trace).ln_1p();
+                    let logs: Vec<f64> = self.normal.iter().map(|w| events(w[i])).collect();
                     let (lc, ls) = median_and_spread(logs);
-                    let poisson = 1.0 / (centre[i] + 1.0).sqrt();
-                    (f[i].ln_1p() - lc) / (ls + poisson + 0.05)
+                    let poisson = 1.0 / (centre[i] / per_trace + 1.0).sqrt();
+                    (events(f[i]) - lc) / (ls + poisson + 0.05)
                 }
                 LOG_COUNT_CHANGE => {
                     let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
                     let (lc, ls) = median_and_spread(logs);
-                    (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1)
+                    let z_log = (f[i].max(1e-3).ln() - lc)
+                        / (ls + 1.5 / (n / per_trace + 1.0).sqrt() + 0.1);
+                    // And the change must be significant for the events behind the two counts:
+                    // with a + b events in the two windows and no change, the current window's
+                    // share is binomial(a + b, ½) (the exact test of two Poisson counts).
+                    let previous = if f[i] > 0.0 {
+                        n / f[i]
+                    } else {
+                        centre[LOG_COUNT]
+                    };
+                    let (a, b) = ((n / per_trace).round(), (previous / per_trace).round());
+                    let z_events = if a >= b {
+                        binomial_z(a + b, a, 0.5)
+                    } else {
+                        -binomial_z(a + b, b, 0.5)
+                    };
+                    if z_events.signum() == z_log.signum() {
+                        z_log.signum() * z_log.abs().min(z_events.abs())
+                    } else {
+                        0.0
+                    }
                 }
                 ERROR_RATE | WARNING_RATE => {
                     let (hits, total) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
@@ -1213,6 +1266,9 @@ impl IForestProcessor {
         };
         // A partial window is not what normal looks like: it is never learned.
         if !(rec.partial && matches!(verdict, Verdict::Normal { .. })) {
+            if rec.series.signal == Signal::Logs && matches!(verdict, Verdict::Normal { .. }) {
+                model.learn_traces(rec.features[log_feature::LOG_COUNT], rec.traces);
+            }
             model.follow(cfg, &rec.features, &x, score, verdict);
         }
         if !is_anomaly {

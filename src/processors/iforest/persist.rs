@@ -53,6 +53,16 @@ pub struct SavedSeries {
     /// Recent normal windows' raw features, oldest first.
     pub normal: Vec<[f64; N_FEATURES]>,
     pub scores: Vec<f64>,
+    /// A log series' decayed sums of lines and traces in normal windows (absent in files
+    /// written before they were kept: lines then count as independent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_traces: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -79,6 +89,8 @@ impl SeriesModel {
             points: self.forest.window().map(|p| p.to_vec()).collect(),
             normal: self.normal.iter().copied().collect(),
             scores: self.scores.iter().copied().collect(),
+            log_lines: self.log_lines,
+            log_traces: self.log_traces,
         }
     }
 
@@ -89,6 +101,10 @@ impl SeriesModel {
         m.scores = s.scores.iter().copied().collect();
         m.learned = s.learned;
         m.consecutive = s.consecutive;
+        if s.log_lines.is_finite() && s.log_traces.is_finite() {
+            m.log_lines = s.log_lines.max(0.0);
+            m.log_traces = s.log_traces.max(0.0);
+        }
         m
     }
 }

@@ -57,6 +57,7 @@ impl Stream {
             anomaly: None,
             partial: false,
             templates: Vec::new(),
+            traces: 0,
         }
     }
 }
@@ -78,6 +79,7 @@ fn record_at(key: &Arc<SeriesKey>, k: u64, features: [f64; N_FEATURES]) -> Windo
         anomaly: None,
         partial: false,
         templates: Vec::new(),
+        traces: 0,
     }
 }
 
@@ -146,6 +148,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         anomaly: Some(a),
         partial: false,
         templates: Vec::new(),
+        traces: 0,
     }
 }
 
@@ -656,6 +659,41 @@ fn log_windows_are_quiet_until_a_new_error_template_bursts_and_it_is_quoted() {
     assert_eq!(back.series, r.series);
     assert_eq!(back.features, r.features.map(|v| (v * 1e4).round() / 1e4));
     assert_eq!(back.templates, r.templates);
+}
+
+#[test]
+fn a_log_count_is_as_noisy_as_the_traces_behind_it() {
+    use crate::model::window::log_feature::*;
+    // Two services each writing about 52 lines a window: one a line for each of 52 requests,
+    // the other 26 lines for each of 2 requests. Then a window with no line at all.
+    let silent_after = |lines_per_trace: f64| {
+        let mut p = processor();
+        let key = Arc::new(SeriesKey::logs("svc"));
+        let mut rng = Rng::new(5);
+        for k in 0..60 {
+            let n = (52.0 + 2.0 * gauss(&mut rng)).round();
+            let mut f = [0.0; N_FEATURES];
+            f[LOG_COUNT] = n;
+            f[TEMPLATES] = 4.0;
+            f[LOG_COUNT_CHANGE] = 1.0;
+            let mut r = record_at(&key, k, f);
+            r.traces = (n / lines_per_trace).round().max(1.0) as u64;
+            p.score(&mut r);
+        }
+        let mut f = [0.0; N_FEATURES];
+        f[LOG_COUNT_CHANGE] = 0.0;
+        let mut r = record_at(&key, 60, f);
+        p.score(&mut r);
+        r.anomaly.unwrap()
+    };
+    let busy = silent_after(1.0);
+    assert!(busy.is_anomaly, "52 requests falling silent: {busy:?}");
+    assert!(busy.message.contains("log_count 0"), "{}", busy.message);
+    let bursty = silent_after(26.0);
+    assert!(
+        !bursty.is_anomaly,
+        "2 requests missing from one window: {bursty:?}"
+    );
 }
 
 #[test]

@@ -52,6 +52,7 @@ fn record(
         anomaly: Some(anomaly),
         partial: false,
         templates: Vec::new(),
+        traces: 0,
     }
 }
 

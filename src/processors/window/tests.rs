@@ -532,6 +532,41 @@ fn log_batch(service: &str, records: &[(u64, i32, &str, &str)]) -> Batch {
 }
 
 #[test]
+fn log_windows_count_the_traces_their_lines_came_from() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // Three requests writing four lines each, a 64-bit trace id among them (the high half
+    // zero), and two lines without a trace context.
+    let mut batch = log_batch(
+        "food",
+        &(0..14)
+            .map(|i| (T0 + i * S / 2, 9, "INFO", "step done"))
+            .collect::<Vec<_>>(),
+    );
+    if let Payload::Logs(req) = &mut batch.payload {
+        let req = Arc::get_mut(req).unwrap();
+        let records = &mut req.resource_logs[0].scope_logs[0].log_records;
+        for (i, r) in records.iter_mut().enumerate().take(12) {
+            r.trace_id = match i / 4 {
+                0 => vec![1; 16],
+                1 => [vec![0; 8], vec![7; 8]].concat(),
+                _ => vec![3; 16],
+            };
+        }
+        records[12].trace_id = vec![0; 16];
+    }
+    p.process(batch, &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(f(&rs[0], "log_count"), 14.0);
+    assert_eq!(rs[0].traces, 5, "3 traces and 2 records without one");
+    let doc = rs[0].to_document();
+    assert_eq!(doc["logs"]["traces"], 5);
+    assert_eq!(WindowRecord::from_document(&doc).unwrap().traces, 5);
+}
+
+#[test]
 fn log_windows_count_levels_and_templates_and_name_new_error_templates() {
     let (mut p, _) = processor(WindowConfig::default());
     let mut out = Vec::new();

@@ -269,6 +269,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
             anomaly: None,
             partial: false,
             templates: Vec::new(),
+            traces: 0,
         }
     };
     // Fill every model's window first, then time steady-state scoring.
