@@ -14,6 +14,7 @@
 
 pub mod basicauth;
 pub mod bearertokenauth;
+pub mod console;
 pub mod file_storage;
 
 use crate::config::error::ConfigError;
