@@ -272,16 +272,27 @@ impl GraphCheck<'_, '_> {
     }
 }
 
-/// No two listeners (receivers' endpoints, the metrics server) on one port of one address.
+/// No two listeners (receivers' endpoints, the metrics server, enabled consoles) on one port
+/// of one address.
 pub(super) fn check_ports(
     service: &ServiceSection,
     receivers: &[(ComponentId, ReceiverConfig)],
+    extensions: &[(ComponentId, ExtensionConfig)],
     errors: &mut Vec<ConfigError>,
 ) {
     let mut listens: Vec<Listen> = receivers
         .iter()
         .flat_map(|(id, r)| r.listens(&format!("receivers.{id}")))
         .collect();
+    for (id, e) in extensions {
+        let enabled = service.extensions.iter().any(|n| *n == id.to_string());
+        if let (true, Some(endpoint)) = (enabled, e.listens()) {
+            listens.push(Listen {
+                path: format!("extensions.{id}.endpoint"),
+                endpoint,
+            });
+        }
+    }
     if !service.telemetry.metrics.address.is_empty() {
         listens.push(Listen {
             path: "service.telemetry.metrics.address".into(),

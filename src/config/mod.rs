@@ -204,7 +204,7 @@ pub fn parse(
     };
     let pipelines = graph::check_graph(&service, &components, &mut errors);
     graph::check_saved_models(&pipelines, &processors, &mut errors);
-    graph::check_ports(&service, &receivers, &mut errors);
+    graph::check_ports(&service, &receivers, &extensions, &mut errors);
     let service_extensions = graph::check_extensions(
         &service,
         &extensions,

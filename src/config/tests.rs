@@ -141,6 +141,44 @@ fn an_invalid_endpoint_in_a_valid_shape_is_named() {
 }
 
 #[test]
+fn console_settings_and_its_port_are_checked() {
+    let yaml = r#"
+extensions:
+  console:
+    endpoint: 127.0.0.1:4317
+  console/bad:
+    endpoint: "nowhere"
+    retention: 0s
+    max_memory_mib: 0
+receivers:
+  otlp:
+exporters:
+  nop:
+service:
+  extensions: [console]
+  pipelines:
+    traces: { receivers: [otlp], exporters: [nop] }
+"#;
+    let errs = errors_of(yaml);
+    for e in [
+        "extensions.console/bad.retention: must be longer than 0s",
+        "extensions.console/bad.max_memory_mib: must be at least 1",
+        "extensions.console.endpoint: port 4317 is already used by receivers.otlp.protocols.grpc.endpoint",
+    ] {
+        assert!(
+            errs.iter().any(|got| got == e),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("extensions.console/bad.endpoint: ")),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn unused_components_and_port_clashes_are_errors() {
     let yaml = r#"
 receivers:
@@ -266,7 +304,7 @@ service:
     let expect = [
         "extensions.basicauth.htpasswd.inline: inline line 1: expected user:password",
         "extensions.bearertokenauth/both: set exactly one of token, tokens or filename",
-        "extensions.oauth2client: unknown extension type \"oauth2client\" (known: bearertokenauth, basicauth, file_storage)",
+        "extensions.oauth2client: unknown extension type \"oauth2client\" (known: bearertokenauth, basicauth, file_storage, console)",
         "service.extensions[1]: \"bearertokenauth\" is listed twice",
         "service.extensions[2]: extension \"nothere\" is not defined under extensions",
         "receivers.otlp.protocols.http.auth.authenticator: authenticator \"bearertokenauth/idle\" is not enabled: list it in service.extensions",

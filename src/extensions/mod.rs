@@ -7,6 +7,7 @@
 //! | `bearertokenauth` | receivers take only requests with `Authorization: Bearer <token>` |
 //! | `basicauth` | receivers take only requests with HTTP Basic credentials from a list |
 //! | `file_storage` | exporters keep their sending queue on disk (`sending_queue.storage`) |
+//! | `console` | a live view of the services, anomalies and incidents, with a JSON API (`console/`) |
 //!
 //! A receiver protocol names its authenticator with `auth: { authenticator: <id> }`; a request
 //! without valid credentials is refused before its body is read (gRPC `UNAUTHENTICATED`,
@@ -29,6 +30,8 @@ pub enum Role {
     Authenticator,
     /// Named by an exporter's `sending_queue.storage`.
     Storage,
+    /// Fed by every detection pipeline; serves the console.
+    Console,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
         match self {
             Role::Authenticator => "authenticator",
             Role::Storage => "storage",
+            Role::Console => "console",
         }
     }
 }
@@ -57,6 +61,13 @@ pub trait ExtensionType: Sized {
         Err(ExtensionError::Invalid {
             id: id.to_string(),
             message: "not a storage".into(),
+        })
+    }
+    /// Makes the console's memory; for `Role::Console` (its server starts with the service).
+    fn console(&self, id: &str) -> Result<console::ConsoleHub, ExtensionError> {
+        Err(ExtensionError::Invalid {
+            id: id.to_string(),
+            message: "not a console".into(),
         })
     }
 }
@@ -109,6 +120,20 @@ macro_rules! extension_table {
                 }
             }
 
+            fn console(&self, id: &str) -> Result<console::ConsoleHub, ExtensionError> {
+                match self {
+                    $(Self::$variant(c) => c.console(id)),*
+                }
+            }
+
+            /// Where it listens, for the port checks (consoles only).
+            pub fn listens(&self) -> Option<String> {
+                match self {
+                    Self::Console(c) => Some(c.endpoint.clone()),
+                    _ => None,
+                }
+            }
+
             fn authenticator(&self, id: &str) -> Result<Authenticator, ExtensionError> {
                 let mut a = match self {
                     $(Self::$variant(c) => c.authenticator(id)?),*
@@ -124,6 +149,7 @@ extension_table! {
     BearerTokenAuth(bearertokenauth::BearerTokenAuthConfig),
     BasicAuth(basicauth::BasicAuthConfig),
     FileStorage(file_storage::FileStorageConfig),
+    Console(console::ConsoleConfig),
 }
 
 /// Why a request's credentials were refused.
@@ -266,6 +292,7 @@ fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
 pub struct Extensions {
     authenticators: HashMap<String, Arc<Authenticator>>,
     storages: HashMap<String, Arc<file_storage::FileStorage>>,
+    consoles: Vec<(String, Arc<console::ConsoleHub>)>,
 }
 
 impl Extensions {
@@ -286,6 +313,10 @@ impl Extensions {
                     let s = ext.storage(&name)?;
                     started.storages.insert(name, Arc::new(s));
                 }
+                Role::Console => {
+                    let c = ext.console(&name)?;
+                    started.consoles.push((name, Arc::new(c)));
+                }
             }
         }
         Ok(started)
@@ -297,6 +328,11 @@ impl Extensions {
 
     pub fn storage(&self, id: &str) -> Option<Arc<file_storage::FileStorage>> {
         self.storages.get(id).cloned()
+    }
+
+    /// The started consoles, by id.
+    pub fn consoles(&self) -> &[(String, Arc<console::ConsoleHub>)] {
+        &self.consoles
     }
 }
 

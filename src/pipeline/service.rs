@@ -9,6 +9,7 @@ use crate::config::listen::listen_addr;
 use crate::config::{ComponentId, Config, Pipeline};
 use crate::exporters::framework::{ExporterInput, PendingProbe};
 use crate::exporters::ExporterError;
+use crate::extensions::console::ConsoleHub;
 use crate::processors::{Chain, ProcessorConfig, ProcessorContext};
 use crate::receivers::{ReceiverContext, ReceiverError};
 use crate::telemetry::{self, names, HealthState, Telemetry, TelemetryServerError};
@@ -36,6 +37,8 @@ pub enum ServiceError {
     Telemetry(#[from] TelemetryServerError),
     #[error(transparent)]
     Extension(#[from] crate::extensions::ExtensionError),
+    #[error(transparent)]
+    Console(#[from] crate::extensions::console::server::ConsoleServerError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -63,6 +66,7 @@ async fn run_pipeline(
     mut rx: mpsc::Receiver<Batch>,
     mut chain: Chain,
     exporters: Vec<ExporterInput>,
+    consoles: Vec<Arc<ConsoleHub>>,
 ) {
     let mut out = Vec::new();
     let mut ticker = chain.tick_interval().map(|d| {
@@ -83,11 +87,22 @@ async fn run_pipeline(
             Some(None) => chain.on_tick(&mut out),
             None => break,
         }
+        show(&consoles, &out);
         dispatch(&id, &exporters, &mut out).await;
     }
     chain.on_shutdown(&mut out);
+    show(&consoles, &out);
     dispatch(&id, &exporters, &mut out).await;
     tracing::debug!(pipeline = %id, "pipeline drained");
+}
+
+/// Hands a detection pipeline's windows and incident changes to the consoles.
+fn show(consoles: &[Arc<ConsoleHub>], out: &[Batch]) {
+    for c in consoles {
+        for b in out {
+            c.observe(b);
+        }
+    }
 }
 
 /// Hands each batch to every exporter in turn, waiting for room: a slow exporter slows the
@@ -132,7 +147,8 @@ pub async fn run(
         tasks: exporter_tasks,
         probes,
     } = start_exporters(&cfg, &telemetry, &extensions, &stop)?;
-    let (pipeline_tasks, pipeline_inputs) = start_pipelines(&cfg, &telemetry, &inputs, &memory);
+    let (pipeline_tasks, pipeline_inputs) =
+        start_pipelines(&cfg, &telemetry, &inputs, &memory, &extensions);
     // From here on only pipelines hold exporter inputs: exporters end when pipelines do.
     drop(inputs);
     let shared = Shared { extensions, memory };
@@ -142,6 +158,12 @@ pub async fn run(
     let telemetry_task = start_telemetry(&cfg, &telemetry, &health, &telemetry_stop)
         .await
         .inspect_err(|_| stop.cancel())?;
+    let console_tasks = start_consoles(&shared.extensions, &telemetry_stop)
+        .await
+        .inspect_err(|_| {
+            stop.cancel();
+            telemetry_stop.cancel();
+        })?;
     health.set_ready(true);
     tracing::info!(
         pipelines = cfg.pipelines.len(),
@@ -164,6 +186,9 @@ pub async fn run(
     let lost_items = drain(stages, deadline, &probes).await;
     telemetry_stop.cancel();
     if let Some(t) = telemetry_task {
+        let _ = t.await;
+    }
+    for t in console_tasks {
         let _ = t.await;
     }
     let drained = lost_items.is_none();
@@ -211,6 +236,7 @@ fn start_pipelines<'c>(
     telemetry: &Telemetry,
     exporter_inputs: &[(ComponentId, ExporterInput)],
     memory: &Arc<MemoryPool>,
+    extensions: &crate::extensions::Extensions,
 ) -> (Vec<JoinHandle<()>>, Vec<(&'c Pipeline, PipelineInput)>) {
     let mut tasks = Vec::new();
     let mut inputs = Vec::new();
@@ -252,7 +278,21 @@ fn start_pipelines<'c>(
             .collect();
         let id: Arc<str> = p.id.as_str().into();
         let chain = Chain::new(stages);
-        tasks.push(tokio::spawn(run_pipeline(id.clone(), rx, chain, exporters)));
+        let consoles = match detection {
+            Some(_) => extensions
+                .consoles()
+                .iter()
+                .map(|(_, c)| c.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        tasks.push(tokio::spawn(run_pipeline(
+            id.clone(),
+            rx,
+            chain,
+            exporters,
+            consoles,
+        )));
         let limit = memory_limit(cfg, p, memory, telemetry);
         let input = PipelineInput {
             pipeline: id,
@@ -393,6 +433,22 @@ async fn start_telemetry(
         telemetry::serve(addr, telemetry.clone(), health.clone(), stop.clone()).await?;
     tracing::info!(address = %local, "self-telemetry on /metrics and /healthz");
     Ok(Some(task))
+}
+
+/// The consoles' servers: bound now, so a taken port fails startup.
+async fn start_consoles(
+    extensions: &crate::extensions::Extensions,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, ServiceError> {
+    let mut tasks = Vec::new();
+    for (id, hub) in extensions.consoles() {
+        let addr = listen_addr(&hub.endpoint).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (local, task) =
+            crate::extensions::console::server::serve(addr, hub.clone(), stop.clone()).await?;
+        tracing::info!(extension = %id, url = %format!("http://{local}/"), "console");
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 /// Step 5: runs until told to stop, or until every finite source has ended (their tasks are then

@@ -9,6 +9,7 @@ mod cli;
 mod collector;
 mod compose;
 mod conformance;
+mod console;
 mod demo;
 mod detection;
 mod elasticsearch;

@@ -388,6 +388,11 @@ impl History {
         }
     }
 
+    /// The start of the newest window seen (0 before any).
+    pub fn newest_ns(&self) -> u64 {
+        self.newest_ns
+    }
+
     /// Windows held, and their estimated bytes.
     pub fn size(&self) -> (usize, usize) {
         (

@@ -1,5 +1,112 @@
-//! The console: a live view of the services, their anomalies and incidents in the browser,
-//! served by otelwatch itself. `history.rs` is its memory of the last hours (bounded by age and
-//! size) and the questions asked of it; the HTTP server and the page are built on it.
+//! Extension `console`: a live view of the services, their anomalies and incidents, served by
+//! otelwatch itself. Every detection pipeline (one that turns its signal into window records)
+//! hands its scored windows and incident changes to each enabled console, which keeps the last
+//! hours of them in memory (`history.rs`, bounded by age and size) and answers a JSON API
+//! (`server.rs`).
+//!
+//! ```yaml
+//! extensions:
+//!   console:
+//!     endpoint: localhost:8080    # where the console listens
+//!     retention: 6h               # how long windows and resolved incidents are kept
+//!     max_memory_mib: 64          # the most memory the kept windows may take (oldest go first)
+//! service:
+//!   extensions: [console]
+//! ```
 
 pub mod history;
+pub mod server;
+
+use super::{ExtensionError, ExtensionType, Role};
+use crate::config::decode::{decode_section, validated};
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::pipeline::{Batch, Payload};
+use history::{History, HistoryConfig};
+use serde::Deserialize;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub endpoint: String,
+    pub retention: ConfigDuration,
+    pub max_memory_mib: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "localhost:8080".into(),
+            retention: ConfigDuration(Duration::from_secs(6 * 3600)),
+            max_memory_mib: 64,
+        }
+    }
+}
+
+impl ExtensionType for ConsoleConfig {
+    const NAME: &'static str = "console";
+    const ROLE: Role = Role::Console;
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if let Err(e) = crate::config::listen::listen_addr(&cfg.endpoint) {
+            errors.push(ConfigError::new(format!("{path}.endpoint"), e.to_string()));
+        }
+        if cfg.retention.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.retention"),
+                "must be longer than 0s",
+            ));
+        }
+        if cfg.max_memory_mib == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_memory_mib"),
+                "must be at least 1",
+            ));
+        }
+        validated(cfg, errors)
+    }
+
+    fn console(&self, _id: &str) -> Result<ConsoleHub, ExtensionError> {
+        Ok(ConsoleHub::new(self))
+    }
+}
+
+/// A started console: its memory, fed by the detection pipelines, and where it listens.
+#[derive(Debug)]
+pub struct ConsoleHub {
+    pub endpoint: String,
+    history: Mutex<History>,
+}
+
+impl ConsoleHub {
+    pub fn new(cfg: &ConsoleConfig) -> Self {
+        Self {
+            endpoint: cfg.endpoint.clone(),
+            history: Mutex::new(History::new(HistoryConfig {
+                retention: cfg.retention.get(),
+                max_bytes: cfg.max_memory_mib << 20,
+                ..HistoryConfig::default()
+            })),
+        }
+    }
+
+    /// Keeps what a detection pipeline produced: scored windows and incident changes (other
+    /// batches are not the console's).
+    pub fn observe(&self, batch: &Batch) {
+        match &batch.payload {
+            Payload::Windows(w) => self.history().add_windows(w),
+            Payload::Incidents(i) => self.history().add_incidents(i),
+            _ => {}
+        }
+    }
+
+    /// The history, for a question or an update. A panic while it was held (none is expected)
+    /// leaves it as it was then: still a history.
+    pub fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,272 @@
+//! The console's JSON API, on the extension's endpoint:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /api/summary` | windows and bytes held, series, anomalies in the last hour, open incidents |
+//! | `GET /api/services` | the service map: each service's state, request and error rate in its latest window, and its calls |
+//! | `GET /api/incidents` | the incidents kept, open ones first, each as the incident contract's `incident` object |
+//! | `GET /api/incidents/{id}` | one incident, with `changed` (when it last changed) |
+//! | `GET /api/series?service=S[&target=T][&signal=spans\|logs\|metrics][&metric=M][&from=&to=]` | one series' windows (start, features, score, threshold, flags, contributions, incident) and each feature's typical band; `from`/`to` are RFC 3339 times, by default the whole history |
+//!
+//! Times are RFC 3339, rates per second. A request for a series or incident that is not held is
+//! answered 404 with a JSON error, a malformed query 400.
+
+use super::history::{Band, History, Point, ServiceView, Standing};
+use super::ConsoleHub;
+use crate::model::incident::{Action, IncidentEvent};
+use crate::model::time::{parse_rfc3339_ns, rfc3339};
+use crate::model::window::{SeriesKey, Signal};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleServerError {
+    #[error("console: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds now (so a taken port fails startup) and serves until `stop` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    hub: Arc<ConsoleHub>,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ConsoleServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ConsoleServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ConsoleServerError::Bind { addr, source })?;
+    let app = router(hub);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "console server stopped");
+        }
+    });
+    Ok((local, task))
+}
+
+pub fn router(hub: Arc<ConsoleHub>) -> Router {
+    Router::new()
+        .route("/api/summary", get(summary))
+        .route("/api/services", get(services))
+        .route("/api/incidents", get(incidents))
+        .route("/api/incidents/{id}", get(incident))
+        .route("/api/series", get(series))
+        .with_state(hub)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn summary(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
+    let h = hub.history();
+    let (windows, bytes) = h.size();
+    let newest = h.newest_ns();
+    Json(json!({
+        "series": h.keys().len(),
+        "windows_held": windows,
+        "bytes_held": bytes,
+        "newest_window": (newest > 0).then(|| rfc3339(newest)),
+        "anomalies_last_hour": h.anomalies_since(newest.saturating_sub(3_600_000_000_000)),
+        "open_incidents": h.incidents().iter().filter(|s| s.incident.status == crate::model::incident::Status::Open).count(),
+    }))
+}
+
+fn standing_json(s: &Standing) -> Value {
+    json!({
+        "state": s.state.as_str(),
+        "request_rate": round(s.request_rate),
+        "error_rate": round(s.error_rate),
+        "window": rfc3339(s.start_ns),
+    })
+}
+
+fn service_json(v: &ServiceView) -> Value {
+    let mut doc = json!({
+        "name": &*v.name,
+        "state": v.state().as_str(),
+        "calls": v.calls.iter().map(|(t, s)| {
+            let mut c = standing_json(s);
+            c["target"] = json!(&**t);
+            c
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(s) = &v.spans {
+        doc["spans"] = standing_json(s);
+    }
+    if let Some(o) = v.others {
+        doc["logs_and_metrics"] = json!(o.as_str());
+    }
+    doc
+}
+
+async fn services(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
+    let views = hub.history().services();
+    Json(json!({ "services": views.iter().map(service_json).collect::<Vec<_>>() }))
+}
+
+/// The incident contract's `incident` object for a kept incident.
+fn incident_json(s: &super::history::IncidentState) -> Value {
+    let doc = IncidentEvent {
+        action: Action::Updated,
+        at_ns: s.changed_ns,
+        notable: false,
+        incident: s.incident.clone(),
+    }
+    .to_document();
+    let mut i = doc["incident"].clone();
+    i["changed"] = json!(rfc3339(s.changed_ns));
+    i
+}
+
+async fn incidents(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
+    let h = hub.history();
+    Json(json!({ "incidents": h.incidents().into_iter().map(incident_json).collect::<Vec<_>>() }))
+}
+
+async fn incident(State(hub): State<Arc<ConsoleHub>>, Path(id): Path<String>) -> Response {
+    match hub.history().incident(&id) {
+        Some(s) => Json(json!({ "incident": incident_json(s) })).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no incident {id:?} is held")),
+    }
+}
+
+/// The series a query names.
+fn series_key(q: &HashMap<String, String>) -> Result<SeriesKey, String> {
+    let service = q
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .ok_or("service= is required")?;
+    let signal = match q.get("signal").map(String::as_str) {
+        None | Some("spans") => Signal::Spans,
+        Some(s) => Signal::parse(s).ok_or(format!("unknown signal {s:?}"))?,
+    };
+    Ok(match signal {
+        Signal::Spans => match q.get("target") {
+            Some(t) => SeriesKey::edge(service, t),
+            None => SeriesKey::service(service),
+        },
+        Signal::Logs => SeriesKey::logs(service),
+        Signal::Metrics => {
+            let metric = q.get("metric").ok_or("metric= is required for metrics")?;
+            SeriesKey::metric(service, metric)
+        }
+    })
+}
+
+fn time_param(q: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, String> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(t) => parse_rfc3339_ns(t).ok_or(format!("{name}={t:?} is not an RFC 3339 time")),
+    }
+}
+
+fn point_json(p: &Point, names: &[&str]) -> Value {
+    let features: Map<String, Value> = names
+        .iter()
+        .zip(p.features.iter())
+        .map(|(n, v)| (n.to_string(), json!(round(*v as f64))))
+        .collect();
+    let mut doc = json!({
+        "start": rfc3339(p.start_ns),
+        "features": features,
+        "score": round(p.score as f64),
+        "threshold": round(p.threshold as f64),
+        "is_anomaly": p.is_anomaly,
+        "warming_up": p.warming_up,
+    });
+    if p.partial {
+        doc["partial"] = json!(true);
+    }
+    if !p.contributions.is_empty() {
+        doc["contributions"] = p
+            .contributions
+            .iter()
+            .map(|(i, actual, typical)| {
+                json!({
+                    "feature": names.get(*i as usize).copied().unwrap_or(""),
+                    "actual": round(*actual as f64),
+                    "typical": round(*typical as f64),
+                })
+            })
+            .collect();
+    }
+    if let Some(i) = &p.incident {
+        doc["incident"] = json!(&**i);
+    }
+    doc
+}
+
+fn band_json(b: &[Band]) -> Value {
+    b.iter()
+        .map(|b| {
+            json!({
+                "start": rfc3339(b.start_ns),
+                "low": round(b.low),
+                "typical": round(b.typical),
+                "high": round(b.high),
+            })
+        })
+        .collect()
+}
+
+async fn series(
+    State(hub): State<Arc<ConsoleHub>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let key = match series_key(&q) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (from, to) = match (time_param(&q, "from", 0), time_param(&q, "to", u64::MAX)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let h = hub.history();
+    match series_doc(&h, &key, from, to) {
+        Some(doc) => Json(doc).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no series {key} is held")),
+    }
+}
+
+fn series_doc(h: &History, key: &SeriesKey, from: u64, to: u64) -> Option<Value> {
+    let s = h.series(key)?;
+    let names = key.signal.feature_names();
+    let bands: Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), band_json(&s.band(i, from, to))))
+        .collect();
+    Some(json!({
+        "series": key.to_string(),
+        "service": &*key.service,
+        "target": key.target.as_deref(),
+        "signal": key.signal.as_str(),
+        "interval_s": s.interval_ns as f64 / 1e9,
+        "windows": s.between(from, to).map(|p| point_json(p, names)).collect::<Vec<_>>(),
+        "bands": bands,
+    }))
+}
+
+fn round(v: f64) -> f64 {
+    if !v.is_finite() {
+        return 0.0;
+    }
+    (v * 1e4).round() / 1e4
+}

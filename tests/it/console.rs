@@ -1,0 +1,147 @@
+//! The console's API against the real binary: a scenario with an injected latency incident is
+//! sent over OTLP/gRPC to a pipeline with the console enabled; the service map, a series with
+//! its band, the incidents and the summary are read back over HTTP, and bad questions get
+//! clear errors.
+
+use crate::support::*;
+use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
+use prost::Message;
+use serde_json::Value;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn get(port: u16, path: &str) -> (u16, Value) {
+    let (status, body) = http_get(port, path).unwrap();
+    let doc = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body:?}"));
+    (status, doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_shows_the_services_a_series_and_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, console) = (free_port(), free_port());
+    let cfg = config(
+        "detect-with-console.yaml",
+        &[("GRPC", &grpc), ("CONSOLE", &console)],
+    );
+    let d = dir.path().to_path_buf();
+    let ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+        .await
+        .unwrap();
+
+    let mut sc = Scenario::target_system(5);
+    sc.incidents = vec![Incident {
+        service: "service-b".into(),
+        from: 50,
+        to: 53,
+        kind: IncidentKind::Latency { extra_ms: 700.0 },
+    }];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut g = Generator::new(sc, now - 3600 * 1_000_000_000);
+    let t0 = g.window_start_ns(0);
+    for _ in 0..70 {
+        let req = g.next_window();
+        grpc_send(grpc, req.encode_to_vec().into(), false, TRACES)
+            .await
+            .expect("accepted");
+    }
+    // The windows up to the incident's end and past it are closed by the later data.
+    let closed = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(30), || {
+            let (_, s) = get(console, "/api/summary");
+            s["windows_held"].as_u64().unwrap_or(0) >= 3 * 60
+        })
+    })
+    .await
+    .unwrap();
+    let (_, summary) = get(console, "/api/summary");
+    assert!(closed, "{summary}");
+    assert_eq!(summary["series"], 3, "{summary}");
+    assert!(
+        summary["anomalies_last_hour"].as_u64() >= Some(1),
+        "{summary}"
+    );
+
+    // The service map: both services and the call between them.
+    let (status, map) = get(console, "/api/services");
+    assert_eq!(status, 200);
+    let services = map["services"].as_array().unwrap();
+    let names: Vec<&str> = services
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["service-a", "service-b"], "{map}");
+    let a = &services[0];
+    assert_eq!(a["calls"][0]["target"], "service-b", "{a}");
+    assert!(a["spans"]["request_rate"].as_f64() > Some(0.5), "{a}");
+    assert!(
+        ["normal", "anomalous"].contains(&a["state"].as_str().unwrap()),
+        "{a}"
+    );
+
+    // Service B's series: every window kept, the incident's windows flagged with their
+    // explanation and incident, the band of its p95 around its normal latency.
+    let (status, series) = get(console, "/api/series?service=service-b");
+    assert_eq!(status, 200, "{series}");
+    let windows = series["windows"].as_array().unwrap();
+    assert!(windows.len() >= 60, "{} windows", windows.len());
+    let start = |w: &Value| {
+        let ns = otelwatch::model::time::parse_rfc3339_ns(w["start"].as_str().unwrap()).unwrap();
+        (ns - t0) / 10_000_000_000
+    };
+    let flagged: Vec<&Value> = windows.iter().filter(|w| w["is_anomaly"] == true).collect();
+    assert!(
+        flagged.iter().any(|w| (50..=53).contains(&start(w))),
+        "{flagged:#?}"
+    );
+    let hit = flagged
+        .iter()
+        .find(|w| (50..=53).contains(&start(w)))
+        .unwrap();
+    assert!(hit["contributions"][0]["feature"]
+        .as_str()
+        .unwrap()
+        .starts_with("latency_"));
+    let incident_id = hit["incident"].as_str().unwrap().to_string();
+    let band = series["bands"]["latency_p95_ms"].as_array().unwrap();
+    let at_hit = band.iter().find(|b| b["start"] == hit["start"]).unwrap();
+    let p95 = hit["features"]["latency_p95_ms"].as_f64().unwrap();
+    assert!(
+        at_hit["high"].as_f64().unwrap() < p95 && at_hit["typical"].as_f64() > Some(0.0),
+        "{at_hit} against {p95}"
+    );
+
+    // The incident, with service-b first.
+    let (_, incidents) = get(console, "/api/incidents");
+    let list = incidents["incidents"].as_array().unwrap();
+    assert!(!list.is_empty());
+    let (status, one) = get(console, &format!("/api/incidents/{incident_id}"));
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["incident"]["id"], incident_id.as_str());
+    assert_eq!(
+        one["incident"]["root_cause"][0]["service"], "service-b",
+        "{one}"
+    );
+
+    // Questions it cannot answer.
+    let (status, e) = get(console, "/api/series?service=nobody");
+    assert_eq!(status, 404, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("nobody"), "{e}");
+    let (status, e) = get(console, "/api/series?target=service-b");
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = get(console, "/api/series?service=service-b&from=yesterday");
+    assert_eq!(status, 400, "{e}");
+    let (status, _) = get(console, "/api/incidents/0000000000000000");
+    assert_eq!(status, 404);
+    // A window range: only the windows starting in it.
+    let from = otelwatch::model::time::rfc3339(t0 + 500_000_000_000);
+    let to = otelwatch::model::time::rfc3339(t0 + 540_000_000_000);
+    let (_, part) = get(
+        console,
+        &format!("/api/series?service=service-a&target=service-b&from={from}&to={to}"),
+    );
+    assert_eq!(part["windows"].as_array().unwrap().len(), 4, "{part}");
+    drop(ow);
+}
