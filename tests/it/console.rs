@@ -24,7 +24,7 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         &[("GRPC", &grpc), ("CONSOLE", &console)],
     );
     let d = dir.path().to_path_buf();
-    let ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
+    let mut ow = tokio::task::spawn_blocking(move || Otelwatch::start(&d, "ow", &cfg))
         .await
         .unwrap();
 
@@ -143,5 +143,37 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         &format!("/api/series?service=service-a&target=service-b&from={from}&to={to}"),
     );
     assert_eq!(part["windows"].as_array().unwrap().len(), 4, "{part}");
-    drop(ow);
+
+    // Live: a page following /api/events hears of the windows that arrive next, without asking.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", console)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    use std::io::{BufRead, Write};
+    write!(
+        stream,
+        "GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let heard = tokio::task::spawn_blocking(move || {
+        reader
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("event: update"))
+            .is_some()
+    });
+    for _ in 0..5 {
+        let req = g.next_window();
+        grpc_send(grpc, req.encode_to_vec().into(), false, TRACES)
+            .await
+            .expect("accepted");
+    }
+    assert!(heard.await.unwrap(), "no update event");
+    // An open stream does not hold up the stop.
+    let status = tokio::task::spawn_blocking(move || ow.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    drop(stream);
 }

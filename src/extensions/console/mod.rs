@@ -75,17 +75,21 @@ impl ExtensionType for ConsoleConfig {
     }
 }
 
-/// A started console: its memory, fed by the detection pipelines, and where it listens.
+/// A started console: its memory, fed by the detection pipelines, where it listens, and the
+/// news of what arrived for the pages that follow it live.
 #[derive(Debug)]
 pub struct ConsoleHub {
     pub endpoint: String,
     history: Mutex<History>,
+    /// The start of the newest window held, sent each time windows or incidents arrive.
+    news: tokio::sync::broadcast::Sender<u64>,
 }
 
 impl ConsoleHub {
     pub fn new(cfg: &ConsoleConfig) -> Self {
         Self {
             endpoint: cfg.endpoint.clone(),
+            news: tokio::sync::broadcast::channel(16).0,
             history: Mutex::new(History::new(HistoryConfig {
                 retention: cfg.retention.get(),
                 max_bytes: cfg.max_memory_mib << 20,
@@ -97,11 +101,26 @@ impl ConsoleHub {
     /// Keeps what a detection pipeline produced: scored windows and incident changes (other
     /// batches are not the console's).
     pub fn observe(&self, batch: &Batch) {
-        match &batch.payload {
-            Payload::Windows(w) => self.history().add_windows(w),
-            Payload::Incidents(i) => self.history().add_incidents(i),
-            _ => {}
-        }
+        let newest = match &batch.payload {
+            Payload::Windows(w) => {
+                let mut h = self.history();
+                h.add_windows(w);
+                h.newest_ns()
+            }
+            Payload::Incidents(i) => {
+                let mut h = self.history();
+                h.add_incidents(i);
+                h.newest_ns()
+            }
+            _ => return,
+        };
+        // Nobody listening is no error.
+        let _ = self.news.send(newest);
+    }
+
+    /// Follows what arrives: the start of the newest window held, each time.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<u64> {
+        self.news.subscribe()
     }
 
     /// The history, for a question or an update. A panic while it was held (none is expected)

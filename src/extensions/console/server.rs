@@ -7,6 +7,7 @@
 //! | `GET /api/incidents` | the incidents kept, open ones first, each as the incident contract's `incident` object |
 //! | `GET /api/incidents/{id}` | one incident, with `changed` (when it last changed) |
 //! | `GET /api/series?service=S[&target=T][&signal=spans\|logs\|metrics][&metric=M][&from=&to=]` | one series' windows (start, features, score, threshold, flags, contributions, incident) and each feature's typical band; `from`/`to` are RFC 3339 times, by default the whole history |
+//! | `GET /api/events` | Server-Sent Events: an `update` event, its data the newest window's start, each time windows or incidents arrive |
 //!
 //! Times are RFC 3339, rates per second. A request for a series or incident that is not held is
 //! answered 404 with a JSON error, a malformed query 400.
@@ -18,6 +19,7 @@ use crate::model::time::{parse_rfc3339_ns, rfc3339};
 use crate::model::window::{SeriesKey, Signal};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -48,7 +50,7 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ConsoleServerError::Bind { addr, source })?;
-    let app = router(hub);
+    let app = router(hub, stop.clone());
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -60,14 +62,43 @@ pub async fn serve(
     Ok((local, task))
 }
 
-pub fn router(hub: Arc<ConsoleHub>) -> Router {
+/// The routes; live streams end when `stop` is cancelled (a graceful shutdown waits for every
+/// open connection).
+pub fn router(hub: Arc<ConsoleHub>, stop: CancellationToken) -> Router {
     Router::new()
         .route("/api/summary", get(summary))
         .route("/api/services", get(services))
         .route("/api/incidents", get(incidents))
         .route("/api/incidents/{id}", get(incident))
         .route("/api/series", get(series))
+        .route(
+            "/api/events",
+            get(move |State(hub): State<Arc<ConsoleHub>>| events(hub, stop.clone())),
+        )
         .with_state(hub)
+}
+
+async fn events(
+    hub: Arc<ConsoleHub>,
+    stop: CancellationToken,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let updates = futures_util::stream::unfold(hub.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ns) => {
+                    let e = Event::default().event("update").data(rfc3339(ns));
+                    return Some((Ok(e), rx));
+                }
+                // A slow reader missed some: the next one says as much.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = updates.take_until(stop.cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
