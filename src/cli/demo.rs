@@ -23,6 +23,9 @@ pub struct DemoArgs {
     /// The target system's directory (service-a/, service-b/).
     #[arg(long, default_value = "target-system")]
     target_system: PathBuf,
+    /// The console's port (default: a free one; the URL is printed).
+    #[arg(long)]
+    console_port: Option<u16>,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -33,6 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         seed: args.seed,
         traffic: args.traffic,
         target_system: args.target_system,
+        console_port: args.console_port,
     })
     .await?;
     println!(

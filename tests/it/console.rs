@@ -125,6 +125,17 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         "{one}"
     );
 
+    // The page itself: one embedded file that asks nothing of anyone but this server.
+    let (status, page) = http_get(console, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>otelwatch console</title>"));
+    assert!(page.contains("new EventSource(\"/api/events\")"));
+    // No address but the SVG namespace's: nothing loaded from elsewhere, works offline.
+    assert_eq!(
+        page.matches("http").count(),
+        page.matches("http://www.w3.org/2000/svg").count()
+    );
+
     // Questions it cannot answer.
     let (status, e) = get(console, "/api/series?service=nobody");
     assert_eq!(status, 404, "{e}");

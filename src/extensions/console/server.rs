@@ -2,6 +2,7 @@
 //!
 //! | path | answer |
 //! |---|---|
+//! | `GET /` | the page (`page/index.html`, embedded): overview with the service map and incidents, a page per service, call and incident, updated live |
 //! | `GET /api/summary` | windows and bytes held, series, anomalies in the last hour, open incidents |
 //! | `GET /api/services` | the service map: each service's state, request and error rate in its latest window, and its calls |
 //! | `GET /api/incidents` | the incidents kept, open ones first, each as the incident contract's `incident` object |
@@ -66,6 +67,7 @@ pub async fn serve(
 /// open connection).
 pub fn router(hub: Arc<ConsoleHub>, stop: CancellationToken) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/api/summary", get(summary))
         .route("/api/services", get(services))
         .route("/api/incidents", get(incidents))
@@ -99,6 +101,23 @@ async fn events(
     });
     let stream = updates.take_until(stop.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The page: one file, embedded, with no request anywhere but this server.
+const PAGE: &str = include_str!("page/index.html");
+
+async fn page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -163,6 +182,22 @@ fn incident_json(s: &super::history::IncidentState) -> Value {
     .to_document();
     let mut i = doc["incident"].clone();
     i["changed"] = json!(rfc3339(s.changed_ns));
+    // The console can open every series it names: each with its signal (and metric).
+    i["series"] = s
+        .incident
+        .series
+        .iter()
+        .map(|k| {
+            let mut v = json!({ "service": &*k.service, "signal": k.signal.as_str() });
+            if let Some(t) = &k.target {
+                v["target"] = json!(&**t);
+            }
+            if let Some(m) = k.metric_name() {
+                v["metric"] = json!(m);
+            }
+            v
+        })
+        .collect();
     i
 }
 

@@ -54,6 +54,8 @@ pub struct DemoOptions {
     pub traffic: TrafficSource,
     /// The target system's directory (`target-system/`).
     pub target_system: PathBuf,
+    /// Where the console listens (a free port when none).
+    pub console_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,12 +92,21 @@ fn free_port() -> Result<u16, DemoError> {
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     let interval_s = opts.interval.as_secs().max(1);
     let (grpc, http) = (free_port()?, free_port()?);
+    let console = opts.console_port.unwrap_or(free_port()?);
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| DemoError::Io(e.to_string()))?;
     let windows_file = opts.out_dir.join("demo-windows.jsonl");
     let _ = std::fs::remove_file(&windows_file);
-    let yaml = pipeline_yaml(grpc, http, interval_s, &opts.out_dir, &windows_file);
+    let yaml = pipeline_yaml(
+        grpc,
+        http,
+        console,
+        interval_s,
+        &opts.out_dir,
+        &windows_file,
+    );
     let cfg = config::parse(&yaml, &|_| None)?;
     let service = crate::pipeline::service::InProcess::spawn(cfg);
+    println!("console (while the demo runs): http://127.0.0.1:{console}/\n");
     let services = start_services(&opts, grpc).await?;
     let interval_ns = interval_s * 1_000_000_000;
     let total_windows = WARMUP_WINDOWS + 10 + opts.anomalies as u64 * SPACING + 5;
@@ -112,16 +123,19 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
 
 /// The demo's pipeline: OTLP on the two ports; every span, log record and metric point to a
 /// file, and the detection (window, iforest, one incidents for the spans, the logs and the
-/// metrics) to the terminal and the windows file.
+/// metrics) to the terminal, the windows file and the console.
 fn pipeline_yaml(
     grpc: u16,
     http: u16,
+    console: u16,
     interval_s: u64,
     out_dir: &Path,
     windows_file: &Path,
 ) -> String {
     format!(
         r#"
+extensions:
+  console: {{ endpoint: "127.0.0.1:{console}" }}
 receivers:
   otlp:
     protocols:
@@ -138,6 +152,7 @@ exporters:
   file: {{ path: "{}", append: false }}
   file/windows: {{ path: "{}", append: false }}
 service:
+  extensions: [console]
   telemetry: {{ metrics: {{ address: "" }} }}
   pipelines:
     traces: {{ receivers: [otlp], exporters: [file] }}
