@@ -2,7 +2,11 @@
 //! otelwatch itself. Every detection pipeline (one that turns its signal into window records)
 //! hands its scored windows and incident changes to each enabled console, which keeps the last
 //! hours of them in memory (`history.rs`, bounded by age and size) and answers a JSON API
-//! (`server.rs`).
+//! (`server.rs`) and a page (`page/index.html`, embedded in the binary).
+//!
+//! The page draws its charts as plain SVG: each is a line, a band and a few marks, which take
+//! fewer lines to draw than to configure a charting library, and leave nothing to vendor, load
+//! from elsewhere or keep up to date; the whole page is one file of about 20 KB.
 //!
 //! ```yaml
 //! extensions:
