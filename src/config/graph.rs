@@ -355,6 +355,12 @@ pub(super) fn check_extensions(
     let mut references: Vec<(String, String, Role)> = receivers
         .iter()
         .flat_map(|(rid, r)| r.authenticators(&format!("receivers.{rid}")))
+        .chain(
+            extensions
+                .iter()
+                .filter(|(id, _)| enabled.contains(id))
+                .flat_map(|(id, e)| e.authenticators(&format!("extensions.{id}"))),
+        )
         .map(|(path, name)| (path, name, Role::Authenticator))
         .collect();
     for (eid, e) in exporters {

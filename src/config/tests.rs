@@ -176,6 +176,33 @@ service:
             .any(|e| e.starts_with("extensions.console/bad.endpoint: ")),
         "{errs:?}"
     );
+    // Its authenticator: defined, an authenticator, enabled.
+    let yaml = r#"
+extensions:
+  console: { auth: { authenticator: file_storage } }
+  console/2: { endpoint: "localhost:8081", auth: { authenticator: basicauth } }
+  file_storage:
+  basicauth: { htpasswd: { inline: "a:b" } }
+receivers:
+  otlp:
+exporters:
+  nop:
+service:
+  extensions: [console, console/2, file_storage]
+  pipelines:
+    traces: { receivers: [otlp], exporters: [nop] }
+"#;
+    let errs = errors_of(yaml);
+    for e in [
+        "extensions.console.auth.authenticator: extension \"file_storage\" is not a authenticator",
+        "extensions.console/2.auth.authenticator: authenticator \"basicauth\" is not enabled: list it in service.extensions",
+    ] {
+        assert!(
+            errs.iter().any(|got| got == e),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -126,6 +126,18 @@ macro_rules! extension_table {
                 }
             }
 
+            /// The authenticator it names, as (YAML path, id) (consoles only).
+            pub fn authenticators(&self, path: &str) -> Vec<(String, String)> {
+                match self {
+                    Self::Console(c) => c
+                        .auth
+                        .iter()
+                        .map(|a| (format!("{path}.auth.authenticator"), a.authenticator.clone()))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }
+
             /// Where it listens, for the port checks (consoles only).
             pub fn listens(&self) -> Option<String> {
                 match self {
@@ -299,7 +311,14 @@ impl Extensions {
     /// Starts the extensions `service.extensions` lists.
     pub fn start(cfg: &crate::config::Config) -> Result<Self, ExtensionError> {
         let mut started = Self::default();
-        for id in &cfg.service_extensions {
+        // Consoles last: they use the authenticators, wherever the list names them.
+        let mut order: Vec<&ComponentId> = cfg.service_extensions.iter().collect();
+        order.sort_by_key(|id| {
+            cfg.extensions
+                .iter()
+                .any(|(i, e)| i == *id && e.role() == Role::Console)
+        });
+        for id in order {
             let Some((_, ext)) = cfg.extensions.iter().find(|(i, _)| i == id) else {
                 continue;
             };
@@ -314,7 +333,15 @@ impl Extensions {
                     started.storages.insert(name, Arc::new(s));
                 }
                 Role::Console => {
-                    let c = ext.console(&name)?;
+                    let mut c = ext.console(&name)?;
+                    if let Some((path, auth)) = ext.authenticators(&name).into_iter().next() {
+                        c.auth = Some(started.authenticator(&auth).ok_or_else(|| {
+                            ExtensionError::Invalid {
+                                id: name.clone(),
+                                message: format!("{path}: authenticator {auth:?} is not started"),
+                            }
+                        })?);
+                    }
                     started.consoles.push((name, Arc::new(c)));
                 }
             }

@@ -188,3 +188,53 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     assert!(status.success());
     drop(stream);
 }
+
+/// A raw GET with extra header lines; the status and the whole answer.
+fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, buf)
+}
+
+#[test]
+fn with_an_authenticator_the_console_answers_only_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, console) = (free_port(), free_port());
+    let cfg = config(
+        "console-with-auth.yaml",
+        &[
+            ("GRPC", &grpc),
+            ("CONSOLE", &console),
+            ("USER", &"ann"),
+            ("PASSWORD", &"s3cret-pw"),
+        ],
+    );
+    let _ow = Otelwatch::start(dir.path(), "ow", &cfg);
+    for path in ["/", "/api/summary", "/api/events", "/api/series?service=x"] {
+        let (status, answer) = get_with(console, path, "");
+        assert_eq!(status, 401, "{path}: {answer}");
+        assert!(
+            answer.contains("www-authenticate: Basic realm=\"otelwatch\""),
+            "{answer}"
+        );
+        let wrong = "Authorization: Basic YW5uOndyb25n\r\n"; // ann:wrong
+        assert_eq!(get_with(console, path, wrong).0, 401, "{path}");
+    }
+    let right = "Authorization: Basic YW5uOnMzY3JldC1wdw==\r\n"; // ann:s3cret-pw
+    let (status, answer) = get_with(console, "/api/summary", right);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"windows_held\""), "{answer}");
+}

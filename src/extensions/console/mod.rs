@@ -14,8 +14,9 @@
 //!     endpoint: localhost:8080    # where the console listens
 //!     retention: 6h               # how long windows and resolved incidents are kept
 //!     max_memory_mib: 64          # the most memory the kept windows may take (oldest go first)
+//!     auth: { authenticator: bearertokenauth }   # optional: as the receivers' (401 without)
 //! service:
-//!   extensions: [console]
+//!   extensions: [bearertokenauth, console]
 //! ```
 
 pub mod history;
@@ -37,6 +38,8 @@ pub struct ConsoleConfig {
     pub endpoint: String,
     pub retention: ConfigDuration,
     pub max_memory_mib: usize,
+    /// Requests must carry credentials this authenticator extension accepts.
+    pub auth: Option<super::AuthSettings>,
 }
 
 impl Default for ConsoleConfig {
@@ -45,6 +48,7 @@ impl Default for ConsoleConfig {
             endpoint: "localhost:8080".into(),
             retention: ConfigDuration(Duration::from_secs(6 * 3600)),
             max_memory_mib: 64,
+            auth: None,
         }
     }
 }
@@ -84,6 +88,8 @@ impl ExtensionType for ConsoleConfig {
 #[derive(Debug)]
 pub struct ConsoleHub {
     pub endpoint: String,
+    /// Every request must pass it, when set.
+    pub auth: Option<std::sync::Arc<super::Authenticator>>,
     history: Mutex<History>,
     /// The start of the newest window held, sent each time windows or incidents arrive.
     news: tokio::sync::broadcast::Sender<u64>,
@@ -93,6 +99,7 @@ impl ConsoleHub {
     pub fn new(cfg: &ConsoleConfig) -> Self {
         Self {
             endpoint: cfg.endpoint.clone(),
+            auth: None,
             news: tokio::sync::broadcast::channel(16).0,
             history: Mutex::new(History::new(HistoryConfig {
                 retention: cfg.retention.get(),

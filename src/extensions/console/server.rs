@@ -77,6 +77,10 @@ pub fn router(hub: Arc<ConsoleHub>, stop: CancellationToken) -> Router {
             "/api/events",
             get(move |State(hub): State<Arc<ConsoleHub>>| events(hub, stop.clone())),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            authenticate,
+        ))
         .with_state(hub)
 }
 
@@ -101,6 +105,26 @@ async fn events(
     });
     let stream = updates.take_until(stop.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// With an authenticator, a request without its credentials is refused before anything else:
+/// 401 with the challenge, as the receivers do.
+async fn authenticate(
+    State(hub): State<Arc<ConsoleHub>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(a) = &hub.auth {
+        if let Err(f) = a.check(req.headers()) {
+            let mut r = error(StatusCode::UNAUTHORIZED, f.message());
+            if let Ok(v) = axum::http::HeaderValue::from_str(&a.challenge()) {
+                r.headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, v);
+            }
+            return r;
+        }
+    }
+    next.run(req).await
 }
 
 /// The page: one file, embedded, with no request anywhere but this server.
