@@ -90,6 +90,13 @@ fn env_values_replace_defaults_and_are_read_as_yaml() {
 fn the_embedded_default_is_valid() {
     let cfg = parse(crate::DEFAULT_PIPELINE, &no_env).unwrap();
     assert!(!cfg.pipelines.is_empty());
+    // With the console on, where the README says.
+    let console = cfg.extensions.iter().find(|(id, _)| id.kind == "console");
+    assert_eq!(
+        console.and_then(|(_, e)| e.listens()).as_deref(),
+        Some("localhost:8080")
+    );
+    assert!(cfg.service_extensions.iter().any(|id| id.kind == "console"));
 }
 
 #[test]
