@@ -189,24 +189,8 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     drop(stream);
 }
 
-/// A raw GET with extra header lines; the status and the whole answer.
 fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, buf)
+    http_get_with(port, path, headers).unwrap()
 }
 
 #[test]

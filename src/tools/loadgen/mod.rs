@@ -9,6 +9,8 @@ pub mod records;
 use crate::otlp::codec::ClientCodec;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -41,21 +43,21 @@ pub enum LoadSignal {
 impl LoadSignal {
     /// The OTLP/gRPC method of the signal's export.
     fn grpc_path(self) -> &'static str {
+        use crate::otlp::Signal;
         match self {
-            LoadSignal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            LoadSignal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-            LoadSignal::Metrics => {
-                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-            }
+            LoadSignal::Traces => ExportTraceServiceRequest::GRPC_PATH,
+            LoadSignal::Logs => ExportLogsServiceRequest::GRPC_PATH,
+            LoadSignal::Metrics => ExportMetricsServiceRequest::GRPC_PATH,
         }
     }
 
     /// The OTLP/HTTP path of the signal.
     fn http_path(self) -> &'static str {
+        use crate::otlp::Signal;
         match self {
-            LoadSignal::Traces => "/v1/traces",
-            LoadSignal::Logs => "/v1/logs",
-            LoadSignal::Metrics => "/v1/metrics",
+            LoadSignal::Traces => ExportTraceServiceRequest::HTTP_PATH,
+            LoadSignal::Logs => ExportLogsServiceRequest::HTTP_PATH,
+            LoadSignal::Metrics => ExportMetricsServiceRequest::HTTP_PATH,
         }
     }
 
@@ -142,6 +144,11 @@ pub(crate) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
+/// The generated services' names (at least one).
+pub(crate) fn service_names(n: usize) -> Vec<String> {
+    (0..n.max(1)).map(|i| format!("loadgen-svc-{i}")).collect()
+}
+
 const ROUTES: [&str; 4] = ["/api/orders", "/api/cart", "/api/users/{id}", "/healthz"];
 
 /// Builds spans for a traces through `services` services, grouped per service.
@@ -154,9 +161,7 @@ impl SpanFactory {
     pub fn new(services: usize, seed: u64) -> Self {
         Self {
             rng: SmallRng::seed_from_u64(seed),
-            services: (0..services.max(1))
-                .map(|i| format!("loadgen-svc-{i}"))
-                .collect(),
+            services: service_names(services),
         }
     }
 

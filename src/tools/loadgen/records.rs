@@ -1,7 +1,7 @@
 //! Generated log records and metric points, for the generator's `--signal logs|metrics` and
 //! the benchmarks: what a handful of instrumented services send between their spans.
 
-use super::{kv, s};
+use super::{kv, s, service_names};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
@@ -61,9 +61,7 @@ impl LogFactory {
     pub fn new(services: usize, seed: u64) -> Self {
         Self {
             rng: SmallRng::seed_from_u64(seed),
-            services: (0..services.max(1))
-                .map(|i| format!("loadgen-svc-{i}"))
-                .collect(),
+            services: service_names(services),
         }
     }
 
@@ -163,9 +161,7 @@ const METRICS: usize = 3;
 
 impl MetricFactory {
     pub fn new(services: usize, seed: u64) -> Self {
-        let services: Vec<String> = (0..services.max(1))
-            .map(|i| format!("loadgen-svc-{i}"))
-            .collect();
+        let services = service_names(services);
         let series = services.len() * ROUTES.len();
         Self {
             rng: SmallRng::seed_from_u64(seed),
@@ -310,14 +306,7 @@ pub fn count_metric_points(r: &ExportMetricsServiceRequest) -> u64 {
         .iter()
         .flat_map(|r| &r.scope_metrics)
         .flat_map(|s| &s.metrics)
-        .map(|m| match &m.data {
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        } as u64)
+        .map(|m| crate::otlp::data_points(m) as u64)
         .sum()
 }
 

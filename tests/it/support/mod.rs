@@ -267,11 +267,19 @@ pub fn write_config(dir: &Path, name: &str, config: &str, metrics_port: u16) -> 
 
 /// A minimal HTTP/1.1 GET, enough for `/metrics` and `/healthz`.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, answer) = http_get_with(port, path, "")?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// The same with extra header lines (each ending in CRLF); the status and the whole answer,
+/// headers included.
+pub fn http_get_with(port: u16, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
@@ -280,8 +288,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_string()))
+    Ok((status, buf))
 }
 
 /// Span identity as written in files: (trace id hex, span id hex) → (service, name).
