@@ -222,3 +222,64 @@ fn with_an_authenticator_the_console_answers_only_with_credentials() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("\"windows_held\""), "{answer}");
 }
+
+/// Node.js with playwright-core installed in `tests/browser` and a Chromium to drive, if set
+/// up (`scripts/test` does it). Under `OTELWATCH_REQUIRE_BROWSER=1` (CI) a missing one fails
+/// the test instead of skipping it.
+fn browser() -> Option<(std::path::PathBuf, String)> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if dir.join("node_modules/playwright-core").is_dir() && std::path::Path::new(&chromium).exists()
+    {
+        return Some((dir, chromium));
+    }
+    if std::env::var("OTELWATCH_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!(
+            "Chromium and playwright-core are required (run ./scripts/test, which installs them)"
+        );
+    }
+    eprintln!("SKIPPED: no Chromium or playwright-core; run ./scripts/test");
+    None
+}
+
+/// The demo's pipeline with its simulator, looked at in a real browser: the checks are in
+/// `tests/browser/console.mjs`; the screenshots of each page go to `out/console/`.
+#[test]
+fn the_console_in_a_real_browser_shows_the_demo() {
+    let Some((dir, chromium)) = browser() else {
+        return;
+    };
+    let _heavy = heavy();
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_otelwatch"))
+        .args(["demo", "--traffic", "simulator", "--interval", "1s"])
+        .args(["--anomalies", "14", "--console-port", &port.to_string()])
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("out/console");
+    let _ = std::fs::remove_dir_all(&shots);
+    let run = std::process::Command::new("node")
+        .arg(dir.join("console.mjs"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(&shots)
+        .env("CHROMIUM", chromium)
+        .output()
+        .unwrap();
+    let _ = demo.kill();
+    let _ = demo.wait();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for page in ["overview", "incident", "service-b", "edge", "overview-dark"] {
+        assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
+    }
+}

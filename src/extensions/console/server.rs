@@ -68,6 +68,7 @@ pub async fn serve(
 pub fn router(hub: Arc<ConsoleHub>, stop: CancellationToken) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/favicon.svg", get(favicon))
         .route("/api/summary", get(summary))
         .route("/api/services", get(services))
         .route("/api/incidents", get(incidents))
@@ -125,6 +126,15 @@ async fn authenticate(
         }
     }
     next.run(req).await
+}
+
+/// The tab's icon: a dot in the page's own blue.
+async fn favicon() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "image/svg+xml")],
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="6" fill="#2f6fb2"/></svg>"##,
+    )
+        .into_response()
 }
 
 /// The page: one file, embedded, with no request anywhere but this server.

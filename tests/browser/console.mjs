@@ -1,0 +1,128 @@
+// The console in a real browser: Debian's Chromium, driven by playwright-core, against a running
+// `otelwatch demo` (its simulator injecting latency into service-b and service-a in turn).
+//
+//   node tests/browser/console.mjs <console URL> <screenshot directory>
+//
+// Checks what a user looks for: the service map with both services and their call; an incident
+// whose likely cause is service-b; the incident page's ranking; the anomalous window marked on
+// service-b's chart, with its explanation on keyboard focus; a live update arriving without a
+// reload. Saves a screenshot of each page. Exits non-zero, saying what was missing, otherwise.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [url, shots] = process.argv.slice(2);
+if (!url || !shots) {
+  console.error("usage: node console.mjs <console URL> <screenshot directory>");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+const failures = [];
+const step = async (what, f) => {
+  const t0 = Date.now();
+  try {
+    await f();
+    console.log(`ok   ${what} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    failures.push(what);
+    console.log(`FAIL ${what}: ${e.message.split("\n")[0]}`);
+  }
+};
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, colorScheme: "light" });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  let loads = 0;
+  page.on("load", () => { loads += 1; });
+
+  await page.goto(url);
+  const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+
+  await step("the service map shows service-a, service-b and the call between them", async () => {
+    await page.locator('a.node[data-service="service-a"]').waitFor({ timeout: 60_000 });
+    await page.locator('a.node[data-service="service-b"]').waitFor({ timeout: 5_000 });
+    await page.locator('line[data-edge="service-a -> service-b"]').waitFor({ state: "attached", timeout: 5_000 });
+  });
+
+  await step("a live update arrives without a reload", async () => {
+    const before = await page.locator("#view").getAttribute("data-rendered");
+    const newest = await page.locator(".counter b").nth(3).textContent();
+    await page.waitForFunction(
+      ([r, n]) => document.querySelector("#view").dataset.rendered !== r &&
+        document.querySelectorAll(".counter b")[3].textContent !== n,
+      [before, newest],
+      { timeout: 20_000 },
+    );
+    await page.locator("#live").filter({ hasText: "live" }).waitFor({ timeout: 5_000 });
+    if (loads !== 1) throw new Error(`the page was loaded ${loads} times`);
+  });
+
+  let incident;
+  await step("an injected anomaly appears as an incident with service-b first", async () => {
+    const row = page.locator("tr[data-incident]").filter({ has: page.locator("td:nth-child(3)", { hasText: /^service-b$/ }) }).first();
+    await row.waitFor({ timeout: 90_000 });
+    incident = await row.getAttribute("data-incident");
+    await shot("overview");
+  });
+
+  await step("the incident page ranks service-b first, with its reason", async () => {
+    if (!incident) throw new Error("no incident to open");
+    await page.locator(`tr[data-incident="${incident}"] a`).click();
+    await page.waitForURL(/#\/incident\//);
+    const first = page.locator("#ranking tbody tr").first();
+    await first.waitFor({ timeout: 10_000 });
+    const cells = await first.locator("td").allTextContents();
+    if (cells[1] !== "service-b") throw new Error(`ranked first: ${cells[1]}`);
+    if (!/latency/.test(cells[3])) throw new Error(`the reason names no latency: ${cells[3]}`);
+    await page.locator("#involved svg").first().waitFor({ timeout: 10_000 });
+    await shot("incident");
+  });
+
+  await step("service-b's chart marks the anomalous window, explained on keyboard focus", async () => {
+    await page.goto(`${url}?live=off#/service/service-b`);
+    const mark = page.locator("circle.anomaly").first();
+    await mark.waitFor({ state: "attached", timeout: 10_000 });
+    await mark.focus();
+    const tip = page.locator("#tip");
+    await tip.waitFor({ timeout: 5_000 });
+    const text = await tip.textContent();
+    for (const want of ["anomalous", "score", "threshold", "typical"]) {
+      if (!text.includes(want)) throw new Error(`the explanation lacks "${want}": ${text}`);
+    }
+    await shot("service-b");
+  });
+
+  await step("the call's page charts service-a → service-b", async () => {
+    await page.goto(`${url}?live=off#/edge/service-a/service-b`);
+    await page.locator(".chart svg polyline").first().waitFor({ state: "attached", timeout: 10_000 });
+    await shot("edge");
+  });
+
+  await step("the dark theme is readable too", async () => {
+    await page.goto(`${url}?live=off`);
+    await page.locator("a.node").first().waitFor({ state: "attached", timeout: 10_000 });
+    await page.locator("#theme").click();
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    if (bg === "rgb(255, 255, 255)") throw new Error(`the background stayed ${bg}`);
+    await shot("overview-dark");
+  });
+
+  if (errors.length) {
+    failures.push("no script errors");
+    console.log(`FAIL the page logged errors: ${errors.join("; ")}`);
+  }
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.log(`${failures.length} check(s) failed`);
+  process.exit(1);
+}
