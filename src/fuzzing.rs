@@ -315,6 +315,7 @@ fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
                         partial: false,
                         templates: Vec::new(),
                         traces: 0,
+                        examples: Vec::new(),
                     };
                     p.score(&mut r);
                 }
@@ -369,6 +370,7 @@ pub fn stored_files(data: &[u8]) {
                 partial: false,
                 templates: Vec::new(),
                 traces: 0,
+                examples: Vec::new(),
             };
             p.score(&mut r);
         }

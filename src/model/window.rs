@@ -307,6 +307,60 @@ pub struct WindowRecord {
     /// own; counted up to `MAX_TRACES_COUNTED`): how many independent events its lines came
     /// from. 0 for spans and metrics.
     pub traces: u64,
+    /// A span window's traces worth opening: its failing spans' and its slowest spans' (at
+    /// most `MAX_EXAMPLES` of each, failing first, then slowest first). Written to documents
+    /// only for anomalies (`anomaly.examples`).
+    pub examples: Vec<TraceExample>,
+}
+
+/// One trace of a window, with why it was kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceExample {
+    pub trace_id: [u8; 16],
+    pub duration_ms: f64,
+    pub error: bool,
+}
+
+/// The failing and the slowest spans a window keeps the traces of, each.
+pub const MAX_EXAMPLES: usize = 3;
+
+impl TraceExample {
+    pub fn trace_id_hex(&self) -> String {
+        self.trace_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "trace_id": self.trace_id_hex(),
+            "duration_ms": round(self.duration_ms, 3),
+            "error": self.error,
+        })
+    }
+
+    /// `anomaly.examples` of a window document.
+    pub fn from_document(doc: &Value) -> Vec<TraceExample> {
+        let Some(list) = doc["anomaly"]["examples"].as_array() else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|e| {
+                let hex = e["trace_id"].as_str()?;
+                let mut trace_id = [0u8; 16];
+                if hex.len() != 32 {
+                    return None;
+                }
+                for (i, b) in trace_id.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(TraceExample {
+                    trace_id,
+                    duration_ms: e["duration_ms"].as_f64().unwrap_or(0.0),
+                    error: e["error"].as_bool().unwrap_or(false),
+                })
+            })
+            .take(2 * MAX_EXAMPLES)
+            .collect()
+    }
 }
 
 /// The distinct traces a log window counts exactly; past it, it says at least this many
@@ -402,6 +456,9 @@ impl WindowRecord {
             }
             if !a.message.is_empty() {
                 an["message"] = json!(a.message);
+            }
+            if a.is_anomaly && !self.examples.is_empty() {
+                an["examples"] = self.examples.iter().map(|e| e.to_json()).collect();
             }
             doc["anomaly"] = an;
             if let Some(id) = &a.incident {
@@ -516,6 +573,7 @@ impl WindowRecord {
             partial: doc["window"]["partial"].as_bool().unwrap_or(false),
             templates,
             traces: doc["logs"]["traces"].as_u64().unwrap_or(0),
+            examples: TraceExample::from_document(doc),
         })
     }
 }
@@ -564,6 +622,11 @@ mod tests {
             partial: false,
             templates: Vec::new(),
             traces: 0,
+            examples: vec![TraceExample {
+                trace_id: [0xab; 16],
+                duration_ms: 812.25,
+                error: true,
+            }],
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");
@@ -588,6 +651,8 @@ mod tests {
             (rec.start_ns, rec.interval_ns)
         );
         assert_eq!(back.features[feature::LATENCY_P95], 812.0);
+        assert_eq!(doc["anomaly"]["examples"][0]["trace_id"], "ab".repeat(16));
+        assert_eq!(back.examples, rec.examples);
         let alert = rec.to_alert_document();
         assert_eq!(alert["event"]["kind"], "alert");
         assert_eq!(alert["event"]["severity"], 5);

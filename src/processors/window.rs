@@ -45,8 +45,8 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{
-    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount, WindowRecord,
-    MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
+    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount, TraceExample,
+    WindowRecord, MAX_EXAMPLES, MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -182,6 +182,31 @@ struct Accum {
     sum_sq_ms: f64,
     max_ms: f64,
     hist: Histogram<u32>,
+    /// The failing and the slowest spans' traces (at most `MAX_EXAMPLES` of each).
+    failing: Vec<TraceExample>,
+    slowest: Vec<TraceExample>,
+}
+
+/// Keeps `e` among the `MAX_EXAMPLES` longest of `kept`, one per trace.
+fn keep_longest(kept: &mut Vec<TraceExample>, e: TraceExample) {
+    if let Some(k) = kept.iter_mut().find(|k| k.trace_id == e.trace_id) {
+        if e.duration_ms > k.duration_ms {
+            *k = e;
+        }
+        return;
+    }
+    if kept.len() < MAX_EXAMPLES {
+        kept.push(e);
+        return;
+    }
+    if let Some(shortest) = kept
+        .iter_mut()
+        .min_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))
+    {
+        if e.duration_ms > shortest.duration_ms {
+            *shortest = e;
+        }
+    }
 }
 
 impl Accum {
@@ -194,7 +219,48 @@ impl Accum {
             sum_sq_ms: 0.0,
             max_ms: 0.0,
             hist,
+            failing: Vec::new(),
+            slowest: Vec::new(),
         }
+    }
+
+    /// Notes a span's trace as an example if it failed or is among the slowest so far.
+    fn example(&mut self, trace_id: [u8; 16], ms: f64, error: bool) {
+        if trace_id == [0; 16] {
+            return;
+        }
+        let e = TraceExample {
+            trace_id,
+            duration_ms: ms,
+            error,
+        };
+        if error {
+            keep_longest(&mut self.failing, e);
+        }
+        let shortest = self
+            .slowest
+            .iter()
+            .map(|k| k.duration_ms)
+            .fold(f64::INFINITY, f64::min);
+        if self.slowest.len() < MAX_EXAMPLES || ms > shortest {
+            keep_longest(&mut self.slowest, e);
+        }
+    }
+
+    /// The examples, failing first, then the slowest not already named, each longest first.
+    fn examples(&mut self) -> Vec<TraceExample> {
+        let by_duration =
+            |a: &TraceExample, b: &TraceExample| b.duration_ms.total_cmp(&a.duration_ms);
+        let mut out = std::mem::take(&mut self.failing);
+        out.sort_by(by_duration);
+        let mut slowest = std::mem::take(&mut self.slowest);
+        slowest.sort_by(by_duration);
+        for e in slowest {
+            if !out.iter().any(|k| k.trace_id == e.trace_id) {
+                out.push(e);
+            }
+        }
+        out
     }
 
     fn add(&mut self, ms: f64, error: bool, client_error: bool) {
@@ -403,6 +469,8 @@ enum Observed {
         ms: f64,
         error: bool,
         client_error: bool,
+        /// Its trace id (zeros when it has none).
+        trace: [u8; 16],
     },
     Log {
         level: LogLevel,
@@ -756,6 +824,7 @@ impl WindowProcessor {
                     .saturating_sub(span.start_time_unix_nano) as f64
                     / 1e6;
                 let (error, client_error) = classify(span);
+                let trace = <[u8; 16]>::try_from(span.trace_id.as_slice()).unwrap_or([0; 16]);
                 let target = if is_call {
                     match edge_target(span) {
                         Some(t) => Some(names.get(t)),
@@ -789,6 +858,7 @@ impl WindowProcessor {
                                 ms,
                                 error,
                                 client_error,
+                                trace,
                             },
                         });
                     }
@@ -800,6 +870,7 @@ impl WindowProcessor {
                         ms,
                         error,
                         client_error,
+                        trace,
                     },
                 });
             }
@@ -1116,8 +1187,12 @@ impl WindowProcessor {
                     ms,
                     error,
                     client_error,
+                    trace,
                 },
-            ) => acc.add(*ms, *error, *client_error),
+            ) => {
+                acc.add(*ms, *error, *client_error);
+                acc.example(*trace, *ms, *error);
+            }
             (
                 Open::Logs(acc),
                 Observed::Log {
@@ -1149,10 +1224,12 @@ impl WindowProcessor {
         self.series.retain(|_, s| {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
+                let mut examples = Vec::new();
                 let (features, count, templates, traces) = match s.open.remove(&start) {
-                    Some(Open::Spans(acc)) => {
+                    Some(Open::Spans(mut acc)) => {
                         let f = acc.features(s.previous_count);
                         let c = acc.count;
+                        examples = acc.examples();
                         spare.push(acc.hist);
                         (f, c, Vec::new(), 0)
                     }
@@ -1197,6 +1274,7 @@ impl WindowProcessor {
                     partial: partial.iter().any(|(f, t)| (*f..*t).contains(&start)),
                     templates,
                     traces,
+                    examples,
                 });
                 s.emitted += 1;
                 s.previous_count = Some(count);

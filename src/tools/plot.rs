@@ -297,6 +297,7 @@ mod tests {
             partial: false,
             templates: Vec::new(),
             traces: 0,
+            examples: Vec::new(),
         }
     }
 

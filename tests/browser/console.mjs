@@ -5,8 +5,8 @@
 //
 // Checks what a user looks for: the service map with both services and their call; an incident
 // whose likely cause is service-b; the incident page's ranking; the anomalous window marked on
-// service-b's chart, with its explanation on keyboard focus; a live update arriving without a
-// reload. Saves a screenshot of each page. Exits non-zero, saying what was missing, otherwise.
+// service-b's chart, with its explanation on keyboard focus, and listed with example traces; a
+// live update arriving without a reload. Saves a screenshot of each page. Exits non-zero, saying what was missing, otherwise.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -82,6 +82,8 @@ try {
     const cells = await first.locator("td").allTextContents();
     if (cells[1] !== "service-b") throw new Error(`ranked first: ${cells[1]}`);
     if (!/latency/.test(cells[3])) throw new Error(`the reason names no latency: ${cells[3]}`);
+    const traces = await page.locator("#examples .trace").count();
+    if (traces < 1) throw new Error("no example trace listed");
     await page.locator("#involved svg").first().waitFor({ timeout: 10_000 });
     await shot("incident");
   });
@@ -97,6 +99,9 @@ try {
     for (const want of ["anomalous", "score", "threshold", "typical"]) {
       if (!text.includes(want)) throw new Error(`the explanation lacks "${want}": ${text}`);
     }
+    const listed = page.locator("table.anomalies tr[data-window]").first();
+    await listed.waitFor({ timeout: 5_000 });
+    if (!(await listed.locator(".trace").count())) throw new Error("the anomalous window lists no trace");
     await shot("service-b");
   });
 

@@ -105,6 +105,30 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         .unwrap()
         .starts_with("latency_"));
     let incident_id = hit["incident"].as_str().unwrap().to_string();
+    // Its example traces: the slowest spans' (no span failed), longest first, each linked
+    // through the console's trace_url; at least as slow as the window's p95.
+    let examples = hit["examples"].as_array().expect("examples");
+    assert!(!examples.is_empty() && examples.len() <= 6, "{hit}");
+    for e in examples {
+        let id = e["trace_id"].as_str().unwrap();
+        assert!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{e}"
+        );
+        assert_eq!(e["url"], format!("https://traces.example/trace/{id}"));
+    }
+    let slowest = examples[0]["duration_ms"].as_f64().unwrap();
+    assert!(
+        slowest >= hit["features"]["latency_p95_ms"].as_f64().unwrap() * 0.99,
+        "{hit}"
+    );
+    assert!(
+        windows
+            .iter()
+            .filter(|w| w["is_anomaly"] == false)
+            .all(|w| w.get("examples").is_none()),
+        "only anomalies carry examples"
+    );
     let band = series["bands"]["latency_p95_ms"].as_array().unwrap();
     let at_hit = band.iter().find(|b| b["start"] == hit["start"]).unwrap();
     let p95 = hit["features"]["latency_p95_ms"].as_f64().unwrap();
@@ -122,6 +146,17 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     assert_eq!(one["incident"]["id"], incident_id.as_str());
     assert_eq!(
         one["incident"]["root_cause"][0]["service"], "service-b",
+        "{one}"
+    );
+    let examples = one["examples"].as_array().unwrap();
+    assert!(!examples.is_empty(), "{one}");
+    assert!(
+        examples.iter().all(|e| e["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(e["trace_id"].as_str().unwrap())
+            && e["window"].is_string()
+            && e["service"].is_string()),
         "{one}"
     );
 

@@ -60,6 +60,11 @@ pub fn mappings() -> Value {
                     "feature": { "type": "keyword" },
                     "actual": { "type": "double" },
                     "typical": { "type": "double" }
+                }},
+                "examples": { "properties": {
+                    "trace_id": { "type": "keyword" },
+                    "duration_ms": { "type": "double" },
+                    "error": { "type": "boolean" }
                 }}
             }}
         }

@@ -23,6 +23,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
         partial: false,
         templates: Vec::new(),
         traces: 0,
+        examples: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@
 //! default byte budget keeps the most recent 64 MiB of them.
 
 use crate::model::incident::{Incident, IncidentEvent, Status};
-use crate::model::window::{feature, SeriesKey, Signal, WindowRecord, N_FEATURES};
+use crate::model::window::{feature, SeriesKey, Signal, TraceExample, WindowRecord, N_FEATURES};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub struct Point {
     pub partial: bool,
     /// For anomalies: (feature index, actual, typical), the strongest first.
     pub contributions: Box<[(u8, f32, f32)]>,
+    /// For anomalies: the traces worth opening (failing, then slowest).
+    pub examples: Box<[TraceExample]>,
     pub incident: Option<Arc<str>>,
 }
 
@@ -72,6 +74,11 @@ impl Point {
             is_anomaly: a.is_some_and(|a| a.is_anomaly),
             warming_up: a.is_some_and(|a| a.warming_up),
             partial: r.partial,
+            examples: if a.is_some_and(|a| a.is_anomaly) {
+                r.examples.clone().into_boxed_slice()
+            } else {
+                Box::default()
+            },
             contributions,
             incident: a.and_then(|a| a.incident.clone()),
         }
@@ -79,7 +86,9 @@ impl Point {
 
     /// What the point holds in memory, estimated.
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Point>() + self.contributions.len() * 12
+        std::mem::size_of::<Point>()
+            + self.contributions.len() * 12
+            + self.examples.len() * std::mem::size_of::<TraceExample>()
     }
 }
 
@@ -428,6 +437,44 @@ impl History {
         self.incidents.get(id)
     }
 
+    /// The example traces of an incident's anomalous windows: each with its series and
+    /// window, failing ones first, then the slowest, at most `max`, one per trace.
+    pub fn incident_examples(
+        &self,
+        id: &str,
+        max: usize,
+    ) -> Vec<(&Arc<SeriesKey>, u64, TraceExample)> {
+        let Some(state) = self.incidents.get(id) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(&Arc<SeriesKey>, u64, TraceExample)> = Vec::new();
+        for key in &state.incident.series {
+            let Some(s) = self.series.get(key) else {
+                continue;
+            };
+            for p in s.between(
+                state.incident.start_ns,
+                state.incident.end_ns.max(state.incident.start_ns + 1),
+            ) {
+                if p.incident.as_deref() != Some(id) {
+                    continue;
+                }
+                for e in p.examples.iter() {
+                    if !found.iter().any(|(_, _, f)| f.trace_id == e.trace_id) {
+                        found.push((&s.key, p.start_ns, *e));
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            b.2.error
+                .cmp(&a.2.error)
+                .then(b.2.duration_ms.total_cmp(&a.2.duration_ms))
+        });
+        found.truncate(max);
+        found
+    }
+
     /// Anomalous windows starting at or after `from_ns`.
     pub fn anomalies_since(&self, from_ns: u64) -> usize {
         self.series
@@ -542,6 +589,7 @@ mod tests {
             partial: false,
             templates: Vec::new(),
             traces: 0,
+            examples: Vec::new(),
         }
     }
 

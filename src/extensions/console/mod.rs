@@ -15,6 +15,7 @@
 //!     retention: 6h               # how long windows and resolved incidents are kept
 //!     max_memory_mib: 64          # the most memory the kept windows may take (oldest go first)
 //!     auth: { authenticator: bearertokenauth }   # optional: as the receivers' (401 without)
+//!     trace_url: https://jaeger.example/trace/{trace_id}   # optional: where example traces open
 //! service:
 //!   extensions: [bearertokenauth, console]
 //! ```
@@ -40,6 +41,9 @@ pub struct ConsoleConfig {
     pub max_memory_mib: usize,
     /// Requests must carry credentials this authenticator extension accepts.
     pub auth: Option<super::AuthSettings>,
+    /// Where a trace is opened, `{trace_id}` standing for its id (32 hex digits):
+    /// `https://jaeger.example/trace/{trace_id}`. Without it, example traces are listed by id.
+    pub trace_url: Option<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -49,6 +53,7 @@ impl Default for ConsoleConfig {
             retention: ConfigDuration(Duration::from_secs(6 * 3600)),
             max_memory_mib: 64,
             auth: None,
+            trace_url: None,
         }
     }
 }
@@ -75,6 +80,19 @@ impl ExtensionType for ConsoleConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(t) = &cfg.trace_url {
+            if !t.contains("{trace_id}") {
+                errors.push(ConfigError::new(
+                    format!("{path}.trace_url"),
+                    "must contain {trace_id}, where the trace's id goes",
+                ));
+            } else if !(t.starts_with("http://") || t.starts_with("https://")) {
+                errors.push(ConfigError::new(
+                    format!("{path}.trace_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
         validated(cfg, errors)
     }
 
@@ -90,6 +108,8 @@ pub struct ConsoleHub {
     pub endpoint: String,
     /// Every request must pass it, when set.
     pub auth: Option<std::sync::Arc<super::Authenticator>>,
+    /// Where example traces link to (`{trace_id}` replaced).
+    pub trace_url: Option<String>,
     history: Mutex<History>,
     /// The start of the newest window held, sent each time windows or incidents arrive.
     news: tokio::sync::broadcast::Sender<u64>,
@@ -100,6 +120,7 @@ impl ConsoleHub {
         Self {
             endpoint: cfg.endpoint.clone(),
             auth: None,
+            trace_url: cfg.trace_url.clone(),
             news: tokio::sync::broadcast::channel(16).0,
             history: Mutex::new(History::new(HistoryConfig {
                 retention: cfg.retention.get(),

@@ -17,7 +17,7 @@ use super::history::{Band, History, Point, ServiceView, Standing};
 use super::ConsoleHub;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::time::{parse_rfc3339_ns, rfc3339};
-use crate::model::window::{SeriesKey, Signal};
+use crate::model::window::{SeriesKey, Signal, TraceExample};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -168,6 +168,7 @@ async fn summary(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
         "bytes_held": bytes,
         "newest_window": (newest > 0).then(|| rfc3339(newest)),
         "anomalies_last_hour": h.anomalies_since(newest.saturating_sub(3_600_000_000_000)),
+        "trace_url": hub.trace_url.as_deref(),
         "open_incidents": h.incidents().iter().filter(|s| s.incident.status == crate::model::incident::Status::Open).count(),
     }))
 }
@@ -240,9 +241,28 @@ async fn incidents(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
     Json(json!({ "incidents": h.incidents().into_iter().map(incident_json).collect::<Vec<_>>() }))
 }
 
+/// Example traces listed with an incident.
+const INCIDENT_EXAMPLES: usize = 12;
+
 async fn incident(State(hub): State<Arc<ConsoleHub>>, Path(id): Path<String>) -> Response {
-    match hub.history().incident(&id) {
-        Some(s) => Json(json!({ "incident": incident_json(s) })).into_response(),
+    let h = hub.history();
+    match h.incident(&id) {
+        Some(s) => {
+            let examples: Vec<Value> = h
+                .incident_examples(&id, INCIDENT_EXAMPLES)
+                .into_iter()
+                .map(|(key, start, e)| {
+                    let mut doc = example_json(&e, hub.trace_url.as_deref());
+                    doc["service"] = json!(&*key.service);
+                    if let Some(t) = &key.target {
+                        doc["target"] = json!(&**t);
+                    }
+                    doc["window"] = json!(rfc3339(start));
+                    doc
+                })
+                .collect();
+            Json(json!({ "incident": incident_json(s), "examples": examples })).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("no incident {id:?} is held")),
     }
 }
@@ -277,7 +297,21 @@ fn time_param(q: &HashMap<String, String>, name: &str, default: u64) -> Result<u
     }
 }
 
-fn point_json(p: &Point, names: &[&str]) -> Value {
+/// An example trace, with the link to it where the console has a `trace_url`.
+fn example_json(e: &TraceExample, trace_url: Option<&str>) -> Value {
+    let id = e.trace_id_hex();
+    let mut doc = json!({
+        "trace_id": id,
+        "duration_ms": round(e.duration_ms),
+        "error": e.error,
+    });
+    if let Some(t) = trace_url {
+        doc["url"] = json!(t.replace("{trace_id}", &id));
+    }
+    doc
+}
+
+fn point_json(p: &Point, names: &[&str], trace_url: Option<&str>) -> Value {
     let features: Map<String, Value> = names
         .iter()
         .zip(p.features.iter())
@@ -305,6 +339,13 @@ fn point_json(p: &Point, names: &[&str]) -> Value {
                     "typical": round(*typical as f64),
                 })
             })
+            .collect();
+    }
+    if !p.examples.is_empty() {
+        doc["examples"] = p
+            .examples
+            .iter()
+            .map(|e| example_json(e, trace_url))
             .collect();
     }
     if let Some(i) = &p.incident {
@@ -339,13 +380,19 @@ async fn series(
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let h = hub.history();
-    match series_doc(&h, &key, from, to) {
+    match series_doc(&h, &key, from, to, hub.trace_url.as_deref()) {
         Some(doc) => Json(doc).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no series {key} is held")),
     }
 }
 
-fn series_doc(h: &History, key: &SeriesKey, from: u64, to: u64) -> Option<Value> {
+fn series_doc(
+    h: &History,
+    key: &SeriesKey,
+    from: u64,
+    to: u64,
+    trace_url: Option<&str>,
+) -> Option<Value> {
     let s = h.series(key)?;
     let names = key.signal.feature_names();
     let bands: Map<String, Value> = names
@@ -359,7 +406,7 @@ fn series_doc(h: &History, key: &SeriesKey, from: u64, to: u64) -> Option<Value>
         "target": key.target.as_deref(),
         "signal": key.signal.as_str(),
         "interval_s": s.interval_ns as f64 / 1e9,
-        "windows": s.between(from, to).map(|p| point_json(p, names)).collect::<Vec<_>>(),
+        "windows": s.between(from, to).map(|p| point_json(p, names, trace_url)).collect::<Vec<_>>(),
         "bands": bands,
     }))
 }

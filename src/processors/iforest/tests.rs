@@ -58,6 +58,7 @@ impl Stream {
             partial: false,
             templates: Vec::new(),
             traces: 0,
+            examples: Vec::new(),
         }
     }
 }
@@ -80,6 +81,7 @@ fn record_at(key: &Arc<SeriesKey>, k: u64, features: [f64; N_FEATURES]) -> Windo
         partial: false,
         templates: Vec::new(),
         traces: 0,
+        examples: Vec::new(),
     }
 }
 
@@ -149,6 +151,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         partial: false,
         templates: Vec::new(),
         traces: 0,
+        examples: Vec::new(),
     }
 }
 

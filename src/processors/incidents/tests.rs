@@ -53,6 +53,7 @@ fn record(
         partial: false,
         templates: Vec::new(),
         traces: 0,
+        examples: Vec::new(),
     }
 }
 

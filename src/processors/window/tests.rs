@@ -37,8 +37,9 @@ fn server(end: u64, ms: u64) -> SpanSpec {
 fn batch(service: &str, specs: Vec<SpanSpec>) -> Batch {
     let spans = specs
         .into_iter()
-        .map(|s| Span {
-            trace_id: vec![1; 16],
+        .enumerate()
+        .map(|(i, s)| Span {
+            trace_id: vec![(i % 255) as u8 + 1; 16],
             span_id: vec![2; 8],
             kind: s.kind as i32,
             start_time_unix_nano: s.end - s.ms * 1_000_000,
@@ -901,4 +902,35 @@ fn a_batch_does_not_make_its_own_older_records_of_a_new_series_late() {
         .find(|r| &*r.series.service == "b" && r.start_ns == T0)
         .expect("b's window");
     assert_eq!(f(b_first, "request_count"), 1.0);
+}
+
+#[test]
+fn a_window_keeps_its_failing_and_slowest_traces_as_examples() {
+    let (mut p, _t) = processor(WindowConfig::default());
+    let mut specs: Vec<SpanSpec> = [10, 50, 20, 80, 30]
+        .iter()
+        .map(|ms| server(T0 + S, *ms))
+        .collect();
+    specs[2].error_status = true;
+    let mut out = Vec::new();
+    p.process(batch("svc", specs), &mut out);
+    p.on_shutdown(&mut out);
+    let recs = records(out);
+    let r = recs.iter().find(|r| r.start_ns == T0).unwrap();
+    let got: Vec<(u8, f64, bool)> = r
+        .examples
+        .iter()
+        .map(|e| (e.trace_id[0], e.duration_ms, e.error))
+        .collect();
+    // The failing span first; then the three slowest, longest first.
+    assert_eq!(
+        got,
+        [
+            (3, 20.0, true),
+            (4, 80.0, false),
+            (2, 50.0, false),
+            (5, 30.0, false)
+        ]
+    );
+    assert_eq!(r.examples[1].trace_id_hex(), "04".repeat(16));
 }

@@ -270,6 +270,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
             partial: false,
             templates: Vec::new(),
             traces: 0,
+            examples: Vec::new(),
         }
     };
     // Fill every model's window first, then time steady-state scoring.
