@@ -165,7 +165,8 @@ impl WebhookExporter {
     }
 
     fn wanted(&self, w: &WindowRecord) -> bool {
-        let Some(a) = w.anomaly.as_ref().filter(|a| a.is_anomaly) else {
+        // An anomaly in a range when anomalies are expected is recorded, not alerted.
+        let Some(a) = w.anomaly.as_ref().filter(|a| a.is_anomaly && !a.expected) else {
             return false;
         };
         self.severe_enough(a.severity.unwrap_or(Severity::Minor))

@@ -305,6 +305,8 @@ pub struct Extensions {
     authenticators: HashMap<String, Arc<Authenticator>>,
     storages: HashMap<String, Arc<file_storage::FileStorage>>,
     consoles: Vec<(String, Arc<console::ConsoleHub>)>,
+    /// The process's feedback on anomalies: the consoles post to it, the detectors read it.
+    feedback: Arc<crate::model::feedback::FeedbackBoard>,
 }
 
 impl Extensions {
@@ -342,6 +344,7 @@ impl Extensions {
                             }
                         })?);
                     }
+                    c.feedback = started.feedback.clone();
                     started.consoles.push((name, Arc::new(c)));
                 }
             }
@@ -355,6 +358,10 @@ impl Extensions {
 
     pub fn storage(&self, id: &str) -> Option<Arc<file_storage::FileStorage>> {
         self.storages.get(id).cloned()
+    }
+
+    pub fn feedback(&self) -> &Arc<crate::model::feedback::FeedbackBoard> {
+        &self.feedback
     }
 
     /// The started consoles, by id.

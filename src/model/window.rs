@@ -285,6 +285,9 @@ pub struct Anomaly {
     pub message: String,
     /// The incident this anomalous window belongs to (set by the `incidents` processor).
     pub incident: Option<Arc<str>>,
+    /// An anomaly in a time range when anomalies are expected (see `feedback`): recorded, but
+    /// it opens no incident and sends no alert. `anomaly.expected: true` in documents.
+    pub expected: bool,
 }
 
 /// One series over one tumbling window.
@@ -390,6 +393,13 @@ impl WindowRecord {
         self.anomaly.as_ref().is_some_and(|a| a.is_anomaly)
     }
 
+    /// An anomaly that alerts: not in a range when anomalies are expected.
+    pub fn alerts(&self) -> bool {
+        self.anomaly
+            .as_ref()
+            .is_some_and(|a| a.is_anomaly && !a.expected)
+    }
+
     /// The document for the windows index (and the `file` exporter).
     pub fn to_document(&self) -> Value {
         let mut doc = json!({
@@ -457,6 +467,9 @@ impl WindowRecord {
             if !a.message.is_empty() {
                 an["message"] = json!(a.message);
             }
+            if a.expected {
+                an["expected"] = json!(true);
+            }
             if a.is_anomaly && !self.examples.is_empty() {
                 an["examples"] = self.examples.iter().map(|e| e.to_json()).collect();
             }
@@ -508,6 +521,7 @@ impl Anomaly {
             contributions: Vec::new(),
             message: a["message"].as_str().unwrap_or("").to_string(),
             incident: doc["incident"]["id"].as_str().map(Into::into),
+            expected: a["expected"].as_bool().unwrap_or(false),
         })
     }
 }
@@ -618,6 +632,7 @@ mod tests {
                 }],
                 message: "frontend → checkout: latency_p95_ms 812 (typical 95)".into(),
                 incident: Some("3f9c0a7d51e2b864".into()),
+                expected: false,
             }),
             partial: false,
             templates: Vec::new(),

@@ -267,6 +267,7 @@ fn start_pipelines<'c>(
                     telemetry,
                     skipped: detection.as_ref().map(|d| d.items.clone()),
                     shared: &shared,
+                    feedback: extensions.feedback(),
                 })
             })
             .collect();

@@ -58,6 +58,8 @@ pub struct ProcessorContext<'a> {
     pub skipped: Option<crate::telemetry::Counter>,
     /// State the instances of one component id share across the pipelines that list it.
     pub shared: &'a Shared,
+    /// The process's feedback on anomalies (from the console's API).
+    pub feedback: &'a Arc<crate::model::feedback::FeedbackBoard>,
 }
 
 /// State shared by the instances of one component id in several pipelines (the `incidents`

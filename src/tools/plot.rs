@@ -293,6 +293,7 @@ mod tests {
                     .unwrap_or_default(),
                 message: String::new(),
                 incident: None,
+                expected: false,
             }),
             partial: false,
             templates: Vec::new(),

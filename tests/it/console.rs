@@ -160,6 +160,114 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         "{one}"
     );
 
+    // Feedback. The incident was not one: its windows are marked, and listed.
+    let post = |path: &str, body: &str| {
+        let (status, answer) = http_request(
+            console,
+            "POST",
+            path,
+            "Content-Type: application/json\r\n",
+            body,
+        )
+        .unwrap();
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (
+            status,
+            serde_json::from_str::<Value>(body).unwrap_or(Value::Null),
+        )
+    };
+    let (status, said) = post(
+        "/api/feedback/not-anomaly",
+        &format!(r#"{{"incident": "{incident_id}"}}"#),
+    );
+    assert_eq!(status, 200, "{said}");
+    assert!(said["not_anomaly"].as_u64() >= Some(1), "{said}");
+    let (_, again) = get(console, "/api/series?service=service-b");
+    let marked = again["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["start"] == hit["start"])
+        .unwrap();
+    assert_eq!(marked["dismissed"], true, "{marked}");
+    let (_, listed) = get(console, "/api/feedback");
+    assert!(
+        listed["not_anomaly"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["service"] == "service-b" && d["window"] == hit["start"]),
+        "{listed}"
+    );
+    // The same again changes nothing.
+    let (_, twice) = post(
+        "/api/feedback/not-anomaly",
+        &format!(r#"{{"incident": "{incident_id}"}}"#),
+    );
+    assert_eq!(twice["not_anomaly"], 0, "{twice}");
+    // An expected range: added, listed, removed.
+    let (status, added) = post(
+        "/api/feedback/expected",
+        r#"{"from": "2030-01-01T00:00:00Z", "to": "2030-01-01T01:00:00Z", "service": "service-b", "note": "load test"}"#,
+    );
+    assert_eq!(status, 201, "{added}");
+    let id = added["expected"]["id"].as_str().unwrap().to_string();
+    let (_, listed) = get(console, "/api/feedback");
+    assert_eq!(listed["expected"][0]["note"], "load test", "{listed}");
+    let (status, _) = http_request(
+        console,
+        "DELETE",
+        &format!("/api/feedback/expected/{id}"),
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 204);
+    let (status, _) = http_request(
+        console,
+        "DELETE",
+        &format!("/api/feedback/expected/{id}"),
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    // Bad feedback: a clear error, nothing changed.
+    for (body, want) in [
+        (
+            r#"{"from": "2030-01-01T01:00:00Z", "to": "2030-01-01T00:00:00Z"}"#,
+            "end after",
+        ),
+        (
+            r#"{"from": "soon", "to": "2030-01-01T00:00:00Z"}"#,
+            "RFC 3339",
+        ),
+        (r#"{"from": "2030-01-01T00:00:00Z"}"#, "to"),
+        ("not json", "not valid"),
+    ] {
+        let (status, e) = post("/api/feedback/expected", body);
+        assert_eq!(status, 400, "{body}: {e}");
+        assert!(e["error"].as_str().unwrap().contains(want), "{body}: {e}");
+    }
+    let (status, e) = post("/api/feedback/not-anomaly", r#"{"service": "service-b"}"#);
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = post(
+        "/api/feedback/not-anomaly",
+        r#"{"service": "service-b", "window": "2001-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(status, 404, "{e}");
+    let (status, _) = http_request(
+        console,
+        "POST",
+        "/api/feedback/expected",
+        "Content-Type: text/plain\r\n",
+        r#"{"from": "2030-01-01T00:00:00Z", "to": "2030-01-01T01:00:00Z"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 415);
+    let (_, listed) = get(console, "/api/feedback");
+    assert_eq!(listed["expected"], serde_json::json!([]), "{listed}");
+
     // The page itself: one embedded file that asks nothing of anyone but this server.
     let (status, page) = http_get(console, "/").unwrap();
     assert_eq!(status, 200);

@@ -55,6 +55,7 @@ pub fn mappings() -> Value {
                 "is_anomaly": { "type": "boolean" },
                 "severity": { "type": "keyword" },
                 "warming_up": { "type": "boolean" },
+                "expected": { "type": "boolean" },
                 "message": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 1024 } } },
                 "contributions": { "properties": {
                     "feature": { "type": "keyword" },

@@ -19,6 +19,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
             contributions: vec![],
             message: String::new(),
             incident: None,
+            expected: false,
         }),
         partial: false,
         templates: Vec::new(),

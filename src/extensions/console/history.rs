@@ -43,6 +43,10 @@ pub struct Point {
     pub is_anomaly: bool,
     pub warming_up: bool,
     pub partial: bool,
+    /// An anomaly in a range when anomalies are expected: recorded, not alerted.
+    pub expected: bool,
+    /// An anomaly someone said is not one.
+    pub dismissed: bool,
     /// For anomalies: (feature index, actual, typical), the strongest first.
     pub contributions: Box<[(u8, f32, f32)]>,
     /// For anomalies: the traces worth opening (failing, then slowest).
@@ -74,6 +78,8 @@ impl Point {
             is_anomaly: a.is_some_and(|a| a.is_anomaly),
             warming_up: a.is_some_and(|a| a.warming_up),
             partial: r.partial,
+            expected: a.is_some_and(|a| a.expected),
+            dismissed: false,
             examples: if a.is_some_and(|a| a.is_anomaly) {
                 r.examples.clone().into_boxed_slice()
             } else {
@@ -146,7 +152,7 @@ impl SeriesHistory {
                     high: typical + spread,
                 });
             }
-            if !p.is_anomaly && !p.warming_up && !p.partial {
+            if (!p.is_anomaly || p.dismissed) && !p.warming_up && !p.partial {
                 if let Some(v) = p.features.get(i) {
                     normal.push_back(*v as f64);
                     if normal.len() > BAND_WINDOWS {
@@ -198,7 +204,7 @@ impl State {
     }
 
     fn of(p: &Point) -> State {
-        if p.is_anomaly {
+        if p.is_anomaly && !p.dismissed {
             State::Anomalous
         } else if p.warming_up {
             State::WarmingUp
@@ -437,6 +443,60 @@ impl History {
         self.incidents.get(id)
     }
 
+    /// Marks an anomalous window as not an anomaly; its features, or why it cannot be.
+    pub fn dismiss(
+        &mut self,
+        key: &SeriesKey,
+        start_ns: u64,
+    ) -> Result<(Arc<SeriesKey>, [f64; N_FEATURES]), String> {
+        let s = self
+            .series
+            .get_mut(key)
+            .ok_or_else(|| format!("no series {key} is held"))?;
+        let at = s.points.partition_point(|p| p.start_ns < start_ns);
+        let p = s
+            .points
+            .get_mut(at)
+            .filter(|p| p.start_ns == start_ns)
+            .ok_or_else(|| format!("no window of {key} starting then is held"))?;
+        if !p.is_anomaly {
+            return Err(format!("that window of {key} is not an anomaly"));
+        }
+        p.dismissed = true;
+        Ok((s.key.clone(), p.features.map(|v| v as f64)))
+    }
+
+    /// Marks every anomalous window of an incident as not an anomaly: their series, starts
+    /// and features (none when the incident is not held).
+    #[allow(clippy::type_complexity)]
+    pub fn dismiss_incident(
+        &mut self,
+        id: &str,
+    ) -> Option<Vec<(Arc<SeriesKey>, u64, [f64; N_FEATURES])>> {
+        let state = self.incidents.get(id)?;
+        let (from, to) = (
+            state.incident.start_ns,
+            state.incident.end_ns.max(state.incident.start_ns + 1),
+        );
+        let mut out = Vec::new();
+        for key in &state.incident.series {
+            let Some(s) = self.series.get_mut(key) else {
+                continue;
+            };
+            for p in s.points.iter_mut() {
+                if p.start_ns >= from
+                    && p.start_ns < to
+                    && p.is_anomaly
+                    && p.incident.as_deref() == Some(id)
+                {
+                    p.dismissed = true;
+                    out.push((s.key.clone(), p.start_ns, p.features.map(|v| v as f64)));
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// The example traces of an incident's anomalous windows: each with its series and
     /// window, failing ones first, then the slowest, at most `max`, one per trace.
     pub fn incident_examples(
@@ -480,7 +540,7 @@ impl History {
         self.series
             .values()
             .flat_map(|s| s.points.iter().rev().take_while(|p| p.start_ns >= from_ns))
-            .filter(|p| p.is_anomaly)
+            .filter(|p| p.is_anomaly && !p.dismissed)
             .count()
     }
 
@@ -585,6 +645,7 @@ mod tests {
                 },
                 message: String::new(),
                 incident: anomaly.then(|| "00000000000000aa".into()),
+                expected: false,
             }),
             partial: false,
             templates: Vec::new(),

@@ -110,6 +110,8 @@ pub struct ConsoleHub {
     pub auth: Option<std::sync::Arc<super::Authenticator>>,
     /// Where example traces link to (`{trace_id}` replaced).
     pub trace_url: Option<String>,
+    /// Where "not an anomaly" and expected ranges go (the process's board once started).
+    pub feedback: std::sync::Arc<crate::model::feedback::FeedbackBoard>,
     history: Mutex<History>,
     /// The start of the newest window held, sent each time windows or incidents arrive.
     news: tokio::sync::broadcast::Sender<u64>,
@@ -121,6 +123,7 @@ impl ConsoleHub {
             endpoint: cfg.endpoint.clone(),
             auth: None,
             trace_url: cfg.trace_url.clone(),
+            feedback: Default::default(),
             news: tokio::sync::broadcast::channel(16).0,
             history: Mutex::new(History::new(HistoryConfig {
                 retention: cfg.retention.get(),
@@ -147,6 +150,12 @@ impl ConsoleHub {
             _ => return,
         };
         // Nobody listening is no error.
+        let _ = self.news.send(newest);
+    }
+
+    /// Tells the pages following along that something changed (feedback, say).
+    pub fn notify(&self) {
+        let newest = self.history().newest_ns();
         let _ = self.news.send(newest);
     }
 

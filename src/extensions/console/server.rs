@@ -15,6 +15,7 @@
 
 use super::history::{Band, History, Point, ServiceView, Standing};
 use super::ConsoleHub;
+use crate::model::feedback::ExpectedRange;
 use crate::model::incident::{Action, IncidentEvent};
 use crate::model::time::{parse_rfc3339_ns, rfc3339};
 use crate::model::window::{SeriesKey, Signal, TraceExample};
@@ -22,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -74,6 +75,10 @@ pub fn router(hub: Arc<ConsoleHub>, stop: CancellationToken) -> Router {
         .route("/api/incidents", get(incidents))
         .route("/api/incidents/{id}", get(incident))
         .route("/api/series", get(series))
+        .route("/api/feedback", get(feedback))
+        .route("/api/feedback/not-anomaly", post(not_anomaly))
+        .route("/api/feedback/expected", post(expect))
+        .route("/api/feedback/expected/{id}", delete(withdraw))
         .route(
             "/api/events",
             get(move |State(hub): State<Arc<ConsoleHub>>| events(hub, stop.clone())),
@@ -328,6 +333,12 @@ fn point_json(p: &Point, names: &[&str], trace_url: Option<&str>) -> Value {
     if p.partial {
         doc["partial"] = json!(true);
     }
+    if p.expected {
+        doc["expected"] = json!(true);
+    }
+    if p.dismissed {
+        doc["dismissed"] = json!(true);
+    }
     if !p.contributions.is_empty() {
         doc["contributions"] = p
             .contributions
@@ -416,4 +427,209 @@ fn round(v: f64) -> f64 {
         return 0.0;
     }
     (v * 1e4).round() / 1e4
+}
+
+/// A JSON request body of type `T`. Only `application/json` is taken: a page elsewhere cannot
+/// post it without the browser asking this server first (which it does not allow).
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, (StatusCode, String)> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as Content-Type: application/json".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid: {e}"),
+        )
+    })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn range_json(r: &ExpectedRange) -> Value {
+    json!({
+        "id": r.id,
+        "from": rfc3339(r.from_ns),
+        "to": rfc3339(r.to_ns),
+        "service": r.service,
+        "note": r.note,
+    })
+}
+
+/// The feedback held: windows said not to be anomalies (newest first) and expected ranges.
+async fn feedback(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
+    let dismissed: Vec<Value> = hub
+        .feedback
+        .dismissals()
+        .iter()
+        .rev()
+        .map(|d| {
+            let mut v = json!({
+                "service": &*d.series.service,
+                "signal": d.series.signal.as_str(),
+                "window": rfc3339(d.start_ns),
+                "at": rfc3339(d.at_ns),
+            });
+            if let Some(t) = &d.series.target {
+                v["target"] = json!(&**t);
+            }
+            if let Some(m) = d.series.metric_name() {
+                v["metric"] = json!(m);
+            }
+            v
+        })
+        .collect();
+    let expected: Vec<Value> = hub.feedback.expected().iter().map(range_json).collect();
+    Json(json!({ "not_anomaly": dismissed, "expected": expected }))
+}
+
+/// `POST /api/feedback/not-anomaly`: `{"incident": id}`, or one window:
+/// `{"service", "target"?, "signal"?, "metric"?, "window": start}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotAnomaly {
+    incident: Option<String>,
+    service: Option<String>,
+    target: Option<String>,
+    signal: Option<String>,
+    metric: Option<String>,
+    window: Option<String>,
+}
+
+async fn not_anomaly(
+    State(hub): State<Arc<ConsoleHub>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: NotAnomaly = match json_body(&headers, &body) {
+        Ok(r) => r,
+        Err((status, e)) => return error(status, e),
+    };
+    let windows = match (&req.incident, &req.window) {
+        (Some(id), None) => match hub.history().dismiss_incident(id) {
+            Some(w) => w,
+            None => return error(StatusCode::NOT_FOUND, format!("no incident {id:?} is held")),
+        },
+        (None, Some(start)) => {
+            let mut q = HashMap::new();
+            for (k, v) in [
+                ("service", &req.service),
+                ("target", &req.target),
+                ("signal", &req.signal),
+                ("metric", &req.metric),
+            ] {
+                if let Some(v) = v {
+                    q.insert(k.to_string(), v.clone());
+                }
+            }
+            let key = match series_key(&q) {
+                Ok(k) => k,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let Some(start_ns) = parse_rfc3339_ns(start) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("window={start:?} is not an RFC 3339 time"),
+                );
+            };
+            match hub.history().dismiss(&key, start_ns) {
+                Ok((key, features)) => vec![(key, start_ns, features)],
+                Err(e) => return error(StatusCode::NOT_FOUND, e),
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name either an incident or one window (service and window)",
+            )
+        }
+    };
+    let at = now_ns();
+    let taken = windows
+        .into_iter()
+        .filter(|(key, start, features)| hub.feedback.dismiss(key.clone(), *start, *features, at))
+        .count();
+    hub.notify();
+    Json(json!({ "not_anomaly": taken })).into_response()
+}
+
+/// `POST /api/feedback/expected`: `{"from", "to", "service"?, "note"?}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    from: String,
+    to: String,
+    service: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// The longest note kept with an expected range.
+const MAX_NOTE_BYTES: usize = 500;
+
+async fn expect(
+    State(hub): State<Arc<ConsoleHub>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Expect = match json_body(&headers, &body) {
+        Ok(r) => r,
+        Err((status, e)) => return error(status, e),
+    };
+    let mut q = HashMap::new();
+    q.insert("from".to_string(), req.from);
+    q.insert("to".to_string(), req.to);
+    let (from, to) = match (time_param(&q, "from", 0), time_param(&q, "to", 0)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if req.note.len() > MAX_NOTE_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the note is longer than {MAX_NOTE_BYTES} bytes"),
+        );
+    }
+    let service = req.service.filter(|s| !s.is_empty());
+    let range = match ExpectedRange::new(from, to, service, req.note) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match hub.feedback.expect(range) {
+        Ok(r) => {
+            hub.notify();
+            let doc = json!({ "expected": range_json(&r) });
+            (StatusCode::CREATED, Json(doc)).into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn withdraw(State(hub): State<Arc<ConsoleHub>>, Path(id): Path<String>) -> Response {
+    if hub.feedback.withdraw(&id) {
+        hub.notify();
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no expected range {id:?} is held"),
+        )
+    }
 }

@@ -39,6 +39,7 @@ use super::Processor;
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
+use crate::model::feedback::FeedbackBoard;
 use crate::model::window::{
     feature, log_feature, metric_feature, Anomaly, Contribution, LogLevel, SeriesKey, Severity,
     Signal, WindowRecord, N_FEATURES,
@@ -184,11 +185,10 @@ impl crate::processors::ProcessorType for IForestConfig {
     }
 
     fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
-        Box::new(IForestProcessor::with_saved_models(
-            self,
-            &ctx.instance(),
-            ctx.telemetry,
-        ))
+        Box::new(
+            IForestProcessor::with_saved_models(self, &ctx.instance(), ctx.telemetry)
+                .with_feedback(ctx.feedback.clone()),
+        )
     }
 }
 
@@ -312,7 +312,14 @@ pub struct SeriesModel {
     /// (sums decayed by 1 − 1/`TYPICAL_WINDOWS` a window): how many lines one event writes.
     log_lines: f64,
     log_traces: f64,
+    /// Windows said not to be anomalies: per feature that flagged one, how far off typical it
+    /// was (signed z, the farthest kept). A window no further off than a quarter beyond it, in
+    /// the same direction, is not flagged for that feature.
+    accepted: Vec<(u8, f64)>,
 }
+
+/// How much further off than a dismissed window a window may be and still count as like it.
+const ACCEPT_MARGIN: f64 = 1.25;
 
 impl SeriesModel {
     pub fn new(cfg: &IForestConfig, key: &SeriesKey) -> Self {
@@ -326,7 +333,36 @@ impl SeriesModel {
             last_ns: 0,
             log_lines: 0.0,
             log_traces: 0.0,
+            accepted: Vec::new(),
         }
+    }
+
+    /// Takes a window someone said is not an anomaly: it is learned as normal, and how far off
+    /// it is on each feature out of line becomes acceptable.
+    pub fn accept(&mut self, cfg: &IForestConfig, signal: Signal, features: &[f64; N_FEATURES]) {
+        let deviations = self.deviations(signal, features, cfg.min_deviation);
+        for (i, z, _) in deviations {
+            let i = i as u8;
+            match self
+                .accepted
+                .iter_mut()
+                .find(|(f, a)| *f == i && a.signum() == z.signum())
+            {
+                Some((_, a)) if z.abs() > a.abs() => *a = z,
+                Some(_) => {}
+                None => self.accepted.push((i, z)),
+            }
+        }
+        let x = transform_for(signal, features);
+        self.consecutive = 0;
+        self.learn(features, &x, 0.0, false);
+    }
+
+    /// Whether feature `i` being `z` off typical is like a window said not to be an anomaly.
+    fn accepts(&self, i: usize, z: f64) -> bool {
+        self.accepted.iter().any(|(f, a)| {
+            *f as usize == i && a.signum() == z.signum() && z.abs() <= a.abs() * ACCEPT_MARGIN
+        })
     }
 
     /// Lines a log series writes per independent event (trace) in its normal windows, at
@@ -1075,6 +1111,12 @@ pub struct IForestProcessor {
     last_save: std::time::Instant,
     dirty: bool,
     writer: Option<persist::ModelWriter>,
+    /// The process's feedback, and the newest dismissal taken from it.
+    feedback: Option<Arc<FeedbackBoard>>,
+    feedback_seen: u64,
+    feedback_changes: u64,
+    /// Expected ranges read with the saved models, for the board once there is one.
+    restored_expected: Vec<crate::model::feedback::ExpectedRange>,
 }
 
 impl IForestProcessor {
@@ -1104,6 +1146,41 @@ impl IForestProcessor {
             dirty: false,
             writer: (!cfg.model_path.is_empty())
                 .then(|| persist::ModelWriter::new(std::path::Path::new(&cfg.model_path))),
+            feedback: None,
+            feedback_seen: 0,
+            feedback_changes: 0,
+            restored_expected: Vec::new(),
+        }
+    }
+
+    /// Follows the process's feedback board (handing it the expected ranges saved with the
+    /// models).
+    pub fn with_feedback(mut self, board: Arc<FeedbackBoard>) -> Self {
+        board.restore(std::mem::take(&mut self.restored_expected));
+        self.feedback = Some(board);
+        self
+    }
+
+    /// Takes the dismissals not taken yet: each of this processor's series learns its window
+    /// as normal (others' are not its own).
+    fn take_feedback(&mut self) {
+        let Some(board) = &self.feedback else {
+            return;
+        };
+        let changes = board.changes();
+        if changes == self.feedback_changes {
+            return;
+        }
+        // Expected ranges are saved with the models: a change is a change to save.
+        self.feedback_changes = changes;
+        self.dirty = true;
+        for d in board.dismissals_after(self.feedback_seen) {
+            self.feedback_seen = self.feedback_seen.max(d.seq);
+            if let Some(m) = self.models.get_mut(&d.series) {
+                m.accept(&self.cfg, d.series.signal, &d.features);
+                self.dirty = true;
+                tracing::info!(series = %d.series, window = %crate::model::time::rfc3339(d.start_ns), "learned a window said not to be an anomaly");
+            }
         }
     }
 
@@ -1134,16 +1211,25 @@ impl IForestProcessor {
     pub fn load(&mut self, path: &std::path::Path) -> Result<usize, persist::ModelError> {
         let file = persist::read(path)?;
         self.models = persist::from_file(&self.cfg, &file);
+        match &self.feedback {
+            Some(board) => board.restore(file.expected),
+            None => self.restored_expected = file.expected,
+        }
         Ok(self.models.len())
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<(), persist::ModelError> {
-        persist::write(path, &persist::to_file(&self.cfg, &self.models))
+        persist::write(path, &self.to_model_file())
     }
 
-    /// The saved form of the current models.
+    /// The saved form of the current models, with the expected ranges.
     pub fn to_model_file(&self) -> persist::ModelFile {
-        persist::to_file(&self.cfg, &self.models)
+        let mut file = persist::to_file(&self.cfg, &self.models);
+        file.expected = match &self.feedback {
+            Some(board) => board.expected(),
+            None => self.restored_expected.clone(),
+        };
+        file
     }
 
     /// Periodic save: the models are copied here and written on a blocking thread.
@@ -1252,12 +1338,18 @@ impl IForestProcessor {
                     && *i != THROUGHPUT_CHANGE
             });
         }
+        // Out of line only as far as a window someone said is fine: normal, and learned.
+        let off = deviations.len();
+        deviations.retain(|(i, z, _)| !model.accepts(*i, *z));
+        let accepted = off > 0 && deviations.is_empty();
         let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
         let score = forest_score.max(evidence_score(strongest, cfg.min_deviation));
         let is_anomaly = !warming_up && score >= threshold && !deviations.is_empty();
         // Above the threshold without a cause: not reported, but not learned either, so an
         // outlier does not widen what the forest calls normal (unless it keeps happening).
-        let verdict = if is_anomaly {
+        let verdict = if accepted {
+            Verdict::Normal { warming_up }
+        } else if is_anomaly {
             Verdict::Anomaly
         } else if !warming_up && score >= threshold {
             Verdict::Unexplained
@@ -1289,6 +1381,11 @@ impl IForestProcessor {
         } else {
             String::new()
         };
+        let expected = is_anomaly
+            && self.feedback.as_ref().is_some_and(|b| {
+                b.expected_at(&rec.series.service, rec.start_ns, rec.end_ns())
+                    .is_some()
+            });
         self.scored.inc();
         self.dirty = true;
         if is_anomaly {
@@ -1303,6 +1400,7 @@ impl IForestProcessor {
             contributions,
             message,
             incident: None,
+            expected,
         });
     }
 }
@@ -1369,6 +1467,7 @@ impl Processor for IForestProcessor {
             out.push(batch);
             return;
         };
+        self.take_feedback();
         let mut records = Arc::try_unwrap(records).unwrap_or_else(|a| (*a).clone());
         for r in &mut records {
             self.score(r);
@@ -1387,6 +1486,7 @@ impl Processor for IForestProcessor {
     }
 
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {
+        self.take_feedback();
         if self.last_save.elapsed() >= self.cfg.save_interval.get() {
             self.save_in_background();
         }

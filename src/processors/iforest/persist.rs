@@ -59,6 +59,9 @@ pub struct SavedSeries {
     pub log_lines: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_traces: f64,
+    /// How far off typical (feature, signed z) windows someone said are not anomalies were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<(String, f64)>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -71,6 +74,9 @@ pub struct ModelFile {
     pub version: u32,
     pub seed: u64,
     pub series: Vec<SavedSeries>,
+    /// The time ranges when anomalies are expected (the process's, when saved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected: Vec<crate::model::feedback::ExpectedRange>,
 }
 
 impl SeriesModel {
@@ -91,6 +97,14 @@ impl SeriesModel {
             scores: self.scores.iter().copied().collect(),
             log_lines: self.log_lines,
             log_traces: self.log_traces,
+            accepted: self
+                .accepted
+                .iter()
+                .filter_map(|(i, z)| {
+                    let name = key.signal.feature_names().get(*i as usize)?;
+                    Some((name.to_string(), *z))
+                })
+                .collect(),
         }
     }
 
@@ -105,6 +119,13 @@ impl SeriesModel {
             m.log_lines = s.log_lines.max(0.0);
             m.log_traces = s.log_traces.max(0.0);
         }
+        let names = key.signal.feature_names();
+        m.accepted = s
+            .accepted
+            .iter()
+            .filter(|(_, z)| z.is_finite())
+            .filter_map(|(n, z)| Some((names.iter().position(|f| f == n)? as u8, *z)))
+            .collect();
         m
     }
 }
@@ -117,6 +138,7 @@ pub fn to_file(cfg: &IForestConfig, models: &HashMap<Arc<SeriesKey>, SeriesModel
         version: VERSION,
         seed: cfg.seed,
         series: keys.into_iter().map(|k| models[k].save(k)).collect(),
+        expected: Vec::new(),
     }
 }
 

@@ -839,3 +839,102 @@ mod metric_tails {
         assert!(tail_z(&mem, 1e8, 4e8) <= -4.0);
     }
 }
+
+/// Service `checkout`'s next window from `s`, `extra_ms` slower.
+fn slower(s: &mut Stream, extra_ms: f64) -> WindowRecord {
+    let mut r = s.next();
+    for i in [
+        feature::LATENCY_MEAN,
+        feature::LATENCY_P50,
+        feature::LATENCY_P95,
+        feature::LATENCY_P99,
+        feature::LATENCY_MAX,
+    ] {
+        r.features[i] += extra_ms;
+    }
+    r
+}
+
+#[test]
+fn a_window_said_not_to_be_an_anomaly_is_learned_and_its_like_stop_alarming_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = IForestConfig {
+        model_path: dir.path().join("models.json").display().to_string(),
+        ..Default::default()
+    };
+    let board = FeedbackBoard::new();
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new()).with_feedback(board.clone());
+    let mut s = Stream::new(31, "checkout");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    // +60 ms on ~50 ms: flagged.
+    let mut first = slower(&mut s, 60.0);
+    p.score(&mut first);
+    assert!(first.is_anomaly());
+    let learned = p.model(&first.series).unwrap().learned();
+    // Someone says it is fine: the board hands it to the processor at its next batch.
+    assert!(board.dismiss(first.series.clone(), first.start_ns, first.features, 1));
+    p.take_feedback();
+    assert_eq!(p.model(&first.series).unwrap().learned(), learned + 1);
+    for _ in 0..20 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    // The like of it no longer alarms (and is learned); far worse still does.
+    let mut like = slower(&mut s, 60.0);
+    p.score(&mut like);
+    assert!(!like.is_anomaly(), "{:?}", like.anomaly);
+    let mut worse = slower(&mut s, 400.0);
+    p.score(&mut worse);
+    assert!(worse.is_anomaly());
+    // Saved with the models: a restarted processor knows it too.
+    p.on_shutdown(&mut Vec::new());
+    let mut q = IForestProcessor::with_saved_models(&cfg, "y", &Telemetry::new())
+        .with_feedback(FeedbackBoard::new());
+    let mut again = slower(&mut s, 60.0);
+    q.score(&mut again);
+    assert!(!again.is_anomaly(), "{:?}", again.anomaly);
+}
+
+#[test]
+fn anomalies_in_an_expected_range_are_recorded_as_expected_and_the_range_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = IForestConfig {
+        model_path: dir.path().join("models.json").display().to_string(),
+        ..Default::default()
+    };
+    let board = FeedbackBoard::new();
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new()).with_feedback(board.clone());
+    let mut s = Stream::new(32, "checkout");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let mut before = slower(&mut s, 400.0);
+    p.score(&mut before);
+    assert!(before.alerts());
+    let next = s.next().start_ns;
+    let range = crate::model::feedback::ExpectedRange::new(
+        next,
+        next + 100 * S,
+        Some("checkout".into()),
+        "load test".into(),
+    )
+    .unwrap();
+    board.expect(range.clone()).unwrap();
+    let mut during = slower(&mut s, 400.0);
+    p.score(&mut during);
+    let a = during.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly && a.expected, "{a:?}");
+    assert!(!during.alerts());
+    assert_eq!(during.to_document()["anomaly"]["expected"], true);
+    // The range is saved with the models and handed to the next process's board.
+    p.take_feedback();
+    p.on_shutdown(&mut Vec::new());
+    let restored = FeedbackBoard::new();
+    let _q = IForestProcessor::with_saved_models(&cfg, "y", &Telemetry::new())
+        .with_feedback(restored.clone());
+    assert_eq!(restored.expected(), vec![range]);
+}

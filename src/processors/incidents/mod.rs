@@ -381,7 +381,7 @@ impl IncidentsProcessor {
         self.resolve_quiet(start_ns, events);
 
         let anomalous: Vec<usize> = (0..records.len())
-            .filter(|&i| records[i].is_anomaly())
+            .filter(|&i| records[i].alerts())
             .collect();
         if anomalous.is_empty() {
             self.rates.observe(records);

@@ -68,7 +68,7 @@ fn strength(
     r: &WindowRecord,
     dir: fn(&str) -> bool,
 ) -> Option<(f64, &crate::model::window::Contribution)> {
-    let a = r.anomaly.as_ref().filter(|a| a.is_anomaly)?;
+    let a = r.anomaly.as_ref().filter(|a| a.is_anomaly && !a.expected)?;
     let c = a.contributions.iter().find(|c| dir(c.feature))?;
     Some((a.score.clamp(0.0, 1.0), c))
 }

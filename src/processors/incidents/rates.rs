@@ -45,7 +45,7 @@ impl BaseRates {
         for r in records {
             let e = self.rates.entry(r.series.clone()).or_default();
             e.seen = e.seen * FADE + 1.0;
-            e.flagged = e.flagged * FADE + if r.is_anomaly() { 1.0 } else { 0.0 };
+            e.flagged = e.flagged * FADE + if r.alerts() { 1.0 } else { 0.0 };
             e.last_ns = at_ns;
         }
         if self.rates.len() > MAX_SERIES {

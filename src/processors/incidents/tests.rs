@@ -32,6 +32,7 @@ fn record(
             }],
             message: format!("{series}: {feat} {actual} (typical {typical})"),
             incident: None,
+            expected: false,
         },
         None => Anomaly {
             score: 0.3,
@@ -42,6 +43,7 @@ fn record(
             contributions: vec![],
             message: String::new(),
             incident: None,
+            expected: false,
         },
     };
     WindowRecord {

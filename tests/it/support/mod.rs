@@ -275,11 +275,27 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 /// The same with extra header lines (each ending in CRLF); the status and the whole answer,
 /// headers included.
 pub fn http_get_with(port: u16, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
+    http_request(port, "GET", path, headers, "")
+}
+
+/// A minimal HTTP/1.1 request with a body: the status and the whole answer, headers included.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let length = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}{length}Connection: close\r\n\r\n{body}"
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
