@@ -105,6 +105,47 @@ try {
     await shot("service-b");
   });
 
+  await step("'not an anomaly' on service-b's window is taken and shown", async () => {
+    const row = page.locator("table.anomalies tr[data-window]").filter({ has: page.locator('button[data-action="dismiss"]') }).first();
+    const start = await row.getAttribute("data-window");
+    await row.locator('button[data-action="dismiss"]').click();
+    const done = page.locator(`table.anomalies tr[data-window="${start}"]`);
+    await done.filter({ hasText: "not an anomaly" }).locator("span").waitFor({ timeout: 10_000 });
+    await page.locator(`circle.anomaly.dismissed[data-start="${start}"]`).first().waitFor({ state: "attached", timeout: 5_000 });
+    const said = await (await page.request.get(new URL("/api/feedback", url).href)).json();
+    if (!said.not_anomaly.some((d) => d.service === "service-b" && d.window === start)) {
+      throw new Error(`the API does not list it: ${JSON.stringify(said)}`);
+    }
+    await shot("service-b-feedback");
+  });
+
+  await step("an expected range is added from the overview and removed again", async () => {
+    await page.goto(`${url}?live=off`);
+    const form = page.locator("#expect-form");
+    await form.waitFor({ timeout: 10_000 });
+    // Local times, as the inputs take them: the next hour.
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+    const now = new Date();
+    await form.locator('input[name="from"]').fill(local(now));
+    await form.locator('input[name="to"]').fill(local(new Date(now.getTime() + 3600e3)));
+    await form.locator('select[name="service"]').selectOption("service-b");
+    await form.locator('input[name="note"]').fill("planned load test");
+    await form.locator('button[type="submit"]').click();
+    const row = page.locator("tr[data-expected]").filter({ hasText: "planned load test" });
+    await row.waitFor({ timeout: 10_000 });
+    await shot("overview-expected");
+    await row.locator('button[data-action="withdraw"]').click();
+    await row.waitFor({ state: "detached", timeout: 10_000 });
+    // A range that ends before it starts: the API's reason, shown by the form.
+    await form.locator('input[name="from"]').fill(local(new Date(now.getTime() + 3600e3)));
+    await form.locator('input[name="to"]').fill(local(now));
+    await form.locator('button[type="submit"]').click();
+    await form.locator(".error").filter({ hasText: "end after" }).waitFor({ timeout: 5_000 });
+    // The browser reports that refusal as an error of its own: the one expected here.
+    const refused = errors.findIndex((e) => e.includes("400 (Bad Request)"));
+    if (refused >= 0) errors.splice(refused, 1);
+  });
+
   await step("the call's page charts service-a → service-b", async () => {
     await page.goto(`${url}?live=off#/edge/service-a/service-b`);
     await page.locator(".chart svg polyline").first().waitFor({ state: "attached", timeout: 10_000 });

@@ -422,7 +422,15 @@ fn the_console_in_a_real_browser_shows_the_demo() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for page in ["overview", "incident", "service-b", "edge", "overview-dark"] {
+    for page in [
+        "overview",
+        "incident",
+        "service-b",
+        "service-b-feedback",
+        "overview-expected",
+        "edge",
+        "overview-dark",
+    ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
     }
 }

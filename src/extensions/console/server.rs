@@ -416,6 +416,7 @@ fn series_doc(
         "service": &*key.service,
         "target": key.target.as_deref(),
         "signal": key.signal.as_str(),
+        "metric": key.metric_name(),
         "interval_s": s.interval_ns as f64 / 1e9,
         "windows": s.between(from, to).map(|p| point_json(p, names, trace_url)).collect::<Vec<_>>(),
         "bands": bands,
