@@ -158,7 +158,7 @@ pub async fn run(
     let telemetry_task = start_telemetry(&cfg, &telemetry, &health, &telemetry_stop)
         .await
         .inspect_err(|_| stop.cancel())?;
-    let console_tasks = start_consoles(&shared.extensions, &telemetry_stop)
+    let console_tasks = start_consoles(&cfg, &telemetry, &shared.extensions, &telemetry_stop)
         .await
         .inspect_err(|_| {
             stop.cancel();
@@ -438,11 +438,21 @@ async fn start_telemetry(
 
 /// The consoles' servers: bound now, so a taken port fails startup.
 async fn start_consoles(
+    cfg: &Config,
+    telemetry: &Telemetry,
     extensions: &crate::extensions::Extensions,
     stop: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, ServiceError> {
     let mut tasks = Vec::new();
+    // Forwarding: the OTLP exporters (to the downstream collector).
+    let forwarders: Vec<String> = cfg
+        .exporters
+        .iter()
+        .filter(|(id, _)| id.kind == "otlp" || id.kind == "otlphttp")
+        .map(|(id, _)| id.to_string())
+        .collect();
     for (id, hub) in extensions.consoles() {
+        hub.count_spans(telemetry.clone(), forwarders.clone());
         let addr = listen_addr(&hub.endpoint).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let (local, task) =
             crate::extensions::console::server::serve(addr, hub.clone(), stop.clone()).await?;

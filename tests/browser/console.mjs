@@ -54,14 +54,16 @@ try {
 
   await step("a live update arrives without a reload", async () => {
     const before = await page.locator("#view").getAttribute("data-rendered");
-    const newest = await page.locator(".counter b").nth(3).textContent();
+    const newest = await page.locator(".counter b").nth(5).textContent();
     await page.waitForFunction(
       ([r, n]) => document.querySelector("#view").dataset.rendered !== r &&
-        document.querySelectorAll(".counter b")[3].textContent !== n,
+        document.querySelectorAll(".counter b")[5].textContent !== n,
       [before, newest],
       { timeout: 20_000 },
     );
     await page.locator("#live").filter({ hasText: "live" }).waitFor({ timeout: 5_000 });
+    const spansIn = Number(await page.locator("#spans-in").textContent());
+    if (!(spansIn > 0)) throw new Error(`spans/s in: ${spansIn}`);
     if (loads !== 1) throw new Error(`the page was loaded ${loads} times`);
   });
 

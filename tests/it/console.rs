@@ -59,6 +59,16 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     let (_, summary) = get(console, "/api/summary");
     assert!(closed, "{summary}");
     assert_eq!(summary["series"], 3, "{summary}");
+    // Spans in, per second over the last minute; no forwarding (no OTLP exporter).
+    assert!(
+        summary["spans_per_second_in"].as_f64() > Some(0.0),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["spans_per_second_forwarded"],
+        Value::Null,
+        "{summary}"
+    );
     assert!(
         summary["anomalies_last_hour"].as_u64() >= Some(1),
         "{summary}"

@@ -115,6 +115,77 @@ pub struct ConsoleHub {
     history: Mutex<History>,
     /// The start of the newest window held, sent each time windows or incidents arrive.
     news: tokio::sync::broadcast::Sender<u64>,
+    /// Spans taken in and forwarded, read from the process's own counters.
+    spans: std::sync::OnceLock<SpanMeter>,
+}
+
+/// Spans per second in (accepted by the receivers) and forwarded (sent by the OTLP
+/// exporters), over about the last minute, from the counters `/metrics` serves.
+pub struct SpanMeter {
+    telemetry: crate::telemetry::Telemetry,
+    forwarders: Vec<String>,
+    /// (when, in, forwarded), at least a second apart, the last minute's.
+    samples: Mutex<std::collections::VecDeque<(std::time::Instant, u64, u64)>>,
+}
+
+impl std::fmt::Debug for SpanMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanMeter")
+            .field("forwarders", &self.forwarders)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far back the span rates look.
+const RATE_SPAN: Duration = Duration::from_secs(60);
+
+impl SpanMeter {
+    fn totals(&self) -> (u64, u64) {
+        use crate::telemetry::names;
+        let accepted = self
+            .telemetry
+            .sum(names::RECEIVER_ACCEPTED, &[("signal", "traces")]);
+        let forwarded = self
+            .forwarders
+            .iter()
+            .map(|e| {
+                self.telemetry.sum(
+                    names::EXPORTER_SENT,
+                    &[("exporter", e), ("signal", "traces")],
+                )
+            })
+            .sum();
+        (accepted, forwarded)
+    }
+
+    /// Takes a sample (at most one a second) and answers the rates since the oldest kept.
+    pub fn rates(&self) -> (f64, f64) {
+        let now = std::time::Instant::now();
+        let (i, f) = self.totals();
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples
+            .back()
+            .is_none_or(|(t, _, _)| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            samples.push_back((now, i, f));
+        }
+        while samples.len() > 2
+            && samples
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_SPAN)
+        {
+            samples.pop_front();
+        }
+        let Some(&(t0, i0, f0)) = samples.front() else {
+            return (0.0, 0.0);
+        };
+        // Over a second at least: a burst just after the start is not a rate of millions.
+        let dt = now.duration_since(t0).as_secs_f64().max(1.0);
+        (
+            i.saturating_sub(i0) as f64 / dt,
+            f.saturating_sub(f0) as f64 / dt,
+        )
+    }
 }
 
 impl ConsoleHub {
@@ -124,6 +195,7 @@ impl ConsoleHub {
             auth: None,
             trace_url: cfg.trace_url.clone(),
             feedback: Default::default(),
+            spans: std::sync::OnceLock::new(),
             news: tokio::sync::broadcast::channel(16).0,
             history: Mutex::new(History::new(HistoryConfig {
                 retention: cfg.retention.get(),
@@ -149,8 +221,33 @@ impl ConsoleHub {
             }
             _ => return,
         };
+        // A sample for the span rates, so that they cover the time between page loads.
+        if let Some(m) = self.spans.get() {
+            m.rates();
+        }
         // Nobody listening is no error.
         let _ = self.news.send(newest);
+    }
+
+    /// Reads the span rates from these counters (`forwarders`: the OTLP exporters' ids).
+    pub fn count_spans(&self, telemetry: crate::telemetry::Telemetry, forwarders: Vec<String>) {
+        let meter = SpanMeter {
+            telemetry,
+            forwarders,
+            samples: Mutex::new(Default::default()),
+        };
+        meter.rates();
+        let _ = self.spans.set(meter);
+    }
+
+    /// Spans per second in and forwarded, over about the last minute (none before counting).
+    pub fn span_rates(&self) -> Option<(f64, f64)> {
+        self.spans.get().map(SpanMeter::rates)
+    }
+
+    /// Whether the process forwards spans (has an OTLP exporter).
+    pub fn forwards(&self) -> bool {
+        self.spans.get().is_some_and(|m| !m.forwarders.is_empty())
     }
 
     /// Tells the pages following along that something changed (feedback, say).
@@ -168,5 +265,50 @@ impl ConsoleHub {
     /// leaves it as it was then: still a history.
     pub fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{names, Telemetry};
+
+    #[test]
+    fn span_rates_come_from_the_receivers_and_the_otlp_exporters_counters() {
+        let t = Telemetry::new();
+        let hub = ConsoleHub::new(&ConsoleConfig::default());
+        assert_eq!(hub.span_rates(), None);
+        let accepted = t.counter(
+            names::RECEIVER_ACCEPTED,
+            "",
+            vec![("receiver", "otlp".into()), ("signal", "traces".into())],
+        );
+        let forwarded = t.counter(
+            names::EXPORTER_SENT,
+            "",
+            vec![
+                ("exporter", "otlp/down".into()),
+                ("signal", "traces".into()),
+            ],
+        );
+        let written = t.counter(
+            names::EXPORTER_SENT,
+            "",
+            vec![("exporter", "file".into()), ("signal", "traces".into())],
+        );
+        let logs = t.counter(
+            names::RECEIVER_ACCEPTED,
+            "",
+            vec![("receiver", "otlp".into()), ("signal", "logs".into())],
+        );
+        hub.count_spans(t, vec!["otlp/down".into()]);
+        assert!(hub.forwards());
+        accepted.add(500);
+        forwarded.add(300);
+        written.add(10_000);
+        logs.add(10_000);
+        // Within the first second: over one second.
+        let (i, f) = hub.span_rates().unwrap();
+        assert_eq!((i, f), (500.0, 300.0));
     }
 }

@@ -164,10 +164,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn summary(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
+    let rates = hub.span_rates();
     let h = hub.history();
     let (windows, bytes) = h.size();
     let newest = h.newest_ns();
     Json(json!({
+        "spans_per_second_in": rates.map(|r| round(r.0)),
+        // None without an OTLP exporter: nothing is forwarded, by design.
+        "spans_per_second_forwarded": rates.filter(|_| hub.forwards()).map(|r| round(r.1)),
         "series": h.keys().len(),
         "windows_held": windows,
         "bytes_held": bytes,
