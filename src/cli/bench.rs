@@ -46,6 +46,17 @@ pub enum BenchCommand {
         #[arg(long)]
         faults: Option<usize>,
     },
+    /// How fast the console's API answers with a full history (filled in process, asked over
+    /// HTTP).
+    Console {
+        #[arg(long, default_value_t = 1000)]
+        series: usize,
+        #[arg(long, default_value_t = 6)]
+        hours: u64,
+        /// Timed calls of each endpoint.
+        #[arg(long, default_value_t = 30)]
+        requests: usize,
+    },
     /// The detector's cost per window and memory per series.
     Scoring {
         #[arg(long, default_value_t = 100)]
@@ -64,6 +75,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         } => bench::forest_report(&datasets, runs, &only)?,
         BenchCommand::Quality { only } => bench::quality::report(only.as_deref()).await?,
         BenchCommand::Scoring { series, windows } => bench::scoring_cost(series, windows),
+        BenchCommand::Console {
+            series,
+            hours,
+            requests,
+        } => bench::console::run(series, hours, requests).await?,
         BenchCommand::Real {
             data,
             out,

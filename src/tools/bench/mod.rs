@@ -1,6 +1,7 @@
 //! Benchmarks that are commands, not tests: the forest on the standard outlier data sets (the
 //! Online Isolation Forest paper's protocol) and the detector's cost per window.
 
+pub mod console;
 pub mod quality;
 pub mod real;
 pub mod real_metrics;
