@@ -44,7 +44,12 @@ try {
   page.on("load", () => { loads += 1; });
 
   await page.goto(url);
-  const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  // The whole page down to the end of its content.
+  const shot = async (name) => {
+    const height = await page.evaluate(() => Math.ceil(document.querySelector("main").getBoundingClientRect().bottom + window.scrollY + 8));
+    const width = page.viewportSize().width;
+    await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true, clip: { x: 0, y: 0, width, height } });
+  };
 
   await step("the service map shows service-a, service-b and the call between them", async () => {
     await page.locator('a.node[data-service="service-a"]').waitFor({ timeout: 60_000 });
