@@ -307,6 +307,16 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         &format!("/api/series?service=service-a&target=service-b&from={from}&to={to}"),
     );
     assert_eq!(part["windows"].as_array().unwrap().len(), 4, "{part}");
+    // A series by its name, as the API writes it.
+    let (status, by_key) = get(
+        console,
+        "/api/series?key=service-a%20%E2%86%92%20service-b&from=2000-01-01T00:00:00Z",
+    );
+    assert_eq!(status, 200, "{by_key}");
+    assert_eq!(by_key["series"], "service-a → service-b");
+    assert_eq!(by_key["target"], "service-b");
+    let (status, e) = get(console, "/api/series?key=nobody%20(logs)");
+    assert_eq!(status, 404, "{e}");
 
     // Live: a page following /api/events hears of the windows that arrive next, without asking.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", console)).unwrap();

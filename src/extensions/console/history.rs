@@ -8,7 +8,9 @@
 //! default byte budget keeps the most recent 64 MiB of them.
 
 use crate::model::incident::{Incident, IncidentEvent, Status};
-use crate::model::window::{feature, SeriesKey, Signal, TraceExample, WindowRecord, N_FEATURES};
+use crate::model::window::{
+    feature, SeriesKey, Signal, TemplateCount, TraceExample, WindowRecord, N_FEATURES,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub struct Point {
     pub contributions: Box<[(u8, f32, f32)]>,
     /// For anomalies: the traces worth opening (failing, then slowest).
     pub examples: Box<[TraceExample]>,
+    /// For anomalous log windows: their most telling templates.
+    pub templates: Box<[TemplateCount]>,
     pub incident: Option<Arc<str>>,
 }
 
@@ -85,6 +89,11 @@ impl Point {
             } else {
                 Box::default()
             },
+            templates: if a.is_some_and(|a| a.is_anomaly) {
+                r.templates.clone().into_boxed_slice()
+            } else {
+                Box::default()
+            },
             contributions,
             incident: a.and_then(|a| a.incident.clone()),
         }
@@ -95,6 +104,11 @@ impl Point {
         std::mem::size_of::<Point>()
             + self.contributions.len() * 12
             + self.examples.len() * std::mem::size_of::<TraceExample>()
+            + self
+                .templates
+                .iter()
+                .map(|t| std::mem::size_of::<TemplateCount>() + t.template.len())
+                .sum::<usize>()
     }
 }
 
@@ -236,6 +250,9 @@ pub struct ServiceView {
     pub others: Option<State>,
     /// Its calls out, by callee.
     pub calls: Vec<(Arc<str>, Standing)>,
+    /// Its other series (logs, each metric, each group by route and the like), by key, with
+    /// the state of their latest window.
+    pub series: Vec<(Arc<SeriesKey>, State)>,
 }
 
 impl ServiceView {
@@ -420,6 +437,12 @@ impl History {
         self.series.get(key)
     }
 
+    /// The series whose key reads `name` (as `SeriesKey` displays it: `svc → callee`,
+    /// `svc (metric)`, `svc [http.route=/x]`, `svc (logs)`).
+    pub fn find(&self, name: &str) -> Option<Arc<SeriesKey>> {
+        self.series.keys().find(|k| k.to_string() == name).cloned()
+    }
+
     /// Every series kept, in key order.
     pub fn keys(&self) -> Vec<&Arc<SeriesKey>> {
         let mut keys: Vec<&Arc<SeriesKey>> = self.series.keys().collect();
@@ -555,6 +578,7 @@ impl History {
                     spans: None,
                     others: None,
                     calls: Vec::new(),
+                    series: Vec::new(),
                 })
                 .name
                 .clone()
@@ -581,14 +605,17 @@ impl History {
                 (Signal::Logs | Signal::Metrics, _) => {
                     let st = State::of(last);
                     v.others = Some(v.others.map_or(st, |o| o.max(st)));
+                    v.series.push((k.clone(), st));
                 }
                 // Groups (by route and the like) have their own pages, not a place on the map.
+                (Signal::Spans, None) => v.series.push((k.clone(), State::of(last))),
                 _ => {}
             }
         }
         let mut out: Vec<ServiceView> = map.into_values().collect();
         for v in &mut out {
             v.calls.sort_by(|a, b| a.0.cmp(&b.0));
+            v.series.sort();
         }
         out
     }
@@ -700,6 +727,12 @@ mod tests {
         assert_eq!(map[1].state(), State::Anomalous);
         assert_eq!(map[2].spans, None);
         assert_eq!(map[2].state(), State::Normal);
+        // Its logs are its other series, found by their name.
+        assert_eq!(map[2].series, [(logs.clone(), State::Normal)]);
+        assert!(a.series.is_empty());
+        assert_eq!(h.find("service-c (logs)"), Some(logs.clone()));
+        assert_eq!(h.find("service-a → service-b"), Some(ab.clone()));
+        assert_eq!(h.find("service-d"), None);
         assert_eq!(h.anomalies_since(T0 + 90 * S), 2);
         assert_eq!(h.anomalies_since(T0 + 100 * S), 0);
         // The anomaly is kept with its explanation and incident.

@@ -207,6 +207,30 @@ fn service_json(v: &ServiceView) -> Value {
     if let Some(o) = v.others {
         doc["logs_and_metrics"] = json!(o.as_str());
     }
+    doc["series"] = v
+        .series
+        .iter()
+        .map(|(k, st)| {
+            let mut s = json!({
+                "key": k.to_string(),
+                "signal": k.signal.as_str(),
+                "state": st.as_str(),
+            });
+            if let Some(m) = k.metric_name() {
+                s["metric"] = json!(m);
+            }
+            let labels: Map<String, Value> = k
+                .labels
+                .iter()
+                .skip(k.metric_name().is_some() as usize)
+                .map(|(a, b)| (a.to_string(), json!(&**b)))
+                .collect();
+            if !labels.is_empty() {
+                s["labels"] = Value::Object(labels);
+            }
+            s
+        })
+        .collect();
     doc
 }
 
@@ -232,7 +256,11 @@ fn incident_json(s: &super::history::IncidentState) -> Value {
         .series
         .iter()
         .map(|k| {
-            let mut v = json!({ "service": &*k.service, "signal": k.signal.as_str() });
+            let mut v = json!({
+                "key": k.to_string(),
+                "service": &*k.service,
+                "signal": k.signal.as_str(),
+            });
             if let Some(t) = &k.target {
                 v["target"] = json!(&**t);
             }
@@ -276,7 +304,22 @@ async fn incident(State(hub): State<Arc<ConsoleHub>>, Path(id): Path<String>) ->
     }
 }
 
-/// The series a query names.
+/// The series a query names: `key=` as the series' name reads (`svc [http.route=/x]`), or
+/// `service=` with `target=`, `signal=`, `metric=`.
+fn held_key(
+    hub: &ConsoleHub,
+    q: &HashMap<String, String>,
+) -> Result<SeriesKey, (StatusCode, String)> {
+    match q.get("key") {
+        Some(name) => match hub.history().find(name) {
+            Some(k) => Ok((*k).clone()),
+            None => Err((StatusCode::NOT_FOUND, format!("no series {name:?} is held"))),
+        },
+        None => series_key(q).map_err(|e| (StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+/// The series `service=`, `target=`, `signal=` and `metric=` name.
 fn series_key(q: &HashMap<String, String>) -> Result<SeriesKey, String> {
     let service = q
         .get("service")
@@ -356,6 +399,20 @@ fn point_json(p: &Point, names: &[&str], trace_url: Option<&str>) -> Value {
             })
             .collect();
     }
+    if !p.templates.is_empty() {
+        doc["templates"] = p
+            .templates
+            .iter()
+            .map(|t| {
+                json!({
+                    "template": &*t.template,
+                    "count": t.count,
+                    "level": t.level.as_str(),
+                    "new": t.new,
+                })
+            })
+            .collect();
+    }
     if !p.examples.is_empty() {
         doc["examples"] = p
             .examples
@@ -386,9 +443,9 @@ async fn series(
     State(hub): State<Arc<ConsoleHub>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let key = match series_key(&q) {
+    let key = match held_key(&hub, &q) {
         Ok(k) => k,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err((status, e)) => return error(status, e),
     };
     let (from, to) = match (time_param(&q, "from", 0), time_param(&q, "to", u64::MAX)) {
         (Ok(f), Ok(t)) => (f, t),
@@ -507,11 +564,12 @@ async fn feedback(State(hub): State<Arc<ConsoleHub>>) -> Json<Value> {
 }
 
 /// `POST /api/feedback/not-anomaly`: `{"incident": id}`, or one window:
-/// `{"service", "target"?, "signal"?, "metric"?, "window": start}`.
+/// `{"key", "window": start}` or `{"service", "target"?, "signal"?, "metric"?, "window"}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NotAnomaly {
     incident: Option<String>,
+    key: Option<String>,
     service: Option<String>,
     target: Option<String>,
     signal: Option<String>,
@@ -536,6 +594,7 @@ async fn not_anomaly(
         (None, Some(start)) => {
             let mut q = HashMap::new();
             for (k, v) in [
+                ("key", &req.key),
                 ("service", &req.service),
                 ("target", &req.target),
                 ("signal", &req.signal),
@@ -545,9 +604,9 @@ async fn not_anomaly(
                     q.insert(k.to_string(), v.clone());
                 }
             }
-            let key = match series_key(&q) {
+            let key = match held_key(&hub, &q) {
                 Ok(k) => k,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                Err((status, e)) => return error(status, e),
             };
             let Some(start_ns) = parse_rfc3339_ns(start) else {
                 return error(
