@@ -29,12 +29,15 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
         .unwrap();
 
     let mut sc = Scenario::target_system(5);
-    sc.incidents = vec![Incident {
+    // The first is said not to be one; the second, far worse, falls in an expected range; the
+    // third is like the first.
+    let latency = |from, extra_ms| Incident {
         service: "service-b".into(),
-        from: 50,
-        to: 53,
-        kind: IncidentKind::Latency { extra_ms: 700.0 },
-    }];
+        from,
+        to: from + 3,
+        kind: IncidentKind::Latency { extra_ms },
+    };
+    sc.incidents = vec![latency(50, 700.0), latency(80, 4000.0), latency(92, 700.0)];
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -97,7 +100,7 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     assert_eq!(status, 200, "{series}");
     let windows = series["windows"].as_array().unwrap();
     assert!(windows.len() >= 60, "{} windows", windows.len());
-    let start = |w: &Value| {
+    let start = move |w: &Value| {
         let ns = otelwatch::model::time::parse_rfc3339_ns(w["start"].as_str().unwrap()).unwrap();
         (ns - t0) / 10_000_000_000
     };
@@ -337,13 +340,75 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
             .find(|l| l.starts_with("event: update"))
             .is_some()
     });
-    for _ in 0..5 {
+    // Anomalies are expected from window 78 to 87, for every service.
+    let at = |w: u64| otelwatch::model::time::rfc3339(t0 + w * 10_000_000_000);
+    let (status, e) = post(
+        "/api/feedback/expected",
+        &format!(
+            r#"{{"from": "{}", "to": "{}", "note": "load test"}}"#,
+            at(78),
+            at(88)
+        ),
+    );
+    assert_eq!(status, 201, "{e}");
+    let sent_to = 105;
+    for _ in 70..sent_to {
         let req = g.next_window();
         grpc_send(grpc, req.encode_to_vec().into(), false, TRACES)
             .await
             .expect("accepted");
     }
     assert!(heard.await.unwrap(), "no update event");
+
+    // What the detector made of the feedback, once those windows are closed.
+    let closed = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(30), || {
+            let (_, s) = get(console, "/api/series?service=service-b");
+            s["windows"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| start(w) >= 100))
+        })
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    let (_, series) = get(console, "/api/series?service=service-b");
+    let windows = series["windows"].as_array().unwrap();
+    let in_range = |from, to| {
+        windows
+            .iter()
+            .filter(move |w| (from..=to).contains(&start(w)))
+            .collect::<Vec<_>>()
+    };
+    // The far worse anomaly is flagged, as expected: no incident.
+    let expected: Vec<&Value> = in_range(80, 83)
+        .into_iter()
+        .filter(|w| w["is_anomaly"] == true)
+        .collect();
+    assert!(!expected.is_empty(), "{:#?}", in_range(80, 83));
+    assert!(
+        expected
+            .iter()
+            .all(|w| w["expected"] == true && w.get("incident").is_none()),
+        "{expected:#?}"
+    );
+    // The like of the dismissed one no longer alarms.
+    assert!(
+        in_range(92, 95).iter().all(|w| w["is_anomaly"] == false),
+        "{:#?}",
+        in_range(92, 95)
+    );
+    let (_, incidents) = get(console, "/api/incidents");
+    let later = incidents["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            otelwatch::model::time::parse_rfc3339_ns(i["start"].as_str().unwrap()).unwrap()
+                >= t0 + 78 * 10_000_000_000
+        })
+        .count();
+    assert_eq!(later, 0, "{incidents}");
     // An open stream does not hold up the stop.
     let status = tokio::task::spawn_blocking(move || ow.terminate())
         .await

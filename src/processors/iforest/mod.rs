@@ -313,8 +313,10 @@ pub struct SeriesModel {
     log_lines: f64,
     log_traces: f64,
     /// Windows said not to be anomalies: per feature that flagged one, how far off typical it
-    /// was (signed z, the farthest kept). A window no further off than a quarter beyond it, in
-    /// the same direction, is not flagged for that feature.
+    /// was, in the feature's own units (actual − typical; the farthest kept each way). A window
+    /// no further off than a quarter beyond it, in the same direction, is not flagged for that
+    /// feature. Units, not z-scores: a z-score saturates far out, where a window ten times
+    /// further off than the one dismissed must still alarm.
     accepted: Vec<(u8, f64)>,
 }
 
@@ -341,16 +343,20 @@ impl SeriesModel {
     /// it is on each feature out of line becomes acceptable.
     pub fn accept(&mut self, cfg: &IForestConfig, signal: Signal, features: &[f64; N_FEATURES]) {
         let deviations = self.deviations(signal, features, cfg.min_deviation);
-        for (i, z, _) in deviations {
+        for (i, _, typical) in deviations {
+            let off = features[i] - typical;
+            if off == 0.0 || !off.is_finite() {
+                continue;
+            }
             let i = i as u8;
             match self
                 .accepted
                 .iter_mut()
-                .find(|(f, a)| *f == i && a.signum() == z.signum())
+                .find(|(f, a)| *f == i && a.signum() == off.signum())
             {
-                Some((_, a)) if z.abs() > a.abs() => *a = z,
+                Some((_, a)) if off.abs() > a.abs() => *a = off,
                 Some(_) => {}
-                None => self.accepted.push((i, z)),
+                None => self.accepted.push((i, off)),
             }
         }
         let x = transform_for(signal, features);
@@ -358,10 +364,11 @@ impl SeriesModel {
         self.learn(features, &x, 0.0, false);
     }
 
-    /// Whether feature `i` being `z` off typical is like a window said not to be an anomaly.
-    fn accepts(&self, i: usize, z: f64) -> bool {
+    /// Whether feature `i` being `off` from typical (actual − typical) is like a window said
+    /// not to be an anomaly.
+    fn accepts(&self, i: usize, off: f64) -> bool {
         self.accepted.iter().any(|(f, a)| {
-            *f as usize == i && a.signum() == z.signum() && z.abs() <= a.abs() * ACCEPT_MARGIN
+            *f as usize == i && a.signum() == off.signum() && off.abs() <= a.abs() * ACCEPT_MARGIN
         })
     }
 
@@ -1340,7 +1347,7 @@ impl IForestProcessor {
         }
         // Out of line only as far as a window someone said is fine: normal, and learned.
         let off = deviations.len();
-        deviations.retain(|(i, z, _)| !model.accepts(*i, *z));
+        deviations.retain(|(i, _, typical)| !model.accepts(*i, rec.features[*i] - typical));
         let accepted = off > 0 && deviations.is_empty();
         let strongest = deviations.first().map(|d| d.1.abs()).unwrap_or(0.0);
         let score = forest_score.max(evidence_score(strongest, cfg.min_deviation));

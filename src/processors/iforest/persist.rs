@@ -59,7 +59,8 @@ pub struct SavedSeries {
     pub log_lines: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_traces: f64,
-    /// How far off typical (feature, signed z) windows someone said are not anomalies were.
+    /// How far off typical (feature, actual − typical) windows someone said are not anomalies
+    /// were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accepted: Vec<(String, f64)>,
 }
