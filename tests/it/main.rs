@@ -17,6 +17,7 @@ mod elasticsearch_faults;
 mod forwarding;
 mod hostile;
 mod kibana;
+mod latency;
 mod lifecycle;
 mod node_sdk;
 mod overload;
