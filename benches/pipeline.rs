@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the detection path's hot parts: the window processor taking a batch of
-//! spans, of log records and of metric points, the online forest scoring a window, and a
-//! receiver's fan-out to two pipelines.
+//! Micro-benchmarks of the detection path's hot parts: decoding a request of spans in full
+//! against reading what detection needs from its bytes (the span view), the window processor
+//! taking a batch of spans, of log records and of metric points, the online forest scoring a
+//! window, and a receiver's fan-out to two pipelines.
 //! `cargo bench` runs them; the end-to-end throughput figures are in docs/benchmarks.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -31,6 +32,50 @@ fn span_batch(spans: usize) -> Batch {
         items,
         held: Default::default(),
     }
+}
+
+/// 150 spans of 8 services, as the SDKs send them: the full decode (every attribute a heap
+/// string), and the view reading each span's service, kind, times, status and the attributes
+/// the window looks up.
+fn decode(c: &mut Criterion) {
+    use prost::Message;
+    let req = SpanFactory::new(8, 7).request(150);
+    let body = req.encode_to_vec();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(150));
+    group.bench_function("150 spans, full", |b| {
+        b.iter(|| {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &body[..],
+            )
+            .map(|r| r.resource_spans.len())
+        })
+    });
+    group.bench_function("150 spans, view", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            otelwatch::otlp::view::for_each_span(&body, |resource, span| {
+                let [status, target] = span
+                    .attributes()
+                    .get_many(["http.response.status_code", "peer.service"])
+                    .unwrap_or_default();
+                let service = resource.service;
+                let target = match target {
+                    Some(otelwatch::otlp::view::AttrValue::Str(t)) => Some(t),
+                    _ => None,
+                };
+                n += span
+                    .end_time_unix_nano
+                    .wrapping_sub(span.start_time_unix_nano)
+                    + service.map_or(0, |s| s.len() as u64)
+                    + status.is_some() as u64
+                    + target.map_or(0, |t| t.len() as u64)
+                    + span.kind as u64;
+            })
+            .map(|()| n)
+        })
+    });
+    group.finish();
 }
 
 fn window_ingest(c: &mut Criterion) {
@@ -155,6 +200,7 @@ fn fan_out(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    decode,
     window_ingest,
     log_and_metric_ingest,
     forest_score,

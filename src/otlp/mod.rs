@@ -4,6 +4,8 @@ pub mod codec;
 pub mod compression;
 pub mod split;
 pub mod status;
+pub mod view;
+pub mod wire;
 
 use crate::pipeline::SignalKind;
 use crate::pipeline::{Batch, Payload};

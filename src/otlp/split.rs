@@ -9,6 +9,8 @@
 //! group's resource; a scope group too large alone by its items, each part keeping the scope.
 //! One item larger than the limit is sent alone (it cannot be split without changing it).
 
+use super::wire::{self, put_len_field};
+
 /// Why a body could not be read as protobuf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the request is not valid protobuf: {0}")]
@@ -106,74 +108,20 @@ fn split_message(
 /// A key and a length prefix take at most this many bytes here (field numbers below 16).
 const MAX_KEY_AND_LEN: usize = 1 + 10;
 
-fn fields(mut buf: &[u8]) -> Result<Vec<Field<'_>>, SplitError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let start = buf;
-        let key = varint(&mut buf)?;
-        let value: &[u8] = match key & 7 {
-            0 => {
-                varint(&mut buf)?;
-                &[]
-            }
-            1 => {
-                take(&mut buf, 8)?;
-                &[]
-            }
-            2 => {
-                let len = usize::try_from(varint(&mut buf)?).map_err(|_| SplitError("length"))?;
-                take(&mut buf, len)?
-            }
-            5 => {
-                take(&mut buf, 4)?;
-                &[]
-            }
-            _ => return Err(SplitError("unsupported wire type")),
-        };
-        let used = start.len() - buf.len();
-        out.push(Field {
-            number: key >> 3,
-            raw: &start[..used],
-            value,
-        });
-    }
-    Ok(out)
-}
-
-fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], SplitError> {
-    if buf.len() < n {
-        return Err(SplitError("truncated"));
-    }
-    let (head, rest) = buf.split_at(n);
-    *buf = rest;
-    Ok(head)
-}
-
-fn varint(buf: &mut &[u8]) -> Result<u64, SplitError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = buf.split_first().ok_or(SplitError("truncated varint"))?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(SplitError("varint too long"))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_len_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-    put_varint(out, number << 3 | 2);
-    put_varint(out, value.len() as u64);
-    out.extend_from_slice(value);
+fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, SplitError> {
+    wire::fields(buf)
+        .map(|f| {
+            let f = f.map_err(|e| SplitError(e.0))?;
+            Ok(Field {
+                number: f.number,
+                raw: f.raw,
+                value: match f.value {
+                    wire::Value::Bytes(b) => b,
+                    _ => &[],
+                },
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
