@@ -27,7 +27,7 @@ fn span_batch(spans: usize) -> Batch {
         .map(|s| s.spans.len())
         .sum();
     Batch {
-        payload: Payload::Traces(Arc::new(req)),
+        payload: Payload::Traces(otelwatch::pipeline::Traces::decoded(req)),
         encoded: None,
         items,
         held: Default::default(),
@@ -50,6 +50,9 @@ fn decode(c: &mut Criterion) {
             )
             .map(|r| r.resource_spans.len())
         })
+    });
+    group.bench_function("150 spans, wire check", |b| {
+        b.iter(|| otelwatch::otlp::view::check_traces(&body).map(|c| c.spans))
     });
     group.bench_function("150 spans, view", |b| {
         b.iter(|| {
@@ -88,6 +91,19 @@ fn window_ingest(c: &mut Criterion) {
     group.bench_function("ingest 150 spans", |b| {
         b.iter(|| {
             window.process(batch.clone(), &mut out);
+            out.clear();
+        })
+    });
+    // The same spans as the receiver hands them on: bytes, read with the view.
+    let body = bytes::Bytes::from(prost::Message::encode_to_vec(
+        &SpanFactory::new(8, 7).request(150),
+    ));
+    let (wire, _) = <opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as otelwatch::otlp::Signal>::receive(body)
+        .expect("generated spans decode");
+    let mut window = WindowProcessor::new(&WindowConfig::default(), "window", &telemetry);
+    group.bench_function("ingest 150 spans from the wire", |b| {
+        b.iter(|| {
+            window.process(wire.clone(), &mut out);
             out.clear();
         })
     });

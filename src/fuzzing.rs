@@ -18,18 +18,56 @@ use prost::Message;
 use std::sync::Arc;
 
 fn check_signal<S: Signal>(body: &[u8]) {
-    // Protobuf, as both receivers take it.
-    if let Ok(mut msg) = S::decode(body) {
-        let checked = msg.check();
-        let batch =
-            crate::otlp::batch_from(msg, Some(bytes::Bytes::copy_from_slice(body)), &checked);
-        assert!(checked.rejected == 0 || !checked.reason.is_empty());
-        let _ = crate::pipeline::memory::estimate(&batch);
+    // Protobuf, as both receivers take it: what they take (checked on the wire where the
+    // signal can be) is what the decoder takes, with the same verdict on its items.
+    let received = S::receive(bytes::Bytes::copy_from_slice(body));
+    match S::decode(body) {
+        Ok(mut msg) => {
+            let checked = msg.check();
+            let batch =
+                crate::otlp::batch_from(msg, Some(bytes::Bytes::copy_from_slice(body)), &checked);
+            assert!(checked.rejected == 0 || !checked.reason.is_empty());
+            let _ = crate::pipeline::memory::estimate(&batch);
+            let (wire, wire_checked) =
+                received.expect("the decoder takes it: so must the receiver");
+            assert_eq!(wire_checked, checked);
+            assert_eq!(wire.items, batch.items);
+            if let Payload::Traces(t) = &wire.payload {
+                if t.undecoded().is_some() {
+                    assert_eq!(spans_windowed(wire.clone()), spans_windowed(batch));
+                }
+            }
+        }
+        Err(_) => assert!(
+            received.is_err(),
+            "the receiver took what the decoder refuses"
+        ),
     }
     // JSON, as OTLP/HTTP takes it.
     if let Ok(mut msg) = serde_json::from_slice::<S>(body) {
         let _ = msg.check();
     }
+}
+
+/// The window records of one traces batch (edges on, requests grouped by two attributes),
+/// written out (so that a NaN compares equal to itself).
+fn spans_windowed(batch: Batch) -> String {
+    let cfg = WindowConfig {
+        group_by: vec!["http.route".into(), "http.response.status_code".into()],
+        ..Default::default()
+    };
+    let mut p = WindowProcessor::new(&cfg, "window", &Telemetry::new());
+    let mut out = Vec::new();
+    p.process(batch, &mut out);
+    p.on_shutdown(&mut out);
+    let records: Vec<WindowRecord> = out
+        .into_iter()
+        .flat_map(|b| match b.payload {
+            Payload::Windows(w) => w.to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    format!("{records:?}")
 }
 
 /// OTLP export requests of all three signals, protobuf and JSON, and the wire split of what
@@ -156,9 +194,11 @@ pub fn detection(data: &[u8]) {
     }
     let items = resources.len();
     let batch = Batch {
-        payload: Payload::Traces(Arc::new(ExportTraceServiceRequest {
-            resource_spans: resources,
-        })),
+        payload: Payload::Traces(crate::pipeline::Traces::decoded(
+            ExportTraceServiceRequest {
+                resource_spans: resources,
+            },
+        )),
         encoded: None,
         items,
         held: Default::default(),
@@ -412,7 +452,11 @@ mod tests {
         let req = f.request(12);
         let proto = req.encode_to_vec();
         let mut json = Vec::new();
-        crate::otlp::encode_json_line(&Payload::Traces(Arc::new(req)), &mut json).unwrap();
+        crate::otlp::encode_json_line(
+            &Payload::Traces(crate::pipeline::Traces::decoded(req)),
+            &mut json,
+        )
+        .unwrap();
         vec![
             [&[0u8][..], &proto].concat(),
             [&[3u8][..], &proto].concat(),

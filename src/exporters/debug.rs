@@ -210,7 +210,7 @@ pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> Strin
         (Payload::Windows(ws), _) => render_windows(ws, verbosity, color),
         (Payload::Incidents(es), _) => render_incidents(es, verbosity, color),
         (_, Verbosity::Basic) => summary_line(batch),
-        (Payload::Traces(t), Verbosity::Normal) => span_lines(t),
+        (Payload::Traces(t), Verbosity::Normal) => span_lines(t.request()),
         (Payload::Metrics(m), Verbosity::Normal) => metric_lines(m),
         (Payload::Logs(l), Verbosity::Normal) => log_lines(l),
         (_, Verbosity::Detailed) => {
@@ -227,6 +227,7 @@ pub fn render_colored(batch: &Batch, verbosity: Verbosity, color: bool) -> Strin
 fn summary_line(batch: &Batch) -> String {
     let services: BTreeSet<&str> = match &batch.payload {
         Payload::Traces(t) => t
+            .request()
             .resource_spans
             .iter()
             .map(|r| service_name(r.resource.as_ref()))
@@ -323,7 +324,6 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use std::sync::Arc;
 
     #[test]
     fn basic_and_normal_lines() {
@@ -354,7 +354,7 @@ mod tests {
             }],
         };
         let batch = Batch {
-            payload: Payload::Traces(Arc::new(req)),
+            payload: Payload::Traces(crate::pipeline::Traces::decoded(req)),
             encoded: None,
             items: 1,
             held: Default::default(),

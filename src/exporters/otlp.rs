@@ -312,26 +312,28 @@ pub fn classify(status: &tonic::Status) -> ExportError {
     }
 }
 
-fn encoded<S: Signal>(batch: &Batch, msg: &S) -> Bytes {
+/// The batch's received bytes, or the payload encoded (`msg` is called only then: reading a
+/// traces payload held as bytes would decode it).
+fn encoded<'a, S: Signal>(batch: &Batch, msg: impl FnOnce() -> &'a S) -> Bytes {
     batch
         .encoded
         .clone()
-        .unwrap_or_else(|| msg.encode_to_vec().into())
+        .unwrap_or_else(|| msg().encode_to_vec().into())
 }
 
 impl Export for OtlpExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
         match &batch.payload {
             Payload::Traces(t) => {
-                self.send::<ExportTraceServiceRequest>(encoded(batch, t.as_ref()))
+                self.send::<ExportTraceServiceRequest>(encoded(batch, || t.request()))
                     .await
             }
             Payload::Metrics(m) => {
-                self.send::<ExportMetricsServiceRequest>(encoded(batch, m.as_ref()))
+                self.send::<ExportMetricsServiceRequest>(encoded(batch, || m.as_ref()))
                     .await
             }
             Payload::Logs(l) => {
-                self.send::<ExportLogsServiceRequest>(encoded(batch, l.as_ref()))
+                self.send::<ExportLogsServiceRequest>(encoded(batch, || l.as_ref()))
                     .await
             }
             Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(

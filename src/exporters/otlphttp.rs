@@ -258,17 +258,23 @@ impl OtlpHttpExporter {
         })
     }
 
-    async fn send<S: Signal>(&self, batch: &Batch, msg: &S) -> Result<Delivered, ExportError> {
+    /// `msg` is called only when the payload must be encoded (reading a traces payload held as
+    /// bytes would decode it).
+    async fn send<'a, S: Signal>(
+        &self,
+        batch: &Batch,
+        msg: impl FnOnce() -> &'a S,
+    ) -> Result<Delivered, ExportError> {
         let (body, content_type): (Bytes, &'static str) = match self.encoding {
             BodyEncoding::Proto => (
                 batch
                     .encoded
                     .clone()
-                    .unwrap_or_else(|| msg.encode_to_vec().into()),
+                    .unwrap_or_else(|| msg().encode_to_vec().into()),
                 "application/x-protobuf",
             ),
             BodyEncoding::Json => (
-                serde_json::to_vec(msg)
+                serde_json::to_vec(msg())
                     .map_err(|e| ExportError::permanent(format!("encoding JSON: {e}")))?
                     .into(),
                 "application/json",
@@ -383,9 +389,9 @@ fn error_message(body: &[u8], is_json: bool) -> String {
 impl Export for OtlpHttpExporter {
     async fn export(&self, batch: &Batch) -> Result<Delivered, ExportError> {
         match &batch.payload {
-            Payload::Traces(t) => self.send(batch, t.as_ref()).await,
-            Payload::Metrics(m) => self.send(batch, m.as_ref()).await,
-            Payload::Logs(l) => self.send(batch, l.as_ref()).await,
+            Payload::Traces(t) => self.send(batch, || t.request()).await,
+            Payload::Metrics(m) => self.send(batch, || m.as_ref()).await,
+            Payload::Logs(l) => self.send(batch, || l.as_ref()).await,
             Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(
                 "window records are not OTLP; the config check should have refused this pipeline",
             )),

@@ -53,7 +53,24 @@ pub trait Signal:
     /// Items rejected by a peer, read from its response.
     fn rejected_in(response: &Self::Response) -> (i64, String);
     fn into_payload(self) -> Payload;
-    fn from_payload(payload: &Payload) -> Option<&Self>;
+
+    /// A request received as protobuf, checked and made a batch. By default decoded and
+    /// checked; a signal that can check its requests on the wire hands the bytes on as they
+    /// are, for whoever needs the object tree to decode.
+    fn receive(body: Bytes) -> Result<(Batch, Checked), Malformed> {
+        let mut msg = <Self as prost::Message>::decode(body.clone())?;
+        let checked = msg.check();
+        Ok((batch_from(msg, Some(body), &checked), checked))
+    }
+}
+
+/// Why a received request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
 }
 
 /// Builds a batch from a checked request. `encoded` is kept only if nothing was removed, so it
@@ -133,14 +150,29 @@ impl Signal for ExportTraceServiceRequest {
     }
 
     fn into_payload(self) -> Payload {
-        Payload::Traces(Arc::new(self))
+        Payload::Traces(crate::pipeline::Traces::decoded(self))
     }
 
-    fn from_payload(p: &Payload) -> Option<&Self> {
-        match p {
-            Payload::Traces(t) => Some(t),
-            _ => None,
+    /// Checked on the wire (`view::check_traces`, which accepts exactly what the decoder
+    /// accepts); decoded only when a span's ids are refused, to remove it.
+    fn receive(body: Bytes) -> Result<(Batch, Checked), Malformed> {
+        let count = view::check_traces(&body)?;
+        if count.bad_ids > 0 {
+            let mut msg = <Self as prost::Message>::decode(body.clone())?;
+            let checked = msg.check();
+            return Ok((batch_from(msg, Some(body), &checked), checked));
         }
+        let checked = Checked {
+            accepted: count.spans,
+            ..Default::default()
+        };
+        let batch = Batch {
+            payload: Payload::Traces(crate::pipeline::Traces::wire(body.clone())),
+            encoded: Some(body),
+            items: count.spans,
+            held: Default::default(),
+        };
+        Ok((batch, checked))
     }
 }
 
@@ -204,13 +236,6 @@ impl Signal for ExportMetricsServiceRequest {
     fn into_payload(self) -> Payload {
         Payload::Metrics(Arc::new(self))
     }
-
-    fn from_payload(p: &Payload) -> Option<&Self> {
-        match p {
-            Payload::Metrics(m) => Some(m),
-            _ => None,
-        }
-    }
 }
 
 impl Signal for ExportLogsServiceRequest {
@@ -259,19 +284,13 @@ impl Signal for ExportLogsServiceRequest {
     fn into_payload(self) -> Payload {
         Payload::Logs(Arc::new(self))
     }
-
-    fn from_payload(p: &Payload) -> Option<&Self> {
-        match p {
-            Payload::Logs(l) => Some(l),
-            _ => None,
-        }
-    }
 }
 
 /// Counts the items of a payload without checking them.
 pub fn count_items(p: &Payload) -> usize {
     match p {
         Payload::Traces(t) => t
+            .request()
             .resource_spans
             .iter()
             .flat_map(|r| &r.scope_spans)
@@ -351,7 +370,7 @@ fn first_key(line: &[u8]) -> Option<&'static str> {
 /// Every line but the last ends in a newline; the caller adds the final one.
 pub fn encode_json_line(p: &Payload, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match p {
-        Payload::Traces(t) => serde_json::to_writer(out, t.as_ref()),
+        Payload::Traces(t) => serde_json::to_writer(out, t.request()),
         Payload::Metrics(m) => serde_json::to_writer(out, m.as_ref()),
         Payload::Logs(l) => serde_json::to_writer(out, l.as_ref()),
         Payload::Windows(ws) => {

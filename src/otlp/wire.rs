@@ -119,6 +119,7 @@ fn fixed<const N: usize>(b: &[u8]) -> [u8; N] {
 }
 
 /// The next `n` bytes.
+#[inline]
 pub fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
     if buf.len() < n {
         return Err(WireError("truncated"));
@@ -129,6 +130,7 @@ pub fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
 }
 
 /// A varint of at most ten bytes.
+#[inline]
 pub fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
     let mut v = 0u64;
     for shift in (0..70).step_by(7) {

@@ -105,10 +105,79 @@ impl fmt::Display for SignalKind {
     }
 }
 
+/// A traces request, shared between fan-out branches without copying: decoded, or — received
+/// as protobuf and checked on the wire (`otlp::view::check_traces`) — only its bytes, decoded
+/// the first time something needs the object tree. Forwarding and detection read the bytes;
+/// the debug and file exporters and the processors that change data decode.
+#[derive(Debug, Clone, Default)]
+pub struct Traces(Arc<TracesRepr>);
+
+#[derive(Debug, Default)]
+struct TracesRepr {
+    wire: Option<Bytes>,
+    decoded: std::sync::OnceLock<ExportTraceServiceRequest>,
+}
+
+impl Traces {
+    pub fn decoded(request: ExportTraceServiceRequest) -> Self {
+        Traces(Arc::new(TracesRepr {
+            wire: None,
+            decoded: request.into(),
+        }))
+    }
+
+    /// A request as its protobuf bytes, which the caller has checked decode.
+    pub fn wire(bytes: Bytes) -> Self {
+        Traces(Arc::new(TracesRepr {
+            wire: Some(bytes),
+            decoded: Default::default(),
+        }))
+    }
+
+    /// The protobuf bytes, when the request is held as them and not yet decoded.
+    pub fn undecoded(&self) -> Option<&Bytes> {
+        match self.0.decoded.get() {
+            Some(_) => None,
+            None => self.0.wire.as_ref(),
+        }
+    }
+
+    /// The request, decoded now if it is only bytes. Bytes that were checked always decode;
+    /// if they did not, the failure is logged and the request reads as empty.
+    pub fn request(&self) -> &ExportTraceServiceRequest {
+        self.0.decoded.get_or_init(|| {
+            let bytes = self.0.wire.as_deref().unwrap_or_default();
+            prost::Message::decode(bytes).unwrap_or_else(|e| {
+                tracing::error!(error = %e, bytes = bytes.len(), "a checked traces request did not decode; its spans are not read");
+                ExportTraceServiceRequest::default()
+            })
+        })
+    }
+
+    /// Changes the request: decoded, and no longer tied to the bytes it came as.
+    pub fn modify<R>(&mut self, f: impl FnOnce(&mut ExportTraceServiceRequest) -> R) -> R {
+        let mut request = std::mem::take(self).into_request();
+        let out = f(&mut request);
+        *self = Traces::decoded(request);
+        out
+    }
+
+    /// The request, owned (a copy only if it is shared).
+    pub fn into_request(self) -> ExportTraceServiceRequest {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut repr) => match repr.decoded.take() {
+                Some(r) => r,
+                None => Traces(Arc::new(repr)).request().clone(),
+            },
+            Err(shared) => Traces(shared).request().clone(),
+        }
+    }
+}
+
 /// A decoded batch, shared between fan-out branches without copying.
 #[derive(Debug, Clone)]
 pub enum Payload {
-    Traces(Arc<ExportTraceServiceRequest>),
+    Traces(Traces),
     Metrics(Arc<ExportMetricsServiceRequest>),
     Logs(Arc<ExportLogsServiceRequest>),
     Windows(Arc<Vec<WindowRecord>>),
@@ -152,7 +221,7 @@ impl Batch {
     /// The one exception to "payload and encoded agree"; only for such exporters' queues.
     pub fn encoded_only(self) -> Batch {
         let payload = match (&self.encoded, &self.payload) {
-            (Some(_), Payload::Traces(_)) => Payload::Traces(Arc::default()),
+            (Some(_), Payload::Traces(_)) => Payload::Traces(Traces::default()),
             (Some(_), Payload::Metrics(_)) => Payload::Metrics(Arc::default()),
             (Some(_), Payload::Logs(_)) => Payload::Logs(Arc::default()),
             _ => return self,
@@ -164,9 +233,7 @@ impl Batch {
     pub fn merge(&mut self, b: Batch) -> Result<(), Batch> {
         let merged = match (&mut self.payload, b.payload) {
             (Payload::Traces(x), Payload::Traces(y)) => {
-                Arc::make_mut(x)
-                    .resource_spans
-                    .extend(owned(y).resource_spans);
+                x.modify(|x| x.resource_spans.extend(y.into_request().resource_spans));
                 true
             }
             (Payload::Metrics(x), Payload::Metrics(y)) => {
@@ -225,7 +292,7 @@ mod tests {
         };
         let bytes = Bytes::from(req.encode_to_vec());
         let batch = Batch {
-            payload: Payload::Traces(Arc::new(req.clone())),
+            payload: Payload::Traces(Traces::decoded(req.clone())),
             encoded: Some(bytes.clone()),
             items: 1,
             held: Default::default(),
@@ -234,15 +301,19 @@ mod tests {
         assert_eq!(slim.encoded.as_ref(), Some(&bytes));
         assert_eq!(slim.items, 1);
         assert_eq!(slim.kind(), DataKind::Traces);
-        assert!(matches!(&slim.payload, Payload::Traces(t) if t.resource_spans.is_empty()));
+        assert!(
+            matches!(&slim.payload, Payload::Traces(t) if t.request().resource_spans.is_empty())
+        );
         // Without bytes there is nothing to send but the payload: it stays.
         let kept = Batch {
-            payload: Payload::Traces(Arc::new(req)),
+            payload: Payload::Traces(Traces::decoded(req)),
             encoded: None,
             items: 1,
             held: Default::default(),
         }
         .encoded_only();
-        assert!(matches!(&kept.payload, Payload::Traces(t) if t.resource_spans.len() == 1));
+        assert!(
+            matches!(&kept.payload, Payload::Traces(t) if t.request().resource_spans.len() == 1)
+        );
     }
 }

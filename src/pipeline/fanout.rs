@@ -201,7 +201,9 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
-            payload: Payload::Traces(Arc::new(ExportTraceServiceRequest::default())),
+            payload: Payload::Traces(crate::pipeline::Traces::decoded(
+                ExportTraceServiceRequest::default(),
+            )),
             encoded: None,
             items: 1,
             held: Default::default(),

@@ -19,7 +19,7 @@ pub fn estimate(batch: &super::Batch) -> usize {
     use prost::Message;
     let wire = match (&batch.encoded, &batch.payload) {
         (Some(b), _) => b.len(),
-        (None, Payload::Traces(r)) => r.encoded_len(),
+        (None, Payload::Traces(r)) => r.request().encoded_len(),
         (None, Payload::Metrics(r)) => r.encoded_len(),
         (None, Payload::Logs(r)) => r.encoded_len(),
         (None, _) => 0,

@@ -5,5 +5,5 @@ mod fanout;
 pub mod memory;
 pub mod service;
 
-pub use data::{Batch, DataKind, Payload, SignalKind};
+pub use data::{Batch, DataKind, Payload, SignalKind, Traces};
 pub use fanout::{FanOut, PipelineInput, Refused};

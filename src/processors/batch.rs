@@ -165,14 +165,13 @@ mod tests {
     use crate::pipeline::Payload;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-    use std::sync::Arc;
 
     fn traces(n: usize) -> Batch {
         let req = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans::default(); n],
         };
         Batch {
-            payload: Payload::Traces(Arc::new(req)),
+            payload: Payload::Traces(crate::pipeline::Traces::decoded(req)),
             encoded: Some(bytes::Bytes::from_static(b"x")),
             items: n,
             held: Default::default(),
@@ -199,7 +198,7 @@ mod tests {
             "a merged batch must not keep stale bytes"
         );
         match &out[0].payload {
-            Payload::Traces(t) => assert_eq!(t.resource_spans.len(), 6),
+            Payload::Traces(t) => assert_eq!(t.request().resource_spans.len(), 6),
             _ => panic!("kind changed"),
         }
         let sent = |trigger| {

@@ -54,11 +54,7 @@ use hdrhistogram::Histogram;
 use metrics::{MetricAccum, MetricsConfig, Streams};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -616,15 +612,6 @@ fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
-fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
-    match attr(attrs, key) {
-        Some(Value::IntValue(i)) => Some(*i),
-        Some(Value::StringValue(s)) => s.trim().parse().ok(),
-        Some(Value::DoubleValue(d)) => Some(*d as i64),
-        _ => None,
-    }
-}
-
 /// An attribute as text: a string as it is (borrowed), a number or a boolean written out.
 fn attr_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     match attr(attrs, key) {
@@ -636,41 +623,17 @@ fn attr_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     }
 }
 
-/// Error and client error, from span status, HTTP status (stable and legacy names) and gRPC code.
-pub fn classify(span: &Span) -> (bool, bool) {
-    let status_error = span
-        .status
-        .as_ref()
-        .is_some_and(|s| s.code == StatusCode::Error as i32);
-    let http = attr_int(&span.attributes, "http.response.status_code")
-        .or_else(|| attr_int(&span.attributes, "http.status_code"));
-    let grpc_error = attr_int(&span.attributes, "rpc.grpc.status_code").is_some_and(|c| c != 0);
-    let error = status_error || http.is_some_and(|c| c >= 500) || grpc_error;
-    let client_error = http.is_some_and(|c| (400..500).contains(&c));
-    (error, client_error)
-}
-
-/// The callee of a CLIENT/PRODUCER span: `peer.service`, else `server.address`, else
-/// `db.system` / `messaging.system`; for instrumentations that only record the legacy
-/// attributes, `net.peer.name`, else the host (and port) of `url.full` / `http.url`.
-pub fn edge_target(span: &Span) -> Option<&str> {
-    [
-        "peer.service",
-        "server.address",
-        "db.system",
-        "messaging.system",
-        "net.peer.name",
-    ]
-    .iter()
-    .find_map(|k| attr_str(&span.attributes, k))
-    .or_else(|| {
-        let url = attr_str(&span.attributes, "url.full")
-            .or_else(|| attr_str(&span.attributes, "http.url"))?;
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        (!host.is_empty()).then_some(host)
-    })
+/// A latency histogram: a spare one reset, or a new one.
+fn new_hist(spare: &mut Vec<Histogram<u32>>) -> Histogram<u32> {
+    match spare.pop() {
+        Some(mut h) => {
+            h.reset();
+            h
+        }
+        // 2 significant digits: percentiles within 1%.
+        None => Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+            .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid")),
+    }
 }
 
 impl WindowProcessor {
@@ -785,96 +748,6 @@ impl WindowProcessor {
         }
         let idle = self.last_data.elapsed().as_nanos() as u64;
         (self.max_event_ns + idle).saturating_sub(self.lateness_ns)
-    }
-
-    fn new_hist(&mut self) -> Histogram<u32> {
-        match self.spare_hists.pop() {
-            Some(mut h) => {
-                h.reset();
-                h
-            }
-            // 2 significant digits: percentiles within 1%.
-            None => Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
-                .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid")),
-        }
-    }
-
-    fn observations(&self, req: &ExportTraceServiceRequest, out: &mut Vec<Observation>) {
-        // Each distinct name is allocated once per request and shared by its spans' keys, so
-        // a request's observations hold no more text than the request itself.
-        let mut names = Names::default();
-        for rs in &req.resource_spans {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| attr_str(&r.attributes, "service.name"))
-                .unwrap_or("unknown_service");
-            let service = names.get(service);
-            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                let kind = span.kind;
-                let is_request =
-                    kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32;
-                let is_call = kind == SpanKind::Client as i32 || kind == SpanKind::Producer as i32;
-                let tracked = is_request || (is_call && self.edges);
-                if !tracked {
-                    continue;
-                }
-                let ms = span
-                    .end_time_unix_nano
-                    .saturating_sub(span.start_time_unix_nano) as f64
-                    / 1e6;
-                let (error, client_error) = classify(span);
-                let trace = <[u8; 16]>::try_from(span.trace_id.as_slice()).unwrap_or([0; 16]);
-                let target = if is_call {
-                    match edge_target(span) {
-                        Some(t) => Some(names.get(t)),
-                        None => continue,
-                    }
-                } else {
-                    None
-                };
-                let base = SeriesKey {
-                    service: service.clone(),
-                    target,
-                    labels: Vec::new(),
-                    signal: Default::default(),
-                };
-                if !self.group_by.is_empty() && is_request {
-                    let labels: Vec<(Arc<str>, Arc<str>)> = self
-                        .group_by
-                        .iter()
-                        .filter_map(|k| {
-                            attr_text(&span.attributes, k).map(|v| (k.clone(), names.text(v)))
-                        })
-                        .collect();
-                    if !labels.is_empty() {
-                        out.push(Observation {
-                            key: SeriesKey {
-                                labels,
-                                ..base.clone()
-                            },
-                            end_ns: span.end_time_unix_nano,
-                            what: Observed::Span {
-                                ms,
-                                error,
-                                client_error,
-                                trace,
-                            },
-                        });
-                    }
-                }
-                out.push(Observation {
-                    key: base,
-                    end_ns: span.end_time_unix_nano,
-                    what: Observed::Span {
-                        ms,
-                        error,
-                        client_error,
-                        trace,
-                    },
-                });
-            }
-        }
     }
 
     /// A logs request's records, each matched to its template.
@@ -1028,7 +901,12 @@ impl WindowProcessor {
                 continue;
             }
             let start = self.window_start(o.end_ns);
-            if !(self.track(&o.key, start, first_open) && self.add(&o, start)) {
+            // A known series is looked up once (in `add`); `track` makes a new one.
+            let added = self.add(&o, start)
+                || (!self.series.contains_key(&o.key)
+                    && self.track(&o.key, start, first_open)
+                    && self.add(&o, start));
+            if !added {
                 continue;
             }
             if o.end_ns > clock_limit {
@@ -1142,44 +1020,26 @@ impl WindowProcessor {
 
     /// Adds one span to its series' window starting at `start`; false if that window has
     /// already been emitted (the span is late).
+    /// Adds an observation to its series' window starting at `start` (made if needed); false
+    /// when the series is not tracked, the window has been emitted, or the kinds disagree.
+    /// One lookup of the series per observation: this runs for every span.
     fn add(&mut self, o: &Observation, start: u64) -> bool {
-        let needs_window = self
-            .series
-            .get(&o.key)
-            .is_some_and(|s| !s.open.contains_key(&start));
-        let hist =
-            (needs_window && matches!(o.what, Observed::Span { .. })).then(|| self.new_hist());
         let Some(series) = self.series.get_mut(&o.key) else {
             return false;
         };
         if start < series.next_emit {
-            self.late_spans.inc();
             let behind = series.next_emit.saturating_sub(start);
             let service = series.key.service.clone();
-            if let Some(h) = hist {
-                self.spare_hists.push(h);
-            }
+            self.late_spans.inc();
             self.late.note(service, behind);
             return false;
         }
-        let open = match (hist, &o.what) {
-            (Some(h), _) => series
-                .open
-                .entry(start)
-                .or_insert_with(|| Open::Spans(Accum::new(h))),
-            (None, Observed::Log { .. }) => series
-                .open
-                .entry(start)
-                .or_insert_with(|| Open::Logs(LogAccum::default())),
-            (None, Observed::Metric(_)) => series
-                .open
-                .entry(start)
-                .or_insert_with(|| Open::Metrics(MetricAccum::default())),
-            (None, Observed::Span { .. }) => match series.open.get_mut(&start) {
-                Some(a) => a,
-                None => return false,
-            },
-        };
+        let spare = &mut self.spare_hists;
+        let open = series.open.entry(start).or_insert_with(|| match &o.what {
+            Observed::Span { .. } => Open::Spans(Accum::new(new_hist(spare))),
+            Observed::Log { .. } => Open::Logs(LogAccum::default()),
+            Observed::Metric(_) => Open::Metrics(MetricAccum::default()),
+        });
         match (open, &o.what) {
             (
                 Open::Spans(acc),
@@ -1321,7 +1181,7 @@ impl Processor for WindowProcessor {
         self.note_skips();
         let mut obs = Vec::new();
         match &batch.payload {
-            Payload::Traces(t) => self.observations(t, &mut obs),
+            Payload::Traces(t) => self.span_observations(t, &mut obs),
             Payload::Logs(l) => self.log_observations(l, &mut obs),
             Payload::Metrics(m) => self.metric_observations(m, &mut obs),
             _ => {}
@@ -1365,7 +1225,10 @@ impl Processor for WindowProcessor {
 
 pub mod logs;
 pub mod metrics;
+mod spans;
 pub mod templates;
+
+pub use spans::{classify, edge_target};
 
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,7 @@ pub fn latest_time(p: &Payload) -> Option<u64> {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     match p {
         Payload::Traces(t) => t
+            .request()
             .resource_spans
             .iter()
             .flat_map(|r| &r.scope_spans)

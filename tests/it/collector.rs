@@ -50,7 +50,7 @@ fn read_full_spans(path: &Path) -> FullSpans {
     for line in complete_lines(&text) {
         let (batch, _) = decode_json_line(line).expect("the collector wrote an invalid line");
         if let Payload::Traces(t) = &batch.payload {
-            full_spans(t, &mut out);
+            full_spans(t.request(), &mut out);
         }
     }
     out

@@ -188,7 +188,9 @@ fn recording(dir: &Path) -> PathBuf {
     let mut text = Vec::new();
     let mut f = otelwatch::tools::loadgen::SpanFactory::new(3, 7);
     for _ in 0..3 {
-        let payload = otelwatch::pipeline::Payload::Traces(std::sync::Arc::new(f.request(20)));
+        let payload = otelwatch::pipeline::Payload::Traces(otelwatch::pipeline::Traces::decoded(
+            f.request(20),
+        ));
         otelwatch::otlp::encode_json_line(&payload, &mut text).unwrap();
         text.push(b'\n');
     }

@@ -7,7 +7,6 @@ use crate::support::*;
 use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use reqwest::Method;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A recording of `windows` windows of the target system with one latency incident.
@@ -26,8 +25,11 @@ fn recording(path: &std::path::Path, windows: u64) {
     let mut g = Generator::new(sc, now - 6 * 3600 * 1_000_000_000);
     let mut text = Vec::new();
     for _ in 0..windows {
-        otelwatch::otlp::encode_json_line(&Payload::Traces(Arc::new(g.next_window())), &mut text)
-            .unwrap();
+        otelwatch::otlp::encode_json_line(
+            &Payload::Traces(otelwatch::pipeline::Traces::decoded(g.next_window())),
+            &mut text,
+        )
+        .unwrap();
         text.push(b'\n');
     }
     std::fs::write(path, text).unwrap();

@@ -8,7 +8,6 @@ use crate::support::fake_es::FakeEs;
 use crate::support::*;
 use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Scenario};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn recording(path: &std::path::Path, windows: u64) {
@@ -19,8 +18,11 @@ fn recording(path: &std::path::Path, windows: u64) {
     let mut g = Generator::new(Scenario::target_system(88), now - 6 * 3600 * 1_000_000_000);
     let mut text = Vec::new();
     for _ in 0..windows {
-        otelwatch::otlp::encode_json_line(&Payload::Traces(Arc::new(g.next_window())), &mut text)
-            .unwrap();
+        otelwatch::otlp::encode_json_line(
+            &Payload::Traces(otelwatch::pipeline::Traces::decoded(g.next_window())),
+            &mut text,
+        )
+        .unwrap();
         text.push(b'\n');
     }
     std::fs::write(path, text).unwrap();
@@ -310,7 +312,7 @@ async fn long_outages_429s_and_refused_logins_lose_nothing() {
         let Payload::Traces(req) = batch.payload else {
             panic!("traces")
         };
-        let body = bytes::Bytes::from(prost::Message::encode_to_vec(req.as_ref()));
+        let body = bytes::Bytes::from(prost::Message::encode_to_vec(req.request()));
         grpc_send(grpc, body, false, TRACES).await.unwrap();
     }
     tokio::time::sleep(phase).await;

@@ -1,8 +1,9 @@
 //! Requests one after another on one connection are answered without Nagle's stalls: with
 //! TCP_NODELAY off on the accepted sockets, 27 of 400 gRPC exports of 135 spans (24 KB) waited
 //! 41–44 ms for the delayed acknowledgement (30× the loopback round trip; p99 43 ms against
-//! 2 ms), which a sequential run shows plainly. The bound is loose (a handful of 25 ms answers
-//! in 400), so a busy machine does not fail it. The HTTP receiver answers in one write and
+//! 2 ms), which a sequential run shows plainly. The bound is loose (at most 10 answers of 30 ms
+//! or more in 400, against 27 with the stalls), and the test runs alone (`heavy`), so a busy
+//! machine does not fail it. The HTTP receiver answers in one write and
 //! is checked the same way.
 
 use crate::support::*;
@@ -11,7 +12,9 @@ use prost::Message;
 use std::time::{Duration, Instant};
 
 const REQUESTS: usize = 400;
-const STALL: Duration = Duration::from_millis(25);
+const STALL: Duration = Duration::from_millis(30);
+/// Slow answers allowed in `REQUESTS` (a scheduling hiccup is not a stall).
+const ALLOWED: usize = 10;
 
 /// A request of the size SDKs send: one window of the two-service scenario.
 fn request() -> bytes::Bytes {
@@ -28,8 +31,11 @@ fn stalls(times: &[Duration]) -> Vec<u128> {
         .collect()
 }
 
+// Held to keep the heavy tests out of the timing, not to guard data.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_are_not_held_back_by_nagle() {
+    let _alone = heavy();
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
     let cfg = config("otlp-to-nop.yaml", &[("GRPC", &grpc), ("HTTP", &http)]);
@@ -56,7 +62,7 @@ async fn sequential_requests_are_not_held_back_by_nagle() {
     }
     let slow = stalls(&times);
     assert!(
-        slow.len() <= 4,
+        slow.len() <= ALLOWED,
         "gRPC: {} stalls (ms): {slow:?}",
         slow.len()
     );
@@ -84,7 +90,7 @@ async fn sequential_requests_are_not_held_back_by_nagle() {
     }
     let slow = stalls(&times);
     assert!(
-        slow.len() <= 4,
+        slow.len() <= ALLOWED,
         "HTTP: {} stalls (ms): {slow:?}",
         slow.len()
     );

@@ -77,7 +77,7 @@ fn a_file_replay_ends_by_itself_with_everything_written() {
         spans_of(&req, &mut sent, &mut dups);
         let mut line = Vec::new();
         otelwatch::otlp::encode_json_line(
-            &otelwatch::pipeline::Payload::Traces(std::sync::Arc::new(req)),
+            &otelwatch::pipeline::Payload::Traces(otelwatch::pipeline::Traces::decoded(req)),
             &mut line,
         )
         .unwrap();

@@ -86,7 +86,7 @@ fn forwarded_traces_are_complete(accepted: &std::path::Path, collected: &std::pa
     for line in complete_lines(&text) {
         let (batch, _) = otelwatch::otlp::decode_json_line(line).unwrap();
         if let otelwatch::pipeline::Payload::Traces(t) = &batch.payload {
-            for rs in &t.resource_spans {
+            for rs in &t.request().resource_spans {
                 let svc =
                     otelwatch::exporters::debug::service_name(rs.resource.as_ref()).to_string();
                 for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {

@@ -6,7 +6,6 @@ use otelwatch::pipeline::Payload;
 use otelwatch::tools::scenario::{Generator, Incident, IncidentKind, Scenario};
 use prost::Message;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn record(
@@ -21,7 +20,11 @@ fn record(
     let mut text = Vec::new();
     for _ in 0..windows {
         let req = g.next_window();
-        otelwatch::otlp::encode_json_line(&Payload::Traces(Arc::new(req)), &mut text).unwrap();
+        otelwatch::otlp::encode_json_line(
+            &Payload::Traces(otelwatch::pipeline::Traces::decoded(req)),
+            &mut text,
+        )
+        .unwrap();
         text.push(b'\n');
     }
     std::fs::write(path, text).unwrap();

@@ -706,7 +706,9 @@ mod tests {
 
     fn batch(items: usize) -> Batch {
         Batch {
-            payload: Payload::Traces(Arc::new(ExportTraceServiceRequest::default())),
+            payload: Payload::Traces(crate::pipeline::Traces::decoded(
+                ExportTraceServiceRequest::default(),
+            )),
             encoded: None,
             items,
             held: Default::default(),

@@ -46,7 +46,7 @@ pub fn encode(batch: &Batch) -> Result<Vec<u8>, QueueFileError> {
     let signal = signal_byte(batch.kind()).ok_or(QueueFileError::NotOtlp(batch.kind()))?;
     let body: Bytes = match (&batch.encoded, &batch.payload) {
         (Some(b), _) => b.clone(),
-        (None, Payload::Traces(r)) => r.encode_to_vec().into(),
+        (None, Payload::Traces(r)) => r.request().encode_to_vec().into(),
         (None, Payload::Metrics(r)) => r.encode_to_vec().into(),
         (None, Payload::Logs(r)) => r.encode_to_vec().into(),
         (None, _) => return Err(QueueFileError::NotOtlp(batch.kind())),
@@ -82,10 +82,10 @@ pub fn decode(bytes: &[u8], encoded_only: bool) -> Result<Batch, QueueFileError>
     }
     let encoded = Bytes::copy_from_slice(body);
     let payload = match (header[4], encoded_only) {
-        (0, true) => Payload::Traces(Arc::default()),
+        (0, true) => Payload::Traces(Default::default()),
         (1, true) => Payload::Metrics(Arc::default()),
         (2, true) => Payload::Logs(Arc::default()),
-        (0, false) => Payload::Traces(Arc::new(Message::decode(body)?)),
+        (0, false) => Payload::Traces(crate::pipeline::Traces::decoded(Message::decode(body)?)),
         (1, false) => Payload::Metrics(Arc::new(Message::decode(body)?)),
         (2, false) => Payload::Logs(Arc::new(Message::decode(body)?)),
         (s, _) => return Err(QueueFileError::Signal(s)),
@@ -244,7 +244,7 @@ mod tests {
             resource_spans: vec![ResourceSpans::default()],
         };
         Batch {
-            payload: Payload::Traces(Arc::new(req)),
+            payload: Payload::Traces(crate::pipeline::Traces::decoded(req)),
             encoded: None,
             items: 3,
             held: Default::default(),
@@ -259,7 +259,7 @@ mod tests {
         let Payload::Traces(r) = &back.payload else {
             panic!("traces")
         };
-        assert_eq!(r.resource_spans.len(), 1);
+        assert_eq!(r.request().resource_spans.len(), 1);
         assert_eq!(
             back.encoded.as_deref(),
             Some(
@@ -270,7 +270,9 @@ mod tests {
             )
         );
         let bytes_only = decode(&seg, true).unwrap();
-        assert!(matches!(&bytes_only.payload, Payload::Traces(r) if r.resource_spans.is_empty()));
+        assert!(
+            matches!(&bytes_only.payload, Payload::Traces(r) if r.request().resource_spans.is_empty())
+        );
         assert!(matches!(
             decode(&seg[..seg.len() - 1], true),
             Err(QueueFileError::Length { .. })

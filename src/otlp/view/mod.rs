@@ -14,6 +14,10 @@
 //! 7 start_time_unix_nano, 8 end_time_unix_nano, 9 attributes, 15 status; Status 3 code;
 //! KeyValue 1 key, 2 value; AnyValue 1 string, 2 bool, 3 int, 4 double.
 
+mod check;
+
+pub use check::{check_traces, SpanCount};
+
 use super::wire::{fields, Value, WireError};
 
 /// An attribute's value, as far as detection reads values.
@@ -119,7 +123,8 @@ fn key_value<'a>(kv: &'a [u8], key: &str) -> Result<Option<AttrValue<'a>>, WireE
                 more_values |= values.is_some();
                 values = Some(b);
             }
-            (1 | 2, _) => return Err(WireError("wrong wire type in a KeyValue")),
+            (3, Value::Varint(_)) => {}
+            (1..=3, _) => return Err(WireError("wrong wire type in a KeyValue")),
             _ => {}
         }
     }
@@ -157,8 +162,8 @@ fn any_value<'a>(b: &'a [u8], prior: AttrValue<'a>) -> Result<AttrValue<'a>, Wir
             (2, Value::Varint(v)) => AttrValue::Bool(v != 0),
             (3, Value::Varint(v)) => AttrValue::Int(v as i64),
             (4, Value::Fixed64(v)) => AttrValue::Double(f64::from_bits(v)),
-            (5..=7, Value::Bytes(_)) => AttrValue::Other,
-            (1..=7, _) => return Err(WireError("wrong wire type in an AnyValue")),
+            (5..=7, Value::Bytes(_)) | (8, Value::Varint(_)) => AttrValue::Other,
+            (1..=8, _) => return Err(WireError("wrong wire type in an AnyValue")),
             _ => out,
         };
     }

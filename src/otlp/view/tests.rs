@@ -122,7 +122,7 @@ fn viewed(body: &[u8]) -> Result<Vec<Read>, WireError> {
     }
 }
 
-fn requests() -> Vec<ExportTraceServiceRequest> {
+pub(super) fn requests() -> Vec<ExportTraceServiceRequest> {
     let mut out = Vec::new();
     let mut g = Generator::new(Scenario::target_system(4), 1_767_571_200_000_000_000);
     for _ in 0..3 {

@@ -1,9 +1,12 @@
 use super::*;
 use crate::model::window::FEATURE_NAMES;
 use crate::processors::ProcessorType;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 const T0: u64 = 1_700_000_000_000_000_000; // a multiple of 10 s
 const S: u64 = 1_000_000_000;
@@ -67,7 +70,7 @@ fn batch(service: &str, specs: Vec<SpanSpec>) -> Batch {
     };
     Batch {
         items: 0,
-        payload: Payload::Traces(Arc::new(req)),
+        payload: Payload::Traces(crate::pipeline::Traces::decoded(req)),
         encoded: None,
         held: Default::default(),
     }
@@ -891,9 +894,10 @@ fn a_batch_does_not_make_its_own_older_records_of_a_new_series_late() {
     let Payload::Traces(bt) = &b.payload else {
         unreachable!()
     };
-    Arc::make_mut(t)
-        .resource_spans
-        .extend(bt.resource_spans.iter().cloned());
+    t.modify(|t| {
+        t.resource_spans
+            .extend(bt.request().resource_spans.iter().cloned())
+    });
     p.process(req, &mut out);
     p.on_shutdown(&mut out);
     let rs = records(out);
@@ -933,4 +937,67 @@ fn a_window_keeps_its_failing_and_slowest_traces_as_examples() {
         ]
     );
     assert_eq!(r.examples[1].trace_id_hex(), "04".repeat(16));
+}
+
+#[test]
+fn spans_read_from_the_wire_make_the_same_windows_as_decoded_ones() {
+    use crate::tools::loadgen::SpanFactory;
+    use crate::tools::scenario::{Generator, Scenario};
+    use prost::Message;
+    // Requests with every kind of span the processor reads: the scenario's (errors, client
+    // errors, routes, edges) and the load generator's (HTTP attributes as the SDKs send them),
+    // one request with ids of the wrong length (decoded, as the receiver does).
+    let mut requests = Vec::new();
+    let mut g = Generator::new(Scenario::target_system(3), T0);
+    for _ in 0..40 {
+        requests.push(g.next_window());
+    }
+    let mut factory = SpanFactory::new(6, 2);
+    for _ in 0..20 {
+        let mut r = factory.request(150);
+        for rs in &mut r.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for s in &mut ss.spans {
+                    s.end_time_unix_nano = T0 + (s.end_time_unix_nano % (400 * S));
+                    s.start_time_unix_nano = s.end_time_unix_nano - 1_000_000;
+                }
+            }
+        }
+        requests.push(r);
+    }
+    let run = |wire: bool| {
+        let cfg = WindowConfig {
+            group_by: vec!["http.route".into(), "http.response.status_code".into()],
+            ..Default::default()
+        };
+        let (mut p, _) = processor(cfg);
+        let mut out = Vec::new();
+        for r in &requests {
+            let bytes = bytes::Bytes::from(r.encode_to_vec());
+            let (batch, _) = match wire {
+                true => <ExportTraceServiceRequest as crate::otlp::Signal>::receive(bytes).unwrap(),
+                false => {
+                    let b = Batch {
+                        items: 0,
+                        payload: Payload::Traces(crate::pipeline::Traces::decoded(r.clone())),
+                        encoded: None,
+                        held: Default::default(),
+                    };
+                    (b, Default::default())
+                }
+            };
+            if let Payload::Traces(t) = &batch.payload {
+                assert_eq!(t.undecoded().is_some(), wire);
+            }
+            p.process(batch, &mut out);
+        }
+        p.on_shutdown(&mut out);
+        records(out)
+    };
+    let (wire, decoded) = (run(true), run(false));
+    assert!(wire.len() > 100, "{}", wire.len());
+    assert!(wire.iter().any(|r| r.series.target.is_some()));
+    assert!(wire.iter().any(|r| !r.series.labels.is_empty()));
+    assert!(wire.iter().any(|r| f(r, "error_rate") > 0.0));
+    assert_eq!(wire, decoded);
 }

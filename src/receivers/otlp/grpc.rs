@@ -140,8 +140,8 @@ impl<S: Signal> UnaryService<Bytes> for Unary<S> {
         let shared = self.shared.clone();
         Box::pin(async move {
             let raw = request.into_inner();
-            let msg = match S::decode(raw.clone()) {
-                Ok(m) => m,
+            let received = match S::receive(raw) {
+                Ok(r) => r,
                 Err(e) => {
                     shared.bad_request(Transport::Grpc, S::SIGNAL);
                     return Err(Status::invalid_argument(format!(
@@ -150,7 +150,7 @@ impl<S: Signal> UnaryService<Bytes> for Unary<S> {
                     )));
                 }
             };
-            match shared.accept(Transport::Grpc, msg, Some(raw)).await {
+            match shared.accept::<S>(Transport::Grpc, received).await {
                 Ok(checked) => Ok(tonic::Response::new(S::response(
                     checked.rejected,
                     checked.reason,

@@ -107,7 +107,7 @@ async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Respons
         }
         return res;
     }
-    let (format, msg, encoded) = match read_request::<S>(&st, req).await {
+    let (format, received) = match read_request::<S>(&st, req).await {
         Ok(r) => r,
         Err(Bad(status, format, message)) => {
             shared.bad_request(Transport::Http, S::SIGNAL);
@@ -115,7 +115,7 @@ async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Respons
             return error_response(status, format, code, message, false);
         }
     };
-    match shared.accept(Transport::Http, msg, encoded).await {
+    match shared.accept::<S>(Transport::Http, received).await {
         Ok(checked) => {
             let resp = S::response(checked.rejected, checked.reason);
             let body = match format {
@@ -150,12 +150,12 @@ async fn handle<S: Signal>(State(st): State<HttpState>, req: Request) -> Respons
 /// in, and why.
 struct Bad(StatusCode, Format, String);
 
-/// Reads, decompresses and decodes one export request; the protobuf bytes are kept for
+/// Reads, decompresses and checks one export request; the protobuf bytes are kept for
 /// forwarding as they are.
 async fn read_request<S: Signal>(
     st: &HttpState,
     req: Request,
-) -> Result<(Format, S, Option<bytes::Bytes>), Bad> {
+) -> Result<(Format, (crate::pipeline::Batch, crate::otlp::Checked)), Bad> {
     let Some(format) = Format::from_headers(req.headers()) else {
         let got = req
             .headers()
@@ -206,19 +206,20 @@ async fn read_request<S: Signal>(
         DecompressError::TooLarge { .. } => bad(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         _ => bad(StatusCode::BAD_REQUEST, e.to_string()),
     })?;
-    let decoded = match format {
-        Format::Protobuf => S::decode(body.clone())
-            .map(|m| (m, Some(body)))
-            .map_err(|e| e.to_string()),
+    let received = match format {
+        Format::Protobuf => S::receive(body).map_err(|e| e.to_string()),
         Format::Json => serde_json::from_slice::<S>(&body)
-            .map(|m| (m, None))
+            .map(|mut msg| {
+                let checked = msg.check();
+                (crate::otlp::batch_from(msg, None, &checked), checked)
+            })
             .map_err(|e| e.to_string()),
     };
-    let (msg, encoded) = decoded.map_err(|e| {
+    let received = received.map_err(|e| {
         let message = format!("malformed OTLP {} request: {e}", S::SIGNAL);
         bad(StatusCode::BAD_REQUEST, message)
     })?;
-    Ok((format, msg, encoded))
+    Ok((format, received))
 }
 
 pub(super) async fn start(

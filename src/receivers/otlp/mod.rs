@@ -44,7 +44,6 @@ use crate::pipeline::SignalKind;
 use crate::pipeline::{DataKind, FanOut, Refused};
 use crate::receivers::{ReceiverContext, ReceiverError, RunningReceiver};
 use crate::telemetry::{names, Counter, Telemetry};
-use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -447,14 +446,12 @@ impl Shared {
         self.counters(t, kind).bad_requests.inc();
     }
 
-    /// Checks a decoded request and hands it to the pipelines. Returns the rejected items.
+    /// Hands a checked request to the pipelines. Returns the rejected items.
     pub(crate) async fn accept<S: Signal>(
         &self,
         t: Transport,
-        mut msg: S,
-        encoded: Option<Bytes>,
+        (mut batch, checked): (crate::pipeline::Batch, crate::otlp::Checked),
     ) -> Result<crate::otlp::Checked, Refused> {
-        let checked = msg.check();
         let c = self.counters(t, S::SIGNAL);
         c.rejected.add(checked.rejected as u64);
         if checked.accepted == 0 {
@@ -466,7 +463,6 @@ impl Shared {
             .ok()
             .and_then(|c| c[S::SIGNAL.index()].clone())
             .ok_or(Refused::ShuttingDown)?;
-        let mut batch = crate::otlp::batch_from(msg, encoded, &checked);
         batch.held = self.memory.hold(crate::pipeline::memory::estimate(&batch));
         match fan.send(batch).await {
             Ok(()) => {

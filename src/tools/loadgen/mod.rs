@@ -515,8 +515,48 @@ enum Factory {
 struct Requests {
     factory: Factory,
     batch_size: usize,
-    pool: Vec<(Bytes, u64)>,
+    pool: Vec<Pooled>,
     i: usize,
+}
+
+/// A pregenerated request, and where its span and log times lie in it: sent again later, its
+/// times are moved on by the time since it was built, so a receiver sees current telemetry
+/// (stale times would be late for their windows, and a detection path would skip them).
+struct Pooled {
+    bytes: Bytes,
+    items: u64,
+    times: Vec<usize>,
+    built_ns: u64,
+}
+
+/// The byte offsets of the fixed64 times of a traces request's spans (start, end) or a logs
+/// request's records (time, observed time): export request 1 → 2 → 2 → fields 7, 8 or 1, 11.
+fn time_offsets(body: &[u8], times: [u64; 2]) -> Vec<usize> {
+    use crate::otlp::wire::{fields, Value};
+    let mut out = Vec::new();
+    let base = body.as_ptr() as usize;
+    fn nested(buf: &[u8], number: u64) -> Vec<&[u8]> {
+        fields(buf)
+            .filter_map(Result::ok)
+            .filter_map(|f| match (f.number == number, f.value) {
+                (true, Value::Bytes(b)) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+    for resource in nested(body, 1) {
+        for scope in nested(resource, 2) {
+            for item in nested(scope, 2) {
+                for f in fields(item).filter_map(Result::ok) {
+                    if let (true, Value::Fixed64(_)) = (times.contains(&f.number), f.value) {
+                        // The value is the field's last 8 bytes.
+                        out.push(f.raw.as_ptr() as usize - base + f.raw.len() - 8);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Requests {
@@ -534,7 +574,23 @@ impl Requests {
             pool: Vec::new(),
             i: 0,
         };
-        requests.pool = (0..opts.pregenerate).map(|_| requests.build()).collect();
+        requests.pool = (0..opts.pregenerate)
+            .map(|_| {
+                let (bytes, items) = requests.build();
+                let times = match opts.signal {
+                    LoadSignal::Traces => time_offsets(&bytes, [7, 8]),
+                    LoadSignal::Logs => time_offsets(&bytes, [1, 11]),
+                    // Cumulative streams would not stay cumulative: sent as built.
+                    LoadSignal::Metrics => Vec::new(),
+                };
+                Pooled {
+                    bytes,
+                    items,
+                    times,
+                    built_ns: crate::model::time::now_ns(),
+                }
+            })
+            .collect();
         requests
     }
 
@@ -563,11 +619,23 @@ impl Requests {
 
     fn next(&mut self) -> (Bytes, u64) {
         if self.pool.is_empty() {
-            self.build()
-        } else {
-            self.i = (self.i + 1) % self.pool.len();
-            self.pool[self.i].clone()
+            return self.build();
         }
+        self.i = (self.i + 1) % self.pool.len();
+        let p = &self.pool[self.i];
+        if p.times.is_empty() {
+            return (p.bytes.clone(), p.items);
+        }
+        let shift = crate::model::time::now_ns().saturating_sub(p.built_ns);
+        let mut body = p.bytes.to_vec();
+        for &at in &p.times {
+            if let Some(t) = body.get_mut(at..at + 8) {
+                let moved = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]])
+                    .saturating_add(shift);
+                t.copy_from_slice(&moved.to_le_bytes());
+            }
+        }
+        (body.into(), p.items)
     }
 }
 
@@ -691,5 +759,74 @@ mod tests {
             req.resource_spans[0].scope_spans[0].spans[0].trace_id,
             again.resource_spans[0].scope_spans[0].spans[0].trace_id
         );
+    }
+
+    #[test]
+    fn pooled_requests_are_sent_with_their_times_moved_on() {
+        for signal in [LoadSignal::Traces, LoadSignal::Logs] {
+            let opts = LoadgenOptions {
+                endpoint: String::new(),
+                protocol: Protocol::Grpc,
+                signal,
+                rate: 0,
+                duration: Duration::from_secs(1),
+                services: 3,
+                batch_size: 40,
+                concurrency: 1,
+                gzip: false,
+                pregenerate: 2,
+                seed: 1,
+            };
+            let mut r = Requests::new(&opts, 0);
+            for p in &mut r.pool {
+                p.built_ns -= 5_000_000_000;
+            }
+            let original = r.pool[1].bytes.clone();
+            let (sent, items) = r.next();
+            assert_eq!(items, r.pool[1].items);
+            assert_eq!(sent.len(), original.len());
+            match signal {
+                LoadSignal::Traces => {
+                    let (a, b) = (
+                        ExportTraceServiceRequest::decode(&original[..]).unwrap(),
+                        ExportTraceServiceRequest::decode(&sent[..]).unwrap(),
+                    );
+                    let spans = |r: &ExportTraceServiceRequest| -> Vec<Span> {
+                        r.resource_spans
+                            .iter()
+                            .flat_map(|r| &r.scope_spans)
+                            .flat_map(|s| s.spans.clone())
+                            .collect()
+                    };
+                    let (a, b) = (spans(&a), spans(&b));
+                    assert_eq!(a.len(), 40);
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!(y.start_time_unix_nano >= x.start_time_unix_nano + 5_000_000_000);
+                        assert_eq!(
+                            y.end_time_unix_nano - y.start_time_unix_nano,
+                            x.end_time_unix_nano - x.start_time_unix_nano
+                        );
+                        let mut moved = y.clone();
+                        moved.start_time_unix_nano = x.start_time_unix_nano;
+                        moved.end_time_unix_nano = x.end_time_unix_nano;
+                        assert_eq!(&moved, x);
+                    }
+                }
+                _ => {
+                    let (a, b) = (
+                        ExportLogsServiceRequest::decode(&original[..]).unwrap(),
+                        ExportLogsServiceRequest::decode(&sent[..]).unwrap(),
+                    );
+                    let la = &a.resource_logs[0].scope_logs[0].log_records[0];
+                    let lb = &b.resource_logs[0].scope_logs[0].log_records[0];
+                    assert!(lb.time_unix_nano >= la.time_unix_nano + 5_000_000_000);
+                    assert_eq!(
+                        lb.observed_time_unix_nano - la.observed_time_unix_nano,
+                        lb.time_unix_nano - la.time_unix_nano
+                    );
+                    assert_eq!(lb.body, la.body);
+                }
+            }
+        }
     }
 }

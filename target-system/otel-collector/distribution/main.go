@@ -1,7 +1,9 @@
 // A small OpenTelemetry Collector distribution built from the published collector modules:
-// the OTLP receiver, the OTLP (gRPC) exporter, and the debug and file exporters. The end-to-end
-// tests use it as the collector downstream of otelwatch (its file exporter shows what arrived)
-// and as a client (its OTLP exporter, gzip by default, sending into otelwatch).
+// the OTLP receiver, the OTLP (gRPC) exporter, the debug, file and nop exporters, and the
+// spanmetrics connector. The end-to-end tests use it as the collector downstream of otelwatch
+// (its file exporter shows what arrived) and as a client (its OTLP exporter, gzip by default,
+// sending into otelwatch); scripts/bench's side-by-side mode (SIDE=1) runs it next to otelwatch
+// (nop for receive-and-discard, spanmetrics as the Collector's counterpart of detection).
 //
 // It is what the Collector's builder would generate for the same component list; listing the
 // factories by hand keeps the build to one `go build`.
@@ -12,14 +14,17 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/confmap/provider/yamlprovider"
+	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
+	"go.opentelemetry.io/collector/exporter/nopexporter"
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver"
@@ -39,6 +44,12 @@ func components() (otelcol.Factories, error) {
 		otlpexporter.NewFactory(),
 		debugexporter.NewFactory(),
 		fileexporter.NewFactory(),
+		nopexporter.NewFactory(),
+	); err != nil {
+		return otelcol.Factories{}, err
+	}
+	if factories.Connectors, err = otelcol.MakeFactoryMap[connector.Factory](
+		spanmetricsconnector.NewFactory(),
 	); err != nil {
 		return otelcol.Factories{}, err
 	}
@@ -49,6 +60,10 @@ func components() (otelcol.Factories, error) {
 		otlpexporter.NewFactory().Type():  module("go.opentelemetry.io/collector/exporter/otlpexporter"),
 		debugexporter.NewFactory().Type(): module("go.opentelemetry.io/collector/exporter/debugexporter"),
 		fileexporter.NewFactory().Type():  module("github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"),
+		nopexporter.NewFactory().Type():   module("go.opentelemetry.io/collector/exporter/nopexporter"),
+	}
+	factories.ConnectorModules = map[component.Type]string{
+		spanmetricsconnector.NewFactory().Type(): module("github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector"),
 	}
 	return factories, nil
 }
@@ -68,7 +83,7 @@ func module(path string) string {
 func main() {
 	info := component.BuildInfo{
 		Command:     "otelcol-otelwatch",
-		Description: "OpenTelemetry Collector (OTLP receiver; OTLP, debug and file exporters) for otelwatch's tests",
+		Description: "OpenTelemetry Collector (OTLP receiver; OTLP, debug, file and nop exporters; spanmetrics connector) for otelwatch's tests and benchmarks",
 		Version:     strings.TrimPrefix(module("go.opentelemetry.io/collector/otelcol"), "go.opentelemetry.io/collector/otelcol v"),
 	}
 	settings := otelcol.CollectorSettings{

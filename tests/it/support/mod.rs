@@ -337,7 +337,7 @@ pub fn read_spans(path: &Path) -> (SpanSet, usize) {
     for line in complete_lines(&text) {
         let (batch, _) = decode_json_line(line).expect("file exporter wrote an invalid line");
         if let Payload::Traces(t) = &batch.payload {
-            spans_of(t, &mut set, &mut dups);
+            spans_of(t.request(), &mut set, &mut dups);
         }
     }
     (set, dups)
