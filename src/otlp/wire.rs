@@ -70,6 +70,7 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+#[inline]
 fn read_field<'a>(buf: &mut &'a [u8], depth: usize) -> Result<(u64, Value<'a>), WireError> {
     let key = varint(buf)?;
     let number = key >> 3;
@@ -83,28 +84,7 @@ fn read_field<'a>(buf: &mut &'a [u8], depth: usize) -> Result<(u64, Value<'a>), 
             let len = usize::try_from(varint(buf)?).map_err(|_| WireError("length"))?;
             Value::Bytes(take(buf, len)?)
         }
-        3 => {
-            if depth >= MAX_GROUP_DEPTH {
-                return Err(WireError("groups nested too deep"));
-            }
-            let inside = *buf;
-            loop {
-                if buf.is_empty() {
-                    return Err(WireError("unterminated group"));
-                }
-                let before = *buf;
-                let key = varint(&mut { before })?;
-                if key & 7 == 4 {
-                    if key >> 3 != number {
-                        return Err(WireError("mismatched end of group"));
-                    }
-                    let body = &inside[..inside.len() - before.len()];
-                    varint(buf)?;
-                    break Value::Group(body);
-                }
-                read_field(buf, depth + 1)?;
-            }
-        }
+        3 => read_group(buf, number, depth)?,
         4 => return Err(WireError("end of a group that was not started")),
         5 => Value::Fixed32(u32::from_le_bytes(fixed(take(buf, 4)?))),
         _ => return Err(WireError("unknown wire type")),
@@ -112,6 +92,32 @@ fn read_field<'a>(buf: &mut &'a [u8], depth: usize) -> Result<(u64, Value<'a>), 
     Ok((number, value))
 }
 
+/// A group's fields up to its end marker (rare: kept out of the common path).
+#[cold]
+fn read_group<'a>(buf: &mut &'a [u8], number: u64, depth: usize) -> Result<Value<'a>, WireError> {
+    if depth >= MAX_GROUP_DEPTH {
+        return Err(WireError("groups nested too deep"));
+    }
+    let inside = *buf;
+    loop {
+        if buf.is_empty() {
+            return Err(WireError("unterminated group"));
+        }
+        let before = *buf;
+        let key = varint(&mut { before })?;
+        if key & 7 == 4 {
+            if key >> 3 != number {
+                return Err(WireError("mismatched end of group"));
+            }
+            let body = &inside[..inside.len() - before.len()];
+            varint(buf)?;
+            return Ok(Value::Group(body));
+        }
+        read_field(buf, depth + 1)?;
+    }
+}
+
+#[inline]
 fn fixed<const N: usize>(b: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&b[..N]);
@@ -132,6 +138,17 @@ pub fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
 /// A varint of at most ten bytes.
 #[inline]
 pub fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
+    // Keys, lengths and small numbers: one byte.
+    if let Some((&b, rest)) = buf.split_first() {
+        if b < 0x80 {
+            *buf = rest;
+            return Ok(u64::from(b));
+        }
+    }
+    varint_long(buf)
+}
+
+fn varint_long(buf: &mut &[u8]) -> Result<u64, WireError> {
     let mut v = 0u64;
     for shift in (0..70).step_by(7) {
         let (&b, rest) = buf.split_first().ok_or(WireError("truncated varint"))?;

@@ -161,8 +161,11 @@ fn message(mut buf: &[u8], msg: Msg, budget: u32, count: &mut SpanCount) -> Resu
                 take(&mut buf, 4)?;
             }
             Kind::Str => {
-                std::str::from_utf8(delimited(&mut buf)?)
-                    .map_err(|_| WireError("a string that is not UTF-8"))?;
+                let s = delimited(&mut buf)?;
+                // Mostly ASCII (keys, names, values): checked a word at a time.
+                if !s.is_ascii() {
+                    std::str::from_utf8(s).map_err(|_| WireError("a string that is not UTF-8"))?;
+                }
             }
             Kind::Bytes => {
                 let b = delimited(&mut buf)?;

@@ -49,8 +49,9 @@ impl<'a> Attrs<'_, 'a> {
                 let (true, Value::Bytes(kv)) = (f.number == self.number, f.value) else {
                     continue;
                 };
-                if let Some(v) = key_value(kv, key)? {
-                    return Ok(Some(v));
+                let parts = kv_parts(kv)?;
+                if parts.key == key.as_bytes() {
+                    return Ok(Some(parts.value(kv)?));
                 }
             }
         }
@@ -70,12 +71,10 @@ impl<'a> Attrs<'_, 'a> {
                 let (true, Value::Bytes(kv)) = (f.number == self.number, f.value) else {
                     continue;
                 };
-                let Some(k) = key_of(kv)? else {
-                    continue;
-                };
+                let parts = kv_parts(kv)?;
                 for (i, want) in keys.iter().enumerate() {
-                    if out[i].is_none() && k == want.as_bytes() {
-                        out[i] = key_value(kv, want)?;
+                    if out[i].is_none() && parts.key == want.as_bytes() {
+                        out[i] = Some(parts.value(kv)?);
                         left -= 1;
                     }
                 }
@@ -96,46 +95,24 @@ impl<'a> Attrs<'_, 'a> {
     }
 }
 
-/// A `KeyValue`'s key (its last, as the decoder keeps it), as bytes.
-fn key_of(kv: &[u8]) -> Result<Option<&[u8]>, WireError> {
-    let mut k = None;
-    for f in fields(kv) {
-        let f = f?;
-        match (f.number, f.value) {
-            (1, Value::Bytes(b)) => k = Some(b),
-            (1, _) => return Err(WireError("wrong wire type in a KeyValue")),
-            _ => {}
-        }
-    }
-    Ok(k)
+/// A `KeyValue` as the decoder keeps it: its (last) key, compared as bytes (equal to a `str`,
+/// it is UTF-8; none is the empty key), and its value field.
+struct KvParts<'a> {
+    key: &'a [u8],
+    /// The last value field, and whether there was more than one (to be merged).
+    value: Option<&'a [u8]>,
+    more_values: bool,
 }
 
-/// A `KeyValue`'s value when its key is `key`.
-fn key_value<'a>(kv: &'a [u8], key: &str) -> Result<Option<AttrValue<'a>>, WireError> {
-    let mut k: &[u8] = b"";
-    let mut values: Option<&'a [u8]> = None;
-    let mut more_values = false;
-    for f in fields(kv) {
-        let f = f?;
-        match (f.number, f.value) {
-            (1, Value::Bytes(b)) => k = b,
-            (2, Value::Bytes(b)) => {
-                more_values |= values.is_some();
-                values = Some(b);
-            }
-            (3, Value::Varint(_)) => {}
-            (1..=3, _) => return Err(WireError("wrong wire type in a KeyValue")),
-            _ => {}
+impl<'a> KvParts<'a> {
+    /// The value, read from `kv` (the message these parts came from).
+    fn value(&self, kv: &'a [u8]) -> Result<AttrValue<'a>, WireError> {
+        let Some(v) = self.value else {
+            return Ok(AttrValue::Other);
+        };
+        if !self.more_values {
+            return any_value(v, AttrValue::Other);
         }
-    }
-    // The key is compared as bytes: equal to a `str`, it is UTF-8.
-    if k != key.as_bytes() {
-        return Ok(None);
-    }
-    let Some(v) = values else {
-        return Ok(Some(AttrValue::Other));
-    };
-    if more_values {
         // A value given twice is merged: the later one-of replaces the earlier, rarely seen;
         // read every occurrence in order.
         let mut out = AttrValue::Other;
@@ -145,9 +122,48 @@ fn key_value<'a>(kv: &'a [u8], key: &str) -> Result<Option<AttrValue<'a>>, WireE
                 out = any_value(b, out)?;
             }
         }
-        return Ok(Some(out));
+        Ok(out)
     }
-    Ok(Some(any_value(v, AttrValue::Other)?))
+}
+
+/// The parts of a `KeyValue`. The encoders' own layout (the key, then the value, each once,
+/// lengths under 128) is read straight; anything else field by field.
+#[inline]
+fn kv_parts(kv: &[u8]) -> Result<KvParts<'_>, WireError> {
+    if let [0x0a, key_len, rest @ ..] = kv {
+        let key_len = usize::from(*key_len);
+        if key_len < 0x80 && key_len <= rest.len() {
+            let (key, rest) = rest.split_at(key_len);
+            if let [0x12, value_len, value @ ..] = rest {
+                if *value_len < 0x80 && usize::from(*value_len) == value.len() {
+                    return Ok(KvParts {
+                        key,
+                        value: Some(value),
+                        more_values: false,
+                    });
+                }
+            }
+        }
+    }
+    let mut parts = KvParts {
+        key: b"",
+        value: None,
+        more_values: false,
+    };
+    for f in fields(kv) {
+        let f = f?;
+        match (f.number, f.value) {
+            (1, Value::Bytes(b)) => parts.key = b,
+            (2, Value::Bytes(b)) => {
+                parts.more_values |= parts.value.is_some();
+                parts.value = Some(b);
+            }
+            (3, Value::Varint(_)) => {}
+            (1..=3, _) => return Err(WireError("wrong wire type in a KeyValue")),
+            _ => {}
+        }
+    }
+    Ok(parts)
 }
 
 /// An `AnyValue`, merged over `prior`: its last one-of field wins.
