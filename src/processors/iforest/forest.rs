@@ -25,8 +25,6 @@
 //! Everything random comes from one seeded SplitMix64 stream, so a forest is fully determined by
 //! its seed and the points it learned, in order (which is also how models are saved and loaded).
 
-use std::collections::VecDeque;
-
 /// SplitMix64: small, fast, and the same on every platform and version.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -111,14 +109,19 @@ struct Split {
 struct Node {
     count: usize,
     depth: u32,
-    lo: Vec<f64>,
-    hi: Vec<f64>,
     split: Option<Split>,
 }
 
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
+    // The window's points and every node's box are the forest's memory (512 points and about
+    // 250 nodes per series at the defaults): both are kept flat, a point or a box a slice of
+    // one buffer instead of a heap allocation each (with its header and the allocator's
+    // overhead), which takes a third off a series' model.
+    /// Node `i`'s bounding box: `dim` lows then `dim` highs at `2·dim·i`.
+    boxes: Vec<f64>,
+    dim: usize,
     free: Vec<usize>,
     root: Option<usize>,
     data_size: usize,
@@ -131,9 +134,11 @@ fn partition(points: &[&[f64]], idx: &[usize], dim: usize, value: f64) -> (Vec<u
 }
 
 impl Tree {
-    fn new() -> Self {
+    fn new(dim: usize) -> Self {
         Self {
             nodes: Vec::new(),
+            boxes: Vec::new(),
+            dim,
             free: Vec::new(),
             root: None,
             data_size: 0,
@@ -141,17 +146,38 @@ impl Tree {
         }
     }
 
-    fn alloc(&mut self, node: Node) -> usize {
-        match self.free.pop() {
+    fn alloc(&mut self, node: Node, lo: &[f64], hi: &[f64]) -> usize {
+        let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = node;
                 i
             }
             None => {
                 self.nodes.push(node);
+                self.boxes.resize(self.nodes.len() * 2 * self.dim, 0.0);
                 self.nodes.len() - 1
             }
+        };
+        let (l, h) = self.box_mut(i);
+        for (s, v) in l.iter_mut().zip(lo) {
+            *s = *v;
         }
+        for (s, v) in h.iter_mut().zip(hi) {
+            *s = *v;
+        }
+        i
+    }
+
+    fn lo(&self, i: usize) -> &[f64] {
+        &self.boxes[2 * self.dim * i..][..self.dim]
+    }
+
+    fn hi(&self, i: usize) -> &[f64] {
+        &self.boxes[2 * self.dim * i + self.dim..][..self.dim]
+    }
+
+    fn box_mut(&mut self, i: usize) -> (&mut [f64], &mut [f64]) {
+        self.boxes[2 * self.dim * i..][..2 * self.dim].split_at_mut(self.dim)
     }
 
     fn threshold(p: &ForestParams, depth: u32) -> usize {
@@ -186,31 +212,29 @@ impl Tree {
         let (lo, hi) = Self::bbox(points, idx, dim);
         let n = idx.len();
         if n < Self::threshold(p, depth) || depth as f64 >= self.depth_limit {
-            return self.alloc(Node {
+            let leaf = Node {
                 count: n,
                 depth,
-                lo,
-                hi,
                 split: None,
-            });
+            };
+            return self.alloc(leaf, &lo, &hi);
         }
         let d = rng.below(dim);
         let value = rng.uniform(lo[d], hi[d]);
         let (l, r) = partition(points, idx, d, value);
         let left = self.build(p, rng, points, &l, depth + 1, dim);
         let right = self.build(p, rng, points, &r, depth + 1, dim);
-        self.alloc(Node {
+        let inner = Node {
             count: n,
             depth,
-            lo,
-            hi,
             split: Some(Split {
                 dim: d,
                 value,
                 left,
                 right,
             }),
-        })
+        };
+        self.alloc(inner, &lo, &hi)
     }
 
     fn learn(&mut self, p: &ForestParams, rng: &mut Rng, points: &[&[f64]], dim: usize) {
@@ -238,13 +262,13 @@ impl Tree {
         idx: &[usize],
         dim: usize,
     ) -> usize {
+        self.nodes[node].count += idx.len();
         {
-            let nd = &mut self.nodes[node];
-            nd.count += idx.len();
+            let (lo, hi) = self.box_mut(node);
             for &i in idx {
                 for (d, &v) in points[i].iter().enumerate().take(dim) {
-                    nd.lo[d] = nd.lo[d].min(v);
-                    nd.hi[d] = nd.hi[d].max(v);
+                    lo[d] = lo[d].min(v);
+                    hi[d] = hi[d].max(v);
                 }
             }
         }
@@ -254,7 +278,8 @@ impl Tree {
                 if nd.count >= Self::threshold(p, nd.depth) && (nd.depth as f64) < self.depth_limit
                 {
                     // Re-create the leaf's points uniformly in its box, and grow from them.
-                    let (count, depth, lo, hi) = (nd.count, nd.depth, nd.lo.clone(), nd.hi.clone());
+                    let (count, depth) = (nd.count, nd.depth);
+                    let (lo, hi) = (self.lo(node).to_vec(), self.hi(node).to_vec());
                     let synthetic: Vec<Vec<f64>> = (0..count)
                         .map(|_| (0..dim).map(|d| rng.uniform(lo[d], hi[d])).collect())
                         .collect();
@@ -324,10 +349,11 @@ impl Tree {
 
     fn union_box(&mut self, node: usize, a: usize, b: usize, dim: usize) {
         for d in 0..dim {
-            let lo = self.nodes[a].lo[d].min(self.nodes[b].lo[d]);
-            let hi = self.nodes[a].hi[d].max(self.nodes[b].hi[d]);
-            self.nodes[node].lo[d] = lo;
-            self.nodes[node].hi[d] = hi;
+            let lo = self.lo(a)[d].min(self.lo(b)[d]);
+            let hi = self.hi(a)[d].max(self.hi(b)[d]);
+            let (l, h) = self.box_mut(node);
+            l[d] = lo;
+            h[d] = hi;
         }
     }
 
@@ -375,11 +401,12 @@ impl Tree {
             if nd.count == 0 {
                 return h + survive * d;
             }
+            let (los, his) = (self.lo(n), self.hi(n));
             let sep: f64 = x
                 .iter()
                 .enumerate()
                 .map(|(k, &v)| {
-                    let (lo, hi) = (nd.lo[k], nd.hi[k]);
+                    let (lo, hi) = (los[k], his[k]);
                     let gap = (lo - v).max(v - hi).max(0.0);
                     if gap == 0.0 {
                         0.0
@@ -405,13 +432,78 @@ impl Tree {
     }
 }
 
+/// The sliding window's points, oldest first, in one ring buffer of `capacity` points.
+#[derive(Debug, Clone)]
+struct Window {
+    data: Vec<f64>,
+    dim: usize,
+    capacity: usize,
+    /// The oldest point's slot, and how many points are held.
+    head: usize,
+    len: usize,
+}
+
+impl Window {
+    fn new(dim: usize, capacity: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            dim,
+            capacity,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot(&self, i: usize) -> &[f64] {
+        &self.data[((self.head + i) % self.capacity.max(1)) * self.dim..][..self.dim]
+    }
+
+    /// Appends a point; the caller has made room (`pop_front`) first.
+    fn push(&mut self, p: &[f64]) {
+        if self.len >= self.capacity {
+            return;
+        }
+        let at = (self.head + self.len) % self.capacity;
+        if (at + 1) * self.dim > self.data.len() {
+            self.data.resize((at + 1) * self.dim, 0.0);
+        }
+        for (s, v) in self.data[at * self.dim..][..self.dim].iter_mut().zip(p) {
+            *s = *v;
+        }
+        self.len += 1;
+    }
+
+    /// Removes the `n` oldest points and gives them back, oldest first.
+    fn pop_front(&mut self, n: usize) -> Vec<Vec<f64>> {
+        let n = n.min(self.len);
+        let out = (0..n).map(|i| self.point(i)).collect();
+        if n > 0 {
+            self.head = (self.head + n) % self.capacity;
+            self.len -= n;
+        }
+        out
+    }
+
+    fn point(&self, i: usize) -> Vec<f64> {
+        self.slot(i).to_vec()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Vec<f64>> + '_ {
+        (0..self.len).map(|i| self.point(i))
+    }
+}
+
 /// An online isolation forest over points of a fixed dimension.
 #[derive(Debug, Clone)]
 pub struct OnlineForest {
     params: ForestParams,
     dim: usize,
     trees: Vec<Tree>,
-    window: VecDeque<Vec<f64>>,
+    window: Window,
     data_size: usize,
     rng: Rng,
 }
@@ -419,10 +511,10 @@ pub struct OnlineForest {
 impl OnlineForest {
     pub fn new(params: ForestParams, dim: usize, seed: u64) -> Self {
         Self {
-            trees: (0..params.trees.max(1)).map(|_| Tree::new()).collect(),
+            trees: (0..params.trees.max(1)).map(|_| Tree::new(dim)).collect(),
+            window: Window::new(dim, params.window),
             params,
             dim,
-            window: VecDeque::new(),
             data_size: 0,
             rng: Rng::new(seed),
         }
@@ -446,8 +538,8 @@ impl OnlineForest {
     }
 
     /// The window's points, oldest first (what a saved model stores).
-    pub fn window(&self) -> impl Iterator<Item = &[f64]> {
-        self.window.iter().map(|v| v.as_slice())
+    pub fn window(&self) -> impl Iterator<Item = Vec<f64>> + '_ {
+        self.window.iter()
     }
 
     /// Learns a batch, then forgets what slid out of the window.
@@ -467,10 +559,16 @@ impl OnlineForest {
         if self.params.window == 0 {
             return;
         }
-        self.window.extend(points.iter().map(|p| p.to_vec()));
-        if self.data_size > self.params.window {
-            let excess = self.data_size - self.params.window;
-            let old: Vec<Vec<f64>> = self.window.drain(..excess).collect();
+        // What slides out: the oldest remembered points, then (a batch longer than the
+        // window) the batch's own first ones.
+        let excess = self.data_size.saturating_sub(self.params.window);
+        let from_window = excess.min(self.window.len());
+        let mut old = self.window.pop_front(from_window);
+        old.extend(points[..excess - from_window].iter().map(|p| p.to_vec()));
+        for p in &points[excess - from_window..] {
+            self.window.push(p);
+        }
+        if excess > 0 {
             let refs: Vec<&[f64]> = old.iter().map(|v| v.as_slice()).collect();
             self.data_size -= excess;
             for t in &mut self.trees {
@@ -599,5 +697,37 @@ mod tests {
         f.learn_batch(&[vec![f64::NAN, 1.0], vec![1.0]]);
         assert!(f.is_empty());
         assert_eq!(f.score(&[1.0, 1.0]), 0.5);
+    }
+
+    #[test]
+    fn the_window_keeps_the_latest_points_in_order_whatever_the_batches() {
+        let params = ForestParams {
+            window: 64,
+            max_leaf_samples: 8,
+            ..ForestParams::default()
+        };
+        let mut f = OnlineForest::new(params, 2, 1);
+        let mut all: Vec<Vec<f64>> = Vec::new();
+        let mut next = 0.0;
+        // Batches shorter than the window, one that wraps the ring, and one longer than it.
+        for size in [10, 30, 50, 7, 64, 100, 3] {
+            let batch: Vec<Vec<f64>> = (0..size)
+                .map(|_| {
+                    next += 1.0;
+                    vec![next, -next / 3.0]
+                })
+                .collect();
+            f.learn_batch(&batch);
+            all.extend(batch);
+            let kept: Vec<Vec<f64>> = f.window().collect();
+            let want = all[all.len().saturating_sub(64)..].to_vec();
+            assert_eq!(kept, want, "after a batch of {size}");
+            assert_eq!(f.len(), want.len());
+        }
+        // Every point learned was unlearned once: the trees count the window, no more.
+        for t in &f.trees {
+            let root = t.root.unwrap();
+            assert_eq!(t.nodes[root].count, 64);
+        }
     }
 }

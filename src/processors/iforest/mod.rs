@@ -1241,7 +1241,8 @@ impl IForestProcessor {
 
     /// Periodic save: the models are copied here and written on a blocking thread.
     fn save_in_background(&mut self) {
-        if !self.dirty {
+        // Without a model file there is nothing to copy (this runs on every tick).
+        if !self.dirty || self.writer.is_none() {
             return;
         }
         let file = self.to_model_file();
@@ -1258,7 +1259,7 @@ impl IForestProcessor {
     /// a background write still running, and again if the last one failed).
     fn save_now(&mut self) {
         let pending = self.writer.as_ref().is_some_and(|w| w.needs_final_write());
-        if !self.dirty && !pending {
+        if (!self.dirty && !pending) || self.writer.is_none() {
             return;
         }
         let file = self.to_model_file();

@@ -93,7 +93,7 @@ impl SeriesModel {
             signal: (key.signal != Signal::Spans).then(|| key.signal.as_str().to_string()),
             learned: self.learned,
             consecutive: self.consecutive,
-            points: self.forest.window().map(|p| p.to_vec()).collect(),
+            points: self.forest.window().collect(),
             normal: self.normal.iter().copied().collect(),
             scores: self.scores.iter().copied().collect(),
             log_lines: self.log_lines,

@@ -299,9 +299,10 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         .map(|m| m.forest.nodes())
         .sum::<usize>()
         / series.max(1);
-    // Resident estimate: nodes (two boxes of 10 f64 plus bookkeeping) and the window of points.
-    let per_series_bytes = nodes * (2 * N_FEATURES * 8 + 96)
-        + cfg.window_size * (N_FEATURES * 8 + 24)
+    // Resident estimate: nodes (a box of 2 × 10 f64 in the tree's buffer and the node's 56
+    // bytes) and the window of points (10 f64 each, in one buffer).
+    let per_series_bytes = nodes * (2 * N_FEATURES * 8 + 56)
+        + cfg.window_size * (N_FEATURES * 8)
         + 120 * N_FEATURES * 8
         + 256 * 8;
     let measured = match (rss_before, resident_bytes()) {
