@@ -484,7 +484,7 @@ const MAX_NAME_BYTES: usize = 256;
 /// The names of one request, each allocated once.
 #[derive(Default)]
 struct Names<'a> {
-    seen: HashMap<&'a str, Arc<str>>,
+    seen: foldhash::HashMap<&'a str, Arc<str>>,
 }
 
 impl<'a> Names<'a> {
@@ -520,7 +520,9 @@ pub struct WindowProcessor {
     max_services: usize,
     edges: bool,
     group_by: Vec<Arc<str>>,
-    series: HashMap<SeriesKey, Series>,
+    /// Looked up once per span: a fast hasher, seeded at random per process (series keys are
+    /// the clients' names).
+    series: foldhash::HashMap<SeriesKey, Series>,
     /// Largest end time seen, and the wall-clock instant it was last raised.
     max_event_ns: u64,
     last_data: Instant,
@@ -646,7 +648,7 @@ impl WindowProcessor {
             max_services: cfg.max_services,
             edges: cfg.edges,
             group_by: cfg.group_by.iter().map(|k| k.as_str().into()).collect(),
-            series: HashMap::new(),
+            series: Default::default(),
             max_event_ns: 0,
             last_data: Instant::now(),
             last_call: Instant::now(),

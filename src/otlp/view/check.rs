@@ -182,6 +182,11 @@ fn message(mut buf: &[u8], msg: Msg, budget: u32, count: &mut SpanCount) -> Resu
                     return Err(WireError("messages nested too deep"));
                 }
                 let b = delimited(&mut buf)?;
+                // Most of a request is attributes with a string or an integer value, in the
+                // encoders' own layout: checked straight (the AnyValue inside needs a level).
+                if inner == Msg::KeyValue && budget >= 2 && plain_key_value(b) {
+                    continue;
+                }
                 message(b, inner, budget - 1, count)?;
             }
         }
@@ -194,6 +199,36 @@ fn message(mut buf: &[u8], msg: Msg, budget: u32, count: &mut SpanCount) -> Resu
         count.bad_ids += usize::from(!ok);
     }
     Ok(())
+}
+
+/// Whether `kv` is a `KeyValue` laid out as the encoders write it — the key (field 1), then the
+/// value (field 2) holding one string (field 1) or integer (field 3), every length under 128 —
+/// with both strings UTF-8: then it decodes, and there is nothing more to check. Anything else
+/// (and anything wrong) goes the general way, which says what is wrong.
+#[inline]
+fn plain_key_value(kv: &[u8]) -> bool {
+    let [0x0a, key_len, rest @ ..] = kv else {
+        return false;
+    };
+    let key_len = usize::from(*key_len);
+    if key_len >= 0x80 || key_len > rest.len() {
+        return false;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let [0x12, value_len, value @ ..] = rest else {
+        return false;
+    };
+    if *value_len >= 0x80 || usize::from(*value_len) != value.len() || !key.is_ascii() {
+        return false;
+    }
+    match value {
+        [0x0a, len, text @ ..] => usize::from(*len) == text.len() && *len < 0x80 && text.is_ascii(),
+        [0x18, int @ ..] => {
+            let mut int = int;
+            varint(&mut int).is_ok() && int.is_empty()
+        }
+        _ => false,
+    }
 }
 
 /// A field's key: its number and wire type (0 to 5).

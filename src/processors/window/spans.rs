@@ -207,37 +207,37 @@ impl WindowProcessor {
             };
             let attrs = span.attributes();
             let read = (|| -> Result<Option<SpanRead<'a>>, WireError> {
-                // The outcome and callee attributes in one pass over the span's attributes.
-                let [http, http_legacy, grpc, a, b, c, d, e, url, http_url] = attrs.get_many([
-                    OUTCOME_KEYS[0],
-                    OUTCOME_KEYS[1],
-                    OUTCOME_KEYS[2],
-                    TARGET_KEYS[0],
-                    TARGET_KEYS[1],
-                    TARGET_KEYS[2],
-                    TARGET_KEYS[3],
-                    TARGET_KEYS[4],
-                    TARGET_KEYS[5],
-                    TARGET_KEYS[6],
-                ])?;
-                let target = match is_call {
-                    true => {
-                        let found = [a, b, c, d, e, url, http_url];
-                        let text = |k: &str| {
-                            let i = TARGET_KEYS.iter().position(|t| *t == k)?;
-                            match found[i] {
-                                Some(AttrValue::Str(s)) if !s.is_empty() => Some(s),
-                                _ => None,
-                            }
-                        };
-                        match edge_target_by(text) {
-                            Some(t) => Some(t),
-                            None => return Ok(None),
+                // The outcome attributes, and for a call its callee's, in one pass over the
+                // span's attributes (a request's are compared with three keys, not ten).
+                let (outcome, target) = if is_call {
+                    let [http, http_legacy, grpc, a, b, c, d, e, url, http_url] = attrs
+                        .get_many([
+                            OUTCOME_KEYS[0],
+                            OUTCOME_KEYS[1],
+                            OUTCOME_KEYS[2],
+                            TARGET_KEYS[0],
+                            TARGET_KEYS[1],
+                            TARGET_KEYS[2],
+                            TARGET_KEYS[3],
+                            TARGET_KEYS[4],
+                            TARGET_KEYS[5],
+                            TARGET_KEYS[6],
+                        ])?;
+                    let found = [a, b, c, d, e, url, http_url];
+                    let text = |k: &str| {
+                        let i = TARGET_KEYS.iter().position(|t| *t == k)?;
+                        match found[i] {
+                            Some(AttrValue::Str(s)) if !s.is_empty() => Some(s),
+                            _ => None,
                         }
+                    };
+                    match edge_target_by(text) {
+                        Some(t) => ([http, http_legacy, grpc], Some(t)),
+                        None => return Ok(None),
                     }
-                    false => None,
+                } else {
+                    (attrs.get_many(OUTCOME_KEYS)?, None)
                 };
-                let outcome = [http, http_legacy, grpc];
                 let (error, client_error) =
                     classify_by(span.status_code == StatusCode::Error as i32, |k| {
                         view_int(outcome[OUTCOME_KEYS.iter().position(|o| *o == k)?])
