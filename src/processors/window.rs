@@ -1111,6 +1111,16 @@ impl WindowProcessor {
                         if s.last_seen_ns + ttl < start + interval {
                             return false;
                         }
+                        // A silence longer than the TTL before the series' next data (spans
+                        // years apart in one request): its middle is skipped, as an idle
+                        // series' would be, so no request makes more than a TTL of empty
+                        // windows.
+                        let resume = s.open.keys().next().copied().unwrap_or(watermark);
+                        if resume > start + ttl + interval {
+                            let skip_to = resume - ttl;
+                            s.next_emit = (skip_to - skip_to % interval).max(start + interval);
+                            continue;
+                        }
                         let mut f = [0.0; N_FEATURES];
                         match s.key.signal {
                             Signal::Spans => {

@@ -210,8 +210,8 @@ impl WindowProcessor {
                 // The outcome attributes, and for a call its callee's, in one pass over the
                 // span's attributes (a request's are compared with three keys, not ten).
                 let (outcome, target) = if is_call {
-                    let [http, http_legacy, grpc, a, b, c, d, e, url, http_url] = attrs
-                        .get_many([
+                    let [http, http_legacy, grpc, a, b, c, d, e, url, http_url] =
+                        attrs.get_many([
                             OUTCOME_KEYS[0],
                             OUTCOME_KEYS[1],
                             OUTCOME_KEYS[2],

@@ -1001,3 +1001,26 @@ fn spans_read_from_the_wire_make_the_same_windows_as_decoded_ones() {
     assert!(wire.iter().any(|r| f(r, "error_rate") > 0.0));
     assert_eq!(wire, decoded);
 }
+
+#[test]
+fn spans_years_apart_in_one_request_make_at_most_a_ttl_of_empty_windows() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // The first request of a client: one span from a month ago, one from now.
+    let month = 30 * 24 * 3600 * S;
+    p.process(
+        batch("a", vec![server(T0 - month, 10), server(T0, 10)]),
+        &mut out,
+    );
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    let ttl_windows = (WindowConfig::default().service_ttl.get().as_nanos() as u64) / (10 * S);
+    assert!(
+        rs.len() as u64 <= ttl_windows + 3,
+        "{} windows for a month's gap",
+        rs.len()
+    );
+    // Both spans were counted, each in its window.
+    let counted: f64 = rs.iter().map(|r| f(r, "request_count")).sum();
+    assert_eq!(counted, 2.0);
+}
