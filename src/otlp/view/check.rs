@@ -433,18 +433,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let (mut taken, mut refused) = (0, 0);
         for i in 0..6000 {
-            let mut body = originals[i % originals.len()].clone();
-            for _ in 0..1 + (rng.unit() * 3.0) as usize {
-                if body.is_empty() {
-                    break;
-                }
-                let at = (rng.unit() * body.len() as f64) as usize % body.len();
-                match (rng.unit() * 3.0) as u8 {
-                    0 => body[at] = (rng.unit() * 256.0) as u8,
-                    1 => body[at] ^= 1 << ((rng.unit() * 8.0) as u8 % 8),
-                    _ => body.truncate(at),
-                }
-            }
+            let body = super::super::tests::damaged(&originals[i % originals.len()], &mut rng);
             let want = decoder(&body);
             assert_eq!(check_traces(&body).ok(), want, "case {i}");
             match want {
