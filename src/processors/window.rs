@@ -50,7 +50,7 @@ use crate::model::window::{
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
-use hdrhistogram::Histogram;
+use latency::{Latencies, Scale};
 use metrics::{MetricAccum, MetricsConfig, Streams};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -159,9 +159,6 @@ impl crate::processors::ProcessorType for WindowConfig {
     }
 }
 
-/// Largest latency the histogram records exactly (1 hour, in microseconds); longer spans are
-/// recorded at this value (and still count in the mean and max).
-const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Spans ending further than this beyond the wall clock are refused (clock skew would otherwise
 /// close every open window at once).
 const MAX_FUTURE: Duration = Duration::from_secs(300);
@@ -177,7 +174,7 @@ struct Accum {
     sum_ms: f64,
     sum_sq_ms: f64,
     max_ms: f64,
-    hist: Histogram<u32>,
+    latencies: Latencies,
     /// The failing and the slowest spans' traces (at most `MAX_EXAMPLES` of each).
     failing: Vec<TraceExample>,
     slowest: Vec<TraceExample>,
@@ -206,7 +203,7 @@ fn keep_longest(kept: &mut Vec<TraceExample>, e: TraceExample) {
 }
 
 impl Accum {
-    fn new(hist: Histogram<u32>) -> Self {
+    fn new(latencies: Latencies) -> Self {
         Self {
             count: 0,
             errors: 0,
@@ -214,7 +211,7 @@ impl Accum {
             sum_ms: 0.0,
             sum_sq_ms: 0.0,
             max_ms: 0.0,
-            hist,
+            latencies,
             failing: Vec::new(),
             slowest: Vec::new(),
         }
@@ -266,11 +263,10 @@ impl Accum {
         self.sum_ms += ms;
         self.sum_sq_ms += ms * ms;
         self.max_ms = self.max_ms.max(ms);
-        let us = ((ms * 1000.0).round() as u64).clamp(1, MAX_LATENCY_US);
-        self.hist.saturating_record(us);
+        self.latencies.record(ms);
     }
 
-    fn features(&self, previous_count: Option<u64>) -> [f64; N_FEATURES] {
+    fn features(&mut self, previous_count: Option<u64>, scale: &Scale) -> [f64; N_FEATURES] {
         let mut f = [0.0; N_FEATURES];
         let n = self.count as f64;
         f[feature::REQUEST_COUNT] = n;
@@ -278,16 +274,14 @@ impl Accum {
             let mean = self.sum_ms / n;
             let var = (self.sum_sq_ms / n - mean * mean).max(0.0);
             // The middle of the histogram bucket (within 1%), never above the exact maximum.
-            let q = |p: f64| {
-                let v = self.hist.median_equivalent(self.hist.value_at_quantile(p));
-                (v as f64 / 1000.0).min(self.max_ms)
-            };
+            let [p50, p95, p99] = self.latencies.quantiles([0.50, 0.95, 0.99], scale);
+            let q = |us: u64| (us as f64 / 1000.0).min(self.max_ms);
             f[feature::ERROR_RATE] = self.errors as f64 / n;
             f[feature::CLIENT_ERROR_RATE] = self.client_errors as f64 / n;
             f[feature::LATENCY_MEAN] = mean;
-            f[feature::LATENCY_P50] = q(0.50);
-            f[feature::LATENCY_P95] = q(0.95);
-            f[feature::LATENCY_P99] = q(0.99);
+            f[feature::LATENCY_P50] = q(p50);
+            f[feature::LATENCY_P95] = q(p95);
+            f[feature::LATENCY_P99] = q(p99);
             f[feature::LATENCY_MAX] = self.max_ms;
             f[feature::LATENCY_STDDEV] = var.sqrt();
         }
@@ -528,7 +522,10 @@ pub struct WindowProcessor {
     last_data: Instant,
     /// When the pipeline last called this processor (a batch or a tick).
     last_call: Instant,
-    spare_hists: Vec<Histogram<u32>>,
+    /// Latency buffers of closed windows, for the next ones.
+    spare_latencies: Vec<Latencies>,
+    /// The latency histograms' bucket boundaries.
+    scale: Scale,
     late_spans: Counter,
     future_spans: Counter,
     ahead_spans: Counter,
@@ -625,18 +622,15 @@ fn attr_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     }
 }
 
-/// A latency histogram: a spare one reset, or a new one.
-fn new_hist(spare: &mut Vec<Histogram<u32>>) -> Histogram<u32> {
-    match spare.pop() {
-        Some(mut h) => {
-            h.reset();
-            h
-        }
-        // 2 significant digits: percentiles within 1%.
-        None => Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
-            .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid")),
-    }
+/// A latency buffer: a spare one emptied, or a new one.
+fn new_latencies(spare: &mut Vec<Latencies>) -> Latencies {
+    let mut l = spare.pop().unwrap_or_default();
+    l.clear();
+    l
 }
+
+/// Spare latency buffers kept: about one per series with spans, for its next window.
+const MAX_SPARE_LATENCIES: usize = 1024;
 
 impl WindowProcessor {
     pub fn new(cfg: &WindowConfig, id: &str, telemetry: &Telemetry) -> Self {
@@ -652,7 +646,8 @@ impl WindowProcessor {
             max_event_ns: 0,
             last_data: Instant::now(),
             last_call: Instant::now(),
-            spare_hists: Vec::new(),
+            spare_latencies: Vec::new(),
+            scale: Scale::default(),
             late_spans: telemetry.counter(
                 "otelwatch_window_late_spans_total",
                 "Spans that arrived after their window had closed.",
@@ -992,23 +987,23 @@ impl WindowProcessor {
         let cutoff = *nth;
         let mut left = n;
         let mut dropped_spans = 0u64;
-        let mut hists = Vec::new();
+        let mut spare = Vec::new();
         self.series.retain(|_, s| {
             if left > 0 && s.last_seen_ns <= cutoff {
                 left -= 1;
                 for open in std::mem::take(&mut s.open).into_values() {
                     dropped_spans += open.count();
                     if let Open::Spans(acc) = open {
-                        hists.push(acc.hist);
+                        spare.push(acc.latencies);
                     }
                 }
                 return false;
             }
             true
         });
-        // Their histograms serve the series that take their place.
-        self.spare_hists.extend(hists);
-        self.spare_hists.truncate(1024);
+        // Their latency buffers serve the series that take their place.
+        self.spare_latencies.extend(spare);
+        self.spare_latencies.truncate(MAX_SPARE_LATENCIES);
         self.evicted_series.add((n - left) as u64);
         self.dropped_series.add(dropped_spans);
         if !self.warned_cap {
@@ -1036,9 +1031,9 @@ impl WindowProcessor {
             self.late.note(service, behind);
             return false;
         }
-        let spare = &mut self.spare_hists;
+        let spare = &mut self.spare_latencies;
         let open = series.open.entry(start).or_insert_with(|| match &o.what {
-            Observed::Span { .. } => Open::Spans(Accum::new(new_hist(spare))),
+            Observed::Span { .. } => Open::Spans(Accum::new(new_latencies(spare))),
             Observed::Log { .. } => Open::Logs(LogAccum::default()),
             Observed::Metric(_) => Open::Metrics(MetricAccum::default()),
         });
@@ -1083,16 +1078,17 @@ impl WindowProcessor {
         let mut spare = Vec::new();
         let partial = &self.partial;
         let miner = &self.miner;
+        let scale = &self.scale;
         self.series.retain(|_, s| {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
                 let mut examples = Vec::new();
                 let (features, count, templates, traces) = match s.open.remove(&start) {
                     Some(Open::Spans(mut acc)) => {
-                        let f = acc.features(s.previous_count);
+                        let f = acc.features(s.previous_count, scale);
                         let c = acc.count;
                         examples = acc.examples();
-                        spare.push(acc.hist);
+                        spare.push(acc.latencies);
                         (f, c, Vec::new(), 0)
                     }
                     Some(Open::Logs(acc)) => {
@@ -1154,8 +1150,8 @@ impl WindowProcessor {
             }
             true
         });
-        self.spare_hists.extend(spare);
-        self.spare_hists.truncate(1024);
+        self.spare_latencies.extend(spare);
+        self.spare_latencies.truncate(MAX_SPARE_LATENCIES);
         // Ranges wholly before what is still open are done with.
         let open_from = self.window_start(watermark);
         while self
@@ -1235,6 +1231,7 @@ impl Processor for WindowProcessor {
     }
 }
 
+mod latency;
 pub mod logs;
 pub mod metrics;
 mod spans;
