@@ -22,6 +22,12 @@
 //! thirty times its normal hide among nine ordinary features; for monitoring, one feature far out
 //! of line is exactly what must stand out.)
 //!
+//! Points are held at single precision: a point is rounded to the nearest `f32` when it is learned
+//! or scored (and a leaf's re-created points when they are made), so the window and the nodes'
+//! boxes store exactly what the trees saw, in half the memory, and a point slides out of the
+//! window down the same path it came in by. Seven significant digits are far finer than any
+//! feature's noise.
+//!
 //! Everything random comes from one seeded SplitMix64 stream, so a forest is fully determined by
 //! its seed and the points it learned, in order (which is also how models are saved and loaded).
 
@@ -97,7 +103,7 @@ fn random_path_length(max_leaf_samples: usize, n: f64) -> f64 {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Split {
     dim: usize,
     value: f64,
@@ -105,11 +111,81 @@ struct Split {
     right: usize,
 }
 
+/// A node in 24 bytes (a series' trees hold hundreds): a leaf when `left` is `LEAF`.
 #[derive(Debug, Clone)]
 struct Node {
-    count: usize,
-    depth: u32,
-    split: Option<Split>,
+    value: f64,
+    count: u32,
+    left: u32,
+    right: u32,
+    depth: u16,
+    dim: u16,
+}
+
+const LEAF: u32 = u32::MAX;
+
+impl Node {
+    fn leaf(count: usize, depth: u32) -> Self {
+        Self {
+            value: 0.0,
+            count: 0,
+            left: LEAF,
+            right: LEAF,
+            depth: depth.min(u32::from(u16::MAX)) as u16,
+            dim: 0,
+        }
+        .with_count(count)
+    }
+
+    /// Node indices and dimensions fit: a tree never holds 2³² nodes, nor a point 2¹⁶ features.
+    fn inner(count: usize, depth: u32, s: Split) -> Self {
+        Self {
+            value: s.value,
+            left: s.left as u32,
+            right: s.right as u32,
+            dim: s.dim as u16,
+            ..Self::leaf(count, depth)
+        }
+    }
+
+    fn with_count(mut self, count: usize) -> Self {
+        self.set_count(count);
+        self
+    }
+
+    fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    fn set_count(&mut self, count: usize) {
+        self.count = count.min(u32::MAX as usize) as u32;
+    }
+
+    fn depth(&self) -> u32 {
+        u32::from(self.depth)
+    }
+
+    fn split(&self) -> Option<Split> {
+        (self.left != LEAF).then_some(Split {
+            dim: usize::from(self.dim),
+            value: self.value,
+            left: self.left as usize,
+            right: self.right as usize,
+        })
+    }
+
+    /// Makes it a leaf; its split, if it had one.
+    fn take_split(&mut self) -> Option<Split> {
+        let s = self.split();
+        self.left = LEAF;
+        self.right = LEAF;
+        s
+    }
+
+    fn set_children(&mut self, left: usize, right: usize) {
+        self.left = left as u32;
+        self.right = right as u32;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,8 +195,9 @@ struct Tree {
     // 250 nodes per series at the defaults): both are kept flat, a point or a box a slice of
     // one buffer instead of a heap allocation each (with its header and the allocator's
     // overhead), which takes a third off a series' model.
-    /// Node `i`'s bounding box: `dim` lows then `dim` highs at `2·dim·i`.
-    boxes: Vec<f64>,
+    /// Node `i`'s bounding box: `dim` lows then `dim` highs at `2·dim·i` (single precision,
+    /// exact: the bounds of points rounded to `f32`).
+    boxes: Vec<f32>,
     dim: usize,
     free: Vec<usize>,
     root: Option<usize>,
@@ -146,7 +223,7 @@ impl Tree {
         }
     }
 
-    fn alloc(&mut self, node: Node, lo: &[f64], hi: &[f64]) -> usize {
+    fn alloc(&mut self, node: Node, lo: &[f32], hi: &[f32]) -> usize {
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = node;
@@ -168,15 +245,15 @@ impl Tree {
         i
     }
 
-    fn lo(&self, i: usize) -> &[f64] {
+    fn lo(&self, i: usize) -> &[f32] {
         &self.boxes[2 * self.dim * i..][..self.dim]
     }
 
-    fn hi(&self, i: usize) -> &[f64] {
+    fn hi(&self, i: usize) -> &[f32] {
         &self.boxes[2 * self.dim * i + self.dim..][..self.dim]
     }
 
-    fn box_mut(&mut self, i: usize) -> (&mut [f64], &mut [f64]) {
+    fn box_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
         self.boxes[2 * self.dim * i..][..2 * self.dim].split_at_mut(self.dim)
     }
 
@@ -188,13 +265,14 @@ impl Tree {
         }
     }
 
-    fn bbox(points: &[&[f64]], idx: &[usize], dim: usize) -> (Vec<f64>, Vec<f64>) {
-        let mut lo = vec![f64::INFINITY; dim];
-        let mut hi = vec![f64::NEG_INFINITY; dim];
+    fn bbox(points: &[&[f64]], idx: &[usize], dim: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut lo = vec![f32::INFINITY; dim];
+        let mut hi = vec![f32::NEG_INFINITY; dim];
         for &i in idx {
             for (d, &v) in points[i].iter().enumerate().take(dim) {
-                lo[d] = lo[d].min(v);
-                hi[d] = hi[d].max(v);
+                // Exact: the points are rounded to `f32` already.
+                lo[d] = lo[d].min(v as f32);
+                hi[d] = hi[d].max(v as f32);
             }
         }
         (lo, hi)
@@ -212,28 +290,24 @@ impl Tree {
         let (lo, hi) = Self::bbox(points, idx, dim);
         let n = idx.len();
         if n < Self::threshold(p, depth) || depth as f64 >= self.depth_limit {
-            let leaf = Node {
-                count: n,
-                depth,
-                split: None,
-            };
+            let leaf = Node::leaf(n, depth);
             return self.alloc(leaf, &lo, &hi);
         }
         let d = rng.below(dim);
-        let value = rng.uniform(lo[d], hi[d]);
+        let value = rng.uniform(f64::from(lo[d]), f64::from(hi[d]));
         let (l, r) = partition(points, idx, d, value);
         let left = self.build(p, rng, points, &l, depth + 1, dim);
         let right = self.build(p, rng, points, &r, depth + 1, dim);
-        let inner = Node {
-            count: n,
+        let inner = Node::inner(
+            n,
             depth,
-            split: Some(Split {
+            Split {
                 dim: d,
                 value,
                 left,
                 right,
-            }),
-        };
+            },
+        );
         self.alloc(inner, &lo, &hi)
     }
 
@@ -262,26 +336,31 @@ impl Tree {
         idx: &[usize],
         dim: usize,
     ) -> usize {
-        self.nodes[node].count += idx.len();
+        let count = self.nodes[node].count() + idx.len();
+        self.nodes[node].set_count(count);
         {
             let (lo, hi) = self.box_mut(node);
             for &i in idx {
                 for (d, &v) in points[i].iter().enumerate().take(dim) {
-                    lo[d] = lo[d].min(v);
-                    hi[d] = hi[d].max(v);
+                    lo[d] = lo[d].min(v as f32);
+                    hi[d] = hi[d].max(v as f32);
                 }
             }
         }
-        match self.nodes[node].split.clone() {
+        match self.nodes[node].split() {
             None => {
                 let nd = &self.nodes[node];
-                if nd.count >= Self::threshold(p, nd.depth) && (nd.depth as f64) < self.depth_limit
-                {
+                let (count, depth) = (nd.count(), nd.depth());
+                if count >= Self::threshold(p, depth) && (depth as f64) < self.depth_limit {
                     // Re-create the leaf's points uniformly in its box, and grow from them.
-                    let (count, depth) = (nd.count, nd.depth);
                     let (lo, hi) = (self.lo(node).to_vec(), self.hi(node).to_vec());
+                    // Rounded like learned points (inside the box: its bounds are `f32`s).
                     let synthetic: Vec<Vec<f64>> = (0..count)
-                        .map(|_| (0..dim).map(|d| rng.uniform(lo[d], hi[d])).collect())
+                        .map(|_| {
+                            (0..dim)
+                                .map(|d| single(rng.uniform(f64::from(lo[d]), f64::from(hi[d]))))
+                                .collect()
+                        })
                         .collect();
                     let refs: Vec<&[f64]> = synthetic.iter().map(|v| v.as_slice()).collect();
                     let all: Vec<usize> = (0..count).collect();
@@ -297,10 +376,7 @@ impl Tree {
                 let (l, r) = partition(points, idx, s.dim, s.value);
                 let left = self.learn_at(p, rng, s.left, points, &l, dim);
                 let right = self.learn_at(p, rng, s.right, points, &r, dim);
-                if let Some(sp) = self.nodes[node].split.as_mut() {
-                    sp.left = left;
-                    sp.right = right;
-                }
+                self.nodes[node].set_children(left, right);
                 node
             }
         }
@@ -329,11 +405,11 @@ impl Tree {
         dim: usize,
     ) {
         let nd = &mut self.nodes[node];
-        nd.count = nd.count.saturating_sub(idx.len());
-        let Some(s) = nd.split.clone() else {
+        nd.set_count(nd.count().saturating_sub(idx.len()));
+        let Some(s) = nd.split() else {
             return;
         };
-        if nd.count < Self::threshold(p, nd.depth) {
+        if nd.count() < Self::threshold(p, nd.depth()) {
             self.collapse(node, dim);
             return;
         }
@@ -359,7 +435,7 @@ impl Tree {
 
     /// Turns `node` back into a leaf whose box is the union of its leaves' boxes.
     fn collapse(&mut self, node: usize, dim: usize) {
-        let Some(s) = self.nodes[node].split.take() else {
+        let Some(s) = self.nodes[node].take_split() else {
             return;
         };
         self.collapse(s.left, dim);
@@ -378,11 +454,11 @@ impl Tree {
         };
         loop {
             let nd = &self.nodes[n];
-            match &nd.split {
+            match nd.split() {
                 Some(s) => n = if x[s.dim] < s.value { s.left } else { s.right },
                 None => {
-                    return nd.depth as f64
-                        + random_path_length(p.max_leaf_samples, nd.count as f64)
+                    return nd.depth() as f64
+                        + random_path_length(p.max_leaf_samples, nd.count() as f64)
                 }
             }
         }
@@ -397,8 +473,8 @@ impl Tree {
         let mut h = 0.0;
         loop {
             let nd = &self.nodes[n];
-            let d = nd.depth as f64;
-            if nd.count == 0 {
+            let d = nd.depth() as f64;
+            if nd.count() == 0 {
                 return h + survive * d;
             }
             let (los, his) = (self.lo(n), self.hi(n));
@@ -406,7 +482,7 @@ impl Tree {
                 .iter()
                 .enumerate()
                 .map(|(k, &v)| {
-                    let (lo, hi) = (los[k], his[k]);
+                    let (lo, hi) = (f64::from(los[k]), f64::from(his[k]));
                     let gap = (lo - v).max(v - hi).max(0.0);
                     if gap == 0.0 {
                         0.0
@@ -417,11 +493,11 @@ impl Tree {
                 .fold(0.0, f64::max);
             h += survive * sep * (d + 1.0);
             survive *= 1.0 - sep;
-            match &nd.split {
+            match nd.split() {
                 Some(s) => n = if x[s.dim] < s.value { s.left } else { s.right },
                 None => {
                     return h + survive
-                        * (d + random_path_length(p.max_leaf_samples, nd.count as f64))
+                        * (d + random_path_length(p.max_leaf_samples, nd.count() as f64))
                 }
             }
         }
@@ -432,10 +508,16 @@ impl Tree {
     }
 }
 
+/// `v` at single precision, kept finite (what the forest holds of a coordinate).
+fn single(v: f64) -> f64 {
+    f64::from((v as f32).clamp(f32::MIN, f32::MAX))
+}
+
 /// The sliding window's points, oldest first, in one ring buffer of `capacity` points.
 #[derive(Debug, Clone)]
 struct Window {
-    data: Vec<f64>,
+    /// Single precision, exact: the points are rounded when learned.
+    data: Vec<f32>,
     dim: usize,
     capacity: usize,
     /// The oldest point's slot, and how many points are held.
@@ -458,7 +540,7 @@ impl Window {
         self.len
     }
 
-    fn slot(&self, i: usize) -> &[f64] {
+    fn slot(&self, i: usize) -> &[f32] {
         &self.data[((self.head + i) % self.capacity.max(1)) * self.dim..][..self.dim]
     }
 
@@ -469,10 +551,14 @@ impl Window {
         }
         let at = (self.head + self.len) % self.capacity;
         if (at + 1) * self.dim > self.data.len() {
+            if self.data.capacity() == 0 {
+                // The window fills in its first `capacity` points and stays full: no slack.
+                self.data.reserve_exact(self.capacity * self.dim);
+            }
             self.data.resize((at + 1) * self.dim, 0.0);
         }
         for (s, v) in self.data[at * self.dim..][..self.dim].iter_mut().zip(p) {
-            *s = *v;
+            *s = *v as f32;
         }
         self.len += 1;
     }
@@ -489,7 +575,7 @@ impl Window {
     }
 
     fn point(&self, i: usize) -> Vec<f64> {
-        self.slot(i).to_vec()
+        self.slot(i).iter().map(|v| f64::from(*v)).collect()
     }
 
     fn iter(&self) -> impl Iterator<Item = Vec<f64>> + '_ {
@@ -542,13 +628,14 @@ impl OnlineForest {
         self.window.iter()
     }
 
-    /// Learns a batch, then forgets what slid out of the window.
+    /// Learns a batch (at single precision), then forgets what slid out of the window.
     pub fn learn_batch(&mut self, batch: &[Vec<f64>]) {
-        let points: Vec<&[f64]> = batch
+        let rounded: Vec<Vec<f64>> = batch
             .iter()
             .filter(|p| p.len() == self.dim && p.iter().all(|v| v.is_finite()))
-            .map(|p| p.as_slice())
+            .map(|p| p.iter().map(|v| single(*v)).collect())
             .collect();
+        let points: Vec<&[f64]> = rounded.iter().map(|p| p.as_slice()).collect();
         if points.is_empty() {
             return;
         }
@@ -586,10 +673,15 @@ impl OnlineForest {
         if self.data_size == 0 || x.len() != self.dim {
             return 0.5;
         }
+        // At the precision points are learned at: a point scores as it would be learned.
+        let x: Vec<f64> = x
+            .iter()
+            .map(|v| if v.is_finite() { single(*v) } else { *v })
+            .collect();
         let mean = self
             .trees
             .iter()
-            .map(|t| t.depth(&self.params, x))
+            .map(|t| t.depth(&self.params, &x))
             .sum::<f64>()
             / self.trees.len() as f64;
         let norm = random_path_length(
@@ -602,6 +694,23 @@ impl OnlineForest {
     /// Nodes alive across all trees (memory use).
     pub fn nodes(&self) -> usize {
         self.trees.iter().map(|t| t.live_nodes()).sum()
+    }
+
+    /// Bytes the forest holds on the heap (what its buffers have allocated, slack included).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let trees: usize = self
+            .trees
+            .iter()
+            .map(|t| {
+                t.nodes.capacity() * size_of::<Node>()
+                    + t.boxes.capacity() * size_of::<f32>()
+                    + t.free.capacity() * size_of::<usize>()
+            })
+            .sum();
+        trees
+            + self.trees.capacity() * size_of::<Tree>()
+            + self.window.data.capacity() * size_of::<f32>()
     }
 }
 
@@ -692,6 +801,11 @@ mod tests {
     }
 
     #[test]
+    fn a_node_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 24);
+    }
+
+    #[test]
     fn bad_points_are_ignored() {
         let mut f = OnlineForest::new(ForestParams::default(), 2, 1);
         f.learn_batch(&[vec![f64::NAN, 1.0], vec![1.0]]);
@@ -720,14 +834,18 @@ mod tests {
             f.learn_batch(&batch);
             all.extend(batch);
             let kept: Vec<Vec<f64>> = f.window().collect();
-            let want = all[all.len().saturating_sub(64)..].to_vec();
+            // Held at single precision.
+            let want: Vec<Vec<f64>> = all[all.len().saturating_sub(64)..]
+                .iter()
+                .map(|p| p.iter().map(|v| f64::from(*v as f32)).collect())
+                .collect();
             assert_eq!(kept, want, "after a batch of {size}");
             assert_eq!(f.len(), want.len());
         }
         // Every point learned was unlearned once: the trees count the window, no more.
         for t in &f.trees {
             let root = t.root.unwrap();
-            assert_eq!(t.nodes[root].count, 64);
+            assert_eq!(t.nodes[root].count(), 64);
         }
     }
 }

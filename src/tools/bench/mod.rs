@@ -292,6 +292,8 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         }
     }
     let us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // Resident memory before the model file is built (it would count too).
+    let rss_after = resident_bytes();
     let file = p.to_model_file();
     let nodes: usize = keys
         .iter()
@@ -299,13 +301,16 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         .map(|m| m.forest.nodes())
         .sum::<usize>()
         / series.max(1);
-    // Resident estimate: nodes (a box of 2 × 10 f64 in the tree's buffer and the node's 56
-    // bytes) and the window of points (10 f64 each, in one buffer).
-    let per_series_bytes = nodes * (2 * N_FEATURES * 8 + 56)
-        + cfg.window_size * (N_FEATURES * 8)
-        + 120 * N_FEATURES * 8
-        + 256 * 8;
-    let measured = match (rss_before, resident_bytes()) {
+    // Resident estimate: what each forest's buffers have allocated, and the model's typical
+    // windows (120 × 10 f64) and score history (256 f64).
+    let forest_bytes = keys
+        .iter()
+        .filter_map(|k| p.model(k))
+        .map(|m| m.forest.heap_bytes())
+        .sum::<usize>()
+        / series.max(1);
+    let per_series_bytes = forest_bytes + 120 * N_FEATURES * 8 + 256 * 8;
+    let measured = match (rss_before, rss_after) {
         (Some(a), Some(b)) => format!(
             "{:.0} KiB",
             b.saturating_sub(a) as f64 / 1024.0 / series.max(1) as f64
