@@ -519,6 +519,9 @@ pub struct WindowProcessor {
     series: foldhash::HashMap<SeriesKey, Series>,
     /// Largest end time seen, and the wall-clock instant it was last raised.
     max_event_ns: u64,
+    /// No window closes before the watermark reaches this (the earliest end of a series'
+    /// next window): until then a batch or a tick does not visit every series.
+    next_close: u64,
     last_data: Instant,
     /// When the pipeline last called this processor (a batch or a tick).
     last_call: Instant,
@@ -644,6 +647,7 @@ impl WindowProcessor {
             group_by: cfg.group_by.iter().map(|k| k.as_str().into()).collect(),
             series: Default::default(),
             max_event_ns: 0,
+            next_close: 0,
             last_data: Instant::now(),
             last_call: Instant::now(),
             spare_latencies: Vec::new(),
@@ -938,6 +942,9 @@ impl WindowProcessor {
             self.evict_least_recent();
         }
         let next_emit = start.max(first_open.unwrap_or(0));
+        self.next_close = self
+            .next_close
+            .min(next_emit.saturating_add(self.interval_ns));
         self.series.insert(
             key.clone(),
             Series {
@@ -1073,7 +1080,11 @@ impl WindowProcessor {
     /// Emits every window that ends at or before `watermark`, empty ones included, and forgets
     /// series idle for longer than the TTL.
     fn close_until(&mut self, watermark: u64, out: &mut Vec<WindowRecord>) {
+        if watermark < self.next_close {
+            return;
+        }
         let interval = self.interval_ns;
+        let mut next_close = u64::MAX;
         let ttl = self.ttl_ns;
         let mut spare = Vec::new();
         let partial = &self.partial;
@@ -1148,8 +1159,10 @@ impl WindowProcessor {
                 s.previous_count = Some(count);
                 s.next_emit = start + interval;
             }
+            next_close = next_close.min(s.next_emit + interval);
             true
         });
+        self.next_close = next_close;
         self.spare_latencies.extend(spare);
         self.spare_latencies.truncate(MAX_SPARE_LATENCIES);
         // Ranges wholly before what is still open are done with.
