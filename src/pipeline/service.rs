@@ -90,7 +90,33 @@ async fn run_pipeline(
         show(&consoles, &out);
         dispatch(&id, &exporters, &mut out).await;
     }
-    chain.on_shutdown(&mut out);
+    // A stage shared with other pipelines waits for them (what the stages before it held is
+    // emitted first), ticking meanwhile so what they deliver is judged as it comes.
+    let mut from = 0;
+    if let Some((at, gate)) = chain.stop_gate() {
+        chain.shutdown_before(at, &mut out);
+        show(&consoles, &out);
+        dispatch(&id, &exporters, &mut out).await;
+        gate.arrive();
+        let all = gate.all_arrived();
+        tokio::pin!(all);
+        loop {
+            match ticker.as_mut() {
+                Some(t) => tokio::select! {
+                    _ = &mut all => break,
+                    _ = t.tick() => chain.on_tick(&mut out),
+                },
+                None => {
+                    all.as_mut().await;
+                    break;
+                }
+            }
+            show(&consoles, &out);
+            dispatch(&id, &exporters, &mut out).await;
+        }
+        from = at;
+    }
+    chain.shutdown_from(from, &mut out);
     show(&consoles, &out);
     dispatch(&id, &exporters, &mut out).await;
     tracing::debug!(pipeline = %id, "pipeline drained");

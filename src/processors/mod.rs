@@ -35,6 +35,52 @@ pub trait Processor: Send {
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {}
     /// Called once when the pipeline's input has closed: emit everything still held.
     fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {}
+    /// For a processor shared with other pipelines (a joined `incidents`): a gate where this
+    /// pipeline, its input closed and what the stages before it held emitted, waits until every
+    /// pipeline sharing it has got there too (ticking meanwhile) before this stage stops, so
+    /// what the others still hold is joined with what this one held, whatever order the
+    /// pipelines finish in.
+    fn stop_gate(&self) -> Option<StopGate> {
+        None
+    }
+}
+
+/// Pipelines sharing a processor meet here when they stop (see `Processor::stop_gate`).
+#[derive(Clone)]
+pub struct StopGate {
+    /// Pipelines arrived, of how many.
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    /// The longest wait for the others (a pipeline that cannot stop must not hold the rest).
+    wait: Duration,
+}
+
+impl StopGate {
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            arrived: Arc::new(tokio::sync::watch::Sender::new(0)),
+            total: Default::default(),
+            wait,
+        }
+    }
+
+    /// One more pipeline shares it.
+    pub fn join(&self) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This pipeline has arrived.
+    pub fn arrive(&self) {
+        self.arrived.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves when every pipeline sharing it has arrived, or after the longest wait.
+    pub async fn all_arrived(&self) {
+        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
+        let mut rx = self.arrived.subscribe();
+        let _ = tokio::time::timeout(self.wait, rx.wait_for(|n| *n >= total)).await;
+    }
 }
 
 /// What the table needs of each processor type; implemented by its config struct, in the
@@ -190,7 +236,31 @@ impl Chain {
     }
 
     pub fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
-        for i in 0..self.stages.len() {
+        self.shutdown_from(0, out);
+    }
+
+    /// The first stage with a stop gate, and the gate.
+    pub fn stop_gate(&self) -> Option<(usize, StopGate)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.stop_gate().map(|g| (i, g)))
+    }
+
+    /// Stops stages `..to` (what they hold is emitted through the rest), leaving the others
+    /// running.
+    pub fn shutdown_before(&mut self, to: usize, out: &mut Vec<Batch>) {
+        for i in 0..to.min(self.stages.len()) {
+            let mut emitted = Vec::new();
+            self.stages[i].on_shutdown(&mut emitted);
+            self.run_from(i + 1, &mut emitted);
+            out.append(&mut emitted);
+        }
+    }
+
+    /// Stops stages `from..`.
+    pub fn shutdown_from(&mut self, from: usize, out: &mut Vec<Batch>) {
+        for i in from..self.stages.len() {
             let mut emitted = Vec::new();
             self.stages[i].on_shutdown(&mut emitted);
             self.run_from(i + 1, &mut emitted);
@@ -207,5 +277,43 @@ impl Chain {
             }
             std::mem::swap(batches, &mut self.scratch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopGate;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_stop_gate_opens_when_every_pipeline_sharing_it_has_arrived() {
+        let gate = StopGate::new(Duration::from_secs(600));
+        gate.join();
+        gate.join();
+        gate.arrive();
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.all_arrived().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "one of two has arrived");
+        gate.arrive();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("it opens when the second arrives")
+            .expect("the waiting task ends");
+    }
+
+    #[tokio::test]
+    async fn a_stop_gate_waits_no_longer_than_its_wait() {
+        let gate = StopGate::new(Duration::from_millis(200));
+        gate.join();
+        gate.join();
+        gate.arrive();
+        let t = Instant::now();
+        gate.all_arrived().await;
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
     }
 }

@@ -8,14 +8,17 @@
 //! progress is the latest window start it delivered), or once it has waited `join_wait` for a
 //! member that delivers nothing at all (a pipeline with no data). Each member gets its own
 //! records back, annotated; incident events go out through one member: the first listed that
-//! has not stopped. Windows waiting are bounded (`MAX_PENDING` window starts; beyond, the
+//! has not stopped. A pipeline whose input has closed waits (up to `join_wait`, ticking) for the
+//! others to get as far before its member stops (`StopGate`): a stopping member's windows are
+//! judged with what the others have delivered, so without the wait a replay whose signals end
+//! at different moments would judge its last windows without the slower signals' records. Windows waiting are bounded (`MAX_PENDING` window starts; beyond, the
 //! oldest is judged with what it has). With one pipeline a window is judged as it arrives.
 
 use super::IncidentsProcessor;
 use crate::model::incident::IncidentEvent;
 use crate::model::window::WindowRecord;
 use crate::pipeline::{Batch, Payload};
-use crate::processors::Processor;
+use crate::processors::{Processor, StopGate};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +41,8 @@ pub struct Hub {
     members: Vec<Member>,
     /// Records waiting, by window start: (member, record), and when the first arrived.
     pending: BTreeMap<u64, (Instant, Vec<(usize, WindowRecord)>)>,
+    /// Where the members' pipelines wait for each other when they stop.
+    gate: StopGate,
 }
 
 impl Hub {
@@ -47,10 +52,12 @@ impl Hub {
             wait,
             members: Vec::new(),
             pending: BTreeMap::new(),
+            gate: StopGate::new(wait),
         }
     }
 
     fn register(&mut self) -> usize {
+        self.gate.join();
         self.members.push(Member {
             progress: 0,
             heard: Instant::now(),
@@ -99,9 +106,12 @@ impl Hub {
             if !self.ready(start, *since, now, through) {
                 break;
             }
-            let Some((_, (_, entries))) = self.pending.pop_first() else {
+            let Some((_, (_, mut entries))) = self.pending.pop_first() else {
                 break;
             };
+            // Judged in one order whatever order the pipelines delivered in, so a replay
+            // gives the same incidents every time.
+            entries.sort_by(|a, b| a.1.series.cmp(&b.1.series).then(a.0.cmp(&b.0)));
             let (owners, mut records): (Vec<usize>, Vec<WindowRecord>) =
                 entries.into_iter().unzip();
             self.processor.on_window(&mut records, &mut events);
@@ -211,6 +221,10 @@ impl Processor for MemberStage {
         let mut hub = lock(&self.hub);
         hub.flush(now);
         out.append(&mut hub.members[self.member].out);
+    }
+
+    fn stop_gate(&self) -> Option<StopGate> {
+        Some(lock(&self.hub).gate.clone())
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {

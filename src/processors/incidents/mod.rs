@@ -40,7 +40,7 @@ use crate::model::window::{feature, SeriesKey, Severity, Signal, WindowRecord};
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -117,9 +117,9 @@ const MAX_EDGES: usize = 20_000;
 /// Caller → callee edges with the window they were last seen in.
 #[derive(Default)]
 pub struct CallGraph {
-    last_seen: HashMap<(Arc<str>, Arc<str>), u64>,
-    callees: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    callers: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    last_seen: BTreeMap<(Arc<str>, Arc<str>), u64>,
+    callees: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
+    callers: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
 }
 
 impl CallGraph {
@@ -221,8 +221,8 @@ struct Suspect {
 struct OpenIncident {
     incident: Incident,
     /// The services it involves, with the start of the last window each was anomalous in.
-    nodes: HashMap<Arc<str>, u64>,
-    listed: HashSet<Arc<SeriesKey>>,
+    nodes: BTreeMap<Arc<str>, u64>,
+    listed: BTreeSet<Arc<SeriesKey>>,
     suspects: BTreeMap<Arc<str>, Suspect>,
     windows: usize,
     /// The decayed number of windows joined (what the suspects' totals are divided by).
@@ -309,7 +309,7 @@ pub struct IncidentsProcessor {
     unlisted_series: Counter,
     /// Metric series anomalous lately, with the window start they last were (see
     /// `corroborated`).
-    recent_metrics: HashMap<Arc<SeriesKey>, u64>,
+    recent_metrics: BTreeMap<Arc<SeriesKey>, u64>,
     uncorroborated: Counter,
 }
 
@@ -344,7 +344,7 @@ impl IncidentsProcessor {
                 "Series that joined an incident already listing the maximum (200); counted, not listed.",
                 labels(),
             ),
-            recent_metrics: HashMap::new(),
+            recent_metrics: BTreeMap::new(),
             uncorroborated: telemetry.counter(
                 "otelwatch_incidents_uncorroborated_total",
                 "Groups of metric anomalies alone, in one window, that opened no incident (nothing else anomalous with them, not anomalous in the windows before).",
@@ -433,7 +433,7 @@ impl IncidentsProcessor {
             let before_severity = inc.incident.severity;
             let was_new = inc.windows == 0;
             // Suspects: the services of this group and their direct neighbours.
-            let mut candidates: HashSet<Arc<str>> = HashSet::new();
+            let mut candidates: BTreeSet<Arc<str>> = BTreeSet::new();
             for n in inc.recent(start_ns) {
                 candidates.insert(n.clone());
                 candidates.extend(self.graph.callees(n).cloned());
@@ -710,8 +710,8 @@ impl IncidentsProcessor {
                         root_cause: Vec::new(),
                         message: String::new(),
                     },
-                    nodes: HashMap::new(),
-                    listed: HashSet::new(),
+                    nodes: BTreeMap::new(),
+                    listed: BTreeSet::new(),
                     suspects: BTreeMap::new(),
                     windows: 0,
                     weight: 0.0,

@@ -27,7 +27,7 @@ use super::CallGraph;
 use crate::model::window::{
     feature, log_feature, SeriesKey, Signal, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// One service's score in one window, with the evidence in words.
@@ -116,10 +116,10 @@ const MAX_DEPTH: usize = 12;
 
 /// Where one window's evidence ends.
 struct Flow<'a, 'g> {
-    nodes: &'g HashMap<Arc<str>, Node<'a>>,
+    nodes: &'g BTreeMap<Arc<str>, Node<'a>>,
     graph: &'g CallGraph,
-    up: HashMap<Arc<str>, f64>,
-    down: HashMap<Arc<str>, f64>,
+    up: BTreeMap<Arc<str>, f64>,
+    down: BTreeMap<Arc<str>, f64>,
 }
 
 impl Flow<'_, '_> {
@@ -284,7 +284,7 @@ fn magnitude(r: &WindowRecord) -> f64 {
 /// metric near zero does not make the ratio infinite). A fall counts at a quarter: less CPU,
 /// memory or traffic at a service is more often the consequence of less work reaching it than
 /// a cause.
-fn metric_evidence(r: &WindowRecord, traced: &HashSet<Arc<str>>) -> f64 {
+fn metric_evidence(r: &WindowRecord, traced: &BTreeSet<Arc<str>>) -> f64 {
     if !speaks_for_itself(r, traced) {
         return 0.0;
     }
@@ -316,7 +316,7 @@ fn measures_served(metric: &str) -> bool {
 /// already say how slow it was, and where the time went (its calls): a duration histogram
 /// read at export time, often a window after the request, would put a callee's slowness on
 /// the caller. A service without traces keeps its request metrics as its evidence.
-fn speaks_for_itself(r: &WindowRecord, traced: &HashSet<Arc<str>>) -> bool {
+fn speaks_for_itself(r: &WindowRecord, traced: &BTreeSet<Arc<str>>) -> bool {
     match r.series.metric_name() {
         Some(m) if measures_calls(m) => false,
         Some(m) if measures_served(m) => !traced.contains(&r.series.service),
@@ -325,7 +325,7 @@ fn speaks_for_itself(r: &WindowRecord, traced: &HashSet<Arc<str>>) -> bool {
 }
 
 /// The services whose own spans are in the window's records (traffic traced this window).
-fn traced(records: &[WindowRecord]) -> HashSet<Arc<str>> {
+fn traced(records: &[WindowRecord]) -> BTreeSet<Arc<str>> {
     records
         .iter()
         .filter(|r| {
@@ -344,14 +344,14 @@ pub fn score_window(
     records: &[WindowRecord],
     graph: &CallGraph,
     weight: &dyn Fn(&SeriesKey) -> f64,
-) -> HashMap<Arc<str>, Scored> {
+) -> BTreeMap<Arc<str>, Scored> {
     let traced = traced(records);
     let nodes = nodes_of(records, &traced);
     let mut flow = Flow {
         nodes: &nodes,
         graph,
-        up: HashMap::new(),
-        down: HashMap::new(),
+        up: BTreeMap::new(),
+        down: BTreeMap::new(),
     };
     for r in records {
         if r.series.signal == Signal::Metrics {
@@ -383,9 +383,9 @@ pub fn score_window(
     }
     let total: f64 = flow.up.values().chain(flow.down.values()).sum();
     if total <= 0.0 {
-        return HashMap::new();
+        return BTreeMap::new();
     }
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     for (name, n) in &nodes {
         let up_mass = flow.up.get(name).copied().unwrap_or(0.0);
         let down_mass = flow.down.get(name).copied().unwrap_or(0.0);
@@ -401,9 +401,9 @@ pub fn score_window(
 /// Each service's own record and the edges it calls and is called on, in this window.
 fn nodes_of<'a>(
     records: &'a [WindowRecord],
-    traced: &HashSet<Arc<str>>,
-) -> HashMap<Arc<str>, Node<'a>> {
-    let mut nodes: HashMap<Arc<str>, Node<'_>> = HashMap::new();
+    traced: &BTreeSet<Arc<str>>,
+) -> BTreeMap<Arc<str>, Node<'a>> {
+    let mut nodes: BTreeMap<Arc<str>, Node<'_>> = BTreeMap::new();
     for r in records {
         if r.series.signal == Signal::Metrics {
             if speaks_for_itself(r, traced) {

@@ -4,7 +4,7 @@
 //! does not outweigh the one service a fault made anomalous).
 
 use crate::model::window::{SeriesKey, WindowRecord};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The rate assumed before a series has a history, and how many windows that assumption is
@@ -26,7 +26,7 @@ struct Rate {
 
 #[derive(Default)]
 pub struct BaseRates {
-    rates: HashMap<Arc<SeriesKey>, Rate>,
+    rates: BTreeMap<Arc<SeriesKey>, Rate>,
 }
 
 impl BaseRates {

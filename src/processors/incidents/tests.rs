@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::window::{Anomaly, Contribution, N_FEATURES};
 use crate::processors::ProcessorType;
+use std::collections::HashSet;
 
 const INTERVAL: u64 = 10_000_000_000;
 const T0: u64 = 1_767_571_200_000_000_000;
