@@ -696,6 +696,11 @@ impl OnlineForest {
         self.trees.iter().map(|t| t.live_nodes()).sum()
     }
 
+    /// Node slots held across all trees, live or free for reuse.
+    pub fn node_slots(&self) -> usize {
+        self.trees.iter().map(|t| t.nodes.len()).sum()
+    }
+
     /// Bytes the forest holds on the heap (what its buffers have allocated, slack included).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;

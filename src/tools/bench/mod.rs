@@ -303,6 +303,12 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         / series.max(1);
     // Resident estimate: what each forest's buffers have allocated, and the model's typical
     // windows (120 × 10 f64) and score history (256 f64).
+    let slots: usize = keys
+        .iter()
+        .filter_map(|k| p.model(k))
+        .map(|m| m.forest.node_slots())
+        .sum::<usize>()
+        / series.max(1);
     let forest_bytes = keys
         .iter()
         .filter_map(|k| p.model(k))
@@ -319,7 +325,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
     };
     let saved = serde_json::to_vec(&file).map(|v| v.len()).unwrap_or(0) / series.max(1);
     format!(
-        "| {series} series, {n} scored windows | {us:.1} µs per window (score + learn) | {nodes} tree nodes per series | {measured} per series resident (measured), ~{:.0} KiB estimated | {:.0} KiB per series saved |\n",
+        "| {series} series, {n} scored windows | {us:.1} µs per window (score + learn) | {nodes} tree nodes per series ({slots} slots) | {measured} per series resident (measured), ~{:.0} KiB estimated | {:.0} KiB per series saved |\n",
         per_series_bytes as f64 / 1024.0,
         saved as f64 / 1024.0
     )
