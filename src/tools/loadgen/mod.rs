@@ -100,6 +100,8 @@ pub struct LoadgenReport {
     pub refused_requests: u64,
     pub failed_requests: u64,
     pub elapsed: Duration,
+    /// Response times of the accepted requests, in microseconds: p50, p99, max.
+    pub latency_us: Option<[u64; 3]>,
 }
 
 impl LoadgenReport {
@@ -120,7 +122,18 @@ impl std::fmt::Display for LoadgenReport {
             self.items_per_second(),
             self.refused_requests,
             self.failed_requests
-        )
+        )?;
+        if let Some([p50, p99, max]) = self.latency_us {
+            let ms = |us: u64| us as f64 / 1000.0;
+            write!(
+                f,
+                "; response time p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -488,6 +501,8 @@ struct Counters {
     requests: AtomicU64,
     refused: AtomicU64,
     failed: AtomicU64,
+    /// Response times of accepted requests (µs, 3 significant digits, up to a minute).
+    latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
 impl Counters {
@@ -499,6 +514,21 @@ impl Counters {
             refused_requests: self.refused.load(Ordering::Relaxed),
             failed_requests: self.failed.load(Ordering::Relaxed),
             elapsed,
+            latency_us: self.latency.lock().ok().and_then(|h| {
+                h.as_ref()
+                    .filter(|h| !h.is_empty())
+                    .map(|h| [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()])
+            }),
+        }
+    }
+
+    fn took(&self, d: Duration) {
+        if let Ok(mut h) = self.latency.lock() {
+            let h = h.get_or_insert_with(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .expect("valid histogram bounds")
+            });
+            h.saturating_record((d.as_micros() as u64).max(1));
         }
     }
 }
@@ -691,8 +721,10 @@ async fn worker(
             break;
         }
         counters.requests.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
         match send_until(&sender, body, end).await {
             Outcome::Ok => {
+                counters.took(sent_at.elapsed());
                 counters.sent.fetch_add(n, Ordering::Relaxed);
             }
             Outcome::Refused => {
