@@ -475,16 +475,34 @@ enum Observed {
 /// character boundary): a name is a name, and keys live as long as their series.
 const MAX_NAME_BYTES: usize = 256;
 
-/// The names of one request, each allocated once.
+/// The names of one request, each allocated once — or not at all when a series held already
+/// has it (`known`): its spans' keys then share the series' own names, so a request allocates
+/// no text for the services it has sent before, and comparing keys is comparing pointers.
 #[derive(Default)]
-struct Names<'a> {
+struct Names<'a, 'k> {
     seen: foldhash::HashMap<&'a str, Arc<str>>,
+    known: Option<&'k foldhash::HashSet<Arc<str>>>,
 }
 
-impl<'a> Names<'a> {
+impl<'a, 'k> Names<'a, 'k> {
+    fn with_known(known: &'k foldhash::HashSet<Arc<str>>) -> Self {
+        Self {
+            seen: Default::default(),
+            known: Some(known),
+        }
+    }
+
     fn get(&mut self, name: &'a str) -> Arc<str> {
         let name = truncate(name, MAX_NAME_BYTES);
-        self.seen.entry(name).or_insert_with(|| name.into()).clone()
+        let known = self.known;
+        self.seen
+            .entry(name)
+            .or_insert_with(|| {
+                known
+                    .and_then(|k| k.get(name).cloned())
+                    .unwrap_or_else(|| name.into())
+            })
+            .clone()
     }
 
     /// An attribute's text: shared when it is the request's own string.
@@ -517,6 +535,9 @@ pub struct WindowProcessor {
     /// Looked up once per span: a fast hasher, seeded at random per process (series keys are
     /// the clients' names).
     series: foldhash::HashMap<SeriesKey, Series>,
+    /// The names the series' keys hold (services, callees, label values), shared with the
+    /// requests that name them again (`Names`); forgotten with the last series holding them.
+    known: foldhash::HashSet<Arc<str>>,
     /// Largest end time seen, and the wall-clock instant it was last raised.
     max_event_ns: u64,
     /// No window closes before the watermark reaches this (the earliest end of a series'
@@ -646,6 +667,7 @@ impl WindowProcessor {
             edges: cfg.edges,
             group_by: cfg.group_by.iter().map(|k| k.as_str().into()).collect(),
             series: Default::default(),
+            known: Default::default(),
             max_event_ns: 0,
             next_close: 0,
             last_data: Instant::now(),
@@ -945,6 +967,16 @@ impl WindowProcessor {
         self.next_close = self
             .next_close
             .min(next_emit.saturating_add(self.interval_ns));
+        let names = std::iter::once(&key.service)
+            .chain(&key.target)
+            .chain(key.labels.iter().map(|(_, v)| v));
+        for name in names {
+            // Bounded by the series: each holds a few names, and the series are capped.
+            if self.known.len() < self.max_services.saturating_mul(4) && !self.known.contains(name)
+            {
+                self.known.insert(name.clone());
+            }
+        }
         self.series.insert(
             key.clone(),
             Series {
@@ -958,6 +990,11 @@ impl WindowProcessor {
             },
         );
         true
+    }
+
+    /// Forgets the names no series holds any more (after series went).
+    fn forget_names(&mut self) {
+        self.known.retain(|name| Arc::strong_count(name) > 1);
     }
 
     /// When the pipeline skipped spans since the last look, the windows they would have gone
@@ -1011,6 +1048,7 @@ impl WindowProcessor {
         // Their latency buffers serve the series that take their place.
         self.spare_latencies.extend(spare);
         self.spare_latencies.truncate(MAX_SPARE_LATENCIES);
+        self.forget_names();
         self.evicted_series.add((n - left) as u64);
         self.dropped_series.add(dropped_spans);
         if !self.warned_cap {
@@ -1085,6 +1123,7 @@ impl WindowProcessor {
         }
         let interval = self.interval_ns;
         let mut next_close = u64::MAX;
+        let held = self.series.len();
         let ttl = self.ttl_ns;
         let mut spare = Vec::new();
         let partial = &self.partial;
@@ -1163,6 +1202,9 @@ impl WindowProcessor {
             true
         });
         self.next_close = next_close;
+        if self.series.len() < held {
+            self.forget_names();
+        }
         self.spare_latencies.extend(spare);
         self.spare_latencies.truncate(MAX_SPARE_LATENCIES);
         // Ranges wholly before what is still open are done with.

@@ -146,7 +146,7 @@ impl WindowProcessor {
     fn decoded_observations(&self, req: &ExportTraceServiceRequest, out: &mut Vec<Observation>) {
         // Each distinct name is allocated once per request and shared by its spans' keys, so
         // a request's observations hold no more text than the request itself.
-        let mut names = Names::default();
+        let mut names = Names::with_known(&self.known);
         for rs in &req.resource_spans {
             let service = rs
                 .resource
@@ -185,7 +185,7 @@ impl WindowProcessor {
         body: &'a [u8],
         out: &mut Vec<Observation>,
     ) -> Result<(), WireError> {
-        let mut names: Names<'a> = Names::default();
+        let mut names: Names<'a, '_> = Names::with_known(&self.known);
         let mut failed = None;
         let mut service: Option<(&'a str, Arc<str>)> = None;
         for_each_span(body, |resource, span| {
@@ -278,7 +278,7 @@ impl WindowProcessor {
     /// groups requests by attributes (`labels` reads one as text).
     fn push_span<'a>(
         &self,
-        names: &mut Names<'a>,
+        names: &mut Names<'a, '_>,
         service: &Arc<str>,
         read: SpanRead<'a>,
         mut labels: impl FnMut(&str) -> Option<Cow<'a, str>>,

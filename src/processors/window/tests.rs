@@ -363,6 +363,38 @@ fn the_series_cap_and_ttl_bound_memory() {
 }
 
 #[test]
+fn a_known_service_name_is_shared_not_allocated_again_and_forgotten_with_its_series() {
+    let (mut p, _) = processor(WindowConfig {
+        max_services: 1,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    p.process(batch("svc", vec![server(T0 + S, 5)]), &mut out);
+    let held = p
+        .known
+        .get("svc")
+        .cloned()
+        .expect("the series' name is known");
+    // Read from a decoded request and from its bytes, the next request's spans share it.
+    let Payload::Traces(decoded) = batch("svc", vec![server(T0 + 2 * S, 5)]).payload else {
+        unreachable!("a traces batch")
+    };
+    let wire =
+        crate::pipeline::Traces::wire(prost::Message::encode_to_vec(decoded.request()).into());
+    for traces in [&decoded, &wire] {
+        let mut obs = Vec::new();
+        p.span_observations(traces, &mut obs);
+        assert_eq!(obs.len(), 1);
+        assert!(Arc::ptr_eq(&obs[0].key.service, &held));
+    }
+    drop(held);
+    // At the cap, "svc" makes room for "other", and its name goes with it.
+    p.process(batch("other", vec![server(T0 + 2 * S, 5)]), &mut out);
+    assert!(!p.known.contains("svc"));
+    assert!(p.known.contains("other"));
+}
+
+#[test]
 fn a_flood_of_one_off_names_does_not_keep_a_new_real_service_out() {
     let (mut p, _) = processor(WindowConfig {
         max_services: 100,
