@@ -295,26 +295,19 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
     // Resident memory before the model file is built (it would count too).
     let rss_after = resident_bytes();
     let file = p.to_model_file();
-    let nodes: usize = keys
-        .iter()
-        .filter_map(|k| p.model(k))
-        .map(|m| m.forest.nodes())
-        .sum::<usize>()
-        / series.max(1);
+    // Per series, averaged: a figure of each forest.
+    let per_series = |of: fn(&crate::processors::iforest::forest::OnlineForest) -> usize| {
+        keys.iter()
+            .filter_map(|k| p.model(k))
+            .map(|m| of(&m.forest))
+            .sum::<usize>()
+            / series.max(1)
+    };
+    let nodes = per_series(|f| f.nodes());
+    let slots = per_series(|f| f.node_slots());
     // Resident estimate: what each forest's buffers have allocated, and the model's typical
     // windows (120 × 10 f64) and score history (256 f64).
-    let slots: usize = keys
-        .iter()
-        .filter_map(|k| p.model(k))
-        .map(|m| m.forest.node_slots())
-        .sum::<usize>()
-        / series.max(1);
-    let forest_bytes = keys
-        .iter()
-        .filter_map(|k| p.model(k))
-        .map(|m| m.forest.heap_bytes())
-        .sum::<usize>()
-        / series.max(1);
+    let forest_bytes = per_series(|f| f.heap_bytes());
     let per_series_bytes = forest_bytes + 120 * N_FEATURES * 8 + 256 * 8;
     let measured = match (rss_before, rss_after) {
         (Some(a), Some(b)) => format!(
