@@ -132,7 +132,7 @@ impl crate::exporters::ExporterType for OtlpExporterConfig {
     const STORES_QUEUE: bool = true;
 
     fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::SIGNALS
+        &DataKind::ALL
     }
 
     fn build(
@@ -336,9 +336,13 @@ impl Export for OtlpExporter {
                 self.send::<ExportLogsServiceRequest>(encoded(batch, || l.as_ref()))
                     .await
             }
-            Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(
-                "window records are not OTLP; the config check should have refused this pipeline",
-            )),
+            Payload::Windows(_) | Payload::Incidents(_) => {
+                let Some(logs) = crate::otlp::records::as_logs(&batch.payload) else {
+                    return Ok(Delivered::default());
+                };
+                self.send::<ExportLogsServiceRequest>(prost::Message::encode_to_vec(&logs).into())
+                    .await
+            }
         }
     }
 }

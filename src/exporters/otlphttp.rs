@@ -155,7 +155,7 @@ impl crate::exporters::ExporterType for OtlpHttpConfig {
     const STORES_QUEUE: bool = true;
 
     fn accepts(&self) -> &'static [DataKind] {
-        &DataKind::SIGNALS
+        &DataKind::ALL
     }
 
     fn build(
@@ -392,9 +392,12 @@ impl Export for OtlpHttpExporter {
             Payload::Traces(t) => self.send(batch, || t.request()).await,
             Payload::Metrics(m) => self.send(batch, || m.as_ref()).await,
             Payload::Logs(l) => self.send(batch, || l.as_ref()).await,
-            Payload::Windows(_) | Payload::Incidents(_) => Err(ExportError::permanent(
-                "window records are not OTLP; the config check should have refused this pipeline",
-            )),
+            Payload::Windows(_) | Payload::Incidents(_) => {
+                let Some(logs) = crate::otlp::records::as_logs(&batch.payload) else {
+                    return Ok(Delivered::default());
+                };
+                self.send(batch, || &logs).await
+            }
         }
     }
 }

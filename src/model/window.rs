@@ -402,6 +402,22 @@ impl WindowRecord {
 
     /// The document for the windows index (and the `file` exporter).
     pub fn to_document(&self) -> Value {
+        self.document(Digits::Shown)
+    }
+
+    /// The same document with every number as computed (not rounded for reading): what one
+    /// otelwatch sends another (`otlp::records`), so the receiver judges exactly what the
+    /// sender scored.
+    pub fn to_exact_document(&self) -> Value {
+        self.document(Digits::Exact)
+    }
+
+    fn document(&self, digits: Digits) -> Value {
+        let round = |v: f64, d: i32| match digits {
+            Digits::Shown => round(v, d),
+            Digits::Exact if v.is_finite() => v,
+            Digits::Exact => 0.0,
+        };
         let mut doc = json!({
             "@timestamp": rfc3339(self.end_ns()),
             "event": { "kind": "metric", "dataset": "otelwatch.window" },
@@ -411,7 +427,7 @@ impl WindowRecord {
                 "end": rfc3339(self.end_ns()),
                 "interval_s": self.interval_ns as f64 / 1e9,
             },
-            "features": self.features_json(),
+            "features": self.features_json(digits),
         });
         if self.partial {
             doc["window"]["partial"] = json!(true);
@@ -496,29 +512,70 @@ impl WindowRecord {
         doc
     }
 
-    fn features_json(&self) -> Value {
+    fn features_json(&self, digits: Digits) -> Value {
         let m: Map<String, Value> = self
             .feature_names()
             .iter()
             .zip(self.features.iter())
-            .map(|(n, v)| (n.to_string(), json!(round(*v, 4))))
+            .map(|(n, v)| {
+                let v = match digits {
+                    Digits::Shown => round(*v, 4),
+                    Digits::Exact if v.is_finite() => *v,
+                    Digits::Exact => 0.0,
+                };
+                (n.to_string(), json!(v))
+            })
             .collect();
         Value::Object(m)
     }
 }
 
+/// How a document writes its numbers.
+#[derive(Clone, Copy)]
+enum Digits {
+    /// Rounded for reading (features to 4 decimals, contributions to 3, scores to 4).
+    Shown,
+    Exact,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Severity> {
+        [Severity::Minor, Severity::Major, Severity::Critical]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 impl Anomaly {
-    /// The verdict part of a window document (`anomaly`), for showing what was decided; the
-    /// explanation's contributions and the severity are not read back.
+    /// The anomaly part of a window document (`anomaly`): the verdict, the severity and the
+    /// explanation's contributions (those that name one of the signal's features).
     pub fn from_document(doc: &Value) -> Option<Anomaly> {
         let a = doc.get("anomaly")?;
+        let names = doc["window"]["signal"]
+            .as_str()
+            .and_then(Signal::parse)
+            .unwrap_or_default()
+            .feature_names();
+        let contributions = a["contributions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let name = c["feature"].as_str()?;
+                Some(Contribution {
+                    feature: names.iter().find(|n| **n == name)?,
+                    actual: c["actual"].as_f64()?,
+                    typical: c["typical"].as_f64()?,
+                })
+            })
+            .collect();
         Some(Anomaly {
             score: a["score"].as_f64()?,
             threshold: a["threshold"].as_f64().unwrap_or(0.0),
             is_anomaly: a["is_anomaly"].as_bool().unwrap_or(false),
-            severity: None,
+            severity: a["severity"].as_str().and_then(Severity::parse),
             warming_up: a["warming_up"].as_bool().unwrap_or(false),
-            contributions: Vec::new(),
+            contributions,
             message: a["message"].as_str().unwrap_or("").to_string(),
             incident: doc["incident"]["id"].as_str().map(Into::into),
             expected: a["expected"].as_bool().unwrap_or(false),

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod compression;
+pub mod records;
 pub mod split;
 pub mod status;
 pub mod view;

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod iforest;
 pub mod incidents;
 pub mod memory_limiter;
+pub mod records;
 pub mod window;
 
 use crate::config::error::ConfigError;
@@ -189,6 +190,7 @@ processor_table! {
     Window(window::WindowConfig),
     IForest(iforest::IForestConfig),
     Incidents(incidents::IncidentsConfig),
+    Records(records::RecordsConfig),
 }
 
 impl ProcessorConfig {

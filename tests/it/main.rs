@@ -22,6 +22,7 @@ mod lifecycle;
 mod node_sdk;
 mod overload;
 mod real_data;
+mod scale;
 mod sdk_e2e;
 mod signals;
 mod target_system;

@@ -32,24 +32,21 @@ pub enum QueueFileError {
     NotOtlp(DataKind),
 }
 
-fn signal_byte(k: DataKind) -> Option<u8> {
-    match k {
-        DataKind::Traces => Some(0),
-        DataKind::Metrics => Some(1),
-        DataKind::Logs => Some(2),
-        DataKind::Windows => None,
-    }
-}
-
-/// The segment for `batch`: its received bytes when it has them, else its encoding.
+/// The segment for `batch`: its received bytes when it has them, else its encoding. Window
+/// records and incident events are kept as the logs request they are sent as
+/// (`otlp::records`).
 pub fn encode(batch: &Batch) -> Result<Vec<u8>, QueueFileError> {
-    let signal = signal_byte(batch.kind()).ok_or(QueueFileError::NotOtlp(batch.kind()))?;
-    let body: Bytes = match (&batch.encoded, &batch.payload) {
-        (Some(b), _) => b.clone(),
-        (None, Payload::Traces(r)) => r.request().encode_to_vec().into(),
-        (None, Payload::Metrics(r)) => r.encode_to_vec().into(),
-        (None, Payload::Logs(r)) => r.encode_to_vec().into(),
-        (None, _) => return Err(QueueFileError::NotOtlp(batch.kind())),
+    let (signal, body): (u8, Bytes) = match (&batch.encoded, &batch.payload) {
+        (Some(b), Payload::Traces(_)) => (0, b.clone()),
+        (Some(b), Payload::Metrics(_)) => (1, b.clone()),
+        (Some(b), Payload::Logs(_)) => (2, b.clone()),
+        (None, Payload::Traces(r)) => (0, r.request().encode_to_vec().into()),
+        (None, Payload::Metrics(r)) => (1, r.encode_to_vec().into()),
+        (None, Payload::Logs(r)) => (2, r.encode_to_vec().into()),
+        (_, p) => match crate::otlp::records::as_logs(p) {
+            Some(logs) => (2, logs.encode_to_vec().into()),
+            None => return Err(QueueFileError::NotOtlp(batch.kind())),
+        },
     };
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);

@@ -128,7 +128,7 @@ fn prototype() -> Scenario {
 }
 
 /// A shop with a call graph, a daily curve and every kind of incident.
-fn shop() -> Scenario {
+pub fn shop() -> Scenario {
     Scenario {
         services: shop_services(),
         incidents: shop_incidents(),

@@ -1,9 +1,12 @@
-// A small OpenTelemetry Collector distribution built from the published collector modules:
-// the OTLP receiver, the OTLP (gRPC) exporter, the debug, file and nop exporters, and the
-// spanmetrics connector. The end-to-end tests use it as the collector downstream of otelwatch
-// (its file exporter shows what arrived) and as a client (its OTLP exporter, gzip by default,
-// sending into otelwatch); scripts/bench's side-by-side mode (SIDE=1) runs it next to otelwatch
-// (nop for receive-and-discard, spanmetrics as the Collector's counterpart of detection).
+// A small OpenTelemetry Collector distribution built from the published collector modules
+// (v0.161.0 / v1.67.0, the newest release line the module proxy serves whole, the
+// load-balancing exporter included): the OTLP receiver, the OTLP (gRPC) exporter, the debug,
+// file, load-balancing and nop exporters, and the spanmetrics connector. The end-to-end tests
+// use it as the collector downstream of otelwatch (its file exporter shows what arrived), as a
+// client (its OTLP exporter, gzip by default, sending into otelwatch) and as the first tier in
+// front of several otelwatch instances (its `loadbalancing` exporter routing by service);
+// scripts/bench's side-by-side mode (SIDE=1) runs it next to otelwatch (nop for
+// receive-and-discard, spanmetrics as the Collector's counterpart of detection).
 //
 // It is what the Collector's builder would generate for the same component list; listing the
 // factories by hand keeps the build to one `go build`.
@@ -16,6 +19,7 @@ import (
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/loadbalancingexporter"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -44,6 +48,7 @@ func components() (otelcol.Factories, error) {
 		otlpexporter.NewFactory(),
 		debugexporter.NewFactory(),
 		fileexporter.NewFactory(),
+		loadbalancingexporter.NewFactory(),
 		nopexporter.NewFactory(),
 	); err != nil {
 		return otelcol.Factories{}, err
@@ -57,10 +62,11 @@ func components() (otelcol.Factories, error) {
 		otlpreceiver.NewFactory().Type(): module("go.opentelemetry.io/collector/receiver/otlpreceiver"),
 	}
 	factories.ExporterModules = map[component.Type]string{
-		otlpexporter.NewFactory().Type():  module("go.opentelemetry.io/collector/exporter/otlpexporter"),
-		debugexporter.NewFactory().Type(): module("go.opentelemetry.io/collector/exporter/debugexporter"),
-		fileexporter.NewFactory().Type():  module("github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"),
-		nopexporter.NewFactory().Type():   module("go.opentelemetry.io/collector/exporter/nopexporter"),
+		otlpexporter.NewFactory().Type():          module("go.opentelemetry.io/collector/exporter/otlpexporter"),
+		debugexporter.NewFactory().Type():         module("go.opentelemetry.io/collector/exporter/debugexporter"),
+		fileexporter.NewFactory().Type():          module("github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"),
+		nopexporter.NewFactory().Type():           module("go.opentelemetry.io/collector/exporter/nopexporter"),
+		loadbalancingexporter.NewFactory().Type(): module("github.com/open-telemetry/opentelemetry-collector-contrib/exporter/loadbalancingexporter"),
 	}
 	factories.ConnectorModules = map[component.Type]string{
 		spanmetricsconnector.NewFactory().Type(): module("github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector"),

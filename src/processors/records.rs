@@ -1,0 +1,385 @@
+//! Processor `records`: the window records other otelwatch instances send (their `otlp` or
+//! `otlphttp` exporter on a windows pipeline: log records `otelwatch.window`, see
+//! `otlp::records`), read back as window records and joined by window start, so that one
+//! `incidents` processor judges the whole call graph when many instances share the services.
+//!
+//! ```yaml
+//! receivers:
+//!   otlp:
+//! processors:
+//!   records:
+//!     join_wait: 5s
+//!   incidents:
+//! service:
+//!   pipelines:
+//!     logs/incidents:
+//!       receivers: [otlp]
+//!       processors: [records, incidents]
+//!       exporters: [file]
+//! ```
+//!
+//! Each sender is told apart by its resource's `service.instance.id`. Its windows close in
+//! order, so the latest window start it sent is how far it has got. A window start is handed on
+//! once every sender has sent a later one, or once `join_wait` has passed both since its first
+//! record came and since each sender still behind was last heard from (a sender whose services
+//! had no traffic sends nothing). Its records are handed on in series order, as one instance's
+//! window processor hands them on, so the incidents do not depend on which sender came first.
+//!
+//! A series' window is judged once: a second record of the same series and start (two senders
+//! owned the service while it moved between them) keeps the one that saw more, and a record
+//! of a window already handed on is late; both are counted
+//! (`otelwatch_records_dropped_items_total`, `reason` = duplicate|late), as are log records
+//! that are not window records (`reason` = not_a_window|invalid).
+
+use super::Processor;
+use crate::config::decode::decode_section;
+use crate::config::duration::ConfigDuration;
+use crate::config::error::ConfigError;
+use crate::model::window::{SeriesKey, WindowRecord};
+use crate::pipeline::{Batch, DataKind, Payload};
+use crate::telemetry::{Counter, Telemetry};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Window starts held at most while a sender catches up; beyond, the oldest is handed on.
+const MAX_PENDING: usize = 1024;
+/// Senders remembered at most; beyond, the longest silent is forgotten.
+const MAX_SENDERS: usize = 4096;
+/// A sender silent this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// How long a window start waits for senders that have not reached it.
+    pub join_wait: ConfigDuration,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        Self {
+            join_wait: ConfigDuration::from_secs(5),
+        }
+    }
+}
+
+impl crate::processors::ProcessorType for RecordsConfig {
+    const NAME: &'static str = "records";
+
+    fn parse(path: &str, value: serde_norway::Value) -> Result<Self, Vec<ConfigError>> {
+        let cfg: Self = decode_section(path, value).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        if cfg.join_wait.get() > Duration::from_secs(3600) {
+            errors.push(ConfigError::new(
+                format!("{path}.join_wait"),
+                "must be at most 1h",
+            ));
+        }
+        crate::config::decode::validated(cfg, errors)
+    }
+
+    fn output_kind(&self, input: DataKind) -> Result<DataKind, &'static str> {
+        match input {
+            DataKind::Logs => Ok(DataKind::Windows),
+            _ => Err("logs (the window records other otelwatch instances send)"),
+        }
+    }
+
+    fn build(&self, ctx: &crate::processors::ProcessorContext<'_>) -> Box<dyn Processor> {
+        Box::new(RecordsProcessor::new(
+            self.join_wait.get(),
+            &ctx.instance(),
+            ctx.telemetry,
+        ))
+    }
+}
+
+struct Sender {
+    /// The latest window start it sent.
+    progress: u64,
+    heard: Instant,
+}
+
+struct Dropped {
+    duplicate: Counter,
+    late: Counter,
+    not_a_window: Counter,
+    invalid: Counter,
+}
+
+pub struct RecordsProcessor {
+    wait: Duration,
+    senders: HashMap<Arc<str>, Sender>,
+    /// Records waiting, by window start, by series; and when the first came.
+    pending: BTreeMap<u64, (Instant, BTreeMap<Arc<SeriesKey>, WindowRecord>)>,
+    /// The latest window start handed on (a record at or before it is late).
+    handed: Option<u64>,
+    dropped: Dropped,
+}
+
+impl RecordsProcessor {
+    pub fn new(wait: Duration, id: &str, telemetry: &Telemetry) -> Self {
+        let counter = |reason: &str| {
+            telemetry.counter(
+                "otelwatch_records_dropped_items_total",
+                "Log records received by the records processor and not handed on, by reason: duplicate (a series' window sent twice), late (its window already judged), not_a_window, invalid.",
+                vec![("processor", id.to_string()), ("reason", reason.to_string())],
+            )
+        };
+        Self {
+            wait,
+            senders: HashMap::new(),
+            pending: BTreeMap::new(),
+            handed: None,
+            dropped: Dropped {
+                duplicate: counter("duplicate"),
+                late: counter("late"),
+                not_a_window: counter("not_a_window"),
+                invalid: counter("invalid"),
+            },
+        }
+    }
+
+    fn offer(&mut self, sender: Arc<str>, r: WindowRecord, now: Instant) {
+        let s = self.senders.entry(sender).or_insert(Sender {
+            progress: 0,
+            heard: now,
+        });
+        s.heard = now;
+        s.progress = s.progress.max(r.start_ns);
+        if self.handed.is_some_and(|h| r.start_ns <= h) {
+            self.dropped.late.inc();
+            return;
+        }
+        let (_, window) = self
+            .pending
+            .entry(r.start_ns)
+            .or_insert_with(|| (now, BTreeMap::new()));
+        match window.get_mut(&r.series) {
+            Some(kept) => {
+                self.dropped.duplicate.inc();
+                if seen(&r) > seen(kept) {
+                    *kept = r;
+                }
+            }
+            None => {
+                window.insert(r.series.clone(), r);
+            }
+        }
+    }
+
+    fn ready(&self, start: u64, since: Instant, now: Instant) -> bool {
+        self.pending.len() > MAX_PENDING
+            || self.senders.values().all(|s| {
+                s.progress > start
+                    || (now.duration_since(s.heard) >= self.wait
+                        && now.duration_since(since) >= self.wait)
+            })
+    }
+
+    /// Hands on every window start that is ready (all of them with `all`), oldest first.
+    fn flush(&mut self, now: Instant, all: bool, out: &mut Vec<Batch>) {
+        let mut records = Vec::new();
+        while let Some((&start, &(since, _))) = self.pending.first_key_value() {
+            if !all && !self.ready(start, since, now) {
+                break;
+            }
+            let Some((_, (_, window))) = self.pending.pop_first() else {
+                break;
+            };
+            self.handed = Some(start);
+            records.extend(window.into_values());
+        }
+        if !records.is_empty() {
+            out.push(Batch {
+                items: records.len(),
+                payload: Payload::Windows(Arc::new(records)),
+                encoded: None,
+                held: Default::default(),
+            });
+        }
+        if self.senders.len() > MAX_SENDERS
+            || self
+                .senders
+                .values()
+                .any(|s| now.duration_since(s.heard) >= FORGET_AFTER)
+        {
+            self.forget(now);
+        }
+    }
+
+    fn forget(&mut self, now: Instant) {
+        self.senders
+            .retain(|_, s| now.duration_since(s.heard) < FORGET_AFTER);
+        while self.senders.len() > MAX_SENDERS {
+            let Some(oldest) = self
+                .senders
+                .iter()
+                .min_by_key(|(_, s)| s.heard)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.senders.remove(&oldest);
+        }
+    }
+}
+
+/// How much of its window a record saw (its requests, log records or points).
+fn seen(r: &WindowRecord) -> f64 {
+    use crate::model::window::{log_feature, metric_feature, Signal};
+    match r.series.signal {
+        Signal::Spans => r.features[crate::model::window::feature::REQUEST_COUNT],
+        Signal::Logs => r.features[log_feature::LOG_COUNT],
+        Signal::Metrics => r.features[metric_feature::POINTS],
+    }
+}
+
+impl Processor for RecordsProcessor {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let Payload::Logs(logs) = &batch.payload else {
+            out.push(batch);
+            return;
+        };
+        let read = crate::otlp::records::logs_to_windows(logs);
+        self.dropped.not_a_window.add(read.other as u64);
+        self.dropped.invalid.add(read.invalid as u64);
+        let now = Instant::now();
+        for (sender, r) in read.records {
+            self.offer(sender, r, now);
+        }
+        self.flush(now, false, out);
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        self.flush(Instant::now(), false, out);
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
+        self.flush(Instant::now(), true, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::window::N_FEATURES;
+    use crate::otlp::records::windows_to_logs;
+
+    fn rec(service: &str, start_s: u64, requests: f64) -> WindowRecord {
+        let mut features = [0.0; N_FEATURES];
+        features[0] = requests;
+        WindowRecord {
+            series: Arc::new(SeriesKey::service(service)),
+            start_ns: start_s * 1_000_000_000,
+            interval_ns: 10_000_000_000,
+            features,
+            anomaly: None,
+            partial: false,
+            templates: Vec::new(),
+            traces: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    fn logs(sender: &str, records: &[WindowRecord]) -> Batch {
+        let req = windows_to_logs(sender, records);
+        Batch {
+            items: records.len(),
+            payload: Payload::Logs(Arc::new(req)),
+            encoded: None,
+            held: Default::default(),
+        }
+    }
+
+    fn handed(out: &[Batch]) -> Vec<(String, u64, f64)> {
+        out.iter()
+            .flat_map(|b| match &b.payload {
+                Payload::Windows(r) => r.to_vec(),
+                _ => Vec::new(),
+            })
+            .map(|r| {
+                (
+                    r.series.service.to_string(),
+                    r.start_ns / 1_000_000_000,
+                    r.features[0],
+                )
+            })
+            .collect()
+    }
+
+    fn processor(wait_ms: u64) -> (RecordsProcessor, Telemetry) {
+        let t = Telemetry::default();
+        (
+            RecordsProcessor::new(Duration::from_millis(wait_ms), "records", &t),
+            t,
+        )
+    }
+
+    #[test]
+    fn a_window_waits_for_every_sender_and_comes_out_in_series_order() {
+        let (mut p, _t) = processor(60_000);
+        let mut out = Vec::new();
+        p.process(logs("b", &[rec("zeta", 10, 1.0)]), &mut out);
+        p.process(logs("a", &[rec("alpha", 10, 2.0)]), &mut out);
+        assert!(handed(&out).is_empty(), "a is not past window 10 yet");
+        p.process(logs("a", &[rec("alpha", 20, 3.0)]), &mut out);
+        assert!(handed(&out).is_empty(), "b is not past window 10 yet");
+        p.process(logs("b", &[rec("zeta", 20, 4.0)]), &mut out);
+        assert_eq!(
+            handed(&out),
+            vec![("alpha".into(), 10, 2.0), ("zeta".into(), 10, 1.0)]
+        );
+        out.clear();
+        p.on_shutdown(&mut out);
+        assert_eq!(
+            handed(&out),
+            vec![("alpha".into(), 20, 3.0), ("zeta".into(), 20, 4.0)]
+        );
+    }
+
+    #[test]
+    fn a_silent_sender_is_waited_for_join_wait_only() {
+        let (mut p, _t) = processor(50);
+        let mut out = Vec::new();
+        p.process(logs("a", &[rec("alpha", 10, 1.0)]), &mut out);
+        p.process(logs("b", &[rec("beta", 10, 1.0)]), &mut out);
+        p.process(logs("a", &[rec("alpha", 20, 1.0)]), &mut out);
+        p.on_tick(&mut out);
+        assert!(handed(&out).is_empty());
+        std::thread::sleep(Duration::from_millis(80));
+        p.on_tick(&mut out);
+        assert_eq!(handed(&out).len(), 3, "{:?}", handed(&out));
+    }
+
+    #[test]
+    fn a_series_window_is_handed_on_once() {
+        let (mut p, t) = processor(60_000);
+        let mut out = Vec::new();
+        // The service moved from a to b inside window 10: both saw part of it.
+        p.process(logs("a", &[rec("alpha", 10, 2.0)]), &mut out);
+        p.process(logs("b", &[rec("alpha", 10, 5.0)]), &mut out);
+        p.process(logs("a", &[rec("x", 20, 1.0)]), &mut out);
+        p.process(logs("b", &[rec("y", 20, 1.0)]), &mut out);
+        assert_eq!(handed(&out), vec![("alpha".into(), 10, 5.0)]);
+        // Window 10 is judged: a record of it now is late.
+        p.process(logs("a", &[rec("beta", 10, 1.0)]), &mut out);
+        p.on_shutdown(&mut out);
+        assert_eq!(handed(&out).len(), 3, "{:?}", handed(&out));
+        let text = t.render();
+        for reason in ["duplicate", "late"] {
+            assert!(
+                text.contains(&format!(
+                    "otelwatch_records_dropped_items_total{{processor=\"records\",reason=\"{reason}\"}} 1"
+                )),
+                "{text}"
+            );
+        }
+    }
+}
