@@ -374,6 +374,15 @@ pub const MAX_TRACES_COUNTED: u64 = 4096;
 pub const MAX_TEMPLATES_KEPT: usize = 5;
 
 impl WindowRecord {
+    /// How much of its window the record saw: its requests, log records or metric points.
+    pub fn seen(&self) -> f64 {
+        match self.series.signal {
+            Signal::Spans => self.features[feature::REQUEST_COUNT],
+            Signal::Logs => self.features[log_feature::LOG_COUNT],
+            Signal::Metrics => self.features[metric_feature::POINTS],
+        }
+    }
+
     pub fn end_ns(&self) -> u64 {
         self.start_ns + self.interval_ns
     }

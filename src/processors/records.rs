@@ -160,8 +160,12 @@ impl RecordsProcessor {
         match window.get_mut(&r.series) {
             Some(kept) => {
                 self.dropped.duplicate.inc();
-                if seen(&r) > seen(kept) {
+                let split = r.seen() > 0.0 && kept.seen() > 0.0;
+                if r.seen() > kept.seen() {
                     *kept = r;
+                }
+                if split {
+                    split_window(kept);
                 }
             }
             None => {
@@ -227,13 +231,36 @@ impl RecordsProcessor {
     }
 }
 
-/// How much of its window a record saw (its requests, log records or points).
-fn seen(r: &WindowRecord) -> f64 {
-    use crate::model::window::{log_feature, metric_feature, Signal};
-    match r.series.signal {
-        Signal::Spans => r.features[crate::model::window::feature::REQUEST_COUNT],
-        Signal::Logs => r.features[log_feature::LOG_COUNT],
-        Signal::Metrics => r.features[metric_feature::POINTS],
+/// A window whose traffic two instances shared (its service moved between them inside it):
+/// the record kept saw only part of it, so its counts are low bounds. It is partial, and an
+/// anomaly its counts alone made is not one (a metric window's rates and counts are all low
+/// bounds: it is not judged).
+fn split_window(r: &mut WindowRecord) {
+    use crate::model::window::{feature, log_feature, Signal};
+    r.partial = true;
+    let names = r.series.signal.feature_names();
+    let counts: &[usize] = match r.series.signal {
+        Signal::Spans => &[feature::REQUEST_COUNT, feature::THROUGHPUT_CHANGE],
+        Signal::Logs => &[
+            log_feature::LOG_COUNT,
+            log_feature::LOG_COUNT_CHANGE,
+            log_feature::ERROR_COUNT,
+            log_feature::WARNING_COUNT,
+        ],
+        Signal::Metrics => &[],
+    };
+    let Some(a) = r.anomaly.as_mut().filter(|a| a.is_anomaly) else {
+        return;
+    };
+    let by_counts = r.series.signal == Signal::Metrics
+        || a.contributions
+            .iter()
+            .all(|c| counts.iter().any(|i| names[*i] == c.feature));
+    if by_counts {
+        a.is_anomaly = false;
+        a.severity = None;
+        a.contributions.clear();
+        a.message.clear();
     }
 }
 
@@ -342,6 +369,51 @@ mod tests {
             handed(&out),
             vec![("alpha".into(), 20, 3.0), ("zeta".into(), 20, 4.0)]
         );
+    }
+
+    #[test]
+    fn a_window_two_senders_shared_is_partial_and_not_an_anomaly_of_its_counts() {
+        use crate::model::window::{Anomaly, Contribution, FEATURE_NAMES};
+        let (mut p, _t) = processor(60_000);
+        let mut out = Vec::new();
+        let anomaly = |feature: usize| Anomaly {
+            score: 0.9,
+            threshold: 0.6,
+            is_anomaly: true,
+            severity: Some(crate::model::window::Severity::Major),
+            warming_up: false,
+            contributions: vec![Contribution {
+                feature: FEATURE_NAMES[feature],
+                actual: 3.0,
+                typical: 30.0,
+            }],
+            message: "drop".into(),
+            incident: None,
+            expected: false,
+        };
+        let mut fewer = rec("alpha", 10, 3.0);
+        fewer.anomaly = Some(anomaly(0));
+        let mut more = rec("alpha", 10, 27.0);
+        more.anomaly = Some(anomaly(0));
+        let mut slow = rec("beta", 10, 27.0);
+        slow.anomaly = Some(anomaly(5));
+        let mut slow_part = rec("beta", 10, 2.0);
+        slow_part.anomaly = Some(anomaly(0));
+        p.process(logs("a", &[fewer, slow_part]), &mut out);
+        p.process(logs("b", &[more, slow]), &mut out);
+        p.on_shutdown(&mut out);
+        let got: Vec<WindowRecord> = out
+            .iter()
+            .flat_map(|b| match &b.payload {
+                Payload::Windows(r) => r.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(got.len(), 2);
+        // The drop in requests was the move, not the service.
+        assert!(got[0].partial && !got[0].is_anomaly() && got[0].features[0] == 27.0);
+        // A latency anomaly is still one.
+        assert!(got[1].partial && got[1].is_anomaly());
     }
 
     #[test]

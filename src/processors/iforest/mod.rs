@@ -15,6 +15,8 @@
 //!     seed: 42
 //!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
 //!     save_interval: 5m
+//!     model_store: ""          # a directory the instances behind a load balancer share: each
+//!                              # service's models follow it to the instance it moves to (store.rs)
 //!     max_series: 10000        # models kept at once; beyond, the least recently scored tenth goes
 //!     series_ttl: 24h          # a model whose series sent no window for this long is dropped
 //! ```
@@ -34,6 +36,7 @@
 pub mod batch;
 pub mod forest;
 pub mod persist;
+pub mod store;
 
 use super::Processor;
 use crate::config::decode::decode_section;
@@ -104,6 +107,8 @@ pub struct IForestConfig {
     /// Where models are loaded from at start and saved to; empty: not persisted.
     pub model_path: String,
     pub save_interval: ConfigDuration,
+    /// A directory shared by the instances behind a load balancer (see `store`); empty: none.
+    pub model_store: String,
     pub max_series: usize,
     pub series_ttl: ConfigDuration,
 }
@@ -122,6 +127,7 @@ impl Default for IForestConfig {
             seed: 42,
             model_path: String::new(),
             save_interval: ConfigDuration::from_secs(300),
+            model_store: String::new(),
             max_series: 10_000,
             series_ttl: ConfigDuration::from_secs(24 * 3600),
         }
@@ -1124,6 +1130,12 @@ pub struct IForestProcessor {
     feedback_changes: u64,
     /// Expected ranges read with the saved models, for the board once there is one.
     restored_expected: Vec<crate::model::feedback::ExpectedRange>,
+    /// The shared model store, and when it was last written.
+    store: Option<store::Store>,
+    last_store_save: std::time::Instant,
+    /// Services whose models came from the store, and services that moved away.
+    store_loads: Counter,
+    store_moves: Counter,
 }
 
 impl IForestProcessor {
@@ -1157,6 +1169,18 @@ impl IForestProcessor {
             feedback_seen: 0,
             feedback_changes: 0,
             restored_expected: Vec::new(),
+            store: (!cfg.model_store.is_empty()).then(|| store::Store::new(&cfg.model_store)),
+            last_store_save: std::time::Instant::now(),
+            store_loads: telemetry.counter(
+                "otelwatch_iforest_store_loads_total",
+                "Services whose models were loaded from the shared model store (they moved here).",
+                labels(),
+            ),
+            store_moves: telemetry.counter(
+                "otelwatch_iforest_store_moves_total",
+                "Services found owned by another instance in the shared model store (they moved away); their models here were dropped.",
+                labels(),
+            ),
         }
     }
 
@@ -1318,8 +1342,122 @@ impl IForestProcessor {
         self.evicted.add((n - left) as u64);
     }
 
+    /// Looks `rec`'s service up in the shared store when this instance holds no model for
+    /// the series (once per arriving service), and notes where its traffic is. A series whose
+    /// model came from the store has its first window here scored as partial: it began at the
+    /// instance the service moved from. Returns false for a window of a service that moved
+    /// away and is silent here: not this instance's to judge.
+    fn consult_store(&mut self, rec: &mut WindowRecord) -> bool {
+        let Some(store) = self.store.as_mut() else {
+            return true;
+        };
+        let service = &rec.series.service;
+        if rec.seen() > 0.0 {
+            let t = store.traffic.entry(service.clone()).or_insert(rec.start_ns);
+            *t = (*t).max(rec.start_ns);
+            store.away.remove(service);
+        } else if store.away.contains(service) {
+            return false;
+        }
+        if !self.models.contains_key(&rec.series) && !store.looked_up.contains(service) {
+            if store.looked_up.len() >= self.cfg.max_series {
+                store.looked_up.clear();
+            }
+            store.looked_up.insert(service.clone());
+            let (dir, name) = (store.dir.clone(), service.clone());
+            let read = move || store::read(&dir, &name);
+            let found = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(read)
+                }
+                _ => read(),
+            };
+            let ttl = self.cfg.series_ttl.get().as_nanos() as u64;
+            match found {
+                Ok(Some(file)) if file.traffic_ns.saturating_add(ttl) >= rec.start_ns => {
+                    let mut n = 0;
+                    for saved in &file.series {
+                        let Some((key, model)) = persist::restore(&self.cfg, saved) else {
+                            continue;
+                        };
+                        if let std::collections::hash_map::Entry::Vacant(e) =
+                            self.models.entry(key.clone())
+                        {
+                            store.resumed.insert(key);
+                            e.insert(model);
+                            n += 1;
+                        }
+                    }
+                    self.store_loads.inc();
+                    tracing::info!(service = %file.service, from = %file.owner, series = n, "models loaded from the model store");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the model store failed"),
+            }
+        }
+        if store.resumed.remove(&rec.series) {
+            rec.partial = true;
+        }
+        true
+    }
+
+    /// Takes what the last background save found: services another instance owns now.
+    fn take_moved(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let moved = std::mem::take(&mut *store.moved.lock().unwrap_or_else(|e| e.into_inner()));
+        for (service, owner) in moved {
+            if store
+                .traffic
+                .get(&service)
+                .is_some_and(|t| store.saved.get(&service).is_some_and(|s| t > s))
+            {
+                // Traffic came back here since that save: it is this instance's again.
+                continue;
+            }
+            self.models.retain(|k, _| k.service != service);
+            store.resumed.retain(|k| k.service != service);
+            store.traffic.remove(&service);
+            store.saved.remove(&service);
+            store.looked_up.remove(&service);
+            store.away.insert(service.clone());
+            self.store_moves.inc();
+            tracing::info!(service = %service, to = %owner, "service moved to another instance: its models here are dropped");
+        }
+    }
+
+    /// Writes the services that had traffic here since their last save to the store: on a
+    /// blocking thread, or now (`now`: at shutdown).
+    fn save_store(&mut self, now: bool) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if !now && store.pending.as_ref().is_some_and(|p| !p.is_finished()) {
+            return;
+        }
+        let (services, check) = store.to_save();
+        self.last_store_save = std::time::Instant::now();
+        if services.is_empty() && check.is_empty() {
+            return;
+        }
+        let files = store::files(&store.owner, &self.models, &services);
+        for (s, t) in services {
+            store.saved.insert(s, t);
+        }
+        let (dir, owner, moved) = (store.dir.clone(), store.owner.clone(), store.moved.clone());
+        let job = move || store::Store::write_all(&dir, &owner, &files, &check, &moved);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !now => store.pending = Some(rt.spawn_blocking(job)),
+            _ => job(),
+        }
+    }
+
     /// Scores one record, learns from it if it is normal, and fills in `anomaly`.
     pub fn score(&mut self, rec: &mut WindowRecord) {
+        if !self.consult_store(rec) {
+            return;
+        }
         self.bound(rec);
         let cfg = &self.cfg;
         let model = self
@@ -1476,6 +1614,7 @@ impl Processor for IForestProcessor {
             return;
         };
         self.take_feedback();
+        self.take_moved();
         let mut records = Arc::try_unwrap(records).unwrap_or_else(|a| (*a).clone());
         for r in &mut records {
             self.score(r);
@@ -1489,19 +1628,25 @@ impl Processor for IForestProcessor {
     }
 
     fn tick_interval(&self) -> Option<std::time::Duration> {
-        (!self.cfg.model_path.is_empty())
+        (!self.cfg.model_path.is_empty() || self.store.is_some())
             .then(|| (self.cfg.save_interval.get() / 4).max(std::time::Duration::from_millis(100)))
     }
 
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {
         self.take_feedback();
+        self.take_moved();
         if self.last_save.elapsed() >= self.cfg.save_interval.get() {
             self.save_in_background();
+        }
+        if self.last_store_save.elapsed() >= self.cfg.save_interval.get() {
+            self.save_store(false);
         }
     }
 
     fn on_shutdown(&mut self, _out: &mut Vec<Batch>) {
         self.save_now();
+        self.take_moved();
+        self.save_store(true);
     }
 }
 

@@ -81,7 +81,7 @@ pub struct ModelFile {
 }
 
 impl SeriesModel {
-    fn save(&self, key: &SeriesKey) -> SavedSeries {
+    pub(super) fn save(&self, key: &SeriesKey) -> SavedSeries {
         SavedSeries {
             service: key.service.to_string(),
             target: key.target.as_ref().map(|t| t.to_string()),
@@ -145,27 +145,30 @@ pub fn to_file(cfg: &IForestConfig, models: &HashMap<Arc<SeriesKey>, SeriesModel
 
 /// The models of a file; series of a signal this version does not know are left out.
 pub fn from_file(cfg: &IForestConfig, file: &ModelFile) -> HashMap<Arc<SeriesKey>, SeriesModel> {
-    file.series
-        .iter()
-        .filter_map(|s| {
-            let signal = match &s.signal {
-                None => Signal::Spans,
-                Some(name) => Signal::parse(name)?,
-            };
-            let key = SeriesKey {
-                service: s.service.as_str().into(),
-                target: s.target.as_deref().map(Into::into),
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-                    .collect(),
-                signal,
-            };
-            let model = SeriesModel::restore(cfg, &key, s);
-            Some((Arc::new(key), model))
-        })
-        .collect()
+    file.series.iter().filter_map(|s| restore(cfg, s)).collect()
+}
+
+/// One saved series' key and model (None for a signal this version does not know).
+pub(super) fn restore(
+    cfg: &IForestConfig,
+    s: &SavedSeries,
+) -> Option<(Arc<SeriesKey>, SeriesModel)> {
+    let signal = match &s.signal {
+        None => Signal::Spans,
+        Some(name) => Signal::parse(name)?,
+    };
+    let key = SeriesKey {
+        service: s.service.as_str().into(),
+        target: s.target.as_deref().map(Into::into),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect(),
+        signal,
+    };
+    let model = SeriesModel::restore(cfg, &key, s);
+    Some((Arc::new(key), model))
 }
 
 /// Writes atomically: a crash mid-write leaves the previous file intact.

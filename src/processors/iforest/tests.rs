@@ -938,3 +938,62 @@ fn anomalies_in_an_expected_range_are_recorded_as_expected_and_the_range_is_save
         .with_feedback(restored.clone());
     assert_eq!(restored.expected(), vec![range]);
 }
+
+/// Two instances sharing a model store: a service that moves from `a` to `b` takes its models
+/// along (no warm-up, its first window at `b` partial), `a` finds it moved at its next save and
+/// stops judging its silent windows.
+#[test]
+fn a_service_moving_between_instances_takes_its_models_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = IForestConfig {
+        model_store: dir.path().display().to_string(),
+        ..Default::default()
+    };
+    let instance = |owner: &str| {
+        let mut p = IForestProcessor::new(&cfg, "iforest", &Telemetry::new());
+        if let Some(s) = p.store.as_mut() {
+            s.owner = owner.into();
+        }
+        p
+    };
+    let (mut a, mut b) = (instance("a"), instance("b"));
+    let mut s = Stream::new(7, "checkout");
+    for _ in 0..200 {
+        let mut r = s.next();
+        a.score(&mut r);
+    }
+    a.save_store(true);
+    let saved = store::read(dir.path(), "checkout").unwrap().unwrap();
+    assert_eq!((saved.owner.as_str(), saved.series.len()), ("a", 1));
+
+    // The balancer moves it to b mid-window: b's first window holds a third of the requests.
+    let mut first = s.next();
+    first.features[feature::REQUEST_COUNT] /= 3.0;
+    b.score(&mut first);
+    let fa = first.anomaly.clone().unwrap();
+    assert!(!fa.warming_up, "the model came along");
+    assert!(first.partial && !fa.is_anomaly, "{fa:?}");
+    for _ in 0..20 {
+        let mut r = s.next();
+        b.score(&mut r);
+        let an = r.anomaly.unwrap();
+        assert!(!an.warming_up && !an.is_anomaly, "{an:?}");
+    }
+    b.save_store(true);
+
+    // a still gets the service's (empty) windows, and at its next save learns it moved.
+    let mut empty = s.next();
+    empty.features = [0.0; N_FEATURES];
+    a.score(&mut empty);
+    a.save_store(true);
+    a.take_moved();
+    assert!(a.model(&s.key).is_none(), "a dropped the models");
+    let mut later = s.next();
+    later.features = [0.0; N_FEATURES];
+    a.score(&mut later);
+    assert!(later.anomaly.is_none(), "a no longer judges it");
+    assert_eq!(
+        store::read(dir.path(), "checkout").unwrap().unwrap().owner,
+        "b"
+    );
+}
