@@ -2,14 +2,16 @@
 //! by service) in front of three otelwatch instances, which forward to the downstream
 //! collector and send their scored windows to one incidents aggregator (`records` →
 //! `incidents`). The same spans sent to one otelwatch on its own must give the same windows,
-//! scores and incidents.
+//! scores and incidents; an instance removed and another added mid-run must lose and double
+//! nothing, and the services that move must not start cold.
 
 use crate::support::collector::{collector_binary, file_sink_config, Collector};
 use crate::support::*;
+use otelwatch::tools::scenario::Generator;
 use prost::Message;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn docs(path: &Path) -> Vec<Value> {
@@ -21,12 +23,17 @@ fn docs(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn is_window(d: &Value) -> bool {
-    d["event"]["dataset"] == "otelwatch.window"
+fn windows(path: &Path) -> Vec<Value> {
+    docs(path)
+        .into_iter()
+        .filter(|d| d["event"]["dataset"] == "otelwatch.window")
+        .collect()
 }
 
+type Key = (String, String);
+
 /// A window's series and start.
-fn key(d: &Value) -> (String, String) {
+fn key(d: &Value) -> Key {
     let mut series = d["service"]["name"].as_str().unwrap().to_string();
     if let Some(t) = d["service"]["target"]["name"].as_str() {
         series += &format!(" -> {t}");
@@ -68,93 +75,183 @@ fn incident_events(all: &[Value]) -> Vec<String> {
     out
 }
 
-// The heavy-test lock is held for the whole run (its await points included) on purpose.
-#[allow(clippy::await_holding_lock)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_behind_the_load_balancer_judge_as_one() {
-    let Some(bin) = collector_binary() else {
-        return;
-    };
-    let _heavy = heavy();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    let (down, agg, lb, single) = (free_port(), free_port(), free_port(), free_port());
-    let ports = [free_port(), free_port(), free_port()];
-    let downstream_file = d.join("downstream.jsonl");
+/// The `records` processor's dropped records for `reason`, read from the aggregator.
+fn dropped(aggregator: &Otelwatch, reason: &str) -> f64 {
+    let series = format!(
+        "otelwatch_records_dropped_items_total{{processor=\"records@logs/incidents\",reason=\"{reason}\"}}"
+    );
+    assert!(
+        aggregator.metrics().contains(&series),
+        "{series} is not reported"
+    );
+    aggregator.metric(&series)
+}
 
-    let setup = {
-        let (d, bin, downstream_file) = (d.clone(), bin.clone(), downstream_file.clone());
-        tokio::task::spawn_blocking(move || {
-            let downstream = Collector::start(
-                &bin,
-                &d,
-                "downstream",
-                &file_sink_config(down, &downstream_file),
-            );
-            let aggregator = Otelwatch::start(
-                &d,
-                "aggregator",
-                &config("scale-aggregator.yaml", &[("GRPC", &agg)]),
-            );
-            let instances: Vec<Otelwatch> = ports
-                .iter()
-                .enumerate()
-                .map(|(n, port)| {
-                    let name = format!("ow{n}");
-                    let cfg = config(
-                        "scale-instance.yaml",
-                        &[
-                            ("GRPC", port),
-                            ("DOWNSTREAM", &down),
-                            ("AGGREGATOR", &agg),
-                            ("NAME", &name),
-                        ],
-                    );
-                    Otelwatch::start(&d, &name, &cfg)
-                })
-                .collect();
-            let backends = format!(
-                "[{}]",
-                ports
-                    .iter()
-                    .map(|p| format!("\"127.0.0.1:{p}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let front = Collector::start(
-                &bin,
-                &d,
-                "front",
-                &config(
-                    "collector/load-balancer.yaml",
-                    &[("PORT", &lb), ("BACKENDS", &backends)],
-                ),
-            );
-            let single = Otelwatch::start(
-                &d,
-                "single",
-                &config("scale-single.yaml", &[("GRPC", &single)]),
-            );
-            (downstream, aggregator, instances, front, single)
-        })
-    };
-    let (mut downstream, mut aggregator, mut instances, mut front, mut single_ow) =
-        setup.await.unwrap();
+/// The processes of one run: the downstream collector, the aggregator, the instances, the
+/// first tier, and one otelwatch alone for comparison.
+struct Stack {
+    dir: PathBuf,
+    down: u16,
+    agg: u16,
+    downstream: Collector,
+    aggregator: Otelwatch,
+    instances: BTreeMap<String, (u16, Otelwatch)>,
+    front: Collector,
+    lb: u16,
+    single: Otelwatch,
+    single_port: u16,
+}
 
-    // The shop's first 450 windows (five of its incidents), event time ending well before now.
+/// Starts instance `name`, forwarding to `down` and sending its windows to `agg`.
+fn instance(dir: &Path, name: &str, down: u16, agg: u16) -> (u16, Otelwatch) {
+    let port = free_port();
+    let store = dir.join("model-store");
+    let cfg = config(
+        "scale-instance.yaml",
+        &[
+            ("GRPC", &port),
+            ("DOWNSTREAM", &down),
+            ("AGGREGATOR", &agg),
+            ("NAME", &name),
+            ("STORE", &store.display()),
+        ],
+    );
+    (port, Otelwatch::start(dir, name, &cfg))
+}
+
+/// The first tier's config, balancing over these instances' ports.
+fn front_config(lb: u16, ports: impl Iterator<Item = u16>) -> String {
+    let backends = format!(
+        "[{}]",
+        ports
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    config(
+        "collector/load-balancer.yaml",
+        &[("PORT", &lb), ("BACKENDS", &backends)],
+    )
+}
+
+impl Stack {
+    fn start(dir: &Path, bin: &Path, n: usize) -> Self {
+        let (down, agg, lb, single_port) = (free_port(), free_port(), free_port(), free_port());
+        let downstream = Collector::start(
+            bin,
+            dir,
+            "downstream",
+            &file_sink_config(down, &dir.join("downstream.jsonl")),
+        );
+        let aggregator = Otelwatch::start(
+            dir,
+            "aggregator",
+            &config("scale-aggregator.yaml", &[("GRPC", &agg)]),
+        );
+        let instances: BTreeMap<String, (u16, Otelwatch)> = (0..n)
+            .map(|i| {
+                let name = format!("ow{i}");
+                let started = instance(dir, &name, down, agg);
+                (name, started)
+            })
+            .collect();
+        let front = Collector::start(
+            bin,
+            dir,
+            "front",
+            &front_config(lb, instances.values().map(|(p, _)| *p)),
+        );
+        let single = Otelwatch::start(
+            dir,
+            "single",
+            &config("scale-single.yaml", &[("GRPC", &single_port)]),
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            down,
+            agg,
+            downstream,
+            aggregator,
+            instances,
+            front,
+            lb,
+            single,
+            single_port,
+        }
+    }
+
+    fn add_instance(&mut self, name: &str) {
+        let started = instance(&self.dir, name, self.down, self.agg);
+        self.instances.insert(name.to_string(), started);
+    }
+
+    /// Has the first tier balance over these instances (its config reloaded).
+    fn balance_over(&mut self, names: &[String]) {
+        let ports = names.iter().map(|n| self.instances[n].0);
+        let cfg = front_config(self.lb, ports);
+        self.front.reload(&cfg);
+    }
+
+    /// Stops an instance (it judges and sends what it holds, and saves its models).
+    fn stop_instance(&mut self, name: &str) -> Otelwatch {
+        let (_, mut ow) = self.instances.remove(name).unwrap();
+        assert!(ow.terminate().success(), "{}", ow.stderr());
+        ow
+    }
+
+    /// Waits for every span at the downstream collector, then stops everything in order:
+    /// the first tier, the instances (they send what they hold to the aggregator), the
+    /// aggregator (after `check` has read it), the single instance.
+    fn finish(mut self, sent: &SpanSet, check: impl FnOnce(&Otelwatch)) -> Finished {
+        let file = self.dir.join("downstream.jsonl");
+        wait_for_spans(&file, sent, Duration::from_secs(60), || self.front.log());
+        assert_exactly(&file, sent);
+        self.front.stop();
+        let names: Vec<String> = self.instances.keys().cloned().collect();
+        let stopped: Vec<Otelwatch> = names.iter().map(|n| self.stop_instance(n)).collect();
+        check(&self.aggregator);
+        assert!(
+            self.aggregator.terminate().success(),
+            "{}",
+            self.aggregator.stderr()
+        );
+        assert!(
+            self.single.terminate().success(),
+            "{}",
+            self.single.stderr()
+        );
+        self.downstream.stop();
+        Finished {
+            _processes: (self.aggregator, self.single, stopped),
+        }
+    }
+}
+
+/// The stopped processes, kept until the test has read their files (their logs are checked
+/// when they drop).
+struct Finished {
+    _processes: (Otelwatch, Otelwatch, Vec<Otelwatch>),
+}
+
+/// The shop's windows, event time ending well before now.
+fn shop() -> Generator {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let mut g = otelwatch::tools::scenario::Generator::new(
+    Generator::new(
         otelwatch::tools::bench::quality::shop(),
         now - 3 * 3600 * 1_000_000_000,
-    );
-    let mut sent = SpanSet::new();
-    let mut dups = 0;
-    for _ in 0..450 {
+    )
+}
+
+/// Sends the generator's next `n` windows to the first tier and to the single instance.
+async fn send(g: &mut Generator, n: usize, lb: u16, single: u16, sent: &mut SpanSet) {
+    for _ in 0..n {
         let req = g.next_window();
-        spans_of(&req, &mut sent, &mut dups);
+        let mut dups = 0;
+        spans_of(&req, sent, &mut dups);
+        assert_eq!(dups, 0);
         let body: bytes::Bytes = req.encode_to_vec().into();
         grpc_send(lb, body.clone(), false, TRACES)
             .await
@@ -163,44 +260,55 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
             .await
             .expect("the single instance accepts");
     }
-    assert_eq!(dups, 0);
+}
 
-    let (aggregator, single_ow, instances) = tokio::task::spawn_blocking(move || {
-        wait_for_spans(&downstream_file, &sent, Duration::from_secs(60), || {
-            front.log()
-        });
-        assert_exactly(&downstream_file, &sent);
-        front.stop();
-        // The instances stop first: they judge what they hold and send it to the aggregator.
-        for ow in &mut instances {
-            assert!(ow.terminate().success(), "{}", ow.stderr());
-        }
-        // What they sent has been accepted: nothing came twice or after its window was judged.
-        for reason in ["duplicate", "late", "not_a_window", "invalid"] {
-            let series = format!(
-                "otelwatch_records_dropped_items_total{{processor=\"records@logs/incidents\",reason=\"{reason}\"}}"
-            );
-            assert!(aggregator.metrics().contains(&series), "{series} is not reported");
-            assert_eq!(aggregator.metric(&series), 0.0, "{series}");
-        }
-        assert!(aggregator.terminate().success(), "{}", aggregator.stderr());
-        assert!(single_ow.terminate().success(), "{}", single_ow.stderr());
-        downstream.stop();
-        (aggregator, single_ow, instances)
+/// Every series' window judged by the aggregator, once each, with its verdict.
+fn judged(dir: &Path) -> BTreeMap<Key, Value> {
+    let ws = windows(&dir.join("incidents.jsonl"));
+    let n = ws.len();
+    let out: BTreeMap<Key, Value> = ws.into_iter().map(|w| (key(&w), w)).collect();
+    assert_eq!(out.len(), n, "the aggregator judged a window twice");
+    out
+}
+
+// The heavy-test lock is held for the whole run (its await points included) on purpose.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_the_load_balancer_judge_as_one() {
+    let Some(bin) = collector_binary() else {
+        return;
+    };
+    let _heavy = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    let stack = {
+        let (d, bin) = (d.clone(), bin.clone());
+        tokio::task::spawn_blocking(move || Stack::start(&d, &bin, 3))
+            .await
+            .unwrap()
+    };
+    // The shop's first 450 windows: five of its incidents.
+    let mut g = shop();
+    let mut sent = SpanSet::new();
+    send(&mut g, 450, stack.lb, stack.single_port, &mut sent).await;
+    let done = tokio::task::spawn_blocking(move || {
+        stack.finish(&sent, |aggregator| {
+            // Nothing came twice, late, or other than window records.
+            for reason in ["duplicate", "late", "not_a_window", "invalid"] {
+                assert_eq!(dropped(aggregator, reason), 0.0, "{reason}");
+            }
+        })
     })
     .await
     .unwrap();
 
     // Every series' window was scored by exactly one instance, and the services were spread.
-    let mut scored: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut scored: BTreeMap<Key, String> = BTreeMap::new();
     let mut busy = 0;
     for n in 0..3 {
-        let windows: Vec<Value> = docs(&d.join(format!("windows-ow{n}.jsonl")))
-            .into_iter()
-            .filter(is_window)
-            .collect();
-        busy += usize::from(!windows.is_empty());
-        for w in windows {
+        let ws = windows(&d.join(format!("windows-ow{n}.jsonl")));
+        busy += usize::from(!ws.is_empty());
+        for w in ws {
             let prev = scored.insert(key(&w), verdict(&w));
             assert!(prev.is_none(), "{:?} was scored twice", key(&w));
         }
@@ -216,41 +324,137 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
 
     // The same windows and verdicts as one instance on the same spans.
     let single_docs = docs(&d.join("single.jsonl"));
-    let alone: BTreeMap<(String, String), String> = single_docs
+    let alone: BTreeMap<Key, String> = single_docs
         .iter()
-        .filter(|d| is_window(d))
+        .filter(|d| d["event"]["dataset"] == "otelwatch.window")
         .map(|w| (key(w), verdict(w)))
         .collect();
-    assert_eq!(scored.len(), alone.len());
-    for (k, v) in &alone {
-        assert_eq!(scored.get(k), Some(v), "{k:?}");
-    }
+    assert_eq!(scored, alone);
 
     // The aggregator judged every window once, and its incidents are the single instance's:
     // the same windows in the same incidents, the same events, the same ranked causes.
-    let agg_docs = docs(&d.join("incidents.jsonl"));
-    let joined: BTreeMap<(String, String), Value> = agg_docs
-        .iter()
-        .filter(|d| is_window(d))
-        .map(|w| (key(w), w["incident"]["id"].clone()))
+    let joined: BTreeMap<Key, Value> = judged(&d)
+        .into_iter()
+        .map(|(k, w)| (k, w["incident"]["id"].clone()))
         .collect();
-    assert_eq!(
-        joined.len(),
-        agg_docs.iter().filter(|d| is_window(d)).count(),
-        "the aggregator judged a window twice"
-    );
-    let alone_incidents: BTreeMap<(String, String), Value> = single_docs
+    let alone_incidents: BTreeMap<Key, Value> = single_docs
         .iter()
-        .filter(|d| is_window(d))
+        .filter(|d| d["event"]["dataset"] == "otelwatch.window")
         .map(|w| (key(w), w["incident"]["id"].clone()))
         .collect();
     assert_eq!(joined, alone_incidents);
-    let events = incident_events(&agg_docs);
+    let events = incident_events(&docs(&d.join("incidents.jsonl")));
     let opened: BTreeSet<&String> = events.iter().filter(|e| e.contains("opened")).collect();
     assert!(
         opened.len() >= 4,
         "the shop's incidents should open incidents: {events:#?}"
     );
     assert_eq!(events, incident_events(&single_docs));
-    drop((aggregator, single_ow, instances));
+    drop(done);
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_removed_and_another_added_mid_run_loses_and_doubles_nothing() {
+    let Some(bin) = collector_binary() else {
+        return;
+    };
+    let _heavy = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    let mut stack = {
+        let (d, bin) = (d.clone(), bin.clone());
+        tokio::task::spawn_blocking(move || Stack::start(&d, &bin, 3))
+            .await
+            .unwrap()
+    };
+    let (lb, single) = (stack.lb, stack.single_port);
+    let mut g = shop();
+    let mut sent = SpanSet::new();
+    // Past the warm-up and two incidents.
+    send(&mut g, 200, lb, single, &mut sent).await;
+    let first_moved = g.window_start_ns(200);
+
+    // The busiest instance goes, a new one comes: the ring moves the busiest instance's
+    // services, and some of the others'.
+    let stack = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let busiest = stack
+            .instances
+            .keys()
+            .max_by_key(|n| {
+                windows(&stack.dir.join(format!("windows-{n}.jsonl")))
+                    .iter()
+                    .map(|w| key(w).0)
+                    .collect::<BTreeSet<String>>()
+                    .len()
+            })
+            .unwrap()
+            .clone();
+        stack.add_instance("ow3");
+        let mut keep: Vec<String> = stack.instances.keys().cloned().collect();
+        keep.retain(|n| *n != busiest);
+        stack.balance_over(&keep);
+        let gone = stack.stop_instance(&busiest);
+        (stack, busiest, gone)
+    })
+    .await
+    .unwrap();
+    let (stack, busiest, gone) = stack;
+    // On through a third incident (a traffic drop at 260).
+    send(&mut g, 130, lb, single, &mut sent).await;
+    let done = tokio::task::spawn_blocking(move || {
+        // Its first windows are scored once its watermark passes them.
+        let loaded = wait_until(Duration::from_secs(30), || {
+            stack.instances["ow3"]
+                .1
+                .metric("otelwatch_iforest_store_loads_total{processor=\"iforest@traces/detect\"}")
+                >= 1.0
+        });
+        assert!(loaded, "no model came from the store to ow3");
+        stack.finish(&sent, |_| {})
+    })
+    .await
+    .unwrap();
+
+    // The removed instance had services, and the new one took some.
+    let before = windows(&d.join(format!("windows-{busiest}.jsonl")));
+    let after = windows(&d.join("windows-ow3.jsonl"));
+    assert!(!before.is_empty() && !after.is_empty());
+    // None of the new instance's windows with traffic was warming up: the models came along.
+    for w in &after {
+        if w["features"]["request_count"].as_f64().unwrap() > 0.0 {
+            assert_eq!(w["anomaly"]["warming_up"], false, "{w}");
+        }
+    }
+
+    // Every series' window judged once, none lost: the single instance's windows, exactly.
+    let joined = judged(&d);
+    let alone: BTreeMap<Key, Value> = windows(&d.join("single.jsonl"))
+        .into_iter()
+        .map(|w| (key(&w), w))
+        .collect();
+    let missing: Vec<&Key> = alone.keys().filter(|k| !joined.contains_key(*k)).collect();
+    let extra: Vec<&Key> = joined.keys().filter(|k| !alone.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "lost: {missing:?}\ndoubled or made up: {extra:?}"
+    );
+    // The move raised no alarm of its own: from the move to the next incident, every window
+    // flagged is one the single instance flagged too.
+    let until = g.window_start_ns(260);
+    let in_move = |w: &Value| {
+        let t = otelwatch::model::time::parse_rfc3339_ns(w["window"]["start"].as_str().unwrap())
+            .unwrap();
+        (first_moved..until).contains(&t)
+    };
+    for (k, w) in &joined {
+        if in_move(w) && w["anomaly"]["is_anomaly"] == true {
+            assert_eq!(
+                alone[k]["anomaly"]["is_anomaly"], true,
+                "an alarm of the move: {w}"
+            );
+        }
+    }
+    drop((done, gone));
 }

@@ -61,6 +61,7 @@ pub fn relay_config(port: u16, to: u16, tls: &str, extra: &str) -> String {
 pub struct Collector {
     child: Option<Child>,
     pub log_path: PathBuf,
+    config_path: PathBuf,
 }
 
 impl Collector {
@@ -84,6 +85,7 @@ impl Collector {
         let mut c = Self {
             child: Some(child),
             log_path,
+            config_path,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -96,6 +98,29 @@ impl Collector {
             if Instant::now() > deadline {
                 panic!("the collector did not start:\n{}", c.log());
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Replaces its config and has it reload (SIGHUP, as an operator or a config watcher
+    /// would); returns once it says it is ready again.
+    pub fn reload(&mut self, config: &str) {
+        let ready = |c: &Self| c.log().matches("Everything is ready").count();
+        let before = ready(self);
+        std::fs::write(&self.config_path, config).unwrap();
+        let pid = self.child.as_ref().expect("not running").id();
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ready(self) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "the collector did not reload:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
