@@ -8,7 +8,7 @@
 //!   otlp:
 //! processors:
 //!   records:
-//!     join_wait: 5s
+//!     join_wait: 10s
 //!   incidents:
 //! service:
 //!   pipelines:
@@ -18,9 +18,12 @@
 //!       exporters: [file]
 //! ```
 //!
-//! Each sender is told apart by its resource's `service.instance.id`. Its windows close in
-//! order, so the latest window start it sent is how far it has got. A window start is handed on
-//! once every sender has sent a later one, or once `join_wait` has passed both since its first
+//! Each sender is told apart by its resource's `service.instance.id`. Its window processor
+//! emits every window of its series in turn, but its exporter may deliver two of them out of
+//! order; how far it has got is the run of windows it delivered without a gap (per window
+//! length: its pipelines may window at different intervals), a gap still open `join_wait` after
+//! the window beyond it came being taken as windows it will not send. A window start is handed
+//! on once every sender has got past it, or once `join_wait` has passed both since its first
 //! record came and since each sender still behind was last heard from (a sender whose services
 //! had no traffic sends nothing). Its records are handed on in series order, as one instance's
 //! window processor hands them on, so the incidents do not depend on which sender came first.
@@ -60,7 +63,7 @@ pub struct RecordsConfig {
 impl Default for RecordsConfig {
     fn default() -> Self {
         Self {
-            join_wait: ConfigDuration::from_secs(5),
+            join_wait: ConfigDuration::from_secs(10),
         }
     }
 }
@@ -96,10 +99,50 @@ impl crate::processors::ProcessorType for RecordsConfig {
     }
 }
 
-struct Sender {
-    /// The latest window start it sent.
-    progress: u64,
+/// What one sender has delivered of one window length (a sender's pipelines may window at
+/// different intervals). Its window processor emits every window of its series in turn, but
+/// its exporter may deliver two batches out of order (several requests in flight), so how far
+/// it has got is the latest window of the run it delivered without a gap: every window before
+/// that one is complete (a window's records may come in several requests, so the latest is not
+/// known complete until a later one comes).
+struct Stream {
+    /// The latest window start of the gapless run (None: nothing yet).
+    last: Option<u64>,
+    /// Windows delivered beyond a gap, and when each came: a gap still open `join_wait` after
+    /// the window beyond it came is taken as windows this sender will not send.
+    ahead: BTreeMap<u64, Instant>,
     heard: Instant,
+}
+
+impl Stream {
+    fn note(&mut self, start: u64, now: Instant) {
+        self.heard = now;
+        match self.last {
+            None => self.last = Some(start),
+            Some(last) if start > last => {
+                self.ahead.entry(start).or_insert(now);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Closes the gaps filled, and those waited on for `wait`.
+    fn advance(&mut self, interval: u64, now: Instant, wait: Duration) {
+        while let Some((&start, &came)) = self.ahead.first_key_value() {
+            let last = self.last.unwrap_or(start);
+            if start <= last.saturating_add(interval) || now.duration_since(came) >= wait {
+                self.last = Some(last.max(start));
+                self.ahead.pop_first();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Whether every record of window `start` has come.
+    fn past(&self, start: u64) -> bool {
+        self.last.is_some_and(|l| l > start)
+    }
 }
 
 struct Dropped {
@@ -111,7 +154,8 @@ struct Dropped {
 
 pub struct RecordsProcessor {
     wait: Duration,
-    senders: HashMap<Arc<str>, Sender>,
+    /// By sender and window length.
+    senders: HashMap<(Arc<str>, u64), Stream>,
     /// Records waiting, by window start, by series; and when the first came.
     pending: BTreeMap<u64, (Instant, BTreeMap<Arc<SeriesKey>, WindowRecord>)>,
     /// The latest window start handed on (a record at or before it is late).
@@ -143,12 +187,14 @@ impl RecordsProcessor {
     }
 
     fn offer(&mut self, sender: Arc<str>, r: WindowRecord, now: Instant) {
-        let s = self.senders.entry(sender).or_insert(Sender {
-            progress: 0,
+        let interval = r.interval_ns.max(1);
+        let s = self.senders.entry((sender, interval)).or_insert(Stream {
+            last: None,
+            ahead: BTreeMap::new(),
             heard: now,
         });
-        s.heard = now;
-        s.progress = s.progress.max(r.start_ns);
+        s.note(r.start_ns, now);
+        s.advance(interval, now, self.wait);
         if self.handed.is_some_and(|h| r.start_ns <= h) {
             self.dropped.late.inc();
             return;
@@ -177,7 +223,7 @@ impl RecordsProcessor {
     fn ready(&self, start: u64, since: Instant, now: Instant) -> bool {
         self.pending.len() > MAX_PENDING
             || self.senders.values().all(|s| {
-                s.progress > start
+                s.past(start)
                     || (now.duration_since(s.heard) >= self.wait
                         && now.duration_since(since) >= self.wait)
             })
@@ -185,6 +231,9 @@ impl RecordsProcessor {
 
     /// Hands on every window start that is ready (all of them with `all`), oldest first.
     fn flush(&mut self, now: Instant, all: bool, out: &mut Vec<Batch>) {
+        for ((_, interval), s) in self.senders.iter_mut() {
+            s.advance(*interval, now, self.wait);
+        }
         let mut records = Vec::new();
         while let Some((&start, &(since, _))) = self.pending.first_key_value() {
             if !all && !self.ready(start, since, now) {
@@ -414,6 +463,30 @@ mod tests {
         assert!(got[0].partial && !got[0].is_anomaly() && got[0].features[0] == 27.0);
         // A latency anomaly is still one.
         assert!(got[1].partial && got[1].is_anomaly());
+    }
+
+    #[test]
+    fn windows_a_sender_delivers_out_of_order_are_not_late() {
+        let (mut p, t) = processor(60_000);
+        let mut out = Vec::new();
+        p.process(logs("a", &[rec("alpha", 10, 1.0)]), &mut out);
+        p.process(logs("b", &[rec("beta", 10, 1.0)]), &mut out);
+        // a's window 30 overtakes its window 20.
+        p.process(logs("a", &[rec("alpha", 30, 1.0)]), &mut out);
+        p.process(logs("b", &[rec("beta", 20, 1.0)]), &mut out);
+        p.process(logs("b", &[rec("beta", 30, 1.0)]), &mut out);
+        // a's run stops at 10 until its 20 comes: window 10 may still have records of a's.
+        assert!(handed(&out).is_empty(), "{:?}", handed(&out));
+        p.process(logs("a", &[rec("alpha", 20, 1.0)]), &mut out);
+        assert_eq!(
+            handed(&out).len(),
+            4,
+            "windows 10 and 20: {:?}",
+            handed(&out)
+        );
+        p.on_shutdown(&mut out);
+        assert_eq!(handed(&out).len(), 6, "{:?}", handed(&out));
+        assert!(t.render().contains("reason=\"late\"} 0"), "{}", t.render());
     }
 
     #[test]

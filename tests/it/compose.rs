@@ -8,6 +8,18 @@ use serde_norway::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The services of the default stack (no profile).
+const DEFAULT_STACK: [&str; 8] = [
+    "elasticsearch",
+    "kibana",
+    "otel-collector",
+    "otelwatch",
+    "service-a",
+    "service-b",
+    "traffic",
+    "kibana-setup",
+];
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -64,16 +76,7 @@ fn compose_references_are_consistent() {
         .keys()
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
-    for want in [
-        "elasticsearch",
-        "kibana",
-        "otel-collector",
-        "otelwatch",
-        "service-a",
-        "service-b",
-        "traffic",
-        "kibana-setup",
-    ] {
+    for want in DEFAULT_STACK {
         assert!(names.iter().any(|n| n == want), "missing service {want}");
     }
     let svc = |n: &str| &compose["services"][n];
@@ -307,16 +310,7 @@ fn compose_scale_profile_is_consistent() {
     };
 
     // The default stack stays as it is: none of its services is in a profile.
-    for n in [
-        "elasticsearch",
-        "kibana",
-        "otel-collector",
-        "otelwatch",
-        "service-a",
-        "service-b",
-        "traffic",
-        "kibana-setup",
-    ] {
+    for n in DEFAULT_STACK {
         assert!(
             profile_of(n).is_empty(),
             "{n} must stay in the default stack"

@@ -8,15 +8,6 @@ use prost::Message;
 use serde_json::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn read_docs(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_incidents_are_flagged_and_explained_and_normal_traffic_is_not() {
     let dir = tempfile::tempdir().unwrap();

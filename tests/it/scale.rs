@@ -14,17 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn docs(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn windows(path: &Path) -> Vec<Value> {
-    docs(path)
+    read_docs(path)
         .into_iter()
         .filter(|d| d["event"]["dataset"] == "otelwatch.window")
         .collect()
@@ -323,7 +314,7 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
     );
 
     // The same windows and verdicts as one instance on the same spans.
-    let single_docs = docs(&d.join("single.jsonl"));
+    let single_docs = read_docs(&d.join("single.jsonl"));
     let alone: BTreeMap<Key, String> = single_docs
         .iter()
         .filter(|d| d["event"]["dataset"] == "otelwatch.window")
@@ -343,7 +334,7 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
         .map(|w| (key(w), w["incident"]["id"].clone()))
         .collect();
     assert_eq!(joined, alone_incidents);
-    let events = incident_events(&docs(&d.join("incidents.jsonl")));
+    let events = incident_events(&read_docs(&d.join("incidents.jsonl")));
     let opened: BTreeSet<&String> = events.iter().filter(|e| e.contains("opened")).collect();
     assert!(
         opened.len() >= 4,

@@ -363,6 +363,17 @@ pub fn assert_exactly(file: &Path, sent: &SpanSet) {
     assert_eq!(&got, sent, "not exactly the spans sent");
 }
 
+/// The JSON documents of a file the file exporter wrote with window and incident documents
+/// (one per line; none if it does not exist).
+pub fn read_docs(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Polls until `f` is true or the time is up.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
