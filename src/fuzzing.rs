@@ -208,12 +208,12 @@ pub fn detection(data: &[u8]) {
     let mut out = Vec::new();
     window.process(batch, &mut out);
     window.on_shutdown(&mut out);
-    let records = window_records(out);
+    let records = records_of(out);
     check_and_score(records, crate::model::window::SeriesKey::service("svc-0"));
 }
 
 /// The window records among a processor's output batches.
-fn window_records(out: Vec<Batch>) -> Vec<WindowRecord> {
+fn records_of(out: Vec<Batch>) -> Vec<WindowRecord> {
     out.into_iter()
         .filter_map(|b| match b.payload {
             Payload::Windows(r) => Some(r),
@@ -309,7 +309,7 @@ fn log_detection(data: &[u8]) {
         &mut out,
     );
     window.on_shutdown(&mut out);
-    let records = window_records(out);
+    let records = records_of(out);
     let counted: f64 = records.iter().map(|r| r.features[0]).sum();
     let late = telemetry.sum("otelwatch_window_late_spans_total", &[]);
     assert_eq!(
@@ -417,6 +417,79 @@ pub fn stored_files(data: &[u8]) {
     }
 }
 
+/// Log records another instance sent (a line each: the bytes split at newlines, each line a
+/// record's body, the first byte choosing the sender), read back as window records and joined
+/// by the `records` processor: no panic, and every record handed on has a window length and
+/// is handed on once.
+pub fn window_records(data: &[u8]) {
+    use crate::otlp::records::{INSTANCE_ATTRIBUTE, WINDOW_EVENT};
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let Some((&sender, body)) = data.split_first() else {
+        return;
+    };
+    let text = |s: String| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        })
+    };
+    let log_records = String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| LogRecord {
+            event_name: WINDOW_EVENT.into(),
+            body: text(l.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: INSTANCE_ATTRIBUTE.into(),
+                    value: text(format!("ow-{}", sender % 3)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut p = crate::processors::records::RecordsProcessor::new(
+        std::time::Duration::from_millis(1),
+        "records",
+        &Telemetry::default(),
+    );
+    let mut out = Vec::new();
+    p.process(
+        Batch {
+            items: 1,
+            payload: Payload::Logs(Arc::new(req)),
+            encoded: None,
+            held: Default::default(),
+        },
+        &mut out,
+    );
+    p.on_shutdown(&mut out);
+    let mut seen = std::collections::HashSet::new();
+    for b in out {
+        let Payload::Windows(records) = b.payload else {
+            panic!("records hands on window records only");
+        };
+        for r in records.iter() {
+            assert!(r.interval_ns > 0);
+            assert!(
+                seen.insert((r.series.clone(), r.start_ns)),
+                "a series' window handed on twice"
+            );
+        }
+    }
+}
+
 #[cfg(all(test, feature = "tools"))]
 mod tests {
     use super::*;
@@ -467,6 +540,11 @@ mod tests {
                 .to_vec(),
             br#"{"format":"otelwatch-iforest","version":1,"seed":1,"series":[{"service":"a","target":null,"labels":[],"learned":40,"consecutive":0,"points":[[1,2],[3]],"normal":[],"scores":[]}]}"#.to_vec(),
             (0..200u8).collect(),
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fuzz/seeds/window_records/seed-1"
+            ))
+            .unwrap_or_default(),
         ]
     }
 
@@ -479,6 +557,7 @@ mod tests {
             json_line(&input);
             bulk_response(&input);
             stored_files(&input);
+            window_records(&input);
         }
         for input in inputs(&seeds, 200) {
             detection(&input);

@@ -48,6 +48,8 @@ use std::time::{Duration, Instant};
 
 /// Window starts held at most while a sender catches up; beyond, the oldest is handed on.
 const MAX_PENDING: usize = 1024;
+/// Records held at most (whatever senders send); beyond, the oldest window is handed on.
+const MAX_HELD: usize = 500_000;
 /// Senders remembered at most; beyond, the longest silent is forgotten.
 const MAX_SENDERS: usize = 4096;
 /// A sender silent this long is forgotten.
@@ -121,6 +123,12 @@ impl Stream {
             None => self.last = Some(start),
             Some(last) if start > last => {
                 self.ahead.entry(start).or_insert(now);
+                // Bounded whatever a sender sends: the oldest gap is given up first.
+                if self.ahead.len() > MAX_PENDING {
+                    if let Some((first, _)) = self.ahead.pop_first() {
+                        self.last = Some(first);
+                    }
+                }
             }
             Some(_) => {}
         }
@@ -160,6 +168,8 @@ pub struct RecordsProcessor {
     pending: BTreeMap<u64, (Instant, BTreeMap<Arc<SeriesKey>, WindowRecord>)>,
     /// The latest window start handed on (a record at or before it is late).
     handed: Option<u64>,
+    /// Records waiting.
+    held: usize,
     dropped: Dropped,
 }
 
@@ -177,6 +187,7 @@ impl RecordsProcessor {
             senders: HashMap::new(),
             pending: BTreeMap::new(),
             handed: None,
+            held: 0,
             dropped: Dropped {
                 duplicate: counter("duplicate"),
                 late: counter("late"),
@@ -216,12 +227,14 @@ impl RecordsProcessor {
             }
             None => {
                 window.insert(r.series.clone(), r);
+                self.held += 1;
             }
         }
     }
 
     fn ready(&self, start: u64, since: Instant, now: Instant) -> bool {
         self.pending.len() > MAX_PENDING
+            || self.held > MAX_HELD
             || self.senders.values().all(|s| {
                 s.past(start)
                     || (now.duration_since(s.heard) >= self.wait
@@ -243,6 +256,7 @@ impl RecordsProcessor {
                 break;
             };
             self.handed = Some(start);
+            self.held = self.held.saturating_sub(window.len());
             records.extend(window.into_values());
         }
         if !records.is_empty() {
