@@ -30,7 +30,13 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
         let digits: String = frac.chars().take(9).collect();
         digits.parse::<u64>().ok()? * 10u64.pow(9 - digits.len() as u32)
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     let y2 = if m <= 2 { y - 1 } else { y };
@@ -41,9 +47,11 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    // Beyond 2554 the nanoseconds do not fit: not a time otelwatch can hold.
     u64::try_from(secs)
-        .ok()
-        .map(|s| s * 1_000_000_000 + frac_ns)
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(frac_ns)
 }
 
 /// Unix nanoseconds as RFC 3339 UTC (`2026-01-05T00:00:10Z`, with milliseconds when not whole).
@@ -78,6 +86,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_beyond_what_nanoseconds_hold_are_not_times() {
+        assert_eq!(parse_rfc3339_ns("4048-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ns("99999999999-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ns("2024-01-01T-1:00:00Z"), None);
+        assert!(parse_rfc3339_ns("2554-01-01T00:00:00Z").is_some());
+    }
 
     #[test]
     fn rfc3339_formats_utc() {

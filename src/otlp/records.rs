@@ -164,7 +164,10 @@ fn window_of(lr: &LogRecord) -> Option<WindowRecord> {
     };
     let doc: Value = serde_json::from_str(body).ok()?;
     let mut r = WindowRecord::from_document(&doc)?;
-    if r.interval_ns == 0 {
+    // A window from a millisecond to a day long, that ends at a time otelwatch can hold.
+    if !(1_000_000..=86_400_000_000_000).contains(&r.interval_ns)
+        || r.start_ns.checked_add(r.interval_ns).is_none()
+    {
         return None;
     }
     r.anomaly = Anomaly::from_document(&doc);
