@@ -346,17 +346,12 @@ fn warm_forest() -> std::sync::MutexGuard<'static, IForestProcessor> {
                     crate::model::window::SeriesKey::service("svc-0"),
                     crate::model::window::SeriesKey::logs("svc-0"),
                 ] {
-                    let mut r = WindowRecord {
-                        series: Arc::new(series),
-                        start_ns: 1_700_000_000_000_000_000 + k * 10_000_000_000,
-                        interval_ns: 10_000_000_000,
+                    let mut r = WindowRecord::new(
+                        Arc::new(series),
+                        1_700_000_000_000_000_000 + k * 10_000_000_000,
+                        10_000_000_000,
                         features,
-                        anomaly: None,
-                        partial: false,
-                        templates: Vec::new(),
-                        traces: 0,
-                        examples: Vec::new(),
-                    };
+                    );
                     p.score(&mut r);
                 }
             }
@@ -401,17 +396,12 @@ pub fn stored_files(data: &[u8]) {
         let mut p = IForestProcessor::new(&cfg, "iforest", &telemetry);
         p.replace_models(crate::processors::iforest::persist::from_file(&cfg, &file));
         for key in file.series.iter().take(4).map(|s| s.service.clone()) {
-            let mut r = WindowRecord {
-                series: Arc::new(crate::model::window::SeriesKey::service(&key)),
-                start_ns: 1_700_000_000_000_000_000,
-                interval_ns: 10_000_000_000,
-                features: [1.0; crate::model::window::N_FEATURES],
-                anomaly: None,
-                partial: false,
-                templates: Vec::new(),
-                traces: 0,
-                examples: Vec::new(),
-            };
+            let mut r = WindowRecord::new(
+                Arc::new(crate::model::window::SeriesKey::service(&key)),
+                1_700_000_000_000_000_000,
+                10_000_000_000,
+                [1.0; crate::model::window::N_FEATURES],
+            );
             p.score(&mut r);
         }
     }

@@ -374,6 +374,27 @@ pub const MAX_TRACES_COUNTED: u64 = 4096;
 pub const MAX_TEMPLATES_KEPT: usize = 5;
 
 impl WindowRecord {
+    /// A record of `series` for the window at `start_ns`, with these features, not scored
+    /// (no anomaly, templates, traces or examples).
+    pub fn new(
+        series: Arc<SeriesKey>,
+        start_ns: u64,
+        interval_ns: u64,
+        features: [f64; N_FEATURES],
+    ) -> Self {
+        Self {
+            series,
+            start_ns,
+            interval_ns,
+            features,
+            anomaly: None,
+            partial: false,
+            templates: Vec::new(),
+            traces: 0,
+            examples: Vec::new(),
+        }
+    }
+
     /// How much of its window the record saw: its requests, log records or metric points.
     pub fn seen(&self) -> f64 {
         match self.series.signal {

@@ -365,17 +365,12 @@ mod tests {
     fn rec(service: &str, start_s: u64, requests: f64) -> WindowRecord {
         let mut features = [0.0; N_FEATURES];
         features[0] = requests;
-        WindowRecord {
-            series: Arc::new(SeriesKey::service(service)),
-            start_ns: start_s * 1_000_000_000,
-            interval_ns: 10_000_000_000,
+        WindowRecord::new(
+            Arc::new(SeriesKey::service(service)),
+            start_s * 1_000_000_000,
+            10_000_000_000,
             features,
-            anomaly: None,
-            partial: false,
-            templates: Vec::new(),
-            traces: 0,
-            examples: Vec::new(),
-        }
+        )
     }
 
     fn logs(sender: &str, records: &[WindowRecord]) -> Batch {

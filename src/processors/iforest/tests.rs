@@ -49,17 +49,12 @@ impl Stream {
         f[feature::THROUGHPUT_CHANGE] = n / self.prev;
         self.prev = n;
         self.k += 1;
-        WindowRecord {
-            series: self.key.clone(),
-            start_ns: 1_700_000_000 * S + self.k * 10 * S,
-            interval_ns: 10 * S,
-            features: f,
-            anomaly: None,
-            partial: false,
-            templates: Vec::new(),
-            traces: 0,
-            examples: Vec::new(),
-        }
+        WindowRecord::new(
+            self.key.clone(),
+            1_700_000_000 * S + self.k * 10 * S,
+            10 * S,
+            f,
+        )
     }
 }
 
@@ -72,17 +67,12 @@ fn gauss(rng: &mut Rng) -> f64 {
 
 /// Window `k` (10 s windows) of `key` with these features.
 fn record_at(key: &Arc<SeriesKey>, k: u64, features: [f64; N_FEATURES]) -> WindowRecord {
-    WindowRecord {
-        series: key.clone(),
-        start_ns: 1_700_000_000 * S + k * 10 * S,
-        interval_ns: 10 * S,
+    WindowRecord::new(
+        key.clone(),
+        1_700_000_000 * S + k * 10 * S,
+        10 * S,
         features,
-        anomaly: None,
-        partial: false,
-        templates: Vec::new(),
-        traces: 0,
-        examples: Vec::new(),
-    }
+    )
 }
 
 fn processor() -> IForestProcessor {

@@ -262,17 +262,7 @@ pub fn scoring_cost(series: usize, windows_per_series: usize) -> String {
         for (i, v) in f.iter_mut().enumerate() {
             *v = (10.0 + i as f64) * (1.0 + 0.1 * rng.unit());
         }
-        WindowRecord {
-            series: key.clone(),
-            start_ns: k as u64 * 10_000_000_000,
-            interval_ns: 10_000_000_000,
-            features: f,
-            anomaly: None,
-            partial: false,
-            templates: Vec::new(),
-            traces: 0,
-            examples: Vec::new(),
-        }
+        WindowRecord::new(key.clone(), k as u64 * 10_000_000_000, 10_000_000_000, f)
     };
     // Fill every model's window first, then time steady-state scoring.
     let fill = cfg.window_size + 10;
