@@ -26,6 +26,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
+/// A string attribute (`key: value`) of a resource, scope or item.
+pub fn string_attribute(
+    key: &str,
+    value: &str,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The outcome of checking a decoded request item by item.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Checked {

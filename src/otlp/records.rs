@@ -10,10 +10,11 @@
 //! receiving side (`records` processor) reads the window records back; anything else in the
 //! request is not one of them and is counted as such.
 
+use super::string_attribute;
 use crate::model::incident::IncidentEvent;
 use crate::model::window::{Anomaly, WindowRecord};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value;
@@ -54,16 +55,6 @@ pub fn as_logs(payload: &crate::pipeline::Payload) -> Option<ExportLogsServiceRe
     }
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn log(event: &str, at_ns: u64, body: &Value) -> LogRecord {
     LogRecord {
         time_unix_nano: at_ns,
@@ -81,8 +72,8 @@ fn request(instance: &str, log_records: Vec<LogRecord>) -> ExportLogsServiceRequ
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
                 attributes: vec![
-                    string("service.name", "otelwatch"),
-                    string(INSTANCE_ATTRIBUTE, instance),
+                    string_attribute("service.name", "otelwatch"),
+                    string_attribute(INSTANCE_ATTRIBUTE, instance),
                 ],
                 ..Default::default()
             }),
@@ -184,14 +175,11 @@ mod tests {
         for (i, f) in features.iter_mut().enumerate() {
             *f = (i as f64 + 1.0) / 3.0;
         }
+        let series = Arc::new(match target {
+            Some(t) => SeriesKey::edge("checkout", t),
+            None => SeriesKey::service("checkout"),
+        });
         WindowRecord {
-            series: Arc::new(match target {
-                Some(t) => SeriesKey::edge("checkout", t),
-                None => SeriesKey::service("checkout"),
-            }),
-            start_ns: 1_700_000_000_000_000_000,
-            interval_ns: 30_000_000_000,
-            features,
             anomaly: Some(Anomaly {
                 score: 0.712_345_678,
                 threshold: 0.55,
@@ -215,10 +203,7 @@ mod tests {
                 incident: None,
                 expected: false,
             }),
-            partial: false,
-            templates: Vec::new(),
-            traces: 0,
-            examples: Vec::new(),
+            ..WindowRecord::new(series, 1_700_000_000_000_000_000, 30_000_000_000, features)
         }
     }
 

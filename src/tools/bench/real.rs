@@ -268,13 +268,7 @@ fn log_rows_beside(trace_file: &Path) -> Result<Vec<LogRow>, RealError> {
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::otlp::string_attribute(key, value)
 }
 
 /// Spans of one block with kinds and `peer.service` derived, shifted by `shift_ns` and with

@@ -19,7 +19,7 @@
 
 use super::real::{csv_fields, data_err, service_of, RealError};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
@@ -202,13 +202,7 @@ fn read_metric_file(path: &Path) -> Result<Vec<Sample>, RealError> {
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::otlp::string_attribute(key, value)
 }
 
 /// Writes the samples with data-clock time in [`from_ns`, `to_ns`), shifted by `shift_ns`, as
@@ -332,6 +326,7 @@ fn write_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value;
     use std::path::PathBuf;
 
     /// A fresh folder under the system's temporary folder.
