@@ -66,6 +66,9 @@ def main():
             time.sleep(rng.expovariate(a.rate))
 
     steady(a.normal)
+    # The burst starts just after a whole second, so it falls in one window of a second or
+    # longer (windows are aligned to the epoch) and that window is the template's first.
+    steady(1.05 - time.time() % 1.0)
     burst_start = time.time_ns()
     for i in range(a.burst):
         logger.error("Connection refused to db-%d.internal:%d", i % 3, 5432)
