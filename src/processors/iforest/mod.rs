@@ -463,13 +463,24 @@ impl SeriesModel {
     }
 
     /// Typical value (median of recent normal windows) and spread (scaled MAD) per feature.
-    fn typical(&self) -> ([f64; N_FEATURES], [f64; N_FEATURES]) {
+    ///
+    /// With `observed(i, window)`, feature `i` of a window is left out where it was not
+    /// observed: a span window without requests has no latencies or error rates, and counting
+    /// its zeros would put the typical latency of a series with traffic in every other window
+    /// halfway to zero and its spread at the latency itself.
+    fn typical_where(
+        &self,
+        observed: impl Fn(usize, &[f64; N_FEATURES]) -> bool,
+    ) -> ([f64; N_FEATURES], [f64; N_FEATURES]) {
         let mut centre = [0.0; N_FEATURES];
         let mut spread = [0.0; N_FEATURES];
         let mut col = Vec::with_capacity(self.normal.len());
         for i in 0..N_FEATURES {
             col.clear();
-            col.extend(self.normal.iter().map(|f| f[i]));
+            col.extend(self.normal.iter().filter(|f| observed(i, f)).map(|f| f[i]));
+            if col.is_empty() {
+                continue;
+            }
             let m = median(&mut col);
             for v in col.iter_mut() {
                 *v = (*v - m).abs();
@@ -478,6 +489,20 @@ impl SeriesModel {
             spread[i] = 1.4826 * median(&mut col);
         }
         (centre, spread)
+    }
+
+    /// Typical values and spreads over every recent normal window.
+    fn typical(&self) -> ([f64; N_FEATURES], [f64; N_FEATURES]) {
+        self.typical_where(|_, _| true)
+    }
+
+    /// Typical values and spreads of a span series: its latencies and error rates over the
+    /// normal windows that had requests.
+    fn typical_spans(&self) -> ([f64; N_FEATURES], [f64; N_FEATURES]) {
+        use feature::*;
+        self.typical_where(|i, f| {
+            matches!(i, REQUEST_COUNT | THROUGHPUT_CHANGE) || f[REQUEST_COUNT] > 0.0
+        })
     }
 
     /// The features out of line, most deviant first, as (feature, z, typical).
@@ -505,8 +530,9 @@ impl SeriesModel {
             Signal::Spans => {}
         }
         use feature::*;
-        let (centre, spread) = self.typical();
+        let (centre, spread) = self.typical_spans();
         let n = f[REQUEST_COUNT];
+        let m_count = centre[REQUEST_COUNT];
         let requests = RequestLatency::fit(self.normal.iter());
         let mut sample = [0.0; N_FEATURES];
         if let Some(dist) = &requests {
@@ -556,10 +582,15 @@ impl SeriesModel {
                 LATENCY_P95 => (f[i] - m) / (spread[i] + 5.0 + 0.1 * m),
                 THROUGHPUT_CHANGE => {
                     // A ratio of two Poisson counts: judged on a log scale, with the noise of
-                    // small counts (a window after a near-empty one easily shows ×8).
+                    // small counts (a window after a near-empty one easily shows ×8)...
                     let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
                     let (lc, ls) = median_and_spread(logs);
-                    (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1)
+                    let z_log = (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1);
+                    // ...and significant for the two counts themselves (a sparse series'
+                    // windows alternate between a few requests and none, so its usual ratio
+                    // says little: 2 requests after none is no news).
+                    let previous = if f[i] > 0.0 { n / f[i] } else { m_count };
+                    weaker(z_log, two_counts_z(n.round(), previous.round()))
                 }
                 _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
@@ -646,16 +677,7 @@ impl SeriesModel {
                         centre[LOG_COUNT]
                     };
                     let (a, b) = ((n / per_trace).round(), (previous / per_trace).round());
-                    let z_events = if a >= b {
-                        binomial_z(a + b, a, 0.5)
-                    } else {
-                        -binomial_z(a + b, b, 0.5)
-                    };
-                    if z_events.signum() == z_log.signum() {
-                        z_log.signum() * z_log.abs().min(z_events.abs())
-                    } else {
-                        0.0
-                    }
+                    weaker(z_log, two_counts_z(a, b))
                 }
                 ERROR_RATE | WARNING_RATE => {
                     let (hits, total) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
@@ -970,6 +992,26 @@ pub fn evidence_score(z: f64, min_dev: f64) -> f64 {
         0.0
     } else {
         2f64.powf(-min_dev / z)
+    }
+}
+
+/// The exact test of two Poisson counts, as a signed z-score: with `a + b` events in two
+/// windows and no change, the current window's share `a` is binomial(a + b, ½).
+fn two_counts_z(a: f64, b: f64) -> f64 {
+    if a >= b {
+        binomial_z(a + b, a, 0.5)
+    } else {
+        -binomial_z(a + b, b, 0.5)
+    }
+}
+
+/// Two tests of one change that must both hold: the weaker z when they agree in direction,
+/// else none.
+fn weaker(z: f64, other: f64) -> f64 {
+    if z.signum() == other.signum() {
+        z.signum() * z.abs().min(other.abs())
+    } else {
+        0.0
     }
 }
 

@@ -987,3 +987,72 @@ fn a_service_moving_between_instances_takes_its_models_along() {
         "b"
     );
 }
+
+/// An empty span window: no requests, so no latencies; its throughput change against `prev`.
+fn empty_window(key: &Arc<SeriesKey>, k: u64, prev: f64) -> WindowRecord {
+    let mut f = [0.0; N_FEATURES];
+    f[feature::THROUGHPUT_CHANGE] = if prev > 0.0 { 0.0 } else { 1.0 };
+    record_at(key, k, f)
+}
+
+#[test]
+fn a_sparse_series_is_typical_of_its_windows_with_requests() {
+    // Requests in one window of three: the empty ones have no latency to be typical of.
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::edge("gateway", "preserve"));
+    let mut rng = Rng::new(11);
+    for k in 0..99 {
+        let mut r = if k % 3 == 0 {
+            window_of(&key, k, &latencies(&mut rng, 20, 400.0), 1.0)
+        } else {
+            empty_window(&key, k, 20.0)
+        };
+        p.score(&mut r);
+    }
+    let mut slow = window_of(&key, 99, &latencies(&mut rng, 20, 2000.0), 1.0);
+    p.score(&mut slow);
+    let a = slow.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly, "score {} {:?}", a.score, a.contributions);
+    for c in &a.contributions {
+        if c.feature == "latency_p50_ms" || c.feature == "latency_mean_ms" {
+            assert!(
+                (300.0..550.0).contains(&c.typical),
+                "{} typical {} (halfway to the empty windows' zero?)",
+                c.feature,
+                c.typical
+            );
+        }
+    }
+}
+
+#[test]
+fn a_change_of_traffic_must_be_significant_for_its_counts() {
+    // Two requests in every other window: the ratio of consecutive windows swings between
+    // none and "×2" while the traffic is as steady as two requests a minute can be.
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::edge("preserve", "security"));
+    let mut rng = Rng::new(13);
+    for k in 0..60 {
+        let mut r = if k % 2 == 0 {
+            window_of(&key, k, &latencies(&mut rng, 2, 50.0), 1.0)
+        } else {
+            empty_window(&key, k, 2.0)
+        };
+        p.score(&mut r);
+        let a = r.anomaly.as_ref().unwrap();
+        assert!(!a.is_anomaly, "window {k}: {}", a.message);
+    }
+    // A busy series whose traffic quadruples from one window to the next is news.
+    let (mut p, key, mut rng) = trained(100, 120);
+    let mut surge = window_of(&key, 120, &latencies(&mut rng, 400, 50.0), 100.0);
+    p.score(&mut surge);
+    let a = surge.anomaly.as_ref().unwrap();
+    assert!(
+        a.is_anomaly
+            && a.contributions
+                .iter()
+                .any(|c| c.feature == "throughput_change" || c.feature == "request_count"),
+        "{}",
+        a.message
+    );
+}
