@@ -230,7 +230,12 @@ impl Tree {
                 i
             }
             None => {
+                // Exactly as much room as the nodes take: a tree holds a few nodes and grows
+                // rarely once warm, so doubling's spare room (a quarter of the forest's memory
+                // on average) would cost more than the occasional copy.
+                self.nodes.reserve_exact(1);
                 self.nodes.push(node);
+                self.boxes.reserve_exact(2 * self.dim);
                 self.boxes.resize(self.nodes.len() * 2 * self.dim, 0.0);
                 self.nodes.len() - 1
             }
