@@ -7,14 +7,17 @@
 //!     send_batch_size: 8192
 //!     timeout: 200ms
 //! ```
-//! Merged batches are encoded again by the `otlp` exporter; without `batch`, forwarding sends
-//! the bytes as received.
+//! Batches that arrived as protobuf are merged on the wire: a request's only field is its
+//! repeated list of resources, so the concatenation of two requests' bytes is exactly the
+//! encoding of the merged request. The merged bytes are forwarded as they are, and a traces
+//! request held as bytes stays bytes (nothing is decoded or encoded again); batches without
+//! their bytes are merged decoded, and the `otlp` exporter encodes the result.
 
 use super::Processor;
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
-use crate::pipeline::{Batch, DataKind};
+use crate::pipeline::{Batch, DataKind, Payload, Traces};
 use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -85,7 +88,11 @@ struct Sent {
 
 pub struct BatchProcessor {
     cfg: BatchConfig,
-    pending: Option<Batch>,
+    /// The batches waiting, all of one kind, merged when they leave (merging one by one would
+    /// copy the bytes gathered so far at every step).
+    pending: Vec<Batch>,
+    /// Their items.
+    items: usize,
     since: Instant,
     sent: Sent,
 }
@@ -101,7 +108,8 @@ impl BatchProcessor {
         };
         Self {
             cfg,
-            pending: None,
+            pending: Vec::new(),
+            items: 0,
             since: Instant::now(),
             sent: Sent {
                 size: counter("size"),
@@ -113,33 +121,80 @@ impl BatchProcessor {
     }
 
     fn send(&mut self, out: &mut Vec<Batch>, trigger: fn(&Sent) -> &Counter) {
-        if let Some(b) = self.pending.take() {
-            trigger(&self.sent).inc();
-            out.push(b);
+        if self.pending.is_empty() {
+            return;
+        }
+        trigger(&self.sent).inc();
+        self.items = 0;
+        out.extend(merge_all(std::mem::take(&mut self.pending)));
+    }
+}
+
+/// Merges batches of one kind: on the wire when every one has its bytes (see the module's
+/// documentation), else decoded. Batches that cannot merge (records) stay apart.
+fn merge_all(batches: Vec<Batch>) -> Vec<Batch> {
+    if batches.len() < 2 {
+        return batches;
+    }
+    let wire: Option<Vec<&bytes::Bytes>> = batches.iter().map(|b| b.encoded.as_ref()).collect();
+    let joined = wire.map(|parts| {
+        let mut buf = bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        buf.freeze()
+    });
+    let undecoded = batches
+        .iter()
+        .all(|b| matches!(&b.payload, Payload::Traces(t) if t.undecoded().is_some()));
+    if let (Some(bytes), true) = (&joined, undecoded) {
+        let mut it = batches.into_iter();
+        let Some(mut first) = it.next() else {
+            return Vec::new();
+        };
+        for b in it {
+            first.items += b.items;
+            first.held.absorb(b.held);
+        }
+        first.payload = Payload::Traces(Traces::wire(bytes.clone()));
+        first.encoded = Some(bytes.clone());
+        return vec![first];
+    }
+    let mut out: Vec<Batch> = Vec::new();
+    let mut all_merged = true;
+    for b in batches {
+        match out.last_mut() {
+            Some(last) => {
+                if let Err(b) = last.merge(b) {
+                    all_merged = false;
+                    out.push(b);
+                }
+            }
+            None => out.push(b),
         }
     }
+    if let (Some(bytes), true, [merged]) = (joined, all_merged, out.as_mut_slice()) {
+        // The payloads appended in order are what the concatenated bytes decode to.
+        merged.encoded = Some(bytes);
+    }
+    out
 }
 
 impl Processor for BatchProcessor {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
-        match self.pending.as_mut() {
-            None => {
-                self.since = Instant::now();
-                self.pending = Some(batch);
-            }
-            Some(p) => {
-                if let Err(other) = p.merge(batch) {
-                    self.send(out, |s| &s.signal);
-                    self.since = Instant::now();
-                    self.pending = Some(other);
-                }
-            }
-        }
         if self
             .pending
-            .as_ref()
-            .is_some_and(|p| p.items >= self.cfg.send_batch_size)
+            .first()
+            .is_some_and(|p| p.kind() != batch.kind())
         {
+            self.send(out, |s| &s.signal);
+        }
+        if self.pending.is_empty() {
+            self.since = Instant::now();
+        }
+        self.items += batch.items;
+        self.pending.push(batch);
+        if self.items >= self.cfg.send_batch_size {
             self.send(out, |s| &s.size);
         }
     }
@@ -162,19 +217,52 @@ impl Processor for BatchProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Payload;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
 
-    fn traces(n: usize) -> Batch {
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans::default(); n],
+    /// A request of `n` resources named after `tag`, each with one span.
+    fn request(n: usize, tag: &str) -> ExportTraceServiceRequest {
+        let resource = |i: usize| ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: format!("{tag}-{i}"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
         };
+        ExportTraceServiceRequest {
+            resource_spans: (0..n).map(resource).collect(),
+        }
+    }
+
+    /// A batch decoded, with its bytes (`wire`: held as the bytes only, as the receiver does).
+    fn traces(n: usize, tag: &str, wire: bool) -> Batch {
+        let req = request(n, tag);
+        let bytes = bytes::Bytes::from(req.encode_to_vec());
         Batch {
-            payload: Payload::Traces(crate::pipeline::Traces::decoded(req)),
-            encoded: Some(bytes::Bytes::from_static(b"x")),
+            payload: Payload::Traces(if wire {
+                Traces::wire(bytes.clone())
+            } else {
+                Traces::decoded(req)
+            }),
+            encoded: Some(bytes),
             items: n,
             held: Default::default(),
+        }
+    }
+
+    fn names(b: &Batch) -> Vec<String> {
+        match &b.payload {
+            Payload::Traces(t) => t
+                .request()
+                .resource_spans
+                .iter()
+                .map(|r| r.scope_spans[0].spans[0].name.clone())
+                .collect(),
+            _ => panic!("kind changed"),
         }
     }
 
@@ -187,20 +275,24 @@ mod tests {
         };
         let mut p = BatchProcessor::new(cfg, "batch@traces", &t);
         let mut out = Vec::new();
-        p.process(traces(2), &mut out);
-        p.process(traces(2), &mut out);
+        p.process(traces(2, "a", false), &mut out);
+        p.process(traces(2, "b", false), &mut out);
         assert!(out.is_empty());
-        p.process(traces(2), &mut out);
+        p.process(traces(2, "c", false), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].items, 6);
-        assert!(
-            out[0].encoded.is_none(),
-            "a merged batch must not keep stale bytes"
+        assert_eq!(names(&out[0]), ["a-0", "a-1", "b-0", "b-1", "c-0", "c-1"]);
+        let merged = ExportTraceServiceRequest {
+            resource_spans: ["a", "b", "c"]
+                .iter()
+                .flat_map(|tag| request(2, tag).resource_spans)
+                .collect(),
+        };
+        assert_eq!(
+            out[0].encoded.as_deref(),
+            Some(&merged.encode_to_vec()[..]),
+            "the merged bytes are the merged request's encoding"
         );
-        match &out[0].payload {
-            Payload::Traces(t) => assert_eq!(t.request().resource_spans.len(), 6),
-            _ => panic!("kind changed"),
-        }
         let sent = |trigger| {
             t.sum(
                 "otelwatch_batch_batches_sent_total",
@@ -211,11 +303,59 @@ mod tests {
     }
 
     #[test]
+    fn requests_held_as_bytes_merge_as_bytes() {
+        let t = Telemetry::new();
+        let mut p = BatchProcessor::new(BatchConfig::default(), "batch@traces", &t);
+        let mut out = Vec::new();
+        let parts: Vec<Batch> = ["a", "b", "c"]
+            .iter()
+            .map(|tag| traces(2, tag, true))
+            .collect();
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|b| b.encoded.as_deref().unwrap().to_vec())
+            .collect();
+        for b in parts {
+            p.process(b, &mut out);
+        }
+        p.on_tick(&mut out);
+        assert!(out.is_empty(), "the timeout has not passed");
+        p.on_shutdown(&mut out);
+        assert_eq!(out.len(), 1);
+        let Payload::Traces(merged) = &out[0].payload else {
+            panic!("kind changed")
+        };
+        assert_eq!(
+            merged.undecoded().map(|b| b.to_vec()),
+            Some(joined.clone()),
+            "nothing decoded"
+        );
+        assert_eq!(out[0].encoded.as_deref(), Some(&joined[..]));
+        assert_eq!(out[0].items, 6);
+        assert_eq!(names(&out[0]), ["a-0", "a-1", "b-0", "b-1", "c-0", "c-1"]);
+    }
+
+    #[test]
+    fn a_batch_without_its_bytes_makes_the_merge_decoded() {
+        let t = Telemetry::new();
+        let mut p = BatchProcessor::new(BatchConfig::default(), "batch@traces", &t);
+        let mut out = Vec::new();
+        p.process(traces(1, "a", true), &mut out);
+        let mut changed = traces(1, "b", false);
+        changed.encoded = None;
+        p.process(changed, &mut out);
+        p.on_shutdown(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].encoded.is_none(), "no bytes for part of it");
+        assert_eq!(names(&out[0]), ["a-0", "b-0"]);
+    }
+
+    #[test]
     fn shutdown_emits_what_is_held() {
         let t = Telemetry::new();
         let mut p = BatchProcessor::new(BatchConfig::default(), "batch@traces", &t);
         let mut out = Vec::new();
-        p.process(traces(1), &mut out);
+        p.process(traces(1, "a", true), &mut out);
         assert!(out.is_empty());
         p.on_shutdown(&mut out);
         assert_eq!(out.len(), 1);

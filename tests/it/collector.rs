@@ -111,8 +111,12 @@ fn send_metrics_logs(python: &Path, endpoint: &str, logs: usize) -> (usize, usiz
 }
 
 fn forwarder(grpc: u16, downstream: u16, compression: &str) -> String {
+    forwarder_with("forward-all-signals.yaml", grpc, downstream, compression)
+}
+
+fn forwarder_with(file: &str, grpc: u16, downstream: u16, compression: &str) -> String {
     config(
-        "forward-all-signals.yaml",
+        file,
         &[
             ("GRPC", &grpc),
             ("DOWNSTREAM", &downstream),
@@ -129,6 +133,16 @@ fn setup() -> Option<(PathBuf, PathBuf)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signal_reaches_the_real_collector_unchanged() {
+    every_signal_unchanged("forward-all-signals.yaml").await;
+}
+
+/// The same through the batch processor, which merges requests on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signal_reaches_the_real_collector_unchanged_through_batch() {
+    every_signal_unchanged("forward-all-signals-batched.yaml").await;
+}
+
+async fn every_signal_unchanged(forwarding: &str) {
     let Some((bin, python)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (c_port, grpc) = (free_port(), free_port());
@@ -137,7 +151,7 @@ async fn every_signal_reaches_the_real_collector_unchanged() {
         &bin,
         dir.path(),
         file_sink_config(c_port, &out),
-        forwarder(grpc, c_port, "gzip"),
+        forwarder_with(forwarding, grpc, c_port, "gzip"),
         true,
     )
     .await;
