@@ -194,7 +194,9 @@ impl Processor for BatchProcessor {
         }
         self.items += batch.items;
         self.pending.push(batch);
-        if self.items >= self.cfg.send_batch_size {
+        // Requests without items (empty ones are valid) count as one each here, so what is
+        // held stays bounded whatever a client sends.
+        if self.items.max(self.pending.len()) >= self.cfg.send_batch_size {
             self.send(out, |s| &s.size);
         }
     }
