@@ -12,7 +12,9 @@
 //!   it makes). It is split by the share of the callee's callers that see it anomalous against
 //!   the share of the caller's calls that are anomalous: "every caller sees it" points at the
 //!   callee, "every call it makes is slow" at the caller. The callee's part goes on through the
-//!   callee's own evidence if its own spans are anomalous, and stays with it if not.
+//!   callee's own evidence if its own spans are anomalous, as far as they explain the call (by
+//!   milliseconds), and stays with it if not: what the caller waited beyond the callee's own
+//!   spans was spent on the network between them.
 //! - **Traffic changes flow up.** A service receives less because its caller sends less: the
 //!   evidence of a change of request count or throughput goes to the callers that changed too
 //!   (in proportion, as above), the rest stays. Where latency or errors are anomalous in the
@@ -215,7 +217,21 @@ impl Flow<'_, '_> {
             .and_then(|x| x.own_up)
             .is_some_and(|x| x.0 > 0.0);
         if callee_own {
-            self.settle(&callee, m * wb, depth);
+            // The callee's own spans explain the call by as many milliseconds as they got
+            // slower; what the caller waited beyond that was spent between the two (a delay on
+            // the callee's network shows only in its callers' view), and stays with the callee
+            // instead of flowing on to its calls.
+            let own = self
+                .nodes
+                .get(&callee)
+                .and_then(|x| x.own_up)
+                .and_then(|(_, own)| latency_delta(own));
+            let through = match (own, latency_delta(r)) {
+                (Some(o), Some(c)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
+                _ => 1.0,
+            };
+            *self.up.entry(callee.clone()).or_default() += m * wb * (1.0 - through);
+            self.settle(&callee, m * wb * through, depth);
         } else {
             *self.up.entry(callee).or_default() += m * wb;
         }

@@ -499,6 +499,41 @@ fn a_slow_call_that_accounts_for_its_callers_slowness_blames_the_callee() {
 }
 
 #[test]
+fn a_delay_on_a_services_network_stays_with_it_not_with_its_calls() {
+    let mut p = processor(3);
+    // A network delay at checkout's pod: frontend waits 2 s more for checkout, whose own spans
+    // are only 300 ms slower (its calls out go through the same network: checkout → payments is
+    // 300 ms slower, in checkout's view); payments' own spans are normal. The 1.7 s that
+    // frontend waited beyond checkout's own spans were spent between the two: that part is
+    // checkout's. (The call checkout → payments alone cannot tell a delay at checkout's network
+    // from one at payments', so payments is named beside it.)
+    let edge = Some(("latency_p95_ms", 2050.0, 50.0));
+    let own = Some(("latency_p95_ms", 350.0, 50.0));
+    let call = Some(("latency_p95_ms", 310.0, 10.0));
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("frontend", None, edge),
+                    ("frontend", Some("checkout"), edge),
+                    ("checkout", None, own),
+                    ("checkout", Some("payments"), call),
+                ],
+            ),
+        ],
+    );
+    let causes = &events.last().expect("an incident").incident.root_cause;
+    let checkout = causes.iter().position(|c| &*c.service == "checkout");
+    assert!(
+        checkout.is_some_and(|i| i < 2 && causes[i].score >= 0.4),
+        "{causes:#?}"
+    );
+}
+
+#[test]
 fn a_series_that_is_often_anomalous_weighs_less_than_one_that_rarely_is() {
     let mut rates = rates::BaseRates::default();
     let noisy = SeriesKey::service("catalog");
