@@ -804,7 +804,8 @@ const MIN_TAIL_SCALE: f64 = 0.05;
 /// How far into the tail of `history` the value `x` lies, as a signed z-score (positive above,
 /// negative below; 0 inside the range of `history`). On a log scale when nothing is negative
 /// (a twentieth of the typical value `typical`, else of the mean, added, so values near zero
-/// do not explode). The tail beyond the threshold `t` that the most extreme tenth of the
+/// do not explode), unless the typical value is 0 (then linearly, with the history's range as
+/// the smallest tail scale). The tail beyond the threshold `t` that the most extreme tenth of the
 /// history passes (at least 3 values) is a generalised Pareto distribution fitted by moments
 /// (shape ξ in [0, 0.5], scale one standard error above its estimate and at least
 /// `MIN_TAIL_SCALE` on the log scale): P(X > t + y) =
@@ -816,7 +817,12 @@ pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
     if n == 0 || (lo..=hi).contains(&x) || !x.is_finite() {
         return 0.0;
     }
-    let log_scale = lo >= 0.0 && x >= 0.0;
+    // A metric usually at zero (the CPU of a mostly idle process, a queue that is mostly
+    // empty) has no level for a ratio to be taken against: on a log scale a reading of two
+    // clock ticks after a history of none and one would be a doubling far into the tail. It
+    // is judged on its own scale, the range it has shown being the least change that counts.
+    let at_zero = typical == 0.0 && lo >= 0.0;
+    let log_scale = lo >= 0.0 && x >= 0.0 && !at_zero;
     let eps = if log_scale {
         let mean = history.iter().sum::<f64>() / n as f64;
         [0.05 * typical, 0.05 * mean, 0.05 * x]
@@ -852,6 +858,8 @@ pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
         };
         let floor = if log_scale {
             MIN_TAIL_SCALE
+        } else if at_zero {
+            hi - lo
         } else {
             0.05 * typical.abs()
         };

@@ -813,6 +813,25 @@ mod metric_tails {
     }
 
     #[test]
+    fn a_metric_usually_at_zero_is_judged_against_the_range_it_has_shown() {
+        // A mostly idle process's CPU over one-second windows, counted in 10 ms ticks and
+        // divided by a slightly jittery interval: mostly none, now and then one tick.
+        let mut rng = Rng::new(17);
+        let history: Vec<f64> = (0..120)
+            .map(|i| {
+                if i % 6 == 0 {
+                    0.01 * (1.0 + 0.01 * gauss(&mut rng))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        // Two ticks is no news; twenty are.
+        assert!(tail_z(&history, 0.02, 0.0) < 4.0);
+        assert!(tail_z(&history, 0.2, 0.0) >= 4.0);
+    }
+
+    #[test]
     fn a_metric_that_never_moved_cannot_extrapolate_its_tail() {
         // Always 0 (a service nobody calls): its first call is the most extreme of 121, no more.
         let history = vec![0.0; 120];
