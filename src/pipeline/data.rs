@@ -264,6 +264,55 @@ impl Batch {
         }
         Ok(())
     }
+
+    /// Merges batches of one kind in order, all at once. When every one has its bytes they are
+    /// merged on the wire: a request's only field is its repeated list of resources, so the
+    /// concatenation of the requests' bytes is exactly the merged request's encoding (made
+    /// once; merging pairwise would copy what was gathered at every step). Traces held as bytes
+    /// stay bytes; otherwise the payloads are merged decoded and keep the joined bytes, or none
+    /// when a batch had none. Batches that cannot merge (records) stay apart.
+    pub fn merge_all(batches: Vec<Batch>) -> Vec<Batch> {
+        if batches.len() < 2 {
+            return batches;
+        }
+        let joined = batches
+            .iter()
+            .map(|b| b.encoded.as_ref())
+            .collect::<Option<Vec<&Bytes>>>()
+            .map(|parts| {
+                let mut buf = bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+                for p in parts {
+                    buf.extend_from_slice(p);
+                }
+                buf.freeze()
+            });
+        let undecoded = batches
+            .iter()
+            .all(|b| matches!(&b.payload, Payload::Traces(t) if t.undecoded().is_some()));
+        let mut it = batches.into_iter();
+        let Some(mut first) = it.next() else {
+            return Vec::new();
+        };
+        if let (Some(bytes), true) = (&joined, undecoded) {
+            for b in it {
+                first.items += b.items;
+                first.held.absorb(b.held);
+            }
+            first.payload = Payload::Traces(Traces::wire(bytes.clone()));
+            first.encoded = joined;
+            return vec![first];
+        }
+        let mut out = vec![first];
+        for b in it {
+            if let Some(Err(b)) = out.last_mut().map(|last| last.merge(b)) {
+                out.push(b);
+            }
+        }
+        if let [merged] = out.as_mut_slice() {
+            merged.encoded = joined;
+        }
+        out
+    }
 }
 
 fn owned<T: Clone>(a: Arc<T>) -> T {

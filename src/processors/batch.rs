@@ -17,7 +17,7 @@ use super::Processor;
 use crate::config::decode::decode_section;
 use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
-use crate::pipeline::{Batch, DataKind, Payload, Traces};
+use crate::pipeline::{Batch, DataKind};
 use crate::telemetry::{Counter, Telemetry};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -126,58 +126,8 @@ impl BatchProcessor {
         }
         trigger(&self.sent).inc();
         self.items = 0;
-        out.extend(merge_all(std::mem::take(&mut self.pending)));
+        out.extend(Batch::merge_all(std::mem::take(&mut self.pending)));
     }
-}
-
-/// Merges batches of one kind: on the wire when every one has its bytes (see the module's
-/// documentation), else decoded. Batches that cannot merge (records) stay apart.
-fn merge_all(batches: Vec<Batch>) -> Vec<Batch> {
-    if batches.len() < 2 {
-        return batches;
-    }
-    let wire: Option<Vec<&bytes::Bytes>> = batches.iter().map(|b| b.encoded.as_ref()).collect();
-    let joined = wire.map(|parts| {
-        let mut buf = bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for p in parts {
-            buf.extend_from_slice(p);
-        }
-        buf.freeze()
-    });
-    let undecoded = batches
-        .iter()
-        .all(|b| matches!(&b.payload, Payload::Traces(t) if t.undecoded().is_some()));
-    if let (Some(bytes), true) = (&joined, undecoded) {
-        let mut it = batches.into_iter();
-        let Some(mut first) = it.next() else {
-            return Vec::new();
-        };
-        for b in it {
-            first.items += b.items;
-            first.held.absorb(b.held);
-        }
-        first.payload = Payload::Traces(Traces::wire(bytes.clone()));
-        first.encoded = Some(bytes.clone());
-        return vec![first];
-    }
-    let mut out: Vec<Batch> = Vec::new();
-    let mut all_merged = true;
-    for b in batches {
-        match out.last_mut() {
-            Some(last) => {
-                if let Err(b) = last.merge(b) {
-                    all_merged = false;
-                    out.push(b);
-                }
-            }
-            None => out.push(b),
-        }
-    }
-    if let (Some(bytes), true, [merged]) = (joined, all_merged, out.as_mut_slice()) {
-        // The payloads appended in order are what the concatenated bytes decode to.
-        merged.encoded = Some(bytes);
-    }
-    out
 }
 
 impl Processor for BatchProcessor {
@@ -219,6 +169,7 @@ impl Processor for BatchProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::{Payload, Traces};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;

@@ -215,25 +215,21 @@ impl Flow<'_, '_> {
             .nodes
             .get(&callee)
             .and_then(|x| x.own_up)
-            .is_some_and(|x| x.0 > 0.0);
-        if callee_own {
-            // The callee's own spans explain the call by as many milliseconds as they got
-            // slower; what the caller waited beyond that was spent between the two (a delay on
-            // the callee's network shows only in its callers' view), and stays with the callee
-            // instead of flowing on to its calls.
-            let own = self
-                .nodes
-                .get(&callee)
-                .and_then(|x| x.own_up)
-                .and_then(|(_, own)| latency_delta(own));
-            let through = match (own, latency_delta(r)) {
-                (Some(o), Some(c)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
-                _ => 1.0,
-            };
-            *self.up.entry(callee.clone()).or_default() += m * wb * (1.0 - through);
-            self.settle(&callee, m * wb * through, depth);
-        } else {
-            *self.up.entry(callee).or_default() += m * wb;
+            .filter(|x| x.0 > 0.0);
+        match callee_own {
+            Some((_, own)) => {
+                // The callee's own spans explain the call by as many milliseconds as they got
+                // slower; what the caller waited beyond that was spent between the two (a delay
+                // on the callee's network shows only in its callers' view), and stays with the
+                // callee instead of flowing on to its calls.
+                let through = match (latency_delta(own), latency_delta(r)) {
+                    (Some(o), Some(c)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
+                    _ => 1.0,
+                };
+                *self.up.entry(callee.clone()).or_default() += m * wb * (1.0 - through);
+                self.settle(&callee, m * wb * through, depth);
+            }
+            None => *self.up.entry(callee).or_default() += m * wb,
         }
     }
 
