@@ -541,10 +541,6 @@ impl Window {
         }
     }
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
     fn slot(&self, i: usize) -> &[f32] {
         &self.data[((self.head + i) % self.capacity.max(1)) * self.dim..][..self.dim]
     }
@@ -633,38 +629,45 @@ impl OnlineForest {
         self.window.iter()
     }
 
-    /// Learns a batch (at single precision), then forgets what slid out of the window.
+    /// Learns a batch (at single precision). A full window first forgets the points the batch
+    /// pushes out, oldest first, so that a tree never holds more than the window: its depth
+    /// limit, `log₄(n/η)`, is the window's. Learning first would let every new point see the
+    /// window plus one, and where `ω/η` is a power of four (the defaults, and the paper's) that
+    /// lifts the limit past a whole level: once full, the trees would grow a level deeper than
+    /// the window allows, a quarter more nodes for the same points, split from re-created ones.
+    /// Of a batch longer than the window, only its last `ω` points are learned.
     pub fn learn_batch(&mut self, batch: &[Vec<f64>]) {
         let rounded: Vec<Vec<f64>> = batch
             .iter()
             .filter(|p| p.len() == self.dim && p.iter().all(|v| v.is_finite()))
             .map(|p| p.iter().map(|v| single(*v)).collect())
             .collect();
-        let points: Vec<&[f64]> = rounded.iter().map(|p| p.as_slice()).collect();
+        let mut points: Vec<&[f64]> = rounded.iter().map(|p| p.as_slice()).collect();
         if points.is_empty() {
             return;
+        }
+        let window = self.params.window;
+        if window > 0 {
+            if points.len() > window {
+                points.drain(..points.len() - window);
+            }
+            let excess = (self.data_size + points.len()).saturating_sub(window);
+            let old = self.window.pop_front(excess);
+            if !old.is_empty() {
+                let refs: Vec<&[f64]> = old.iter().map(|v| v.as_slice()).collect();
+                self.data_size -= refs.len();
+                for t in &mut self.trees {
+                    t.unlearn(&self.params, &mut self.rng, &refs, self.dim);
+                }
+            }
         }
         for t in &mut self.trees {
             t.learn(&self.params, &mut self.rng, &points, self.dim);
         }
         self.data_size += points.len();
-        if self.params.window == 0 {
-            return;
-        }
-        // What slides out: the oldest remembered points, then (a batch longer than the
-        // window) the batch's own first ones.
-        let excess = self.data_size.saturating_sub(self.params.window);
-        let from_window = excess.min(self.window.len());
-        let mut old = self.window.pop_front(from_window);
-        old.extend(points[..excess - from_window].iter().map(|p| p.to_vec()));
-        for p in &points[excess - from_window..] {
-            self.window.push(p);
-        }
-        if excess > 0 {
-            let refs: Vec<&[f64]> = old.iter().map(|v| v.as_slice()).collect();
-            self.data_size -= excess;
-            for t in &mut self.trees {
-                t.unlearn(&self.params, &mut self.rng, &refs, self.dim);
+        if window > 0 {
+            for p in &points {
+                self.window.push(p);
             }
         }
     }
@@ -857,5 +860,45 @@ mod tests {
             let root = t.root.unwrap();
             assert_eq!(t.nodes[root].count(), 64);
         }
+    }
+
+    #[test]
+    fn a_full_window_grows_no_deeper_than_the_window_allows() {
+        // ω/η = 64 = 4³: leaves go down to depth 3 and no further, before the window fills and
+        // after, one point at a time as the detector learns.
+        let params = ForestParams {
+            window: 512,
+            max_leaf_samples: 8,
+            bounded: true,
+            ..ForestParams::default()
+        };
+        let mut f = OnlineForest::new(params, 2, 3);
+        let mut rng = Rng::new(11);
+        let deepest = |f: &OnlineForest| {
+            f.trees
+                .iter()
+                .flat_map(|t| {
+                    let mut live = Vec::new();
+                    let mut stack: Vec<usize> = t.root.into_iter().collect();
+                    while let Some(i) = stack.pop() {
+                        live.push(t.nodes[i].depth());
+                        if let Some(s) = t.nodes[i].split() {
+                            stack.extend([s.left, s.right]);
+                        }
+                    }
+                    live
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        for p in cluster(&mut rng, 512) {
+            f.learn(&p);
+        }
+        assert_eq!(deepest(&f), 3);
+        for p in cluster(&mut rng, 1500) {
+            f.learn(&p);
+        }
+        assert_eq!(f.len(), 512);
+        assert_eq!(deepest(&f), 3, "a tree grew past the window's depth limit");
     }
 }
