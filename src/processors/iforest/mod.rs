@@ -409,15 +409,17 @@ impl SeriesModel {
     /// only a few windows scores everything high, which would inflate the adaptive threshold.
     fn learn(&mut self, features: &[f64; N_FEATURES], x: &[f64], score: f64, keep_score: bool) {
         self.forest.learn(x);
-        self.normal.push_back(*features);
-        if self.normal.len() > TYPICAL_WINDOWS {
+        // The oldest goes before the newest comes, so a full history never grows its buffer
+        // (a deque one past its capacity doubles it: the scores' 2 KiB would take 4).
+        if self.normal.len() >= TYPICAL_WINDOWS {
             self.normal.pop_front();
         }
+        self.normal.push_back(*features);
         if keep_score {
-            self.scores.push_back(score);
-            if self.scores.len() > SCORE_HISTORY {
+            if self.scores.len() >= SCORE_HISTORY {
                 self.scores.pop_front();
             }
+            self.scores.push_back(score);
         }
         self.learned += 1;
     }

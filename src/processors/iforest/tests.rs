@@ -1075,3 +1075,29 @@ fn a_change_of_traffic_must_be_significant_for_its_counts() {
         a.message
     );
 }
+
+#[test]
+fn a_series_history_stays_within_its_buffers() {
+    // The oldest window and score leave before the newest come: a full history keeps the
+    // buffer it filled instead of doubling it.
+    let cfg = IForestConfig::default();
+    let key = SeriesKey::service("checkout");
+    let mut m = SeriesModel::new(&cfg, &key);
+    let f = [10.0, 0.0, 0.0, 5.0, 4.0, 8.0, 9.0, 9.5, 1.0, 1.0];
+    let x = transform(&f);
+    for _ in 0..3 * SCORE_HISTORY {
+        m.learn(&f, &x, 0.3, true);
+    }
+    assert_eq!(m.scores.len(), SCORE_HISTORY);
+    assert_eq!(m.normal.len(), TYPICAL_WINDOWS);
+    assert!(
+        m.scores.capacity() <= SCORE_HISTORY,
+        "{}",
+        m.scores.capacity()
+    );
+    assert!(
+        m.normal.capacity() < 2 * TYPICAL_WINDOWS,
+        "{}",
+        m.normal.capacity()
+    );
+}
