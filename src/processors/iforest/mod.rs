@@ -216,6 +216,11 @@ const TYPICAL_WINDOWS: usize = 120;
 /// Recent normal scores kept for the adaptive threshold.
 const SCORE_HISTORY: usize = 256;
 
+/// A window's features at the precision the history keeps (beyond `f32`'s range: its largest).
+fn narrow(features: &[f64; N_FEATURES]) -> [f32; N_FEATURES] {
+    features.map(|v| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32)
+}
+
 /// The forest's view of a window: counts and latencies on a log scale (their spread grows with
 /// their size), rates as they are, the throughput ratio as a log.
 pub fn transform(f: &[f64; N_FEATURES]) -> Vec<f64> {
@@ -305,7 +310,10 @@ enum Verdict {
 /// One series' detector state.
 pub struct SeriesModel {
     pub forest: OnlineForest,
-    normal: VecDeque<[f64; N_FEATURES]>,
+    /// Recent normal windows at single precision (`normal()` reads them back): the history is
+    /// the largest part of a series' model after the forest, and seven digits say as much
+    /// about a request count or a latency as sixteen.
+    normal: VecDeque<[f32; N_FEATURES]>,
     scores: VecDeque<f64>,
     learned: usize,
     consecutive: usize,
@@ -400,6 +408,11 @@ impl SeriesModel {
         self.log_traces = self.log_traces * keep + traces as f64;
     }
 
+    /// The recent normal windows, oldest first.
+    fn normal(&self) -> impl Iterator<Item = [f64; N_FEATURES]> + '_ {
+        self.normal.iter().map(|w| w.map(f64::from))
+    }
+
     /// Windows learned so far.
     pub fn learned(&self) -> usize {
         self.learned
@@ -414,7 +427,7 @@ impl SeriesModel {
         if self.normal.len() >= TYPICAL_WINDOWS {
             self.normal.pop_front();
         }
-        self.normal.push_back(*features);
+        self.normal.push_back(narrow(features));
         if keep_score {
             if self.scores.len() >= SCORE_HISTORY {
                 self.scores.pop_front();
@@ -479,7 +492,7 @@ impl SeriesModel {
         let mut col = Vec::with_capacity(self.normal.len());
         for i in 0..N_FEATURES {
             col.clear();
-            col.extend(self.normal.iter().filter(|f| observed(i, f)).map(|f| f[i]));
+            col.extend(self.normal().filter(|f| observed(i, f)).map(|f| f[i]));
             if col.is_empty() {
                 continue;
             }
@@ -535,7 +548,7 @@ impl SeriesModel {
         let (centre, spread) = self.typical_spans();
         let n = f[REQUEST_COUNT];
         let m_count = centre[REQUEST_COUNT];
-        let requests = RequestLatency::fit(self.normal.iter());
+        let requests = RequestLatency::fit(self.normal());
         let mut sample = [0.0; N_FEATURES];
         if let Some(dist) = &requests {
             for (i, z) in sample
@@ -563,7 +576,7 @@ impl SeriesModel {
             }
             let z_window = match i {
                 REQUEST_COUNT => {
-                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].ln_1p()).collect();
+                    let logs: Vec<f64> = self.normal().map(|w| w[i].ln_1p()).collect();
                     let (lc, ls) = median_and_spread(logs);
                     let poisson = 1.0 / (m + 1.0).sqrt();
                     (f[i].ln_1p() - lc) / (ls + poisson + 0.05)
@@ -572,7 +585,7 @@ impl SeriesModel {
                     // The usual rate over recent normal windows, request-weighted; with none
                     // seen, half an error over everything seen (Jeffreys), so a service that
                     // never errs is judged against how rarely it errs, not against 0.1%.
-                    let (errors, requests) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
+                    let (errors, requests) = self.normal().fold((0.0, 0.0), |(e, r), w| {
                         (e + w[i] * w[REQUEST_COUNT], r + w[REQUEST_COUNT])
                     });
                     let usual = (errors + 0.5) / (requests + 1.0);
@@ -585,7 +598,7 @@ impl SeriesModel {
                 THROUGHPUT_CHANGE => {
                     // A ratio of two Poisson counts: judged on a log scale, with the noise of
                     // small counts (a window after a near-empty one easily shows ×8)...
-                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
+                    let logs: Vec<f64> = self.normal().map(|w| w[i].max(1e-3).ln()).collect();
                     let (lc, ls) = median_and_spread(logs);
                     let z_log = (f[i].max(1e-3).ln() - lc) / (ls + 1.5 / (n + 1.0).sqrt() + 0.1);
                     // ...and significant for the two counts themselves (a sparse series'
@@ -616,7 +629,7 @@ impl SeriesModel {
             let bar = if (i == ERROR_RATE || i == CLIENT_ERROR_RATE)
                 && f[i] > 0.0
                 && self.normal.len() >= 10
-                && self.normal.iter().all(|w| w[i] == 0.0)
+                && self.normal().all(|w| w[i] == 0.0)
             {
                 min_dev / 2.0
             } else {
@@ -646,7 +659,7 @@ impl SeriesModel {
         let per_trace = self.lines_per_trace();
         let windows = self.normal.len() as f64;
         let usual_count = |i: usize| {
-            let seen: f64 = self.normal.iter().map(|w| w[i]).sum();
+            let seen: f64 = self.normal().map(|w| w[i]).sum();
             (seen + 0.5) / (windows + 1.0)
         };
         let mut out = Vec::new();
@@ -660,13 +673,13 @@ impl SeriesModel {
                 // count — 52 lines from 2 requests missing in a window is no news.
                 LOG_COUNT => {
                     let events = |lines: f64| (lines / per_trace).ln_1p();
-                    let logs: Vec<f64> = self.normal.iter().map(|w| events(w[i])).collect();
+                    let logs: Vec<f64> = self.normal().map(|w| events(w[i])).collect();
                     let (lc, ls) = median_and_spread(logs);
                     let poisson = 1.0 / (centre[i] / per_trace + 1.0).sqrt();
                     (events(f[i]) - lc) / (ls + poisson + 0.05)
                 }
                 LOG_COUNT_CHANGE => {
-                    let logs: Vec<f64> = self.normal.iter().map(|w| w[i].max(1e-3).ln()).collect();
+                    let logs: Vec<f64> = self.normal().map(|w| w[i].max(1e-3).ln()).collect();
                     let (lc, ls) = median_and_spread(logs);
                     let z_log = (f[i].max(1e-3).ln() - lc)
                         / (ls + 1.5 / (n / per_trace + 1.0).sqrt() + 0.1);
@@ -682,7 +695,7 @@ impl SeriesModel {
                     weaker(z_log, two_counts_z(a, b))
                 }
                 ERROR_RATE | WARNING_RATE => {
-                    let (hits, total) = self.normal.iter().fold((0.0, 0.0), |(e, r), w| {
+                    let (hits, total) = self.normal().fold((0.0, 0.0), |(e, r), w| {
                         (e + w[i] * w[LOG_COUNT], r + w[LOG_COUNT])
                     });
                     binomial_z(n, (f[i] * n).round(), (hits + 0.5) / (total + 1.0))
@@ -728,8 +741,7 @@ impl SeriesModel {
         if f[POINTS] == 0.0 {
             return Vec::new();
         }
-        let seen: Vec<&[f64; N_FEATURES]> =
-            self.normal.iter().filter(|w| w[POINTS] > 0.0).collect();
+        let seen: Vec<[f64; N_FEATURES]> = self.normal().filter(|w| w[POINTS] > 0.0).collect();
         if seen.len() < MIN_METRIC_HISTORY {
             return Vec::new();
         }
@@ -903,7 +915,7 @@ pub struct RequestLatency {
 impl RequestLatency {
     /// `None` with fewer than 5 requests seen. The spread is widened for a small history
     /// (by 1 + 3/√N for N requests seen): a tail fitted to a handful of requests is uncertain.
-    pub fn fit<'a>(windows: impl Iterator<Item = &'a [f64; N_FEATURES]>) -> Option<Self> {
+    pub fn fit(windows: impl Iterator<Item = [f64; N_FEATURES]>) -> Option<Self> {
         use feature::*;
         let (mut n, mut s1, mut s2) = (0.0, 0.0, 0.0);
         for w in windows {

@@ -6,7 +6,7 @@
 //! gives the same forest) and independent of the tree parameters in force when it was saved, so
 //! a model survives a change of `trees` or `max_leaf_samples`.
 
-use super::{IForestConfig, SeriesModel};
+use super::{narrow, IForestConfig, SeriesModel};
 use crate::model::window::{SeriesKey, Signal, N_FEATURES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ impl SeriesModel {
             learned: self.learned,
             consecutive: self.consecutive,
             points: self.forest.window().collect(),
-            normal: self.normal.iter().copied().collect(),
+            normal: self.normal().collect(),
             scores: self.scores.iter().copied().collect(),
             log_lines: self.log_lines,
             log_traces: self.log_traces,
@@ -112,7 +112,7 @@ impl SeriesModel {
     fn restore(cfg: &IForestConfig, key: &SeriesKey, s: &SavedSeries) -> Self {
         let mut m = SeriesModel::new(cfg, key);
         m.forest.learn_batch(&s.points);
-        m.normal = s.normal.iter().copied().collect();
+        m.normal = s.normal.iter().map(narrow).collect();
         m.scores = s.scores.iter().copied().collect();
         m.learned = s.learned;
         m.consecutive = s.consecutive;

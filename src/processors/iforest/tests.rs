@@ -1101,3 +1101,27 @@ fn a_series_history_stays_within_its_buffers() {
         m.normal.capacity()
     );
 }
+
+#[test]
+fn the_history_keeps_a_window_at_single_precision_and_within_range() {
+    // Typical values read back from the history are the learned ones to seven digits.
+    let cfg = IForestConfig::default();
+    let key = SeriesKey::service("checkout");
+    let mut m = SeriesModel::new(&cfg, &key);
+    let f = [1234.0, 0.01, 0.0, 12.345678, 4.0, 8.0, 9.0, 9.5, 1.0, 1.0];
+    m.learn(&f, &transform(&f), 0.3, false);
+    let [back] = m.normal().collect::<Vec<_>>()[..] else {
+        panic!("one window learned");
+    };
+    assert_eq!(back[0], 1234.0);
+    assert!((back[1] - 0.01).abs() < 1e-9 && (back[3] - 12.345678).abs() < 1e-5);
+    // A value beyond single precision's range (a metric's) is kept as its largest, not as an
+    // infinity that would poison every median and spread after it.
+    let mut g = f;
+    g[7] = 1e300;
+    g[8] = -1e300;
+    g[9] = f64::NAN;
+    let n = narrow(&g);
+    assert_eq!((n[7], n[8]), (f32::MAX, -f32::MAX));
+    assert!(n[9].is_nan());
+}
