@@ -4,14 +4,14 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY kibana ./kibana
-RUN cargo build --release --locked && strip target/release/otelwatch
+RUN cargo build --profile dist --locked && strip target/dist/otelwatch
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/otelwatch --create-home otelwatch
-COPY --from=build /src/target/release/otelwatch /usr/local/bin/otelwatch
+COPY --from=build /src/target/dist/otelwatch /usr/local/bin/otelwatch
 COPY pipeline.yaml /etc/otelwatch/pipeline.yaml
 USER otelwatch
 WORKDIR /var/lib/otelwatch
