@@ -193,6 +193,9 @@ struct LogRow {
 /// `severity_text` and body (the header's time, logger and ids are fields of their own).
 pub fn split_log_line(line: &str) -> (String, String) {
     let line = line.trim_end();
+    if let Some(split) = split_json_log_line(line) {
+        return split;
+    }
     let mut tokens = line.split_whitespace();
     let (Some(time), Some(level)) = (tokens.next(), tokens.next()) else {
         return (String::new(), line.trim().to_string());
@@ -217,6 +220,32 @@ pub fn split_log_line(line: &str) -> (String, String) {
             .unwrap_or(""),
     };
     (level.to_string(), message.trim().to_string())
+}
+
+/// A structured (JSON) log line, as the services of some systems write them
+/// (`{"severity": "info", "message": "TraceID: … SpanID: … text", …}`): its level, upper-cased,
+/// and its message without the trace context (kept in fields of its own). `None` when the line
+/// is not a JSON object with a message.
+fn split_json_log_line(line: &str) -> Option<(String, String)> {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return None;
+    }
+    let v: Value = serde_json::from_str(line).ok()?;
+    let message = ["message", "msg"].iter().find_map(|k| v[*k].as_str())?;
+    let level = ["severity", "level", "levelname"]
+        .iter()
+        .find_map(|k| v[*k].as_str())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    let message = match message.find("SpanID: ") {
+        Some(i) => message[i + "SpanID: ".len()..]
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, m)| m),
+        None => message,
+    };
+    Some((level, message.trim().to_string()))
 }
 
 fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
@@ -357,7 +386,11 @@ fn day_dir(root: &Path, part: &str) -> Result<PathBuf, RealError> {
 struct RawFault {
     pod: String,
     kind: String,
+    /// `inject_timestamp`, until `place_faults` settles when the injection was.
     at_s: u64,
+    /// `inject_time`, read as UTC (the traces' clock, and the minute the trace files are
+    /// named after).
+    named_s: Option<u64>,
 }
 
 fn read_faults(day: &Path) -> Result<Vec<RawFault>, RealError> {
@@ -375,10 +408,20 @@ fn read_faults(day: &Path) -> Result<Vec<RawFault>, RealError> {
                 .and_then(|s| s.parse().ok())
                 .or_else(|| f["inject_timestamp"].as_u64())
                 .ok_or_else(|| data_err(&path, "a fault without inject_timestamp"))?;
+            let named_s = f["inject_time"]
+                .as_str()
+                .and_then(|t| {
+                    crate::model::time::parse_rfc3339_ns(&format!(
+                        "{}Z",
+                        t.trim().replace(' ', "T")
+                    ))
+                })
+                .map(|ns| ns / 1_000_000_000);
             out.push(RawFault {
                 pod: f["inject_pod"].as_str().unwrap_or("").to_string(),
                 kind: f["inject_type"].as_str().unwrap_or("").to_string(),
                 at_s,
+                named_s,
             });
         }
     }
@@ -395,6 +438,9 @@ struct Block {
     /// The first span's start and the last span's end, on the data's clock.
     first_ns: u64,
     last_ns: u64,
+    /// Where the block's minutes begin on the data's clock, on a whole second
+    /// (`busiest_stretch`).
+    from_ns: u64,
     /// The minute files it was read from.
     files: u64,
 }
@@ -403,11 +449,14 @@ impl Block {
     fn from_rows(rows: Vec<Row>, logs: Vec<LogRow>, files: u64) -> Option<Block> {
         let first_ns = rows.iter().map(|r| r.start).min()?;
         let last_ns = rows.iter().map(|r| r.end.max(r.start)).max()?;
+        let mut ends: Vec<u64> = rows.iter().map(|r| r.end.max(r.start)).collect();
+        let from_ns = busiest_stretch(&mut ends, files.max(1) * 60_000_000_000);
         Some(Block {
             rows,
             logs,
             first_ns,
             last_ns,
+            from_ns,
             files,
         })
     }
@@ -420,6 +469,29 @@ impl Block {
     fn minutes(&self) -> u64 {
         self.files.max(1)
     }
+}
+
+/// The start (on a whole second) of the `len_ns`-long stretch holding the most of `ends`, the
+/// earliest of equals. A trace file holds about a minute of spans by when they ended, but a
+/// few long traces started minutes before it: the first start would put the block's minutes
+/// before most of its spans (on one day's fault-free minute, four fifths of them).
+fn busiest_stretch(ends: &mut [u64], len_ns: u64) -> u64 {
+    ends.sort_unstable();
+    let (mut best, mut best_count, mut j) = (0, 0, 0);
+    for i in 0..ends.len() {
+        let from = ends[i] / 1_000_000_000 * 1_000_000_000;
+        if i > 0 && ends[i - 1] / 1_000_000_000 * 1_000_000_000 == from {
+            continue;
+        }
+        j = j.max(i);
+        while j < ends.len() && ends[j] < from + len_ns {
+            j += 1;
+        }
+        if j - i > best_count {
+            (best, best_count) = (from, j - i);
+        }
+    }
+    best
 }
 
 /// The trace files of `dir` grouped into blocks of consecutive minutes. A fault is placed by
@@ -444,15 +516,23 @@ fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
     let (mut rows, mut logs) = (Vec::new(), Vec::new());
     let mut prev: Option<u32> = None;
     let mut files = 0;
+    // Neighbouring files of a day share a few spans (up to a whole file's worth): a span is
+    // its trace and span id, kept once per block.
+    let mut seen: HashSet<([u8; 16], [u8; 8])> = HashSet::new();
     for (m, p) in minutes {
         if prev.is_some_and(|x| x + 1 != m) {
+            seen.clear();
             blocks.extend(Block::from_rows(
                 std::mem::take(&mut rows),
                 std::mem::take(&mut logs),
                 std::mem::take(&mut files),
             ));
         }
-        rows.extend(read_rows(&p)?);
+        rows.extend(
+            read_rows(&p)?
+                .into_iter()
+                .filter(|r| seen.insert((r.trace, r.span))),
+        );
         logs.extend(log_rows_beside(&p)?);
         files += 1;
         prev = Some(m);
@@ -464,6 +544,8 @@ fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
 /// The replay's plan on its own clock.
 pub struct Plan {
     pub faults: Vec<Fault>,
+    /// Faults the data set lists (those without a block of traces are left out of `faults`).
+    pub faults_listed: usize,
     /// The end of the warm-up.
     pub warm_end_ns: u64,
     /// Where each fault's block lies: the day's own data, the only time that is scored.
@@ -494,6 +576,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
     let rca = day_dir(root, "rca_data")?;
     let construct = day_dir(root, "construct_data")?;
     let raw = read_faults(&rca)?;
+    let faults_listed = raw.len();
     let blocks = trace_blocks(&rca.join("trace"))?;
     let mut placed = place_faults(raw, &blocks);
     if let Some(n) = opts.faults {
@@ -524,13 +607,14 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
     // The pods' metrics are continuous: each replayed minute gets the metrics of the real
     // minute it stands for (the warm-up the minutes from the fault-free one on, a gap the
     // minutes just before its block).
-    let normal_from = normal.first_ns / 1_000_000_000 * 1_000_000_000;
+    let normal_from = normal.from_ns;
     for copy in 0..opts.warmup_min {
         let at_s = replay.write_block(&normal, copy as u8)?;
         replay.write_metrics(normal_from + copy * 60_000_000_000, 1, at_s)?;
     }
     let mut plan = Plan {
         faults: Vec::new(),
+        faults_listed,
         warm_end_ns: replay.cursor_s * 1_000_000_000,
         blocks: Vec::new(),
         quiet_ns: 0,
@@ -541,7 +625,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
     };
     for (i, (f, b)) in placed.iter().enumerate() {
         let block = &blocks[*b];
-        let block_from = block.first_ns / 1_000_000_000 * 1_000_000_000;
+        let block_from = block.from_ns;
         if i > 0 {
             for copy in 0..opts.gap_min {
                 let at_s = replay.write_block(&normal, (100 + copy) as u8)?;
@@ -552,9 +636,7 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
         let at_s = replay.write_block(block, 0)?;
         replay.write_metrics(block_from, block.minutes(), at_s)?;
         let (from, to) = (at_s * 1_000_000_000, replay.cursor_s * 1_000_000_000);
-        let start_ns = from
-            + (f.at_s * 1_000_000_000)
-                .saturating_sub(block.first_ns / 1_000_000_000 * 1_000_000_000);
+        let start_ns = from + (f.at_s * 1_000_000_000).saturating_sub(block.from_ns);
         plan.quiet_ns += start_ns - from;
         plan.blocks.push((from, to));
         plan.faults.push(Fault {
@@ -577,19 +659,38 @@ pub fn convert(root: &Path, opts: &RealOptions, files: &ReplayFiles) -> Result<P
 /// Each fault with the index of the block its injection falls in, or of one that starts
 /// within a minute after it (the spans were recorded from shortly after some injections); a
 /// fault without a block, or whose block an earlier fault has, is left out.
+///
+/// The block is the one `inject_time` falls in (the trace files are named after it, on the
+/// traces' clock). The injection is `inject_timestamp` when that lies in the same block (it is
+/// to the second, where `inject_time` is a minute off for some faults), else `inject_time`:
+/// on some days the timestamps are hours off the traces' clock (a local time zone), or one
+/// fault's timestamp is repeated for the next. A fault whose `inject_time` names no block is
+/// placed by its timestamp alone.
 fn place_faults(raw: Vec<RawFault>, blocks: &[Block]) -> Vec<(RawFault, usize)> {
-    let mut placed: Vec<(RawFault, usize)> = Vec::new();
-    for f in raw {
-        let at = f.at_s * 1_000_000_000;
-        if let Some(b) = blocks
+    let block_of = |at_s: u64| {
+        let at = at_s.saturating_mul(1_000_000_000);
+        blocks
             .iter()
             .position(|b| b.first_ns <= at + 60_000_000_000 && at <= b.last_ns)
-        {
+    };
+    let mut placed: Vec<(RawFault, usize)> = Vec::new();
+    for mut f in raw {
+        let by_stamp = block_of(f.at_s);
+        let found = match f.named_s.and_then(|t| block_of(t).map(|b| (t, b))) {
+            Some((_, b)) if by_stamp == Some(b) => Some(b),
+            Some((t, b)) => {
+                f.at_s = t;
+                Some(b)
+            }
+            None => by_stamp,
+        };
+        if let Some(b) = found {
             if !placed.iter().any(|(_, x)| *x == b) {
                 placed.push((f, b));
             }
         }
     }
+    placed.sort_by_key(|(f, _)| f.at_s);
     placed
 }
 
@@ -630,26 +731,26 @@ impl ReplayWriter<'_> {
         Ok(())
     }
 
-    /// Writes a block at the cursor (its first span there, `copy` mixed into its trace ids)
-    /// and moves the cursor past it; returns where it was written.
+    /// Writes a block at the cursor (its minutes from there, `copy` mixed into its trace ids)
+    /// and moves the cursor past it; returns where it was written. Spans ending outside the
+    /// block's minutes are left out (counted).
     fn write_block(&mut self, b: &Block, copy: u8) -> Result<u64, RealError> {
         let at_s = self.cursor_s;
-        let shift =
-            at_s as i64 * 1_000_000_000 - (b.first_ns / 1_000_000_000 * 1_000_000_000) as i64;
+        let shift = at_s as i64 * 1_000_000_000 - b.from_ns as i64;
         let mut spans = to_spans(&b.rows, shift, copy);
-        let end_ns = (at_s + b.minutes() * 60) * 1_000_000_000;
+        let (start_ns, end_ns) = (
+            at_s * 1_000_000_000,
+            (at_s + b.minutes() * 60) * 1_000_000_000,
+        );
         let all = spans.len();
-        spans.retain(|(_, s)| s.end_time_unix_nano < end_ns);
+        spans.retain(|(_, s)| (start_ns..end_ns).contains(&s.end_time_unix_nano));
         self.spans_outside += all - spans.len();
         spans.sort_by_key(|(_, s)| s.end_time_unix_nano);
         for chunk in spans.chunks(2000) {
             write_request(&mut self.w, chunk).map_err(|e| data_err(self.path, e.to_string()))?;
         }
         // Log lines outside the block's minutes have no place on the replay's clock.
-        let (from, to) = (
-            b.first_ns / 1_000_000_000 * 1_000_000_000,
-            b.first_ns / 1_000_000_000 * 1_000_000_000 + b.minutes() * 60_000_000_000,
-        );
+        let (from, to) = (b.from_ns, b.from_ns + b.minutes() * 60_000_000_000);
         let mut logs: Vec<&LogRow> = b
             .logs
             .iter()
@@ -1050,7 +1151,9 @@ async fn day_metrics(
     let shift = at as i64 - day_from as i64;
     let on_replay = |t: u64| (t as i64 + shift) as u64;
     let blocks = trace_blocks(&rca.join("trace"))?;
-    let mut placed = place_faults(read_faults(&rca)?, &blocks);
+    let raw = read_faults(&rca)?;
+    let faults_listed = raw.len();
+    let mut placed = place_faults(raw, &blocks);
     if let Some(n) = opts.faults {
         placed.truncate(n);
     }
@@ -1058,8 +1161,7 @@ async fn day_metrics(
         .iter()
         .map(|(f, b)| {
             let block = &blocks[*b];
-            let block_end =
-                block.first_ns / 1_000_000_000 * 1_000_000_000 + block.minutes() * 60_000_000_000;
+            let block_end = block.from_ns + block.minutes() * 60_000_000_000;
             Fault {
                 service: service_of(&f.pod).to_string(),
                 kind: f.kind.clone(),
@@ -1108,6 +1210,7 @@ async fn day_metrics(
         .sum();
     let plan = Plan {
         faults,
+        faults_listed,
         warm_end_ns: warm_end,
         blocks: vec![(warm_end, end)],
         quiet_ns: (end - warm_end).saturating_sub(in_faults),
@@ -1289,9 +1392,10 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
     let quiet = rows.first().map_or(0.0, |r| r.1.quiet_hours);
     let mut t = String::new();
     t.push_str(&format!(
-        "Nezha Train-Ticket replay: {} faults ({}), {services} services, {quiet:.2} h outside faults after a {}-minute warm-up, {} s windows; {} spans ending past their block's minutes left out; {} log lines replayed ({} outside their block's minutes left out), {} metric points\n\n",
+        "Nezha replay: {} faults ({}; {} listed, those without traces left out), {services} services, {quiet:.2} h outside faults after a {}-minute warm-up, {} s windows; {} spans ending past their block's minutes left out; {} log lines replayed ({} outside their block's minutes left out), {} metric points\n\n",
         faults.len(),
         kinds(faults),
+        plan.faults_listed,
         opts.warmup_min,
         opts.interval_s,
         plan.spans_outside,
@@ -1412,18 +1516,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let header = "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration\n";
         // Minute files 12:06, 12:07 (one block) and 12:15 (another); each holds one span that
-        // starts 7 s before its minute ends, as in the data set.
-        for (name, minute) in [("12_06", 726u64), ("12_07", 727), ("12_15", 735)] {
+        // starts 7 s before its minute ends, as in the data set, and 12:07 the span of 12:06
+        // again, as neighbouring files sometimes do.
+        let line = |minute: u64| {
             let start = (minute * 60 + 53) * 1_000_000_000;
-            let line = format!(
+            format!(
                 "{:032x},{:016x},root,gw-a-b,/,{start},{},1000\n",
                 minute,
                 minute,
                 start + 1_000_000
-            );
+            )
+        };
+        for (name, minute) in [("12_06", 726u64), ("12_07", 727), ("12_15", 735)] {
+            let again = if minute == 727 {
+                line(726)
+            } else {
+                String::new()
+            };
             std::fs::write(
                 dir.path().join(format!("{name}_trace.csv")),
-                format!("{header}{line}"),
+                format!("{header}{}{again}", line(minute)),
             )
             .unwrap();
         }
@@ -1432,10 +1544,59 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].rows.len(), 2);
         assert_eq!(blocks[0].first_ns, (726 * 60 + 53) * 1_000_000_000);
+        assert_eq!(blocks[0].from_ns, (726 * 60 + 53) * 1_000_000_000);
         assert_eq!(blocks[1].rows.len(), 1);
         // A minute per file, though the two spans are 60 s and a millisecond apart.
         assert_eq!(blocks[0].minutes(), 2);
         assert_eq!(blocks[1].minutes(), 1);
+    }
+
+    #[test]
+    fn a_blocks_minutes_are_where_most_of_its_spans_end() {
+        let s = 1_000_000_000u64;
+        // A minute's spans end from 100 s to 159.5 s; two long traces ended at 20 s and 30 s.
+        let mut ends: Vec<u64> = (0..120).map(|i| 100 * s + i * s / 2).collect();
+        ends.extend([20 * s, 30 * s + 5]);
+        assert_eq!(busiest_stretch(&mut ends, 60 * s), 100 * s);
+        // Equally many in two stretches: the earlier.
+        let mut ends = vec![10 * s, 11 * s, 200 * s, 201 * s];
+        assert_eq!(busiest_stretch(&mut ends, 60 * s), 10 * s);
+        // Whole seconds: the stretch starts on the second of its first end.
+        let mut ends = vec![10 * s + 700, 12 * s, 69 * s + 999];
+        assert_eq!(busiest_stretch(&mut ends, 60 * s), 10 * s);
+        assert_eq!(busiest_stretch(&mut [], 60 * s), 0);
+    }
+
+    #[test]
+    fn log_lines_give_their_level_and_message_plain_or_structured() {
+        assert_eq!(
+            split_log_line("19:39:03.269 ERROR f.s.FoodServiceImpl#302 TraceID: ab SpanID: cd [getFood] failed\n"),
+            ("ERROR".to_string(), "[getFood] failed".to_string())
+        );
+        assert_eq!(
+            split_log_line("\tat java.base/java.lang.Thread.run(Thread.java:829)"),
+            (
+                String::new(),
+                "at java.base/java.lang.Thread.run(Thread.java:829)".to_string()
+            )
+        );
+        assert_eq!(
+            split_log_line(
+                r#"{"message":"TraceID: ab SpanID: cd Query product 1YMWWN1N4O","severity":"info","timestamp":"2022-08-22T05:18:42Z"}"#
+            ),
+            ("INFO".to_string(), "Query product 1YMWWN1N4O".to_string())
+        );
+        assert_eq!(
+            split_log_line(
+                r#"{"timestamp": "x", "severity": "ERROR", "message": "charge failed"}"#
+            ),
+            ("ERROR".to_string(), "charge failed".to_string())
+        );
+        // JSON without a message is a message as it is.
+        assert_eq!(
+            split_log_line(r#"{"a": 1}"#),
+            (String::new(), r#"{"a": 1}"#.to_string())
+        );
     }
 
     #[test]
