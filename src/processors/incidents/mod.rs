@@ -19,8 +19,10 @@
 //! its callee), so a service is a suspect when it or its callers' view of it is anomalous, and is
 //! cleared when a callee of its own is anomalous independently of it; a change of traffic travels
 //! *down* (a caller sends less), so there the suspect is the most upstream service that shows it.
-//! Each window's scores are added up over the incident's life: the ranking settles as evidence
-//! accumulates instead of following one window's noise.
+//! Each window's scores are added up over the incident's life, each weighed by the evidence its
+//! window holds: the ranking is the share of the incident's evidence each service explains, so
+//! it settles as evidence accumulates instead of following one window's noise, and a window
+//! with a strong anomaly outweighs several with faint ones.
 //!
 //! The records pass on unchanged but for `anomaly.incident`; the incident events follow them in
 //! a batch of their own.
@@ -225,7 +227,7 @@ struct OpenIncident {
     listed: BTreeSet<Arc<SeriesKey>>,
     suspects: BTreeMap<Arc<str>, Suspect>,
     windows: usize,
-    /// The decayed number of windows joined (what the suspects' totals are divided by).
+    /// The decayed evidence of the windows joined (what the suspects' totals are divided by).
     weight: f64,
     last_start_ns: u64,
     interval_ns: u64,
@@ -253,7 +255,7 @@ impl OpenIncident {
             .filter(|(_, s)| s.total > 0.0)
             .collect();
         v.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(b.0)));
-        let windows = self.weight.max(1.0);
+        let windows = self.weight.max(1e-12);
         v.into_iter()
             .take(max)
             .map(|(n, s)| RootCause {
@@ -392,7 +394,7 @@ impl IncidentsProcessor {
         // decay), and a series' anomaly carried into later windows would be counted again and
         // set against records of another time.
         let rates = &self.rates;
-        let ranked = rank::score_window(records, &self.graph, &|s| rates.surprisal(s));
+        let (ranked, evidence) = rank::score_window(records, &self.graph, &|s| rates.surprisal(s));
         self.rates.observe(records);
         // A group's join may merge (remove) incidents: later groups find theirs by id.
         let groups: Vec<(Vec<usize>, Vec<Arc<str>>)> = groups
@@ -447,7 +449,7 @@ impl IncidentsProcessor {
                 if let Some(s) = ranked.get(n) {
                     if s.score > 0.0 {
                         let e = inc.suspects.entry(n.clone()).or_default();
-                        e.total += s.score;
+                        e.total += s.score * evidence;
                         if s.score >= e.best * DECAY {
                             e.best = s.score;
                             e.reason = s.reason.clone();
@@ -455,7 +457,7 @@ impl IncidentsProcessor {
                     }
                 }
             }
-            inc.weight = inc.weight * DECAY + 1.0;
+            inc.weight = inc.weight * DECAY + evidence;
             inc.windows += 1;
             inc.last_start_ns = start_ns;
             inc.interval_ns = interval_ns;

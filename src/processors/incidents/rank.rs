@@ -349,14 +349,15 @@ fn traced(records: &[WindowRecord]) -> BTreeSet<Arc<str>> {
         .collect()
 }
 
-/// Scores every service the window's records speak of.
+/// Scores every service the window's records speak of, and the window's evidence in all (what
+/// the scores are shares of; an incident weighs the window's scores by it).
 ///
 /// `weight` is how much an anomaly of a series counts as evidence (see `rates`).
 pub fn score_window(
     records: &[WindowRecord],
     graph: &CallGraph,
     weight: &dyn Fn(&SeriesKey) -> f64,
-) -> BTreeMap<Arc<str>, Scored> {
+) -> (BTreeMap<Arc<str>, Scored>, f64) {
     let traced = traced(records);
     let nodes = nodes_of(records, &traced);
     let mut flow = Flow {
@@ -395,7 +396,7 @@ pub fn score_window(
     }
     let total: f64 = flow.up.values().chain(flow.down.values()).sum();
     if total <= 0.0 {
-        return BTreeMap::new();
+        return (BTreeMap::new(), 0.0);
     }
     let mut out = BTreeMap::new();
     for (name, n) in &nodes {
@@ -407,7 +408,7 @@ pub fn score_window(
             out.insert(name.clone(), Scored { score, reason });
         }
     }
-    out
+    (out, total)
 }
 
 /// Each service's own record and the edges it calls and is called on, in this window.

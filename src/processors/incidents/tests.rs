@@ -585,6 +585,32 @@ fn a_chronically_noisy_service_does_not_outrank_the_one_a_fault_made_anomalous()
     assert_eq!(top(&events)[0], "payments", "{last:#?}");
 }
 
+#[test]
+fn an_incident_ranks_by_its_evidence_not_by_its_count_of_windows() {
+    let mut p = processor(3);
+    // checkout is a little slow for three windows; in the third, payments fails badly. The
+    // incident holds both, and what it says is payments' failure: one window with much
+    // evidence outweighs two with little (as a mean of each window's shares it did not).
+    let faint = Some(("latency_p95_ms", 60.0, 50.0));
+    let ws = vec![
+        window(0, &[("checkout", None, faint)]),
+        window(1, &[("checkout", None, faint)]),
+        window(2, &[("checkout", None, faint), ("payments", None, ERRORS)]),
+    ];
+    let events = run(&mut p, ws);
+    let last = events.last().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| &e.incident.id)
+            .collect::<HashSet<_>>()
+            .len(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(top(&events)[0], "payments", "{last:#?}");
+}
+
 /// A metric record of `service`: anomalous with `feature` actual/typical, or normal.
 fn metric(
     service: &str,
