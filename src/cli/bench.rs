@@ -24,8 +24,9 @@ pub enum BenchCommand {
         #[arg(long)]
         only: Option<String>,
     },
-    /// Detection and root causes on real telemetry with injected faults (the Nezha
-    /// Train-Ticket data): converted to OTLP, replayed through the pipeline, scored.
+    /// Detection and root causes on real telemetry with injected faults (a day of the Nezha
+    /// data, Train-Ticket or Online Boutique): converted to OTLP, replayed through the
+    /// pipeline, scored.
     Real {
         /// The data set: its `.tar.gz` or the unpacked folder (with `rca_data/`).
         #[arg(long)]

@@ -1,5 +1,5 @@
-//! Detection on real telemetry: one day of the Nezha Train-Ticket data (real microservices with
-//! injected faults) converted to OTLP, replayed through the real pipeline (`otlpjsonfile` →
+//! Detection on real telemetry: one day of the Nezha data (Train-Ticket or Online Boutique: real
+//! microservices with injected faults) converted to OTLP, replayed through the real pipeline (`otlpjsonfile` →
 //! `window` → `iforest` → `incidents` → `file`), and scored against the fault list.
 //!
 //! Conversion (the data has no span kinds, statuses or attributes): a span whose parent runs in
@@ -8,8 +8,11 @@
 //! is its name without the two trailing hash segments. Traces exist only in blocks of consecutive
 //! minute files around each injection, so the replay puts them end to end: first the fault-free
 //! minute repeated for the warm-up, then each fault's block, with `gap_min` fault-free minutes
-//! between blocks, each shifted in time to whole minutes (so windows stay aligned). A fault is
-//! placed by its timestamp in the block whose spans cover it and lasts to the end of its block.
+//! between blocks, each shifted in time to whole minutes (so windows stay aligned). A block's
+//! minutes are where most of its spans end; a span shared by two of its files counts once. A
+//! fault is placed in the block its `inject_time` names, at its timestamp when that lies there
+//! (`place_faults`), and lasts to the end of its block. Log lines are read as the services write
+//! them: a header with the level, or a JSON object with `severity` and `message`.
 //!
 //! Definitions (over the blocks only: not the warm-up, not the minutes between blocks):
 //! - **fault recall**: faults with a flagged window (any series) while they last;
@@ -50,6 +53,11 @@ pub enum RealError {
     Config(#[from] config::ConfigErrors),
     #[error("pipeline: {0}")]
     Service(#[from] crate::pipeline::service::ServiceError),
+}
+
+/// The entries of a folder of the data set; a missing one is named in the error.
+fn list_dir(dir: &Path) -> Result<std::fs::ReadDir, RealError> {
+    std::fs::read_dir(dir).map_err(|e| data_err(dir, e.to_string()))
 }
 
 pub(crate) fn data_err(path: &Path, message: impl Into<String>) -> RealError {
@@ -394,7 +402,7 @@ struct RawFault {
 }
 
 fn read_faults(day: &Path) -> Result<Vec<RawFault>, RealError> {
-    let path = std::fs::read_dir(day)?
+    let path = list_dir(day)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with("fault_list.json"))
         .ok_or_else(|| data_err(day, "no *fault_list.json"))?;
@@ -500,7 +508,7 @@ fn busiest_stretch(ends: &mut [u64], len_ns: u64) -> u64 {
 /// faults, and the spans show the timestamp is the moment the delay starts.
 fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
     let mut minutes: Vec<(u32, PathBuf)> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
+    for e in list_dir(dir)? {
         let p = e?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let Some(stem) = name.strip_suffix("_trace.csv") else {
@@ -696,7 +704,7 @@ fn place_faults(raw: Vec<RawFault>, blocks: &[Block]) -> Vec<(RawFault, usize)> 
 
 /// The fault-free minute: a trace file of the day's fault-free data.
 fn normal_block(construct: &Path) -> Result<Block, RealError> {
-    let normal_file = std::fs::read_dir(construct.join("trace"))?
+    let normal_file = list_dir(&construct.join("trace"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with("_trace.csv"))
         .ok_or_else(|| data_err(construct, "no fault-free trace file"))?;
