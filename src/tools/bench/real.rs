@@ -204,6 +204,15 @@ pub fn split_log_line(line: &str) -> (String, String) {
     if let Some(split) = split_json_log_line(line) {
         return split;
     }
+    // A line with the trace context and no header (no level given).
+    if let Some(rest) = line.trim_start().strip_prefix("TraceID: ") {
+        if let Some(i) = rest.find("SpanID: ") {
+            let message = rest[i + "SpanID: ".len()..]
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, m)| m);
+            return (String::new(), message.trim().to_string());
+        }
+    }
     let mut tokens = line.split_whitespace();
     let (Some(time), Some(level)) = (tokens.next(), tokens.next()) else {
         return (String::new(), line.trim().to_string());
@@ -1599,6 +1608,13 @@ mod tests {
                 r#"{"timestamp": "x", "severity": "ERROR", "message": "charge failed"}"#
             ),
             ("ERROR".to_string(), "charge failed".to_string())
+        );
+        assert_eq!(
+            split_log_line("TraceID: ab SpanID: cd GetCartAsync called with userId=1"),
+            (
+                String::new(),
+                "GetCartAsync called with userId=1".to_string()
+            )
         );
         // JSON without a message is a message as it is.
         assert_eq!(
