@@ -205,11 +205,8 @@ pub fn split_log_line(line: &str) -> (String, String) {
         return split;
     }
     // A line with the trace context and no header (no level given).
-    if let Some(rest) = line.trim_start().strip_prefix("TraceID: ") {
-        if let Some(i) = rest.find("SpanID: ") {
-            let message = rest[i + "SpanID: ".len()..]
-                .split_once(char::is_whitespace)
-                .map_or("", |(_, m)| m);
+    if line.trim_start().starts_with("TraceID: ") {
+        if let Some(message) = after_trace_context(line) {
             return (String::new(), message.trim().to_string());
         }
     }
@@ -224,11 +221,8 @@ pub fn split_log_line(line: &str) -> (String, String) {
         // A continuation line (a stack frame, an exception's text): the message as it is.
         return (String::new(), line.trim().to_string());
     }
-    let message = match line.find("SpanID: ") {
-        Some(i) => {
-            let rest = &line[i + "SpanID: ".len()..];
-            rest.split_once(char::is_whitespace).map_or("", |(_, m)| m)
-        }
+    let message = match after_trace_context(line) {
+        Some(message) => message,
         // time level logger message
         None => line
             .splitn(4, char::is_whitespace)
@@ -256,13 +250,15 @@ fn split_json_log_line(line: &str) -> Option<(String, String)> {
         .unwrap_or("")
         .trim()
         .to_ascii_uppercase();
-    let message = match message.find("SpanID: ") {
-        Some(i) => message[i + "SpanID: ".len()..]
-            .split_once(char::is_whitespace)
-            .map_or("", |(_, m)| m),
-        None => message,
-    };
+    let message = after_trace_context(message).unwrap_or(message);
     Some((level, message.trim().to_string()))
+}
+
+/// The text after a line's trace context (`… SpanID: <id> text`), when it has one.
+fn after_trace_context(line: &str) -> Option<&str> {
+    let i = line.find("SpanID: ")?;
+    let rest = &line[i + "SpanID: ".len()..];
+    Some(rest.split_once(char::is_whitespace).map_or("", |(_, m)| m))
 }
 
 fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
