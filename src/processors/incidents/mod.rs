@@ -255,12 +255,12 @@ impl OpenIncident {
             .filter(|(_, s)| s.total > 0.0)
             .collect();
         v.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(b.0)));
-        let windows = self.weight.max(1e-12);
+        let evidence = self.weight.max(1e-12);
         v.into_iter()
             .take(max)
             .map(|(n, s)| RootCause {
                 service: n.clone(),
-                score: (s.total / windows).clamp(0.0, 1.0),
+                score: (s.total / evidence).clamp(0.0, 1.0),
                 reason: s.reason.clone(),
             })
             .collect()

@@ -478,9 +478,14 @@ impl Block {
     /// minute file. The spans of a file straddle its minute's edges by a few seconds, so a
     /// block of three files can run a second or two past three minutes; a fourth minute for
     /// those seconds would be near silence, which reads as every service's traffic stopping.
-    /// The spans ending past the block's minutes are left out (`Replay::spans_outside`).
+    /// The spans ending past the block's minutes are left out (`ReplayWriter::spans_outside`).
     fn minutes(&self) -> u64 {
         self.files.max(1)
+    }
+
+    /// Where the block's minutes end on the data's clock.
+    fn end_ns(&self) -> u64 {
+        self.from_ns + self.minutes() * 60_000_000_000
     }
 }
 
@@ -507,10 +512,8 @@ fn busiest_stretch(ends: &mut [u64], len_ns: u64) -> u64 {
     best
 }
 
-/// The trace files of `dir` grouped into blocks of consecutive minutes. A fault is placed by
-/// its timestamp in the block whose spans cover it, not by the files' names: the names follow
-/// the fault list's `inject_time`, which is a minute off its `inject_timestamp` for some
-/// faults, and the spans show the timestamp is the moment the delay starts.
+/// The trace files of `dir` grouped into blocks of consecutive minutes (`place_faults` says
+/// which fault each block is for).
 fn trace_blocks(dir: &Path) -> Result<Vec<Block>, RealError> {
     let mut minutes: Vec<(u32, PathBuf)> = Vec::new();
     for e in list_dir(dir)? {
@@ -763,7 +766,7 @@ impl ReplayWriter<'_> {
             write_request(&mut self.w, chunk).map_err(|e| data_err(self.path, e.to_string()))?;
         }
         // Log lines outside the block's minutes have no place on the replay's clock.
-        let (from, to) = (b.from_ns, b.from_ns + b.minutes() * 60_000_000_000);
+        let (from, to) = (b.from_ns, b.end_ns());
         let mut logs: Vec<&LogRow> = b
             .logs
             .iter()
@@ -1174,7 +1177,7 @@ async fn day_metrics(
         .iter()
         .map(|(f, b)| {
             let block = &blocks[*b];
-            let block_end = block.from_ns + block.minutes() * 60_000_000_000;
+            let block_end = block.end_ns();
             Fault {
                 service: service_of(&f.pod).to_string(),
                 kind: f.kind.clone(),
