@@ -614,11 +614,12 @@ impl SeriesModel {
             // Without a history of requests there is nothing to judge a latency against.
             let z = match (i, &requests) {
                 (LATENCY_MEAN..=LATENCY_STDDEV, Some(_)) => {
-                    let zs = pooled[i];
-                    if zs.signum() == z_window.signum() {
-                        z_window.signum() * zs.abs().min(z_window.abs())
+                    let z = weaker(pooled[i], z_window);
+                    if z.abs() >= min_dev && (i == LATENCY_MAX || i == LATENCY_P99) {
+                        self.seen_tail_z(i, f[i], m)
+                            .map_or(z, |seen| weaker(z, seen))
                     } else {
-                        0.0
+                        z
                     }
                 }
                 (LATENCY_MEAN..=LATENCY_STDDEV, None) => 0.0,
@@ -641,6 +642,25 @@ impl SeriesModel {
         }
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out
+    }
+
+    /// How far latency statistic `i` = `x` lies beyond the same statistic of the recent normal
+    /// windows with requests (`tail_z`). Real latency has a heavier tail than the log-normal
+    /// `sample_z` assumes (a collection pause, a cold cache): a series whose windows now and
+    /// then hold one request thirty times the usual has shown that such a window is ordinary,
+    /// and the tail its windows show is the better judge. A history with too few distinct
+    /// values to show a tail (`MIN_SEEN_TAIL`) leaves the judgement to the model.
+    fn seen_tail_z(&self, i: usize, x: f64, typical: f64) -> Option<f64> {
+        use feature::*;
+        let col: Vec<f64> = self
+            .normal()
+            .filter(|w| w[REQUEST_COUNT] > 0.0 && w[i].is_finite())
+            .map(|w| w[i])
+            .collect();
+        let mut distinct = col.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        (distinct.len() >= MIN_SEEN_TAIL).then(|| tail_z(&col, x, typical))
     }
 
     /// The log features out of line, most deviant first, as (feature, z, typical):
@@ -803,6 +823,8 @@ impl SeriesModel {
 
 /// Windows with points a metric series has learned before it is judged.
 const MIN_METRIC_HISTORY: usize = 10;
+/// Distinct values of a latency statistic that show a tail of its own.
+const MIN_SEEN_TAIL: usize = 20;
 
 /// The smallest and largest value.
 fn range(v: &[f64]) -> (f64, f64) {
@@ -825,7 +847,86 @@ const MIN_TAIL_SCALE: f64 = 0.05;
 /// `MIN_TAIL_SCALE` on the log scale): P(X > t + y) =
 /// (k/n)(1 + ξy/σ)^(-1/ξ). With fewer than 3 distinct excesses the tail cannot be
 /// extrapolated, and the value only counts as the most extreme of n+1.
+///
+/// A metric that counts in whole steps (CPU time in clock ticks, a counter of a few events a
+/// window: its history sits on a few multiples of one `quantum`) is a count as well as a value:
+/// the change must also be unlikely for a Poisson count of steps with the history's mean
+/// (`weaker` of the two). Otherwise one tick more than a near-idle process's usual one is a
+/// doubling far beyond a tail that only the interval's jitter spread.
 pub fn tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
+    let z = value_tail_z(history, x, typical);
+    if z == 0.0 || x < 0.0 {
+        return z;
+    }
+    match quantum(history) {
+        Some(q) => {
+            let mean = history.iter().sum::<f64>() / history.len() as f64;
+            weaker(z, counts_z(x / q, mean / q))
+        }
+        None => z,
+    }
+}
+
+/// Values closer than this share of the larger are one level of a stepped metric (the jitter
+/// of the interval a count is divided by).
+const LEVEL_TOLERANCE: f64 = 0.05;
+
+/// The step a non-negative history moves in, when it has one: its values fall on a few levels
+/// (at most a third as many as values, so each recurs), every level a whole multiple (within
+/// 15 %) of the smallest gap between two levels. `None` for a history of one level or of
+/// values spread without steps.
+pub fn quantum(history: &[f64]) -> Option<f64> {
+    if history.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+        return None;
+    }
+    let mut v = history.to_vec();
+    v.sort_by(f64::total_cmp);
+    // (sum, count, last value) of each run of values within the tolerance of the one before.
+    let mut levels: Vec<(f64, f64, f64)> = Vec::new();
+    for x in v {
+        match levels.last_mut() {
+            Some((sum, count, last)) if x - *last <= LEVEL_TOLERANCE * x => {
+                *sum += x;
+                *count += 1.0;
+                *last = x;
+            }
+            _ => levels.push((x, 1.0, x)),
+        }
+    }
+    if levels.len() < 2 || levels.len() * 3 > history.len() {
+        return None;
+    }
+    let centres: Vec<f64> = levels.iter().map(|(s, c, _)| s / c).collect();
+    let q = centres
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(f64::INFINITY, f64::min);
+    let whole = |c: &f64| ((c / q) - (c / q).round()).abs() <= 0.15;
+    (q > 0.0 && centres.iter().all(whole)).then_some(q)
+}
+
+/// A count of `k` against a Poisson mean `lambda`, as a signed z-score (both tails).
+fn counts_z(k: f64, lambda: f64) -> f64 {
+    if k >= lambda {
+        return poisson_z(k, lambda);
+    }
+    if lambda > 25.0 {
+        return (k + 0.5 - lambda) / lambda.sqrt();
+    }
+    // P(X ≤ k), summed from 0.
+    let k = k.round();
+    let (mut log_term, mut tail) = (-lambda, 0.0);
+    for i in 0..=(k as u64) {
+        if i > 0 {
+            log_term += lambda.ln() - (i as f64).ln();
+        }
+        tail += log_term.exp();
+    }
+    -upper_tail_z(tail.min(0.5))
+}
+
+/// `tail_z` by the values alone.
+fn value_tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
     let n = history.len();
     let (lo, hi) = range(history);
     if n == 0 || (lo..=hi).contains(&x) || !x.is_finite() {

@@ -473,6 +473,37 @@ fn every_request_of_a_sparse_window_far_slower_is_still_caught() {
 }
 
 #[test]
+fn a_few_slow_requests_are_no_news_where_windows_often_hold_them_and_a_slow_window_still_is() {
+    // Two hundred requests a window; one window in eight holds three requests ten times the
+    // usual (a collection pause stalls the requests in flight): a tail far heavier than the
+    // log-normal fitted to the requests predicts.
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::service("checkout"));
+    let mut rng = Rng::new(23);
+    let window = |rng: &mut Rng, slow: usize| {
+        let mut lat = latencies(rng, 200, 50.0);
+        for l in lat.iter_mut().take(slow) {
+            *l = 500.0 * rng.uniform(0.9, 1.1);
+        }
+        lat
+    };
+    for k in 0..200 {
+        let lat = window(&mut rng, if k % 8 == 0 { 3 } else { 0 });
+        let mut r = window_of(&key, k, &lat, 200.0);
+        p.score(&mut r);
+    }
+    let mut r = window_of(&key, 200, &window(&mut rng, 3), 200.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "three slow requests flagged: {}", a.message);
+    // Every request three times slower is a shift the pauses never showed.
+    let mut r = window_of(&key, 201, &latencies(&mut rng, 200, 150.0), 200.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly, "score {} {:?}", a.score, a.contributions);
+}
+
+#[test]
 fn request_latency_order_statistics_follow_the_binomial_tail() {
     let d = RequestLatency {
         mu: 50f64.ln(),
@@ -829,6 +860,29 @@ mod metric_tails {
         // Two ticks is no news; twenty are.
         assert!(tail_z(&history, 0.02, 0.0) < 4.0);
         assert!(tail_z(&history, 0.2, 0.0) >= 4.0);
+    }
+
+    #[test]
+    fn a_metric_counted_in_ticks_needs_more_than_one_tick_to_be_news() {
+        // A near-idle process's CPU over one-second windows: usually one 10 ms tick, now and
+        // then none, divided by a slightly jittery interval.
+        let mut rng = Rng::new(29);
+        let history: Vec<f64> = (0..120)
+            .map(|i| {
+                let ticks = if i % 5 == 0 { 0.0 } else { 1.0 };
+                0.01 * ticks / (1.0 + 0.004 * gauss(&mut rng).abs())
+            })
+            .collect();
+        assert_eq!(quantum(&history).map(|q| (q * 1000.0).round()), Some(10.0));
+        // Two ticks are an ordinary count; twelve are not.
+        assert!(tail_z(&history, 0.02 / 1.004, 0.00996) < 4.0);
+        assert!(tail_z(&history, 0.12, 0.00996) >= 4.0);
+        // Values spread without steps have none.
+        let spread: Vec<f64> = (0..120)
+            .map(|_| 0.01 * (0.3 * gauss(&mut rng)).exp())
+            .collect();
+        assert_eq!(quantum(&spread), None);
+        assert_eq!(quantum(&[0.01; 120]), None, "one level has no step");
     }
 
     #[test]
