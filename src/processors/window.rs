@@ -1272,6 +1272,9 @@ impl Processor for WindowProcessor {
     }
 
     /// Closes every open window, including the current partial one: nothing accepted is lost.
+    /// The windows whose time was not over — from the newest event's on — are marked partial:
+    /// their counts end with the shutdown, not with the traffic, and a restart is no traffic
+    /// drop.
     fn on_shutdown(&mut self, out: &mut Vec<Batch>) {
         let last_open = self
             .series
@@ -1279,6 +1282,10 @@ impl Processor for WindowProcessor {
             .filter_map(|s| s.open.keys().next_back().copied())
             .max();
         if let Some(last) = last_open {
+            let cut = self.window_start(self.max_event_ns);
+            if self.max_event_ns != 0 && cut <= last {
+                self.partial.push_back((cut, last + self.interval_ns));
+            }
             let mut records = Vec::new();
             self.close_until(last + self.interval_ns, &mut records);
             self.emit(records, out);

@@ -1640,7 +1640,8 @@ impl IForestProcessor {
             model.deviations(rec.series.signal, &rec.features, cfg.min_deviation)
         };
         if rec.partial {
-            // Data was skipped: low counts are the shedding, not a traffic drop; a metric's
+            // Data was skipped, or the shutdown cut the window short: low counts are the
+            // shedding or the stop, not a traffic drop; a metric's
             // rates and counts are low bounds too, so a partial metric window is not judged.
             use feature::{REQUEST_COUNT, THROUGHPUT_CHANGE};
             deviations.retain(|(i, _, _)| {
