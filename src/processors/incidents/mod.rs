@@ -9,6 +9,7 @@
 //!     max_open: 1000       # open incidents kept at once (beyond: the oldest is resolved)
 //!     max_causes: 5        # ranked suspects kept per incident
 //!     graph_ttl: 1h        # a caller → callee edge not seen for this long is forgotten
+//!     corroborate: true    # a lone series' one window is not paged (see `corroborated`)
 //! ```
 //!
 //! The call graph is learned from the edge records (`service.name` → `service.target.name`,
@@ -59,6 +60,11 @@ pub struct IncidentsConfig {
     /// When several pipelines list this processor: how long a window waits for a pipeline
     /// that has delivered nothing for this long (see `join.rs`).
     pub join_wait: ConfigDuration,
+    /// Whether a group needs two pieces of evidence to open an incident: two series (not
+    /// metrics alone), or a series anomalous in two of the last `resolve_after + 1` windows.
+    /// When false every group with a span or log record opens one at once (a group of metrics
+    /// alone still needs to persist).
+    pub corroborate: bool,
 }
 
 impl Default for IncidentsConfig {
@@ -69,6 +75,7 @@ impl Default for IncidentsConfig {
             max_causes: 5,
             graph_ttl: ConfigDuration::from_secs(3600),
             join_wait: ConfigDuration::from_secs(10),
+            corroborate: true,
         }
     }
 }
@@ -309,14 +316,13 @@ pub struct IncidentsProcessor {
     resolved: Counter,
     merged: Counter,
     unlisted_series: Counter,
-    /// Metric series anomalous lately, with the window start they last were (see
-    /// `corroborated`).
-    recent_metrics: BTreeMap<Arc<SeriesKey>, u64>,
+    /// Series anomalous lately, with the window start they last were (see `corroborated`).
+    recent: BTreeMap<Arc<SeriesKey>, u64>,
     uncorroborated: Counter,
 }
 
-/// Metric series remembered for corroboration at most.
-const MAX_RECENT_METRICS: usize = 100_000;
+/// Series remembered for corroboration at most.
+const MAX_RECENT: usize = 100_000;
 
 impl IncidentsProcessor {
     pub fn new(cfg: &IncidentsConfig, id: &str, telemetry: &Telemetry) -> Self {
@@ -346,10 +352,10 @@ impl IncidentsProcessor {
                 "Series that joined an incident already listing the maximum (200); counted, not listed.",
                 labels(),
             ),
-            recent_metrics: BTreeMap::new(),
+            recent: BTreeMap::new(),
             uncorroborated: telemetry.counter(
                 "otelwatch_incidents_uncorroborated_total",
-                "Groups of metric anomalies alone, in one window, that opened no incident (nothing else anomalous with them, not anomalous in the windows before).",
+                "Groups of anomalies that opened no incident: one series (or metrics alone) anomalous in one window, with nothing else anomalous with it and not anomalous in the windows before.",
                 labels(),
             ),
         }
@@ -407,11 +413,9 @@ impl IncidentsProcessor {
                 (members, ids)
             })
             .collect();
-        let metric_series: Vec<Arc<SeriesKey>> = anomalous
+        let anomalous_series: Vec<Arc<SeriesKey>> = anomalous
             .iter()
-            .map(|&i| &records[i].series)
-            .filter(|s| s.signal == Signal::Metrics)
-            .cloned()
+            .map(|&i| records[i].series.clone())
             .collect();
         for (members, ids) in groups {
             let incidents: Vec<usize> = ids
@@ -479,16 +483,20 @@ impl IncidentsProcessor {
                 incident: inc.incident.clone(),
             });
         }
-        self.note_metrics(metric_series, start_ns, interval_ns);
+        self.note_recent(anomalous_series, start_ns, interval_ns);
     }
 
-    /// Whether a group may open an incident. Anomalies of spans or logs may; a group of metric
-    /// anomalies alone only when it persists: one of its series was anomalous in another of
-    /// the last `resolve_after` windows too. A service's metrics are many series, each judged
-    /// at a small false-alarm rate, and a page should not ring for one reading of one of them;
-    /// two coincidences (two signals, or two readings) are much rarer than one. Groups that
-    /// open nothing are counted; their records stay anomalies without an incident, and join
-    /// one that something else opens.
+    /// Whether a group may open an incident: when it holds two pieces of evidence. One series
+    /// anomalous in one window is one reading of one test, and each series is judged at a small
+    /// false-alarm rate: over hundreds of series some reading is that rare in most windows, so a
+    /// page should not ring for one. Two coincidences are much rarer than one: two series of
+    /// the group anomalous together (a fault shows in a service and in its callers' view of it;
+    /// metrics alone do not count, a service's metrics are many readings of one resource
+    /// meter), or one of its series anomalous in another of the last `resolve_after` windows
+    /// too (the fault persists). A group that opens nothing is counted; its records stay
+    /// anomalies without an incident, and join one that something else opens. With
+    /// `corroborate: false` a group with a span or log record opens one at once (metrics alone
+    /// still need to persist).
     fn corroborated(
         &self,
         records: &[WindowRecord],
@@ -496,28 +504,28 @@ impl IncidentsProcessor {
         start_ns: u64,
         interval_ns: u64,
     ) -> bool {
+        let series: BTreeSet<&SeriesKey> = members.iter().map(|&i| &*records[i].series).collect();
+        let not_metrics = series.iter().any(|s| s.signal != Signal::Metrics);
+        if not_metrics && (series.len() >= 2 || !self.cfg.corroborate) {
+            return true;
+        }
         let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
-        members.iter().any(|&i| {
-            let s = &records[i].series;
-            s.signal != Signal::Metrics
-                || self
-                    .recent_metrics
-                    .get(s)
-                    .is_some_and(|t| *t >= since && *t < start_ns)
+        series.iter().any(|s| {
+            self.recent
+                .get(*s)
+                .is_some_and(|t| *t >= since && *t < start_ns)
         })
     }
 
-    /// Remembers this window's anomalous metric series (and forgets those too old to count).
-    fn note_metrics(&mut self, series: Vec<Arc<SeriesKey>>, start_ns: u64, interval_ns: u64) {
+    /// Remembers this window's anomalous series (and forgets those too old to count).
+    fn note_recent(&mut self, series: Vec<Arc<SeriesKey>>, start_ns: u64, interval_ns: u64) {
         let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
-        if self.recent_metrics.len() >= MAX_RECENT_METRICS {
-            self.recent_metrics.retain(|_, t| *t >= since);
+        if self.recent.len() >= MAX_RECENT {
+            self.recent.retain(|_, t| *t >= since);
         }
         for s in series {
-            if self.recent_metrics.len() < MAX_RECENT_METRICS
-                || self.recent_metrics.contains_key(&s)
-            {
-                self.recent_metrics.insert(s, start_ns);
+            if self.recent.len() < MAX_RECENT || self.recent.contains_key(&s) {
+                self.recent.insert(s, start_ns);
             }
         }
     }

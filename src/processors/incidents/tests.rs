@@ -103,6 +103,18 @@ fn processor(resolve_after: usize) -> IncidentsProcessor {
     IncidentsProcessor::new(&cfg, "incidents", &Telemetry::new())
 }
 
+/// A processor that opens an incident for every group at once (`corroborate: false`): for the
+/// tests of grouping, merging and the lifecycle, where one series in one window stands for a
+/// fault. Corroboration has tests of its own.
+fn pages_at_once(resolve_after: usize) -> IncidentsProcessor {
+    let cfg = IncidentsConfig {
+        resolve_after,
+        corroborate: false,
+        ..Default::default()
+    };
+    IncidentsProcessor::new(&cfg, "incidents", &Telemetry::new())
+}
+
 /// Runs windows through a processor; returns every event.
 fn run(p: &mut IncidentsProcessor, windows: Vec<Vec<WindowRecord>>) -> Vec<IncidentEvent> {
     let mut events = Vec::new();
@@ -225,7 +237,7 @@ fn a_traffic_drop_at_the_entry_blames_the_entry_service() {
 
 #[test]
 fn two_unrelated_faults_make_two_incidents_each_with_its_own_cause() {
-    let mut p = processor(3);
+    let mut p = pages_at_once(3);
     // catalog (under frontend) and inventory (under checkout) are not linked to each other.
     let events = run(
         &mut p,
@@ -249,7 +261,7 @@ fn two_unrelated_faults_make_two_incidents_each_with_its_own_cause() {
 
 #[test]
 fn lifecycle_opens_updates_and_resolves_after_the_configured_normal_windows() {
-    let mut p = processor(2);
+    let mut p = pages_at_once(2);
     let mut all = Vec::new();
     let mut feed = |p: &mut IncidentsProcessor, mut w: Vec<WindowRecord>| {
         let mut ev = Vec::new();
@@ -315,15 +327,15 @@ fn lifecycle_opens_updates_and_resolves_after_the_configured_normal_windows() {
 #[test]
 fn ids_are_stable_across_replays() {
     let ws = || vec![normal(0), window(1, &[("checkout", None, SLOW)])];
-    let a = run(&mut processor(3), ws());
-    let b = run(&mut processor(3), ws());
+    let a = run(&mut pages_at_once(3), ws());
+    let b = run(&mut pages_at_once(3), ws());
     assert_eq!(a[0].incident.id, b[0].incident.id);
     assert_eq!(a[0].incident.id.len(), 16);
 }
 
 #[test]
 fn a_record_linking_two_incidents_merges_them_into_the_older() {
-    let mut p = processor(5);
+    let mut p = pages_at_once(5);
     let mut events = run(
         &mut p,
         vec![normal(0), window(1, &[("catalog", None, SLOW)])],
@@ -364,7 +376,7 @@ fn a_merge_leaves_the_other_groups_of_the_window_with_their_own_incidents() {
         recs.push(record("search", None, w, SLOW));
         recs
     };
-    let mut p = processor(5);
+    let mut p = pages_at_once(5);
     let mut events = run(
         &mut p,
         vec![normal(0), window(1, &[("catalog", None, SLOW)])],
@@ -399,7 +411,7 @@ fn a_merge_leaves_the_other_groups_of_the_window_with_their_own_incidents() {
 
 #[test]
 fn shutdown_resolves_open_incidents_cleanly() {
-    let mut p = processor(3);
+    let mut p = pages_at_once(3);
     run(
         &mut p,
         vec![normal(0), window(1, &[("checkout", None, SLOW)])],
@@ -417,7 +429,7 @@ fn shutdown_resolves_open_incidents_cleanly() {
 
 #[test]
 fn records_pass_through_with_the_incident_events_after_them() {
-    let mut p = processor(3);
+    let mut p = pages_at_once(3);
     let mut records = normal(0);
     records.extend(window(1, &[("checkout", None, SLOW)]));
     let mut out = Vec::new();
@@ -699,6 +711,75 @@ fn a_lone_metric_reading_opens_no_incident_and_a_persisting_one_does() {
 }
 
 #[test]
+fn one_series_anomalous_in_one_window_opens_no_incident_and_a_second_piece_of_evidence_does() {
+    let counted = |p: &IncidentsProcessor| p.uncorroborated.get();
+    // One reading of one series: counted, no page; its record stays an anomaly without one.
+    let mut p = processor(3);
+    let mut once = window(1, &[("catalog", None, SLOW)]);
+    let mut events = run(&mut p, vec![normal(0)]);
+    p.on_window(&mut once, &mut events);
+    events.extend(run(
+        &mut p,
+        vec![normal(2), normal(3), normal(4), normal(5)],
+    ));
+    assert_eq!(opened(&events), 0, "{events:#?}");
+    assert_eq!(counted(&p), 1);
+    assert!(once
+        .iter()
+        .filter(|r| r.is_anomaly())
+        .all(|r| r.anomaly.as_ref().is_some_and(|a| a.incident.is_none())));
+    // The same series again within resolve_after windows: it persists, and is paged then.
+    let events = run(
+        &mut p,
+        vec![
+            window(6, &[("catalog", None, SLOW)]),
+            normal(7),
+            window(8, &[("catalog", None, SLOW)]),
+        ],
+    );
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    assert_eq!(events[0].incident.start_ns, T0 + 8 * INTERVAL);
+    // A service and its caller's view of it, in one window: two series, paged at once.
+    let mut p = processor(3);
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("checkout", None, SLOW),
+                    ("frontend", Some("checkout"), SLOW),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    assert_eq!(top(&events)[0], "checkout");
+    // Its spans and its logs: two signals, paged at once.
+    let mut p = processor(3);
+    let mut both = window(1, &[("catalog", None, SLOW)]);
+    let mut logs = record("catalog", None, 1, Some(("error_log_rate", 0.5, 0.0)));
+    logs.series = Arc::new(SeriesKey::logs("catalog"));
+    both.push(logs);
+    let events = run(&mut p, vec![normal(0), both]);
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    // Two metrics of one service are not two pieces of evidence.
+    let mut p = processor(3);
+    let mut metrics = normal(1);
+    metrics.push(metric("catalog", "k8s.pod.cpu.usage", 1, CPU_UP));
+    metrics.push(metric("catalog", "k8s.pod.memory.usage", 1, CPU_UP));
+    let events = run(&mut p, vec![normal(0), metrics]);
+    assert_eq!(opened(&events), 0, "{events:#?}");
+    // Without corroboration one series' window is paged at once.
+    let events = run(
+        &mut pages_at_once(3),
+        vec![normal(0), window(1, &[("catalog", None, SLOW)])],
+    );
+    assert_eq!(opened(&events), 1, "{events:#?}");
+}
+
+#[test]
 fn a_metric_of_the_services_calls_is_not_evidence_against_it() {
     // checkout's client request durations rise because payments answers slowly.
     let mut p = processor(3);
@@ -822,7 +903,7 @@ mod shared {
     }
 
     fn hub(wait: Duration) -> Arc<Mutex<Hub>> {
-        Arc::new(Mutex::new(Hub::new(processor(3), wait)))
+        Arc::new(Mutex::new(Hub::new(pages_at_once(3), wait)))
     }
 
     #[test]
