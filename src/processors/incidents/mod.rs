@@ -238,6 +238,12 @@ struct OpenIncident {
     weight: f64,
     last_start_ns: u64,
     interval_ns: u64,
+    /// Not announced yet: its evidence is one piece so far (see `corroborated`). It gathers
+    /// evidence as an open one does, but sends no event and names itself on no record; it is
+    /// announced when a second piece joins it, and dropped silently when it goes quiet.
+    pending: bool,
+    /// Whether its evidence includes spans or logs (not metrics alone).
+    traced: bool,
 }
 
 impl OpenIncident {
@@ -316,13 +322,8 @@ pub struct IncidentsProcessor {
     resolved: Counter,
     merged: Counter,
     unlisted_series: Counter,
-    /// Series anomalous lately, with the window start they last were (see `corroborated`).
-    recent: BTreeMap<Arc<SeriesKey>, u64>,
     uncorroborated: Counter,
 }
-
-/// Series remembered for corroboration at most.
-const MAX_RECENT: usize = 100_000;
 
 impl IncidentsProcessor {
     pub fn new(cfg: &IncidentsConfig, id: &str, telemetry: &Telemetry) -> Self {
@@ -352,18 +353,17 @@ impl IncidentsProcessor {
                 "Series that joined an incident already listing the maximum (200); counted, not listed.",
                 labels(),
             ),
-            recent: BTreeMap::new(),
             uncorroborated: telemetry.counter(
                 "otelwatch_incidents_uncorroborated_total",
-                "Groups of anomalies that opened no incident: one series (or metrics alone) anomalous in one window, with nothing else anomalous with it and not anomalous in the windows before.",
+                "Groups of anomalies not paged: one series (or metrics alone) anomalous in one window, with nothing anomalous with it or before it; they start or feed a pending incident, announced when a second piece of evidence joins it.",
                 labels(),
             ),
         }
     }
 
-    /// Open incidents now.
+    /// Open incidents now (announced ones).
     pub fn open_incidents(&self) -> usize {
-        self.open.len()
+        self.open.iter().filter(|o| !o.pending).count()
     }
 
     pub fn graph(&self) -> &CallGraph {
@@ -413,31 +413,33 @@ impl IncidentsProcessor {
                 (members, ids)
             })
             .collect();
-        let anomalous_series: Vec<Arc<SeriesKey>> = anomalous
-            .iter()
-            .map(|&i| records[i].series.clone())
-            .collect();
         for (members, ids) in groups {
             let incidents: Vec<usize> = ids
                 .iter()
                 .filter_map(|id| self.open.iter().position(|o| o.incident.id == *id))
                 .collect();
-            if incidents.is_empty() && !self.corroborated(records, &members, start_ns, interval_ns)
-            {
-                self.uncorroborated.inc();
-                continue;
-            }
+            let page = incidents.iter().any(|&j| !self.open[j].pending)
+                || self.corroborated(records, &members, &incidents, start_ns);
+            let traced = members
+                .iter()
+                .any(|&i| records[i].series.signal != Signal::Metrics);
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];
-            let id = inc.incident.id.clone();
-            for &i in &members {
-                if let Some(a) = records[i].anomaly.as_mut() {
-                    a.incident = Some(id.clone());
+            inc.traced |= traced;
+            let was_pending = inc.pending;
+            if page {
+                inc.pending = false;
+                let id = inc.incident.id.clone();
+                for &i in &members {
+                    if let Some(a) = records[i].anomaly.as_mut() {
+                        a.incident = Some(id.clone());
+                    }
                 }
+            } else {
+                self.uncorroborated.inc();
             }
             let before_top = inc.incident.top_cause().map(str::to_string);
             let before_severity = inc.incident.severity;
-            let was_new = inc.windows == 0;
             // Suspects: the services of this group and their direct neighbours.
             let mut candidates: BTreeSet<Arc<str>> = BTreeSet::new();
             for n in inc.recent(start_ns) {
@@ -468,8 +470,11 @@ impl IncidentsProcessor {
             inc.incident.end_ns = end_ns;
             inc.incident.root_cause = inc.ranking(self.cfg.max_causes);
             inc.refresh_message();
+            if inc.pending {
+                continue;
+            }
             let top = inc.incident.top_cause().map(str::to_string);
-            let (action, notable) = if was_new {
+            let (action, notable) = if was_pending {
                 self.opened.inc();
                 (Action::Opened, true)
             } else {
@@ -483,51 +488,40 @@ impl IncidentsProcessor {
                 incident: inc.incident.clone(),
             });
         }
-        self.note_recent(anomalous_series, start_ns, interval_ns);
     }
 
-    /// Whether a group may open an incident: when it holds two pieces of evidence. One series
-    /// anomalous in one window is one reading of one test, and each series is judged at a small
-    /// false-alarm rate: over hundreds of series some reading is that rare in most windows, so a
-    /// page should not ring for one. Two coincidences are much rarer than one: two series of
-    /// the group anomalous together (a fault shows in a service and in its callers' view of it;
-    /// metrics alone do not count, a service's metrics are many readings of one resource
-    /// meter), or one of its series anomalous in another of the last `resolve_after` windows
-    /// too (the fault persists). A group that opens nothing is counted; its records stay
-    /// anomalies without an incident, and join one that something else opens. With
-    /// `corroborate: false` a group with a span or log record opens one at once (metrics alone
-    /// still need to persist).
+    /// Whether a group may open (announce) an incident: when it holds two pieces of evidence.
+    /// One series anomalous in one window is one reading of one test, and each series is judged
+    /// at a small false-alarm rate: over hundreds of series some reading is that rare in most
+    /// windows, so a page should not ring for one. Two coincidences are much rarer than one:
+    /// two series of the group anomalous together (a fault shows in a service and in its
+    /// callers' view of it, or in its spans and its logs; metrics alone do not count, a
+    /// service's metrics are many readings of one resource), or the group joining a pending
+    /// incident of an earlier window (the fault persists, or spreads to a neighbour; a service's
+    /// request-duration metric, exported after its spans, tells of the same slow requests a
+    /// window later) — unless both are metrics alone, of different series. A group that is not
+    /// corroborated starts (or feeds) a pending incident: counted, its records stay anomalies
+    /// without an incident, and its evidence counts when a second piece makes it an incident
+    /// (which then starts at its first window). With `corroborate: false` a group with a span or
+    /// log record opens one at once (metrics alone still need to persist).
     fn corroborated(
         &self,
         records: &[WindowRecord],
         members: &[usize],
+        touched: &[usize],
         start_ns: u64,
-        interval_ns: u64,
     ) -> bool {
         let series: BTreeSet<&SeriesKey> = members.iter().map(|&i| &*records[i].series).collect();
-        let not_metrics = series.iter().any(|s| s.signal != Signal::Metrics);
-        if not_metrics && (series.len() >= 2 || !self.cfg.corroborate) {
+        let traced = series.iter().any(|s| s.signal != Signal::Metrics);
+        if traced && (series.len() >= 2 || !self.cfg.corroborate) {
             return true;
         }
-        let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
-        series.iter().any(|s| {
-            self.recent
-                .get(*s)
-                .is_some_and(|t| *t >= since && *t < start_ns)
+        touched.iter().any(|&j| {
+            let o = &self.open[j];
+            o.pending
+                && o.last_start_ns < start_ns
+                && (o.traced || traced || series.iter().any(|s| o.listed.contains(*s)))
         })
-    }
-
-    /// Remembers this window's anomalous series (and forgets those too old to count).
-    fn note_recent(&mut self, series: Vec<Arc<SeriesKey>>, start_ns: u64, interval_ns: u64) {
-        let since = start_ns.saturating_sub(interval_ns * self.cfg.resolve_after as u64);
-        if self.recent.len() >= MAX_RECENT {
-            self.recent.retain(|_, t| *t >= since);
-        }
-        for s in series {
-            if self.recent.len() < MAX_RECENT || self.recent.contains_key(&s) {
-                self.recent.insert(s, start_ns);
-            }
-        }
     }
 
     /// Resolves incidents that have had `resolve_after` normal windows since their last
@@ -541,8 +535,10 @@ impl IncidentsProcessor {
             // `quiet - 1` windows have passed without it (the one starting now is not judged).
             if quiet > after {
                 let o = self.open.remove(i);
-                let at = o.last_start_ns + o.interval_ns * (after + 1);
-                events.push(self.resolve(o, at, None));
+                if !o.pending {
+                    let at = o.last_start_ns + o.interval_ns * (after + 1);
+                    events.push(self.resolve(o, at, None));
+                }
             } else {
                 i += 1;
             }
@@ -641,8 +637,10 @@ impl IncidentsProcessor {
             .filter_map(|&i| records[i].anomaly.as_ref().and_then(|a| a.severity))
             .max()
             .unwrap_or(Severity::Minor);
+        // The oldest announced one is kept (a pending one is never what others merge into).
         touched.sort_by_key(|&j| {
             (
+                self.open[j].pending,
                 self.open[j].incident.start_ns,
                 self.open[j].incident.id.clone(),
             )
@@ -659,7 +657,6 @@ impl IncidentsProcessor {
                     if j < keep {
                         keep -= 1;
                     }
-                    self.merged.inc();
                     let target = &mut self.open[keep];
                     for (n, t) in &o.nodes {
                         let e = target.nodes.entry(n.clone()).or_insert(*t);
@@ -680,10 +677,15 @@ impl IncidentsProcessor {
                     }
                     target.windows += o.windows;
                     target.weight += o.weight;
+                    target.traced |= o.traced;
                     target.incident.start_ns = target.incident.start_ns.min(o.incident.start_ns);
                     target.incident.severity = target.incident.severity.max(o.incident.severity);
-                    let at = start_ns;
-                    events.push(self.resolve(o, at, Some(format!("merged into {keep_id}"))));
+                    // A pending one is not news: it just becomes part of the other.
+                    if !o.pending {
+                        self.merged.inc();
+                        let at = start_ns;
+                        events.push(self.resolve(o, at, Some(format!("merged into {keep_id}"))));
+                    }
                 }
                 keep
             }
@@ -693,15 +695,17 @@ impl IncidentsProcessor {
                         .min_by_key(|&j| self.open[j].last_start_ns)
                         .unwrap_or(0);
                     let o = self.open.remove(oldest);
-                    let at = o.last_start_ns + o.interval_ns;
-                    events.push(self.resolve(
-                        o,
-                        at,
-                        Some(format!(
-                            "closed early: more than {} open",
-                            self.cfg.max_open
-                        )),
-                    ));
+                    if !o.pending {
+                        let at = o.last_start_ns + o.interval_ns;
+                        events.push(self.resolve(
+                            o,
+                            at,
+                            Some(format!(
+                                "closed early: more than {} open",
+                                self.cfg.max_open
+                            )),
+                        ));
+                    }
                 }
                 let first = members
                     .iter()
@@ -727,6 +731,8 @@ impl IncidentsProcessor {
                     weight: 0.0,
                     last_start_ns: start_ns,
                     interval_ns: records[members[0]].interval_ns.max(1),
+                    pending: true,
+                    traced: false,
                 });
                 self.open.len() - 1
             }
@@ -755,6 +761,9 @@ impl IncidentsProcessor {
     /// not come).
     pub fn resolve_all(&mut self, events: &mut Vec<IncidentEvent>) {
         for o in std::mem::take(&mut self.open) {
+            if o.pending {
+                continue;
+            }
             let at = o.incident.end_ns;
             events.push(self.resolve(o, at, Some("otelwatch stopped".into())));
         }

@@ -722,13 +722,18 @@ fn one_series_anomalous_in_one_window_opens_no_incident_and_a_second_piece_of_ev
         &mut p,
         vec![normal(2), normal(3), normal(4), normal(5)],
     ));
-    assert_eq!(opened(&events), 0, "{events:#?}");
+    assert!(
+        events.is_empty(),
+        "no event, not even a resolve: {events:#?}"
+    );
     assert_eq!(counted(&p), 1);
+    assert_eq!(p.open_incidents(), 0);
     assert!(once
         .iter()
         .filter(|r| r.is_anomaly())
         .all(|r| r.anomaly.as_ref().is_some_and(|a| a.incident.is_none())));
-    // The same series again within resolve_after windows: it persists, and is paged then.
+    // The same series again within resolve_after windows: it persists, and is paged then, as
+    // an incident that started with its first window.
     let events = run(
         &mut p,
         vec![
@@ -738,7 +743,8 @@ fn one_series_anomalous_in_one_window_opens_no_incident_and_a_second_piece_of_ev
         ],
     );
     assert_eq!(opened(&events), 1, "{events:#?}");
-    assert_eq!(events[0].incident.start_ns, T0 + 8 * INTERVAL);
+    assert_eq!(events[0].incident.start_ns, T0 + 6 * INTERVAL);
+    assert_eq!(events[0].incident.end_ns, T0 + 9 * INTERVAL);
     // A service and its caller's view of it, in one window: two series, paged at once.
     let mut p = processor(3);
     let events = run(
@@ -764,12 +770,31 @@ fn one_series_anomalous_in_one_window_opens_no_incident_and_a_second_piece_of_ev
     both.push(logs);
     let events = run(&mut p, vec![normal(0), both]);
     assert_eq!(opened(&events), 1, "{events:#?}");
-    // Two metrics of one service are not two pieces of evidence.
+    // Its spans in one window and its request-duration metric, exported later, in the next:
+    // two readings of the same slow requests, paged with the second.
+    let mut p = processor(3);
+    let mut late = normal(2);
+    late.push(metric("catalog", "http.server.duration", 2, CPU_UP));
+    let events = run(
+        &mut p,
+        vec![normal(0), window(1, &[("catalog", None, SLOW)]), late],
+    );
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    assert_eq!(top(&events)[0], "catalog");
+    // Two metrics of one service are not two pieces of evidence, together or one after the
+    // other.
     let mut p = processor(3);
     let mut metrics = normal(1);
     metrics.push(metric("catalog", "k8s.pod.cpu.usage", 1, CPU_UP));
     metrics.push(metric("catalog", "k8s.pod.memory.usage", 1, CPU_UP));
+    let mut memory = normal(2);
+    memory.push(metric("catalog", "k8s.pod.memory.usage", 2, CPU_UP));
+    let mut cpu = normal(3);
+    cpu.push(metric("catalog", "k8s.pod.cpu.usage", 3, CPU_UP));
     let events = run(&mut p, vec![normal(0), metrics]);
+    assert_eq!(opened(&events), 0, "{events:#?}");
+    let mut p = processor(3);
+    let events = run(&mut p, vec![normal(0), normal(1), memory, cpu]);
     assert_eq!(opened(&events), 0, "{events:#?}");
     // Without corroboration one series' window is paged at once.
     let events = run(
