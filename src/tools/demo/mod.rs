@@ -123,7 +123,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
 
 /// The demo's pipeline: OTLP on the two ports; every span, log record and metric point to a
 /// file, and the detection (window, iforest, one incidents for the spans, the logs and the
-/// metrics) to the terminal, the windows file and the console.
+/// metrics) to the terminal, the windows file and the console. Each injection is one event (a
+/// single slow or failing request) a few windows from the next, so incidents resolve after one
+/// normal window and every anomaly is paged at once (`corroborate: false`; by default a lone
+/// series' one window waits for a second piece of evidence).
 fn pipeline_yaml(
     grpc: u16,
     http: u16,
@@ -146,7 +149,7 @@ processors:
   iforest: {{ warmup: 30 }}
   iforest/logs: {{ warmup: 30 }}
   iforest/metrics: {{ warmup: 30 }}
-  incidents: {{ resolve_after: 1 }}
+  incidents: {{ resolve_after: 1, corroborate: false }}
 exporters:
   debug: {{}}
   file: {{ path: "{}", append: false }}
