@@ -1475,9 +1475,9 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
     {
         let r = row(name, fig, false);
         let cells: Vec<&str> = r.trim_end().split(" | ").collect();
-        if cells.len() == 10 {
+        if cells.len() == 11 {
             t.push_str(&format!(
-                "{} | {} | {} | {} | {} | {}\n",
+                "{} | {} | {} | {} | {} | {} |\n",
                 cells[0], cells[1], cells[2], cells[3], cells[8], cells[9]
             ));
         }
