@@ -1693,6 +1693,64 @@ mod tests {
     }
 
     #[test]
+    fn the_delay_to_incident_runs_to_the_first_window_of_the_fault_in_an_incident() {
+        const S: u64 = 1_000_000_000;
+        let plan = Plan {
+            faults: vec![Fault {
+                service: "ts-order-service".into(),
+                kind: "network_delay".into(),
+                start_ns: 1000 * S,
+                end_ns: 1090 * S,
+            }],
+            faults_listed: 1,
+            warm_end_ns: 900 * S,
+            blocks: vec![(940 * S, 1090 * S)],
+            quiet_ns: 60 * S,
+            end_ns: 1090 * S,
+            log_lines: (0, 0),
+            spans_outside: 0,
+            metric_points: 0,
+        };
+        let key = std::sync::Arc::new(crate::model::window::SeriesKey::service("ts-order-service"));
+        // Before the fault, in an incident; the fault's first window anomalous without one (a
+        // lone reading, pending); its second in an incident: paged at its end, 60 s in.
+        let windows: Vec<WindowRecord> = [(970, true), (1000, false), (1030, true)]
+            .iter()
+            .map(|&(s, paged)| {
+                let mut w = WindowRecord::new(key.clone(), s * S, 30 * S, [0.0; N_FEATURES]);
+                w.anomaly = Some(crate::model::window::Anomaly {
+                    score: 0.8,
+                    threshold: 0.6,
+                    is_anomaly: true,
+                    severity: Some(crate::model::window::Severity::Major),
+                    warming_up: false,
+                    contributions: Vec::new(),
+                    message: String::new(),
+                    incident: paged.then(|| "0123456789abcdef".into()),
+                    expected: false,
+                });
+                w
+            })
+            .collect();
+        let output = Output {
+            windows,
+            incidents: BTreeMap::new(),
+            changes: Vec::new(),
+        };
+        let mut fig = Figures::default();
+        incident_figures(&mut fig, &plan, &output);
+        assert_eq!(fig.mean_incident_delay_s, Some(60.0));
+        // No window of the fault in an incident: no delay, and the report says so.
+        let output = Output {
+            windows: output.windows[..2].to_vec(),
+            ..output
+        };
+        incident_figures(&mut fig, &plan, &output);
+        assert_eq!(fig.mean_incident_delay_s, None);
+        assert!(row("x", &fig, true).trim_end().ends_with("| – |"));
+    }
+
+    #[test]
     fn csv_fields_follow_quoting() {
         assert_eq!(
             csv_fields(r#"a,"b,""c""",d"#),
