@@ -1473,14 +1473,11 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
     .into_iter()
     .zip(day)
     {
-        let r = row(name, fig, false);
-        let cells: Vec<&str> = r.trim_end().split(" | ").collect();
-        if cells.len() == 11 {
-            t.push_str(&format!(
-                "{} | {} | {} | {} | {} | {} |\n",
-                cells[0], cells[1], cells[2], cells[3], cells[8], cells[9]
-            ));
-        }
+        let c = cells(fig, false);
+        t.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} |\n",
+            c.recall, c.precision, c.fp, c.auc, c.delay
+        ));
     }
     for (name, _, ranked) in rows {
         let Some(ranked) = ranked else { continue };
@@ -1512,7 +1509,21 @@ fn kinds(faults: &[Fault]) -> String {
         .join(", ")
 }
 
-fn row(name: &str, f: &Figures, incidents: bool) -> String {
+/// A row's cells, formatted (what both tables pick from).
+struct Cells {
+    recall: String,
+    precision: String,
+    fp: String,
+    false_incidents: String,
+    per_fault: String,
+    top1: String,
+    top3: String,
+    auc: String,
+    delay: String,
+    incident_delay: String,
+}
+
+fn cells(f: &Figures, incidents: bool) -> Cells {
     let frac = |a: usize, b: usize| {
         if b == 0 {
             "–".to_string()
@@ -1520,35 +1531,50 @@ fn row(name: &str, f: &Figures, incidents: bool) -> String {
             format!("{:.2} ({a}/{b})", a as f64 / b as f64)
         }
     };
-    format!(
-        "| {name} | {} | {} | {:.2} | {} | {} | {} | {} | {:.3} | {:.0} s | {} |\n",
-        frac(f.detected, f.faults),
-        frac(f.flagged_in_faults, f.flagged),
-        f.fp_per_service_hour,
+    let if_incidents = |v: f64| {
         if incidents {
-            format!("{:.2}", f.false_incidents_per_hour)
+            format!("{v:.2}")
         } else {
             "–".into()
-        },
-        if incidents {
-            format!("{:.2}", f.incidents_per_fault)
-        } else {
-            "–".into()
-        },
+        }
+    };
+    let ranked = |a: usize| {
         if f.ranked == 0 {
             "–".into()
         } else {
-            frac(f.top1, f.faults)
-        },
-        if f.ranked == 0 {
-            "–".into()
-        } else {
-            frac(f.top3, f.faults)
-        },
-        f.auc,
-        f.mean_delay_s,
-        f.mean_incident_delay_s
+            frac(a, f.faults)
+        }
+    };
+    Cells {
+        recall: frac(f.detected, f.faults),
+        precision: frac(f.flagged_in_faults, f.flagged),
+        fp: format!("{:.2}", f.fp_per_service_hour),
+        false_incidents: if_incidents(f.false_incidents_per_hour),
+        per_fault: if_incidents(f.incidents_per_fault),
+        top1: ranked(f.top1),
+        top3: ranked(f.top3),
+        auc: format!("{:.3}", f.auc),
+        delay: format!("{:.0} s", f.mean_delay_s),
+        incident_delay: f
+            .mean_incident_delay_s
             .map_or("–".into(), |d| format!("{d:.0} s")),
+    }
+}
+
+fn row(name: &str, f: &Figures, incidents: bool) -> String {
+    let c = cells(f, incidents);
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        c.recall,
+        c.precision,
+        c.fp,
+        c.false_incidents,
+        c.per_fault,
+        c.top1,
+        c.top3,
+        c.auc,
+        c.delay,
+        c.incident_delay
     )
 }
 
