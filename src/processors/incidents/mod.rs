@@ -60,10 +60,11 @@ pub struct IncidentsConfig {
     /// When several pipelines list this processor: how long a window waits for a pipeline
     /// that has delivered nothing for this long (see `join.rs`).
     pub join_wait: ConfigDuration,
-    /// Whether a group needs two pieces of evidence to open an incident: two series (not
-    /// metrics alone), or a series anomalous in two of the last `resolve_after + 1` windows.
-    /// When false every group with a span or log record opens one at once (a group of metrics
-    /// alone still needs to persist).
+    /// Whether a group needs two pieces of evidence to open an incident: two series at once
+    /// (not metrics alone), or a lone anomaly joined within `resolve_after` windows by another
+    /// connected to it (until then it is a pending incident; see `corroborated`). When false
+    /// every group with a span or log record opens one at once (a group of metrics alone still
+    /// needs the same series twice).
     pub corroborate: bool,
 }
 
@@ -691,8 +692,9 @@ impl IncidentsProcessor {
             }
             None => {
                 if self.open.len() >= self.cfg.max_open {
+                    // Pending ones go first: they have paged no one.
                     let oldest = (0..self.open.len())
-                        .min_by_key(|&j| self.open[j].last_start_ns)
+                        .min_by_key(|&j| (!self.open[j].pending, self.open[j].last_start_ns))
                         .unwrap_or(0);
                     let o = self.open.remove(oldest);
                     if !o.pending {
