@@ -419,11 +419,11 @@ impl IncidentsProcessor {
                 .iter()
                 .filter_map(|id| self.open.iter().position(|o| o.incident.id == *id))
                 .collect();
-            let page = incidents.iter().any(|&j| !self.open[j].pending)
-                || self.corroborated(records, &members, &incidents, start_ns);
             let traced = members
                 .iter()
                 .any(|&i| records[i].series.signal != Signal::Metrics);
+            let page = incidents.iter().any(|&j| !self.open[j].pending)
+                || self.corroborated(records, &members, traced, &incidents, start_ns);
             let slot = self.join(records, &members, incidents, start_ns, events);
             let inc = &mut self.open[slot];
             inc.traced |= traced;
@@ -504,16 +504,17 @@ impl IncidentsProcessor {
     /// corroborated starts (or feeds) a pending incident: counted, its records stay anomalies
     /// without an incident, and its evidence counts when a second piece makes it an incident
     /// (which then starts at its first window). With `corroborate: false` a group with a span or
-    /// log record opens one at once (metrics alone still need to persist).
+    /// log record opens one at once (metrics alone still need to persist). `traced`: whether the
+    /// group has a span or log record.
     fn corroborated(
         &self,
         records: &[WindowRecord],
         members: &[usize],
+        traced: bool,
         touched: &[usize],
         start_ns: u64,
     ) -> bool {
         let series: BTreeSet<&SeriesKey> = members.iter().map(|&i| &*records[i].series).collect();
-        let traced = series.iter().any(|s| s.signal != Signal::Metrics);
         if traced && (series.len() >= 2 || !self.cfg.corroborate) {
             return true;
         }

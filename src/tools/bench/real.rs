@@ -1686,10 +1686,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn false_positives_in_a_blocks_first_window_are_counted_apart() {
+    /// A block from 940 s to 1090 s after a warm-up ending at 900 s, with one fault from
+    /// 1000 s to its end.
+    fn one_fault_plan() -> Plan {
         const S: u64 = 1_000_000_000;
-        let plan = Plan {
+        Plan {
             faults: vec![Fault {
                 service: "ts-order-service".into(),
                 kind: "network_delay".into(),
@@ -1704,7 +1705,13 @@ mod tests {
             log_lines: (0, 0),
             spans_outside: 0,
             metric_points: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn false_positives_in_a_blocks_first_window_are_counted_apart() {
+        const S: u64 = 1_000_000_000;
+        let plan = one_fault_plan();
         let key = std::sync::Arc::new(crate::model::window::SeriesKey::service("ts-order-service"));
         let windows: Vec<WindowRecord> = [910, 940, 970, 1000, 1030]
             .iter()
@@ -1721,22 +1728,7 @@ mod tests {
     #[test]
     fn the_delay_to_incident_runs_to_the_first_window_of_the_fault_in_an_incident() {
         const S: u64 = 1_000_000_000;
-        let plan = Plan {
-            faults: vec![Fault {
-                service: "ts-order-service".into(),
-                kind: "network_delay".into(),
-                start_ns: 1000 * S,
-                end_ns: 1090 * S,
-            }],
-            faults_listed: 1,
-            warm_end_ns: 900 * S,
-            blocks: vec![(940 * S, 1090 * S)],
-            quiet_ns: 60 * S,
-            end_ns: 1090 * S,
-            log_lines: (0, 0),
-            spans_outside: 0,
-            metric_points: 0,
-        };
+        let plan = one_fault_plan();
         let key = std::sync::Arc::new(crate::model::window::SeriesKey::service("ts-order-service"));
         // Before the fault, in an incident; the fault's first window anomalous without one (a
         // lone reading, pending); its second in an incident: paged at its end, 60 s in.
