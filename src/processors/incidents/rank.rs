@@ -21,6 +21,14 @@
 //!   window too, traffic evidence counts at half: a caller that waits sends less, so then a
 //!   change of traffic is more often effect than cause.
 //!
+//! Many records can say the same thing: every caller of a slow service sees it slow, every call
+//! of a starved one is slow, and its CPU and memory rise together. They are views of one fact,
+//! not independent evidence, so the evidence that reaches a service is pooled by the way it
+//! came (its own spans, its own logs, its callers' view of it, its own calls, its metrics, a
+//! change of traffic): each way counts with its strongest record, and the ways add up. Summed
+//! per record, a service with many callers collected evidence in proportion to their number,
+//! and outranked a fault seen once but plainly.
+//!
 //! A service's score is the evidence that ends with it over all the window's evidence, in
 //! [0, 1]: the ranking does not depend on how many series a fault touches, only on where their
 //! anomalies point.
@@ -120,8 +128,64 @@ const MAX_DEPTH: usize = 12;
 struct Flow<'a, 'g> {
     nodes: &'g BTreeMap<Arc<str>, Node<'a>>,
     graph: &'g CallGraph,
-    up: BTreeMap<Arc<str>, f64>,
-    down: BTreeMap<Arc<str>, f64>,
+    up: Pooled,
+    down: Pooled,
+    /// The record whose evidence is flowing, and whether it is a log record.
+    origin: usize,
+    origin_logs: bool,
+}
+
+/// How evidence reaches a service: the views of it whose records are pooled.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    /// Its own spans (and what its callers waited on them).
+    Own,
+    /// Its own log records.
+    OwnLogs,
+    /// Its callers' view of it: their calls to it.
+    Callee,
+    /// Its calls: slow in every call it makes.
+    Caller,
+    /// Its metrics.
+    Metric,
+    /// A change of traffic it started.
+    Traffic,
+}
+
+/// Evidence that ends with each service, kept apart per way it came and record it came from.
+#[derive(Default)]
+struct Pooled(BTreeMap<Arc<str>, BTreeMap<(Via, usize), f64>>);
+
+impl Pooled {
+    fn add(&mut self, n: Arc<str>, via: Via, origin: usize, m: f64) {
+        *self
+            .0
+            .entry(n)
+            .or_default()
+            .entry((via, origin))
+            .or_default() += m;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A service's evidence: the strongest record of each way it came, summed over the ways.
+    fn mass(&self, n: &str) -> f64 {
+        let Some(parts) = self.0.get(n) else {
+            return 0.0;
+        };
+        let mut by: BTreeMap<Via, f64> = BTreeMap::new();
+        for ((via, _), m) in parts {
+            let e = by.entry(*via).or_default();
+            *e = e.max(*m);
+        }
+        by.values().sum()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.keys()
+    }
 }
 
 impl Flow<'_, '_> {
@@ -188,7 +252,12 @@ impl Flow<'_, '_> {
             _ => Vec::new(),
         };
         let d = self.explained(n, &slow);
-        *self.up.entry(n.clone()).or_default() += m * (1.0 - d);
+        let via = if self.origin_logs {
+            Via::OwnLogs
+        } else {
+            Via::Own
+        };
+        self.up.add(n.clone(), via, self.origin, m * (1.0 - d));
         let sum: f64 = slow.iter().map(|(_, e)| e).sum();
         for (r, e) in slow {
             self.edge(r, m * d * e / sum, depth + 1);
@@ -210,7 +279,8 @@ impl Flow<'_, '_> {
         } else {
             1.0
         };
-        *self.up.entry(caller).or_default() += m * (1.0 - wb);
+        self.up
+            .add(caller, Via::Caller, self.origin, m * (1.0 - wb));
         let callee_own = self
             .nodes
             .get(&callee)
@@ -226,10 +296,15 @@ impl Flow<'_, '_> {
                     (Some(o), Some(c)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
                     _ => 1.0,
                 };
-                *self.up.entry(callee.clone()).or_default() += m * wb * (1.0 - through);
+                self.up.add(
+                    callee.clone(),
+                    Via::Callee,
+                    self.origin,
+                    m * wb * (1.0 - through),
+                );
                 self.settle(&callee, m * wb * through, depth);
             }
-            None => *self.up.entry(callee).or_default() += m * wb,
+            None => self.up.add(callee, Via::Callee, self.origin, m * wb),
         }
     }
 
@@ -252,7 +327,8 @@ impl Flow<'_, '_> {
             .map(|(_, s)| *s)
             .fold(0.0f64, f64::max)
             .min(1.0);
-        *self.down.entry(n.clone()).or_default() += m * (1.0 - u);
+        self.down
+            .add(n.clone(), Via::Traffic, self.origin, m * (1.0 - u));
         let sum: f64 = changed.iter().map(|(_, s)| s).sum();
         for (c, s) in changed {
             self.climb(&c, m * u * s / sum, depth + 1);
@@ -363,14 +439,18 @@ pub fn score_window(
     let mut flow = Flow {
         nodes: &nodes,
         graph,
-        up: BTreeMap::new(),
-        down: BTreeMap::new(),
+        up: Pooled::default(),
+        down: Pooled::default(),
+        origin: 0,
+        origin_logs: false,
     };
-    for r in records {
+    for (i, r) in records.iter().enumerate() {
+        flow.origin = i;
+        flow.origin_logs = r.series.signal == Signal::Logs;
         if r.series.signal == Signal::Metrics {
             let e = metric_evidence(r, &traced) * weight(&r.series);
             if e > 0.0 {
-                *flow.up.entry(r.series.service.clone()).or_default() += e;
+                flow.up.add(r.series.service.clone(), Via::Metric, i, e);
             }
             continue;
         }
@@ -387,21 +467,31 @@ pub fn score_window(
     // Where latency or errors are anomalous too, a change of traffic is more often their
     // consequence (callers that wait send less) than a cause: it counts at half.
     let down_weight = if flow.up.is_empty() { 1.0 } else { 0.5 };
-    let sources: Vec<(Arc<str>, f64)> = nodes
+    // Each source of traffic evidence is an origin of its own (numbered after the records).
+    let sources: Vec<(Arc<str>, usize, f64)> = nodes
         .iter()
-        .filter_map(|(n, x)| x.own_down.map(|(s, r)| (n.clone(), s * weight(&r.series))))
+        .enumerate()
+        .filter_map(|(k, (n, x))| {
+            x.own_down
+                .map(|(s, r)| (n.clone(), records.len() + k, s * weight(&r.series)))
+        })
         .collect();
-    for (n, s) in sources {
+    for (n, i, s) in sources {
+        flow.origin = i;
         flow.climb(&n, down_weight * s, 0);
     }
-    let total: f64 = flow.up.values().chain(flow.down.values()).sum();
+    let names: BTreeSet<&Arc<str>> = flow.up.names().chain(flow.down.names()).collect();
+    let masses: BTreeMap<&Arc<str>, (f64, f64)> = names
+        .into_iter()
+        .map(|n| (n, (flow.up.mass(n), flow.down.mass(n))))
+        .collect();
+    let total: f64 = masses.values().map(|(u, d)| u + d).sum();
     if total <= 0.0 {
         return (BTreeMap::new(), 0.0);
     }
     let mut out = BTreeMap::new();
     for (name, n) in &nodes {
-        let up_mass = flow.up.get(name).copied().unwrap_or(0.0);
-        let down_mass = flow.down.get(name).copied().unwrap_or(0.0);
+        let (up_mass, down_mass) = masses.get(name).copied().unwrap_or((0.0, 0.0));
         let score = (up_mass + down_mass) / total;
         if score > 1e-9 {
             let reason = reason(name, n, &flow, up_mass >= down_mass);

@@ -598,6 +598,46 @@ fn a_chronically_noisy_service_does_not_outrank_the_one_a_fault_made_anomalous()
 }
 
 #[test]
+fn a_service_many_callers_see_slow_counts_once_not_once_per_caller() {
+    // Three callers see inventory ten times slower (one fact, seen three times); in the same
+    // window catalog fails two requests in five where it never fails (another fact, seen once).
+    // inventory's slowness is one piece of evidence however many call it: its strongest view
+    // counts, and catalog's failure is the stronger fact. Summed per caller, inventory led.
+    let mut p = processor(3);
+    let callers = ["frontend", "checkout", "search"];
+    let slow = Some(("latency_p95_ms", 500.0, 50.0));
+    let build = |w: u64, fault: bool| {
+        let mut v = vec![
+            record("catalog", None, w, if fault { ERRORS } else { None }),
+            record("frontend", Some("catalog"), w, None),
+            record("inventory", None, w, None),
+        ];
+        for c in callers {
+            v.push(record(c, None, w, None));
+            v.push(record(
+                c,
+                Some("inventory"),
+                w,
+                if fault { slow } else { None },
+            ));
+        }
+        v
+    };
+    let events = run(&mut p, vec![build(0, false), build(1, true)]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| &e.incident.id)
+            .collect::<HashSet<_>>()
+            .len(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(top(&events)[..2], ["catalog", "inventory"], "{last:#?}");
+}
+
+#[test]
 fn an_incident_ranks_by_its_evidence_not_by_its_count_of_windows() {
     let mut p = processor(3);
     // checkout is a little slow for three windows; in the third, payments fails badly. The
