@@ -51,7 +51,9 @@ use std::sync::Arc;
 pub struct IncidentsConfig {
     /// Normal windows after the last anomalous one before an incident resolves.
     pub resolve_after: usize,
-    /// Open incidents kept at once; when a new one would pass it, the oldest is resolved.
+    /// Open incidents kept at once; when a new one would pass it, the oldest pending one is
+    /// dropped, or else the oldest is resolved (a lone reading, which would be pending, closes
+    /// none: it is counted as uncorroborated).
     pub max_open: usize,
     /// Ranked suspects kept per incident.
     pub max_causes: usize,
@@ -424,7 +426,12 @@ impl IncidentsProcessor {
                 .any(|&i| records[i].series.signal != Signal::Metrics);
             let page = incidents.iter().any(|&j| !self.open[j].pending)
                 || self.corroborated(records, &members, traced, &incidents, start_ns);
-            let slot = self.join(records, &members, incidents, start_ns, events);
+            let Some(slot) = self.join(records, &members, incidents, start_ns, page, events) else {
+                // At `max_open` with only announced incidents open: a lone reading does not
+                // close one of them early.
+                self.uncorroborated.inc();
+                continue;
+            };
             let inc = &mut self.open[slot];
             inc.traced |= traced;
             let was_pending = inc.pending;
@@ -625,15 +632,18 @@ impl IncidentsProcessor {
     }
 
     /// Adds a group's records to the oldest incident it touches (merging the others into it),
-    /// or opens a new one; returns its index in `self.open`.
+    /// or opens a new one; returns its index in `self.open`. None when a new one would be
+    /// pending (`page` false) and only announced incidents are open at `max_open`: a lone
+    /// reading is not worth closing one of them early.
     fn join(
         &mut self,
         records: &[WindowRecord],
         members: &[usize],
         mut touched: Vec<usize>,
         start_ns: u64,
+        page: bool,
         events: &mut Vec<IncidentEvent>,
-    ) -> usize {
+    ) -> Option<usize> {
         let severity = members
             .iter()
             .filter_map(|&i| records[i].anomaly.as_ref().and_then(|a| a.severity))
@@ -697,6 +707,9 @@ impl IncidentsProcessor {
                     let oldest = (0..self.open.len())
                         .min_by_key(|&j| (!self.open[j].pending, self.open[j].last_start_ns))
                         .unwrap_or(0);
+                    if !page && self.open.get(oldest).is_some_and(|o| !o.pending) {
+                        return None;
+                    }
                     let o = self.open.remove(oldest);
                     if !o.pending {
                         let at = o.last_start_ns + o.interval_ns;
@@ -757,7 +770,7 @@ impl IncidentsProcessor {
             inc.listed.insert(s.clone());
             inc.incident.series.push(s.clone());
         }
-        slot
+        Some(slot)
     }
 
     /// Resolves every open incident (at shutdown: the windows that would resolve them will

@@ -598,6 +598,30 @@ fn a_chronically_noisy_service_does_not_outrank_the_one_a_fault_made_anomalous()
 }
 
 #[test]
+fn at_max_open_a_lone_reading_does_not_close_an_announced_incident() {
+    let cfg = IncidentsConfig {
+        resolve_after: 3,
+        max_open: 1,
+        ..Default::default()
+    };
+    let mut p = IncidentsProcessor::new(&cfg, "incidents", &Telemetry::new());
+    let fault = [
+        ("checkout", Some("payments"), SLOW),
+        ("payments", None, SLOW),
+    ];
+    let mut second = fault.to_vec();
+    second.push(("catalog", None, ERRORS));
+    // payments' incident is open; catalog, not connected to it, fails in one series.
+    let events = run(&mut p, vec![window(0, &fault), window(1, &second)]);
+    assert_eq!(opened(&events), 1, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.action != Action::Resolved),
+        "{events:#?}"
+    );
+    assert_eq!(p.open_incidents(), 1);
+}
+
+#[test]
 fn a_service_many_callers_see_slow_counts_once_not_once_per_caller() {
     // Three callers see inventory ten times slower (one fact, seen three times); in the same
     // window catalog fails two requests in five where it never fails (another fact, seen once).
