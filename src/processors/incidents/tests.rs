@@ -133,6 +133,15 @@ fn top(events: &[IncidentEvent]) -> Vec<String> {
         .collect()
 }
 
+/// How many incidents the events speak of.
+fn incidents(events: &[IncidentEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| &e.incident.id)
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 fn opened(events: &[IncidentEvent]) -> usize {
     events.iter().filter(|e| e.action == Action::Opened).count()
 }
@@ -649,15 +658,7 @@ fn a_service_many_callers_see_slow_counts_once_not_once_per_caller() {
     };
     let events = run(&mut p, vec![build(0, false), build(1, true)]);
     let last = events.last().unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .map(|e| &e.incident.id)
-            .collect::<HashSet<_>>()
-            .len(),
-        1,
-        "{events:#?}"
-    );
+    assert_eq!(incidents(&events), 1, "{events:#?}");
     assert_eq!(top(&events)[..2], ["catalog", "inventory"], "{last:#?}");
 }
 
@@ -675,15 +676,7 @@ fn an_incident_ranks_by_its_evidence_not_by_its_count_of_windows() {
     ];
     let events = run(&mut p, ws);
     let last = events.last().unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .map(|e| &e.incident.id)
-            .collect::<HashSet<_>>()
-            .len(),
-        1,
-        "{events:#?}"
-    );
+    assert_eq!(incidents(&events), 1, "{events:#?}");
     assert_eq!(top(&events)[0], "payments", "{last:#?}");
 }
 
