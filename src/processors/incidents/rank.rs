@@ -130,9 +130,10 @@ struct Flow<'a, 'g> {
     graph: &'g CallGraph,
     up: Pooled,
     down: Pooled,
-    /// The record whose evidence is flowing, and whether it is a log record.
+    /// The record whose evidence is flowing, and the way its part that stays with a service's
+    /// own records reaches it (`Own`, or `OwnLogs` for a log record).
     origin: usize,
-    origin_logs: bool,
+    own: Via,
 }
 
 /// How evidence reaches a service: the views of it whose records are pooled.
@@ -252,12 +253,7 @@ impl Flow<'_, '_> {
             _ => Vec::new(),
         };
         let d = self.explained(n, &slow);
-        let via = if self.origin_logs {
-            Via::OwnLogs
-        } else {
-            Via::Own
-        };
-        self.up.add(n.clone(), via, self.origin, m * (1.0 - d));
+        self.up.add(n.clone(), self.own, self.origin, m * (1.0 - d));
         let sum: f64 = slow.iter().map(|(_, e)| e).sum();
         for (r, e) in slow {
             self.edge(r, m * d * e / sum, depth + 1);
@@ -442,11 +438,15 @@ pub fn score_window(
         up: Pooled::default(),
         down: Pooled::default(),
         origin: 0,
-        origin_logs: false,
+        own: Via::Own,
     };
     for (i, r) in records.iter().enumerate() {
         flow.origin = i;
-        flow.origin_logs = r.series.signal == Signal::Logs;
+        flow.own = if r.series.signal == Signal::Logs {
+            Via::OwnLogs
+        } else {
+            Via::Own
+        };
         if r.series.signal == Signal::Metrics {
             let e = metric_evidence(r, &traced) * weight(&r.series);
             if e > 0.0 {
