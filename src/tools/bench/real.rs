@@ -24,6 +24,8 @@
 //! - **root cause top-1 / top-3**: faults whose incident (the one most of the fault's flagged
 //!   windows belong to, as it stood when the fault ended) ranks the faulty pod's service first /
 //!   among its first three;
+//! - **faults named**: faults whose service a flagged window names while they last (its own
+//!   series, or an edge from or to it): the most any ranking of the flagged records can find;
 //! - **detection delay**: from the injection to the end of the first flagged window;
 //! - **delay to incident**: from the injection to the end of the first window of the fault
 //!   whose anomalies belong to an incident (opened or joined: when an operator is paged).
@@ -947,6 +949,9 @@ pub struct Figures {
     /// Of them, those that are a block's first window (where the replay turns from the
     /// fault-free minute to the day's data of another hour).
     pub false_flags_first: usize,
+    /// Faults whose service a flagged window names while they last (its series' service, or
+    /// the callee of an edge): the most any ranking of the flagged records can find.
+    pub named: usize,
 }
 
 fn in_fault(faults: &[Fault], start: u64, end: u64) -> Option<usize> {
@@ -972,6 +977,7 @@ fn figures(
     fig.services = services.len();
     fig.quiet_hours = plan.quiet_ns as f64 / 3.6e12;
     let mut first_flag: Vec<Option<u64>> = vec![None; faults.len()];
+    let mut named = vec![false; faults.len()];
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     let mut false_flags = 0usize;
     for (i, w) in windows.iter().enumerate() {
@@ -991,6 +997,10 @@ fn figures(
             match f {
                 Some(i) => {
                     fig.flagged_in_faults += 1;
+                    let names = |s: &str| s == faults[i].service;
+                    if names(&w.series.service) || w.series.target.as_deref().is_some_and(names) {
+                        named[i] = true;
+                    }
                     let t = w.end_ns();
                     if first_flag[i].is_none_or(|x| t < x) {
                         first_flag[i] = Some(t);
@@ -1004,6 +1014,7 @@ fn figures(
         }
     }
     fig.detected = first_flag.iter().filter(|x| x.is_some()).count();
+    fig.named = named.iter().filter(|x| **x).count();
     let delays: Vec<f64> = first_flag
         .iter()
         .zip(faults)
@@ -1463,6 +1474,17 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
             .join("; ")
     ));
     t.push_str(&format!(
+        "\nFaults whose service a flagged window names while they last (its series' service, or the callee of an edge): the most any ranking of the flagged records can find. {}\n",
+        rows.iter()
+            .filter(|(_, _, ranked)| ranked.is_some())
+            .map(|(name, f, _)| format!(
+                "{name} {} of {} (top-1 {}, top-3 {})",
+                f.named, f.faults, f.top1, f.top3
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    t.push_str(&format!(
         "\nThe pods' metrics over the whole day ({} services, {:.2} h outside faults):\n\n| detector | fault recall | window precision | FP per service-hour | ROC AUC | mean delay |\n|---|---|---|---|---|---|\n",
         day[0].services, day[0].quiet_hours
     ));
@@ -1723,6 +1745,42 @@ mod tests {
         let fig = figures(&plan, &refs, &|_| 1.0, &|_| true);
         assert_eq!((fig.false_flags, fig.false_flags_first), (2, 1));
         assert_eq!((fig.flagged_in_faults, fig.detected), (2, 1));
+    }
+
+    #[test]
+    fn a_fault_is_named_by_a_flagged_window_of_its_service_or_of_an_edge_to_it() {
+        const S: u64 = 1_000_000_000;
+        let plan = one_fault_plan();
+        let record = |key: crate::model::window::SeriesKey, start: u64| {
+            WindowRecord::new(
+                std::sync::Arc::new(key),
+                start * S,
+                30 * S,
+                [0.0; N_FEATURES],
+            )
+        };
+        // Every window given is flagged.
+        let count = |windows: &[WindowRecord]| {
+            let refs: Vec<&WindowRecord> = windows.iter().collect();
+            figures(&plan, &refs, &|_| 1.0, &|_| true).named
+        };
+        use crate::model::window::SeriesKey;
+        // Flagged in the fault, but another service: not named; its flagged record before the
+        // fault does not count either.
+        let elsewhere = [
+            record(SeriesKey::service("ts-user-service"), 1000),
+            record(SeriesKey::service("ts-order-service"), 940),
+        ];
+        assert_eq!(count(&elsewhere), 0);
+        // A caller's edge to it, during the fault: named.
+        let edge = [record(
+            SeriesKey::edge("ts-preserve-service", "ts-order-service"),
+            1030,
+        )];
+        assert_eq!(count(&edge), 1);
+        // Its own record, during the fault: named.
+        let own = [record(SeriesKey::service("ts-order-service"), 1000)];
+        assert_eq!(count(&own), 1);
     }
 
     #[test]
