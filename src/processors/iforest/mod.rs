@@ -11,7 +11,7 @@
 //!     threshold: auto          # or a fixed score in (0, 1)
 //!     min_threshold: 0.55      # the floor of the adaptive threshold
 //!     min_deviation: 4.0       # robust z-score a feature needs to count as a cause
-//!     relearn_after: 60        # consecutive anomalous windows after which the new level is learned
+//!     relearn_after: 60        # anomalous windows in a run (one normal in ten bridged) after which the new level is learned
 //!     seed: 42
 //!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
 //!     save_interval: 5m
@@ -30,8 +30,9 @@
 //! threshold **and** at least one feature is out of line, so every anomaly comes with its causes,
 //! and a window unusual in a way no single feature shows is not reported. Anomalous windows are
 //! not learned (an incident must not become normal), nor are unexplained ones above the
-//! threshold, until such windows have lasted `relearn_after` in a row: then it is a new level,
-//! and learning resumes.
+//! threshold, until a run of such windows has lasted `relearn_after` (a run bridges one normal
+//! window in ten: a shifted level now and then gives one in its old range): then it is a new
+//! level, and learning resumes.
 
 pub mod batch;
 pub mod forest;
@@ -316,7 +317,10 @@ pub struct SeriesModel {
     normal: VecDeque<[f32; N_FEATURES]>,
     scores: VecDeque<f64>,
     learned: usize,
+    /// Anomalous (or unexplained) windows in the current run, and the normal windows it has
+    /// bridged (see `normal_window`).
     consecutive: usize,
+    misses: usize,
     /// The latency sample z-scores of the last windows that had requests (newest last), for
     /// pooling the evidence of sparse windows (see `pooled`).
     recent: VecDeque<[f64; N_FEATURES]>,
@@ -345,6 +349,7 @@ impl SeriesModel {
             scores: VecDeque::new(),
             learned: 0,
             consecutive: 0,
+            misses: 0,
             recent: VecDeque::new(),
             last_ns: 0,
             log_lines: 0.0,
@@ -375,6 +380,7 @@ impl SeriesModel {
         }
         let x = transform_for(signal, features);
         self.consecutive = 0;
+        self.misses = 0;
         self.learn(features, &x, 0.0, false);
     }
 
@@ -438,7 +444,7 @@ impl SeriesModel {
     }
 
     /// What the model learns from a scored window: a normal one is learned (its score kept
-    /// once warm); an anomalous or unexplained one is not, until it has lasted
+    /// once warm); an anomalous or unexplained one is not, until a run of them has reached
     /// `relearn_after` windows and is taken as the new normal.
     fn follow(
         &mut self,
@@ -450,7 +456,7 @@ impl SeriesModel {
     ) {
         match verdict {
             Verdict::Normal { warming_up } => {
-                self.consecutive = 0;
+                self.normal_window(cfg);
                 self.learn(features, x, score, !warming_up);
             }
             Verdict::Anomaly | Verdict::Unexplained => {
@@ -459,6 +465,21 @@ impl SeriesModel {
                     self.learn(features, x, score, true);
                 }
             }
+        }
+    }
+
+    /// A normal window ends a run of anomalous ones, unless the run is not being learned yet
+    /// and stays at most one normal window in ten: a level that has shifted for good now and
+    /// then gives a window in its old range (a few requests, a quiet minute), and counting the
+    /// run again from zero each time, it would never be learned. Once the run is being
+    /// learned, a normal window says the new level is known, and ends it.
+    fn normal_window(&mut self, cfg: &IForestConfig) {
+        let run = self.consecutive + self.misses + 1;
+        if self.consecutive < cfg.relearn_after && (self.misses + 1) * 10 <= run {
+            self.misses += 1;
+        } else {
+            self.consecutive = 0;
+            self.misses = 0;
         }
     }
 

@@ -251,6 +251,45 @@ fn a_lasting_level_shift_becomes_the_new_normal() {
 }
 
 #[test]
+fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned() {
+    let cfg = IForestConfig {
+        relearn_after: 20,
+        ..Default::default()
+    };
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
+    let mut s = Stream::new(5, "svc");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    // Latency 150 ms up for good, but one window in twelve in the old range: a run counted
+    // from zero at each of them never reaches 20.
+    let (mut flagged, mut last) = (0, true);
+    for k in 0..400 {
+        let mut r = s.next();
+        if k % 12 != 11 {
+            for i in [
+                feature::LATENCY_MEAN,
+                feature::LATENCY_P50,
+                feature::LATENCY_P95,
+            ] {
+                r.features[i] += 150.0;
+            }
+        }
+        p.score(&mut r);
+        if k % 12 != 11 {
+            last = r.anomaly.as_ref().unwrap().is_anomaly;
+            flagged += last as usize;
+        }
+    }
+    assert!(
+        flagged >= 20,
+        "the shift is an anomaly at first ({flagged})"
+    );
+    assert!(!last, "after a while it is the new normal");
+}
+
+#[test]
 fn config_checks() {
     let v: serde_norway::Value =
         serde_norway::from_str("threshold: often\nwarmup: 2\ntrees: 0\n").unwrap();
