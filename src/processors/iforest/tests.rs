@@ -216,8 +216,10 @@ fn scoring_is_deterministic_for_a_seed() {
     assert_ne!(run(1), run(2));
 }
 
-#[test]
-fn a_lasting_level_shift_becomes_the_new_normal() {
+/// Latency 150 ms up for good after 200 normal windows (`relearn_after` 20), but every
+/// `unshifted`-th window in the old range: how many shifted windows were flagged, and whether
+/// the last one was.
+fn shifted_level(unshifted: Option<usize>) -> (usize, bool) {
     let cfg = IForestConfig {
         relearn_after: 20,
         ..Default::default()
@@ -228,46 +230,11 @@ fn a_lasting_level_shift_becomes_the_new_normal() {
         let mut r = s.next();
         p.score(&mut r);
     }
-    let mut flagged = 0;
-    let mut last = true;
-    for _ in 0..400 {
-        let mut r = s.next();
-        for i in [
-            feature::LATENCY_MEAN,
-            feature::LATENCY_P50,
-            feature::LATENCY_P95,
-        ] {
-            r.features[i] += 150.0;
-        }
-        p.score(&mut r);
-        last = r.anomaly.as_ref().unwrap().is_anomaly;
-        flagged += last as usize;
-    }
-    assert!(
-        flagged >= 20,
-        "the shift is an anomaly at first ({flagged})"
-    );
-    assert!(!last, "after a while it is the new normal");
-}
-
-#[test]
-fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned() {
-    let cfg = IForestConfig {
-        relearn_after: 20,
-        ..Default::default()
-    };
-    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
-    let mut s = Stream::new(5, "svc");
-    for _ in 0..200 {
-        let mut r = s.next();
-        p.score(&mut r);
-    }
-    // Latency 150 ms up for good, but one window in twelve in the old range: a run counted
-    // from zero at each of them never reaches 20.
     let (mut flagged, mut last) = (0, true);
     for k in 0..400 {
         let mut r = s.next();
-        if k % 12 != 11 {
+        let shifted = unshifted.is_none_or(|n| k % n != n - 1);
+        if shifted {
             for i in [
                 feature::LATENCY_MEAN,
                 feature::LATENCY_P50,
@@ -277,11 +244,29 @@ fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned(
             }
         }
         p.score(&mut r);
-        if k % 12 != 11 {
+        if shifted {
             last = r.anomaly.as_ref().unwrap().is_anomaly;
             flagged += last as usize;
         }
     }
+    (flagged, last)
+}
+
+#[test]
+fn a_lasting_level_shift_becomes_the_new_normal() {
+    let (flagged, last) = shifted_level(None);
+    assert!(
+        flagged >= 20,
+        "the shift is an anomaly at first ({flagged})"
+    );
+    assert!(!last, "after a while it is the new normal");
+}
+
+#[test]
+fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned() {
+    // One window in twelve in the old range: a run counted from zero at each of them never
+    // reaches 20.
+    let (flagged, last) = shifted_level(Some(12));
     assert!(
         flagged >= 20,
         "the shift is an anomaly at first ({flagged})"
