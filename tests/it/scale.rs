@@ -282,10 +282,26 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
         return;
     };
     let _heavy = heavy();
+    // The balancer places each service on a hash ring of the instances' addresses, and those
+    // are free ports picked at random: now and then all six of the shop's services land on
+    // one instance, and the balancing is not exercised. Then the run is repeated on other
+    // ports.
+    for attempt in 1..=3 {
+        if three_instances(&bin).await {
+            return;
+        }
+        eprintln!("attempt {attempt}: every service went to one instance; again on other ports");
+    }
+    panic!("the load balancer sent every service to one instance, three times over");
+}
+
+/// One run of three instances behind the balancer, checked against one instance alone; false
+/// when every service went to the same instance (nothing else is checked then).
+async fn three_instances(bin: &Path) -> bool {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().to_path_buf();
     let stack = {
-        let (d, bin) = (d.clone(), bin.clone());
+        let (d, bin) = (d.clone(), bin.to_path_buf());
         tokio::task::spawn_blocking(move || Stack::start(&d, &bin, 3))
             .await
             .unwrap()
@@ -320,10 +336,9 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
         "{} series windows scored over {busy} instances",
         scored.len()
     );
-    assert!(
-        busy >= 2,
-        "the load balancer sent every service to one instance"
-    );
+    if busy < 2 {
+        return false;
+    }
 
     // The same windows and verdicts as one instance on the same spans.
     let single_docs = read_docs(&d.join("single.jsonl"));
@@ -355,6 +370,7 @@ async fn three_instances_behind_the_load_balancer_judge_as_one() {
     );
     assert_eq!(events, incident_events(&single_docs));
     drop(done);
+    true
 }
 
 #[allow(clippy::await_holding_lock)]
