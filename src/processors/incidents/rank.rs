@@ -18,8 +18,9 @@
 //! - **Traffic changes flow up.** A service receives less because its caller sends less: the
 //!   evidence of a change of request count or throughput goes to the callers that changed too
 //!   (in proportion, as above), the rest stays. Where latency or errors are anomalous in the
-//!   window too, traffic evidence counts at half: a caller that waits sends less, so then a
-//!   change of traffic is more often effect than cause.
+//!   window too, a fall of traffic counts at half: a caller that waits sends less, so then a
+//!   fall is more often effect than cause. A rise counts in full: waiting makes none (a
+//!   service that calls its callees more often than usual has changed what it does).
 //!
 //! Many records can say the same thing: every caller of a slow service sees it slow, every call
 //! of a starved one is slow, and its CPU and memory rise together. They are views of one fact,
@@ -115,6 +116,11 @@ fn best<'a>(
             *slot = Some((s, r));
         }
     }
+}
+
+/// Whether a record's change of traffic is a rise.
+fn rises(r: &WindowRecord) -> bool {
+    strength(r, is_down).is_some_and(|(_, c)| c.actual > c.typical)
 }
 
 fn up(r: &WindowRecord) -> f64 {
@@ -464,21 +470,24 @@ pub fn score_window(
             flow.settle(&r.series.service, e, 0);
         }
     }
-    // Where latency or errors are anomalous too, a change of traffic is more often their
-    // consequence (callers that wait send less) than a cause: it counts at half.
+    // Where latency or errors are anomalous too, a fall of traffic is more often their
+    // consequence (callers that wait send less) than a cause: it counts at half. A rise is no
+    // effect of waiting, and counts in full.
     let down_weight = if flow.up.is_empty() { 1.0 } else { 0.5 };
     // Each source of traffic evidence is an origin of its own (numbered after the records).
     let sources: Vec<(Arc<str>, usize, f64)> = nodes
         .iter()
         .enumerate()
         .filter_map(|(k, (n, x))| {
-            x.own_down
-                .map(|(s, r)| (n.clone(), records.len() + k, s * weight(&r.series)))
+            x.own_down.map(|(s, r)| {
+                let w = if rises(r) { 1.0 } else { down_weight };
+                (n.clone(), records.len() + k, w * s * weight(&r.series))
+            })
         })
         .collect();
     for (n, i, s) in sources {
         flow.origin = i;
-        flow.climb(&n, down_weight * s, 0);
+        flow.climb(&n, s, 0);
     }
     let names: BTreeSet<&Arc<str>> = flow.up.names().chain(flow.down.names()).collect();
     let masses: BTreeMap<&Arc<str>, (f64, f64)> = names

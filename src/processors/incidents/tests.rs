@@ -245,6 +245,40 @@ fn a_traffic_drop_at_the_entry_blames_the_entry_service() {
 }
 
 #[test]
+fn more_calls_than_usual_beside_a_slowdown_count_in_full_and_fewer_at_half() {
+    // payments is slow while checkout calls inventory three times as often as usual (or a
+    // tenth as often). Callers that wait send less, so beside a slowdown a fall of traffic is
+    // more often an effect than a cause, and counts at half; waiting makes no rise.
+    const MORE: Option<(&str, f64, f64)> = Some(("request_count", 300.0, 100.0));
+    let share = |change| {
+        let mut p = pages_at_once(3);
+        let events = run(
+            &mut p,
+            vec![
+                normal(0),
+                window(
+                    1,
+                    &[
+                        ("payments", None, SLOW),
+                        ("checkout", Some("inventory"), change),
+                        ("inventory", None, change),
+                    ],
+                ),
+            ],
+        );
+        assert_eq!(incidents(&events), 1, "{events:#?}");
+        let causes = &events.last().unwrap().incident.root_cause;
+        assert_eq!(&*causes[0].service, "payments", "{causes:?}");
+        causes
+            .iter()
+            .find(|c| &*c.service == "checkout")
+            .map_or(0.0, |c| c.score)
+    };
+    let (rise, fall) = (share(MORE), share(DROP));
+    assert!(rise > 1.5 * fall && fall > 0.0, "rise {rise}, fall {fall}");
+}
+
+#[test]
 fn two_unrelated_faults_make_two_incidents_each_with_its_own_cause() {
     let mut p = pages_at_once(3);
     // catalog (under frontend) and inventory (under checkout) are not linked to each other.
