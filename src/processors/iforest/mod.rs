@@ -11,7 +11,7 @@
 //!     threshold: auto          # or a fixed score in (0, 1)
 //!     min_threshold: 0.55      # the floor of the adaptive threshold
 //!     min_deviation: 4.0       # robust z-score a feature needs to count as a cause
-//!     relearn_after: 60        # anomalous windows in a run (one normal in ten bridged) after which the new level is learned
+//!     relearn_after: 60        # anomalous windows in a run (a lone normal one in ten bridged) after which the new level is learned
 //!     seed: 42
 //!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
 //!     save_interval: 5m
@@ -30,9 +30,9 @@
 //! threshold **and** at least one feature is out of line, so every anomaly comes with its causes,
 //! and a window unusual in a way no single feature shows is not reported. Anomalous windows are
 //! not learned (an incident must not become normal), nor are unexplained ones above the
-//! threshold, until a run of such windows has lasted `relearn_after` (a run bridges one normal
-//! window in ten: a shifted level now and then gives one in its old range): then it is a new
-//! level, and learning resumes.
+//! threshold, until a run of such windows has lasted `relearn_after` (a run bridges a lone
+//! normal window after nine anomalous ones: a shifted level now and then gives one in its old
+//! range): then it is a new level, and learning resumes.
 
 pub mod batch;
 pub mod forest;
@@ -317,10 +317,10 @@ pub struct SeriesModel {
     normal: VecDeque<[f32; N_FEATURES]>,
     scores: VecDeque<f64>,
     learned: usize,
-    /// Anomalous (or unexplained) windows in the current run, and the normal windows it has
-    /// bridged (see `normal_window`).
+    /// Anomalous (or unexplained) windows in the current run.
     consecutive: usize,
-    misses: usize,
+    /// Anomalous windows of the run since it last bridged a normal one (see `normal_window`).
+    since_bridge: usize,
     /// The latency sample z-scores of the last windows that had requests (newest last), for
     /// pooling the evidence of sparse windows (see `pooled`).
     recent: VecDeque<[f64; N_FEATURES]>,
@@ -338,6 +338,10 @@ pub struct SeriesModel {
     accepted: Vec<(u8, f64)>,
 }
 
+/// Anomalous windows a run needs before (and between) the lone normal windows it bridges: at
+/// most one window in ten of a run is normal.
+const BRIDGE_AFTER: usize = 9;
+
 /// How much further off than a dismissed window a window may be and still count as like it.
 const ACCEPT_MARGIN: f64 = 1.25;
 
@@ -349,7 +353,7 @@ impl SeriesModel {
             scores: VecDeque::new(),
             learned: 0,
             consecutive: 0,
-            misses: 0,
+            since_bridge: 0,
             recent: VecDeque::new(),
             last_ns: 0,
             log_lines: 0.0,
@@ -380,7 +384,7 @@ impl SeriesModel {
         }
         let x = transform_for(signal, features);
         self.consecutive = 0;
-        self.misses = 0;
+        self.since_bridge = 0;
         self.learn(features, &x, 0.0, false);
     }
 
@@ -460,7 +464,8 @@ impl SeriesModel {
                 self.learn(features, x, score, !warming_up);
             }
             Verdict::Anomaly | Verdict::Unexplained => {
-                self.consecutive += 1;
+                self.consecutive = self.consecutive.saturating_add(1);
+                self.since_bridge = self.since_bridge.saturating_add(1);
                 if self.consecutive >= cfg.relearn_after {
                     self.learn(features, x, score, true);
                 }
@@ -469,17 +474,18 @@ impl SeriesModel {
     }
 
     /// A normal window ends a run of anomalous ones, unless the run is not being learned yet
-    /// and stays at most one normal window in ten: a level that has shifted for good now and
-    /// then gives a window in its old range (a few requests, a quiet minute), and counting the
-    /// run again from zero each time, it would never be learned. Once the run is being
-    /// learned, a normal window says the new level is known, and ends it.
+    /// and the window is a lone one, after at least nine anomalous windows (since the run
+    /// began or bridged the last): a level that has shifted for good now and then gives a
+    /// window in its old range (a few requests, a quiet minute), and counting the run again
+    /// from zero each time, it would never be learned. Two normal windows in a row end it (a
+    /// recovery, however short, before another fault), and so does one once the run is being
+    /// learned: the new level is known.
     fn normal_window(&mut self, cfg: &IForestConfig) {
-        let run = self.consecutive + self.misses + 1;
-        if self.consecutive < cfg.relearn_after && (self.misses + 1) * 10 <= run {
-            self.misses += 1;
+        if self.consecutive < cfg.relearn_after && self.since_bridge >= BRIDGE_AFTER {
+            self.since_bridge = 0;
         } else {
             self.consecutive = 0;
-            self.misses = 0;
+            self.since_bridge = 0;
         }
     }
 

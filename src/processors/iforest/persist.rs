@@ -48,10 +48,10 @@ pub struct SavedSeries {
     pub signal: Option<String>,
     pub learned: usize,
     pub consecutive: usize,
-    /// Normal windows the current run of anomalous ones has bridged (absent in files written
-    /// before runs bridged them).
-    #[serde(default)]
-    pub misses: usize,
+    /// Anomalous windows of the current run since it last bridged a normal one (absent in
+    /// files written before runs bridged them).
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub since_bridge: usize,
     /// The forest's window, oldest first, in the forest's (transformed) space.
     pub points: Vec<Vec<f64>>,
     /// Recent normal windows' raw features, oldest first.
@@ -71,6 +71,10 @@ pub struct SavedSeries {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_zero_count(v: &usize) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -97,7 +101,7 @@ impl SeriesModel {
             signal: (key.signal != Signal::Spans).then(|| key.signal.as_str().to_string()),
             learned: self.learned,
             consecutive: self.consecutive,
-            misses: self.misses,
+            since_bridge: self.since_bridge,
             points: self.forest.window().collect(),
             normal: self.normal().collect(),
             scores: self.scores.iter().copied().collect(),
@@ -121,7 +125,7 @@ impl SeriesModel {
         m.scores = s.scores.iter().copied().collect();
         m.learned = s.learned;
         m.consecutive = s.consecutive;
-        m.misses = s.misses;
+        m.since_bridge = s.since_bridge.min(s.consecutive);
         if s.log_lines.is_finite() && s.log_traces.is_finite() {
             m.log_lines = s.log_lines.max(0.0);
             m.log_traces = s.log_traces.max(0.0);

@@ -275,6 +275,45 @@ fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned(
 }
 
 #[test]
+fn a_recovery_of_two_windows_ends_a_run_however_long() {
+    let cfg = IForestConfig {
+        relearn_after: 20,
+        ..Default::default()
+    };
+    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
+    let mut s = Stream::new(5, "svc");
+    for _ in 0..200 {
+        let mut r = s.next();
+        p.score(&mut r);
+    }
+    let mut next = |shifted: bool| {
+        let mut r = s.next();
+        if shifted {
+            for i in [
+                feature::LATENCY_MEAN,
+                feature::LATENCY_P50,
+                feature::LATENCY_P95,
+            ] {
+                r.features[i] += 150.0;
+            }
+        }
+        p.score(&mut r);
+        r.anomaly.unwrap()
+    };
+    // A fault for 19 windows, two normal ones, and another fault: the second is not learned
+    // from its first window on as though the first had gone on.
+    for _ in 0..19 {
+        assert!(next(true).is_anomaly);
+    }
+    for _ in 0..2 {
+        assert!(!next(false).is_anomaly);
+    }
+    let a = next(true);
+    assert!(a.is_anomaly);
+    assert!(!a.message.contains("new normal"), "{}", a.message);
+}
+
+#[test]
 fn config_checks() {
     let v: serde_norway::Value =
         serde_norway::from_str("threshold: often\nwarmup: 2\ntrees: 0\n").unwrap();

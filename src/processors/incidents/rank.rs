@@ -118,9 +118,12 @@ fn best<'a>(
     }
 }
 
-/// Whether a record's change of traffic is a rise.
+/// Whether a record's change of traffic is a rise of its requests or log lines (not of its
+/// client errors: a 408 or 429 is often what a slowdown makes).
 fn rises(r: &WindowRecord) -> bool {
-    strength(r, is_down).is_some_and(|(_, c)| c.actual > c.typical)
+    strength(r, is_down).is_some_and(|(_, c)| {
+        c.feature != FEATURE_NAMES[feature::CLIENT_ERROR_RATE] && c.actual > c.typical
+    })
 }
 
 fn up(r: &WindowRecord) -> f64 {

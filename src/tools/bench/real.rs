@@ -25,7 +25,8 @@
 //!   windows belong to, as it stood when the fault ended) ranks the faulty pod's service first /
 //!   among its first three;
 //! - **faults named**: faults whose service a flagged window names while they last (its own
-//!   series, or an edge from or to it): the most any ranking of the flagged records can find;
+//!   series, or an edge from or to it): about the most a ranking can find (an incident's
+//!   ranking also holds its windows before the fault's labelled start);
 //! - **detection delay**: from the injection to the end of the first flagged window;
 //! - **delay to incident**: from the injection to the end of the first window of the fault
 //!   whose anomalies belong to an incident (opened or joined: when an operator is paged).
@@ -950,7 +951,7 @@ pub struct Figures {
     /// fault-free minute to the day's data of another hour).
     pub false_flags_first: usize,
     /// Faults whose service a flagged window names while they last (its series' service, or
-    /// the callee of an edge): the most any ranking of the flagged records can find.
+    /// the callee of an edge): about the most a ranking can find.
     pub named: usize,
 }
 
@@ -1474,7 +1475,7 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
             .join("; ")
     ));
     t.push_str(&format!(
-        "\nFaults whose service a flagged window names while they last (its series' service, or the callee of an edge): the most any ranking of the flagged records can find. {}\n",
+        "\nFaults whose service a flagged window names while they last (its series' service, or the callee of an edge): about the most a ranking can find (an incident's ranking also holds its windows before the fault's labelled start). {}\n",
         rows.iter()
             .filter(|(_, _, ranked)| ranked.is_some())
             .map(|(name, f, _)| format!(
