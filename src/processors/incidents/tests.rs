@@ -276,6 +276,12 @@ fn more_calls_than_usual_beside_a_slowdown_count_in_full_and_fewer_at_half() {
     };
     let (rise, fall) = (share(MORE), share(DROP));
     assert!(rise > 1.5 * fall && fall > 0.0, "rise {rise}, fall {fall}");
+    // More client errors (a 408 or 429 is what a slowdown makes) count as a fall does.
+    let refused = share(Some(("client_error_rate", 0.4, 0.0)));
+    assert!(
+        (refused - fall).abs() < 1e-9,
+        "refused {refused}, fall {fall}"
+    );
 }
 
 #[test]
