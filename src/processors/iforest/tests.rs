@@ -216,10 +216,9 @@ fn scoring_is_deterministic_for_a_seed() {
     assert_ne!(run(1), run(2));
 }
 
-/// Latency 150 ms up for good after 200 normal windows (`relearn_after` 20), but every
-/// `unshifted`-th window in the old range: how many shifted windows were flagged, and whether
-/// the last one was.
-fn shifted_level(unshifted: Option<usize>) -> (usize, bool) {
+/// A series with `relearn_after` 20, after 200 normal windows: `next(shifted)` scores its next
+/// window, 150 ms slower when `shifted`.
+fn after_warmup() -> impl FnMut(bool) -> Anomaly {
     let cfg = IForestConfig {
         relearn_after: 20,
         ..Default::default()
@@ -230,10 +229,8 @@ fn shifted_level(unshifted: Option<usize>) -> (usize, bool) {
         let mut r = s.next();
         p.score(&mut r);
     }
-    let (mut flagged, mut last) = (0, true);
-    for k in 0..400 {
+    move |shifted| {
         let mut r = s.next();
-        let shifted = unshifted.is_none_or(|n| k % n != n - 1);
         if shifted {
             for i in [
                 feature::LATENCY_MEAN,
@@ -244,8 +241,20 @@ fn shifted_level(unshifted: Option<usize>) -> (usize, bool) {
             }
         }
         p.score(&mut r);
+        r.anomaly.unwrap()
+    }
+}
+
+/// Latency 150 ms up for good, but every `unshifted`-th window in the old range: how many of
+/// 400 shifted windows were flagged, and whether the last one was.
+fn shifted_level(unshifted: Option<usize>) -> (usize, bool) {
+    let mut next = after_warmup();
+    let (mut flagged, mut last) = (0, true);
+    for k in 0..400 {
+        let shifted = unshifted.is_none_or(|n| k % n != n - 1);
+        let a = next(shifted);
         if shifted {
-            last = r.anomaly.as_ref().unwrap().is_anomaly;
+            last = a.is_anomaly;
             flagged += last as usize;
         }
     }
@@ -276,30 +285,7 @@ fn a_shifted_level_with_now_and_then_a_window_in_its_old_range_is_still_learned(
 
 #[test]
 fn a_recovery_of_two_windows_ends_a_run_however_long() {
-    let cfg = IForestConfig {
-        relearn_after: 20,
-        ..Default::default()
-    };
-    let mut p = IForestProcessor::new(&cfg, "x", &Telemetry::new());
-    let mut s = Stream::new(5, "svc");
-    for _ in 0..200 {
-        let mut r = s.next();
-        p.score(&mut r);
-    }
-    let mut next = |shifted: bool| {
-        let mut r = s.next();
-        if shifted {
-            for i in [
-                feature::LATENCY_MEAN,
-                feature::LATENCY_P50,
-                feature::LATENCY_P95,
-            ] {
-                r.features[i] += 150.0;
-            }
-        }
-        p.score(&mut r);
-        r.anomaly.unwrap()
-    };
+    let mut next = after_warmup();
     // A fault for 19 windows, two normal ones, and another fault: the second is not learned
     // from its first window on as though the first had gone on.
     for _ in 0..19 {
