@@ -11,7 +11,7 @@
 //!     threshold: auto          # or a fixed score in (0, 1)
 //!     min_threshold: 0.55      # the floor of the adaptive threshold
 //!     min_deviation: 4.0       # robust z-score a feature needs to count as a cause
-//!     relearn_after: 60        # anomalous windows in a run (a lone normal one in ten bridged) after which the new level is learned
+//!     relearn_after: 60        # anomalous windows in a run (a lone normal one after nine bridged) after which the new level is learned
 //!     seed: 42
 //!     model_path: ./models/models.json   # load at start if present; save periodically and at shutdown
 //!     save_interval: 5m
