@@ -14,7 +14,9 @@
 //!   callee, "every call it makes is slow" at the caller. The callee's part goes on through the
 //!   callee's own evidence if its own spans are anomalous, as far as they explain the call (by
 //!   milliseconds), and stays with it if not: what the caller waited beyond the callee's own
-//!   spans was spent on the network between them.
+//!   spans was spent on the network between them. Milliseconds are compared on one statistic
+//!   (a caller's mean against its call's mean, not its p99 against the call's mean): of the
+//!   statistics both records flag, the one the explained record rose most in.
 //! - **Traffic changes flow up.** A service receives less because its caller sends less: the
 //!   evidence of a change of request count or throughput goes to the callers that changed too
 //!   (in proportion, as above), the rest stays. Where latency or errors are anomalous in the
@@ -216,19 +218,15 @@ impl Flow<'_, '_> {
     /// slower, not one that got 5 s slower), else by the most anomalous call's score.
     fn explained(&self, n: &str, slow: &[(&WindowRecord, f64)]) -> f64 {
         let by_score = slow.iter().map(|(_, e)| *e).fold(0.0f64, f64::max).min(1.0);
-        let own = self
-            .nodes
-            .get(n)
-            .and_then(|x| x.own_up)
-            .and_then(|(_, r)| latency_delta(r));
-        let calls = slow
-            .iter()
-            .filter_map(|(r, _)| latency_delta(r))
-            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
-        match (own, calls) {
-            (Some(o), Some(c)) if o > 0.0 => (c / o).clamp(0.0, 1.0),
-            _ => by_score,
-        }
+        let Some((_, own)) = self.nodes.get(n).and_then(|x| x.own_up) else {
+            return by_score;
+        };
+        slow.iter()
+            .filter_map(|(r, _)| latency_shifts(own, r))
+            .filter(|(o, _)| *o > 0.0)
+            .map(|(o, c)| (c / o).clamp(0.0, 1.0))
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            .unwrap_or(by_score)
     }
 
     /// The caller's part in its slow calls: the share of its own slowness that they do not
@@ -297,8 +295,8 @@ impl Flow<'_, '_> {
                 // slower; what the caller waited beyond that was spent between the two (a delay
                 // on the callee's network shows only in its callers' view), and stays with the
                 // callee instead of flowing on to its calls.
-                let through = match (latency_delta(own), latency_delta(r)) {
-                    (Some(o), Some(c)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
+                let through = match latency_shifts(r, own) {
+                    Some((c, o)) if c > 0.0 => (o / c).clamp(0.0, 1.0),
                     _ => 1.0,
                 };
                 self.up.add(
@@ -341,17 +339,42 @@ impl Flow<'_, '_> {
     }
 }
 
-/// How many milliseconds slower a record is than typical: the largest shift among its latency
-/// contributions (the largest on both sides of a comparison, so that a caller's p95 is not set
-/// against its call's mean). None when its anomaly is not one of latency.
-fn latency_delta(r: &WindowRecord) -> Option<f64> {
-    strength(r, is_up)?;
-    let a = r.anomaly.as_ref()?;
-    a.contributions
+/// A record's latency statistics that are among its anomaly's causes, with how many
+/// milliseconds slower than typical each is (the spread left out: it is no delay). Empty when
+/// its anomaly is not one of latency.
+fn latency_rises(r: &WindowRecord) -> Vec<(&'static str, f64)> {
+    if strength(r, is_up).is_none() {
+        return Vec::new();
+    }
+    r.anomaly
+        .as_ref()
+        .map(|a| {
+            a.contributions
+                .iter()
+                .filter(|c| c.feature.starts_with("latency_") && c.feature != "latency_stddev_ms")
+                .map(|c| (c.feature, (c.actual - c.typical).max(0.0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many milliseconds slower `a` and `b` are than typical, measured on the same statistic:
+/// of the latency statistics both records name as causes, the one `a` rose most in. A caller's
+/// mean is set against its call's mean, not its p99 (a few slow requests) against the call's
+/// mean (all of them), nor its mean against a p99. Without a rising statistic in common, each
+/// record's largest rise. None unless both are anomalies of latency.
+fn latency_shifts(a: &WindowRecord, b: &WindowRecord) -> Option<(f64, f64)> {
+    let (ra, rb) = (latency_rises(a), latency_rises(b));
+    let largest = |v: &[(&str, f64)]| v.iter().map(|x| x.1).reduce(f64::max);
+    let common = ra
         .iter()
-        .filter(|c| c.feature.starts_with("latency_") && c.feature != "latency_stddev_ms")
-        .map(|c| (c.actual - c.typical).max(0.0))
-        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))))
+        .filter(|(_, d)| *d > 0.0)
+        .filter_map(|(f, d)| Some((*d, rb.iter().find(|x| x.0 == *f)?.1)))
+        .reduce(|m, x| if x.0 > m.0 { x } else { m });
+    if common.is_some() {
+        return common;
+    }
+    Some((largest(&ra)?, largest(&rb)?))
 }
 
 /// How far a record's up anomaly is from typical: the log ratio of its most anomalous latency

@@ -559,6 +559,62 @@ fn a_slow_call_that_accounts_for_its_callers_slowness_blames_the_callee() {
     assert_eq!(top(&events)[0], "payments", "{:#?}", events.last());
 }
 
+/// Adds causes to a window's record of `service` (→ `target`).
+fn with_causes(
+    w: &mut [WindowRecord],
+    service: &str,
+    target: Option<&str>,
+    causes: &[(&'static str, f64, f64)],
+) {
+    for r in w.iter_mut() {
+        if &*r.series.service == service && r.series.target.as_deref() == target {
+            if let Some(a) = r.anomaly.as_mut() {
+                a.contributions
+                    .extend(
+                        causes
+                            .iter()
+                            .map(|&(feature, actual, typical)| Contribution {
+                                feature,
+                                actual,
+                                typical,
+                            }),
+                    );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_callers_slowness_is_set_against_its_calls_on_the_same_statistic() {
+    let mut p = processor(3);
+    // One request at checkout waited 800 ms on payments: checkout's p99 and its mean rose, and
+    // so did the call's mean (by as much as checkout's) and spread, but not the call's p99,
+    // whose recent windows held such a request before. Checkout's p99 (790 ms more) is not to
+    // be set against the call's mean (18.5 ms more): the two means say the call explains it.
+    let mut w = window(
+        1,
+        &[
+            ("checkout", None, Some(("latency_p99_ms", 850.0, 60.0))),
+            (
+                "checkout",
+                Some("payments"),
+                Some(("latency_stddev_ms", 120.0, 5.0)),
+            ),
+            ("payments", None, Some(("latency_p99_ms", 820.0, 30.0))),
+        ],
+    );
+    with_causes(&mut w, "checkout", None, &[("latency_mean_ms", 68.4, 50.0)]);
+    with_causes(
+        &mut w,
+        "checkout",
+        Some("payments"),
+        &[("latency_mean_ms", 28.5, 10.0)],
+    );
+    with_causes(&mut w, "payments", None, &[("latency_mean_ms", 26.0, 8.0)]);
+    let events = run(&mut p, vec![normal(0), w]);
+    assert_eq!(top(&events)[0], "payments", "{:#?}", events.last());
+}
+
 #[test]
 fn a_delay_on_a_services_network_stays_with_it_not_with_its_calls() {
     let mut p = processor(3);
