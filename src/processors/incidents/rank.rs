@@ -638,14 +638,29 @@ fn up_reason(
     callers: usize,
     partly: Option<&str>,
 ) -> String {
-    let downstream = n.out_edges.iter().filter(|r| up(r) > 0.0).count();
-    let tail = match (downstream, partly) {
-        (0, _) => " while its own calls downstream are normal".to_string(),
-        (_, Some(c)) => format!("; {c} downstream is anomalous too"),
-        (k, None) => format!(
-            " and {k} of its {} calls downstream are slow while those services are not",
-            n.out_edges.len()
-        ),
+    let slow_calls: Vec<&&WindowRecord> = n.out_edges.iter().filter(|r| up(r) > 0.0).collect();
+    let calls = n.out_edges.len();
+    // Its slowest call (the farthest from typical), in words:
+    // `checkout → payments latency_mean_ms 3.0× typical`.
+    let slowest = slow_calls
+        .iter()
+        .filter_map(|r| strength(r, is_up).map(|(_, c)| (magnitude(r), *r, c)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, r, c)| {
+            let to = r.series.target.as_deref().unwrap_or("?");
+            format!(
+                "{name} → {to} {} {}",
+                c.feature,
+                ratio_text(c.actual, c.typical)
+            )
+        })
+        .unwrap_or_default();
+    let of_its_calls = |k: usize| match (k, calls) {
+        (_, 1) => "its one call downstream is slow".to_string(),
+        (2, 2) => "both its calls downstream are slow".to_string(),
+        (k, m) if k == m => format!("all {m} of its calls downstream are slow"),
+        (1, m) => format!("1 of its {m} calls downstream is slow"),
+        (k, m) => format!("{k} of its {m} calls downstream are slow"),
     };
     if share >= own && share > 0.0 {
         let slow: Vec<&&WindowRecord> = n.in_edges.iter().filter(|r| up(r) > 0.0).collect();
@@ -659,6 +674,8 @@ fn up_reason(
             } else {
                 format!("all {callers} callers see")
             }
+        } else if slow.len() == 1 {
+            format!("1 of {callers} callers sees")
         } else {
             format!("{} of {callers} callers see", slow.len())
         };
@@ -672,30 +689,60 @@ fn up_reason(
                 )
             })
             .unwrap_or_default();
-        let own_note = if own == 0.0 {
-            ", its own spans are normal"
-        } else {
-            ""
+        let tail = match (slow_calls.len(), own == 0.0, partly) {
+            (0, true, _) => " while its own spans and its calls downstream are normal".to_string(),
+            (0, false, _) => " while its own calls downstream are normal".to_string(),
+            (_, normal, Some(c)) => {
+                let spans = if normal {
+                    ", its own spans are normal"
+                } else {
+                    ""
+                };
+                format!("{spans}; {c} downstream is anomalous too")
+            }
+            (k, normal, None) => {
+                let spans = if normal {
+                    ", its own spans are normal"
+                } else {
+                    ""
+                };
+                format!("{spans}; {} while those services are not", of_its_calls(k))
+            }
         };
-        format!("{name}: {who} it anomalous{detail}{own_note}{tail}")
-    } else {
-        let detail = n
-            .own_up
-            .and_then(|(_, r)| strength(r, is_up).map(|(_, c)| (r, c)))
-            .map(|(r, c)| {
-                let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
-                // Its logs say what went wrong: the error template they repeat.
-                if let Some(t) = r
-                    .templates
-                    .iter()
-                    .find(|t| t.level == crate::model::window::LogLevel::Error)
-                {
-                    d.push_str(&format!(" (`{}` ×{})", t.template, t.count));
-                }
-                d
-            })
-            .unwrap_or_else(|| "anomalous".into());
-        format!("{name}: {detail}{tail}")
+        return format!("{name}: {who} it anomalous{detail}{tail}");
+    }
+    let detail = n
+        .own_up
+        .and_then(|(_, r)| strength(r, is_up).map(|(_, c)| (r, c)))
+        .map(|(r, c)| {
+            let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
+            // Its logs say what went wrong: the error template they repeat.
+            if let Some(t) = r
+                .templates
+                .iter()
+                .find(|t| t.level == crate::model::window::LogLevel::Error)
+            {
+                d.push_str(&format!(" (`{}` ×{})", t.template, t.count));
+            }
+            d
+        });
+    match (detail, slow_calls.len(), partly) {
+        (Some(d), 0, _) => format!("{name}: {d} while its own calls downstream are normal"),
+        (Some(d), _, Some(c)) => format!("{name}: {d}; {c} downstream is anomalous too"),
+        (Some(d), k, None) => format!(
+            "{name}: {d}, and {} while those services are not",
+            of_its_calls(k)
+        ),
+        // Only its calls speak against it: they are the reason.
+        (None, 0, _) => format!("{name}: anomalous"),
+        (None, k, Some(c)) => format!(
+            "{name}: {} ({slowest}); {c} downstream is anomalous too",
+            of_its_calls(k)
+        ),
+        (None, k, None) => format!(
+            "{name}: {} ({slowest}) while those services are not",
+            of_its_calls(k)
+        ),
     }
 }
 

@@ -191,7 +191,64 @@ fn a_network_delay_seen_only_by_callers_blames_the_callee() {
     assert_eq!(opened(&events), 1);
     assert_eq!(top(&events)[0], "payments", "{:#?}", events.last());
     let reason = &events.last().unwrap().incident.root_cause[0].reason;
-    assert!(reason.contains("its own spans are normal"), "{reason}");
+    assert!(
+        reason.ends_with("while its own spans and its calls downstream are normal"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_reason_names_what_speaks_against_the_service_in_words() {
+    let mut p = processor(3);
+    // checkout's own spans are not anomalous; both its calls are slow, and inventory's own
+    // spans are slow too, payments' are not.
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            window(
+                1,
+                &[
+                    ("checkout", Some("payments"), SLOW),
+                    (
+                        "checkout",
+                        Some("inventory"),
+                        Some(("latency_mean_ms", 150.0, 50.0)),
+                    ),
+                    ("inventory", None, SLOW),
+                ],
+            ),
+        ],
+    );
+    let causes = &events.last().expect("an incident").incident.root_cause;
+    let reason = |s: &str| {
+        causes
+            .iter()
+            .find(|c| &*c.service == s)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default()
+    };
+    // A caller with nothing but its calls against it: how many are slow, and the slowest.
+    assert_eq!(
+        reason("checkout"),
+        "checkout: both its calls downstream are slow (checkout → payments latency_p95_ms \
+         12.0× typical); inventory downstream is anomalous too",
+        "{causes:#?}"
+    );
+    // Seen slow by its one caller, normal itself.
+    assert_eq!(
+        reason("payments"),
+        "payments: its caller sees it anomalous (checkout → payments latency_p95_ms 12.0× \
+         typical) while its own spans and its calls downstream are normal",
+        "{causes:#?}"
+    );
+    // Seen slow by its callers and slow itself: the callers' view, and where it ends.
+    assert_eq!(
+        reason("inventory"),
+        "inventory: its caller sees it anomalous (checkout → inventory latency_mean_ms 3.0× \
+         typical) while its own calls downstream are normal",
+        "{causes:#?}"
+    );
 }
 
 #[test]
@@ -534,6 +591,11 @@ fn a_starved_caller_whose_every_call_is_slow_is_the_cause_not_its_callees() {
         ],
     );
     assert_eq!(top(&events)[0], "checkout", "{:#?}", events.last());
+    assert_eq!(
+        events.last().expect("an incident").incident.root_cause[0].reason,
+        "checkout: its caller sees it anomalous (frontend → checkout latency_p95_ms 19.0× \
+         typical); both its calls downstream are slow while those services are not"
+    );
 }
 
 #[test]
