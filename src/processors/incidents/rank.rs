@@ -662,6 +662,13 @@ fn up_reason(
         (1, m) => format!("1 of its {m} calls downstream is slow"),
         (k, m) => format!("{k} of its {m} calls downstream are slow"),
     };
+    let not_them = |k: usize| {
+        if k == 1 {
+            "that service is not"
+        } else {
+            "those services are not"
+        }
+    };
     if share >= own && share > 0.0 {
         let slow: Vec<&&WindowRecord> = n.in_edges.iter().filter(|r| up(r) > 0.0).collect();
         let worst = slow
@@ -706,7 +713,7 @@ fn up_reason(
                 } else {
                     ""
                 };
-                format!("{spans}; {} while those services are not", of_its_calls(k))
+                format!("{spans}; {} while {}", of_its_calls(k), not_them(k))
             }
         };
         return format!("{name}: {who} it anomalous{detail}{tail}");
@@ -729,10 +736,7 @@ fn up_reason(
     match (detail, slow_calls.len(), partly) {
         (Some(d), 0, _) => format!("{name}: {d} while its own calls downstream are normal"),
         (Some(d), _, Some(c)) => format!("{name}: {d}; {c} downstream is anomalous too"),
-        (Some(d), k, None) => format!(
-            "{name}: {d}, and {} while those services are not",
-            of_its_calls(k)
-        ),
+        (Some(d), k, None) => format!("{name}: {d}, and {} while {}", of_its_calls(k), not_them(k)),
         // Only its calls speak against it: they are the reason.
         (None, 0, _) => format!("{name}: anomalous"),
         (None, k, Some(c)) => format!(
@@ -740,8 +744,9 @@ fn up_reason(
             of_its_calls(k)
         ),
         (None, k, None) => format!(
-            "{name}: {} ({slowest}) while those services are not",
-            of_its_calls(k)
+            "{name}: {} ({slowest}) while {}",
+            of_its_calls(k),
+            not_them(k)
         ),
     }
 }
