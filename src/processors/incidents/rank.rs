@@ -361,8 +361,8 @@ fn latency_rises(r: &WindowRecord) -> Vec<(&'static str, f64)> {
 /// How many milliseconds slower `a` and `b` are than typical, measured on the same statistic:
 /// of the latency statistics both records name as causes, the one `a` rose most in. A caller's
 /// mean is set against its call's mean, not its p99 (a few slow requests) against the call's
-/// mean (all of them), nor its mean against a p99. Without a rising statistic in common, each
-/// record's largest rise. None unless both are anomalies of latency.
+/// mean (all of them), nor its mean against a p99. Without a statistic in common that `a`
+/// rose in, each record's largest rise. None unless both are anomalies of latency.
 fn latency_shifts(a: &WindowRecord, b: &WindowRecord) -> Option<(f64, f64)> {
     let (ra, rb) = (latency_rises(a), latency_rises(b));
     let largest = |v: &[(&str, f64)]| v.iter().map(|x| x.1).reduce(f64::max);
@@ -611,14 +611,18 @@ fn span_reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) 
     if by_up {
         let own = n.own_up.map(|x| x.0).unwrap_or(0.0);
         let share = flow.share(name, true);
-        let slowest = n
+        // The services its anomalous calls go to that are anomalous themselves, the most
+        // anomalous call first.
+        let mut calls: Vec<(f64, &str)> = n
             .out_edges
             .iter()
             .filter(|r| up(r) > 0.0)
-            .max_by(|a, b| up(a).total_cmp(&up(b)))
-            .and_then(|r| r.series.target.as_deref())
-            .filter(|t| nodes.get(*t).is_some_and(|x| x.own_up.is_some()));
-        up_reason(name, n, own, share, n.in_edges.len(), slowest)
+            .filter_map(|r| Some((up(r), r.series.target.as_deref()?)))
+            .filter(|(_, t)| nodes.get(*t).is_some_and(|x| x.own_up.is_some()))
+            .collect();
+        calls.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let anomalous: Vec<&str> = calls.into_iter().map(|(_, t)| t).collect();
+        up_reason(name, n, own, share, n.in_edges.len(), &anomalous)
     } else {
         let upstream = flow
             .graph
@@ -630,61 +634,70 @@ fn span_reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) 
     }
 }
 
+/// A record's up anomaly in words: `latency_p95_ms 12.0× typical`, with the error template its
+/// logs repeat when it has one.
+fn up_text(r: &WindowRecord) -> Option<String> {
+    let (_, c) = strength(r, is_up)?;
+    let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
+    if let Some(t) = r
+        .templates
+        .iter()
+        .find(|t| t.level == crate::model::window::LogLevel::Error)
+    {
+        d.push_str(&format!(" (`{}` ×{})", t.template, t.count));
+    }
+    Some(d)
+}
+
+/// Why a service is suspected of latency or errors: its callers' view of it or its own
+/// records (whichever says more), and what its anomalous calls downstream say. `anomalous` are
+/// the services its anomalous calls go to that are anomalous themselves.
 fn up_reason(
     name: &str,
     n: &Node<'_>,
     own: f64,
     share: f64,
     callers: usize,
-    partly: Option<&str>,
+    anomalous: &[&str],
 ) -> String {
-    let slow_calls: Vec<&&WindowRecord> = n.out_edges.iter().filter(|r| up(r) > 0.0).collect();
-    let calls = n.out_edges.len();
-    // Its slowest call (the farthest from typical), in words:
-    // `checkout → payments latency_mean_ms 3.0× typical`.
-    let slowest = slow_calls
-        .iter()
-        .filter_map(|r| strength(r, is_up).map(|(_, c)| (magnitude(r), *r, c)))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, r, c)| {
-            let to = r.series.target.as_deref().unwrap_or("?");
-            format!(
-                "{name} → {to} {} {}",
-                c.feature,
-                ratio_text(c.actual, c.typical)
-            )
-        })
-        .unwrap_or_default();
-    let of_its_calls = |k: usize| match (k, calls) {
-        (_, 1) => "its one call downstream is slow".to_string(),
-        (2, 2) => "both its calls downstream are slow".to_string(),
-        (k, m) if k == m => format!("all {m} of its calls downstream are slow"),
-        (1, m) => format!("1 of its {m} calls downstream is slow"),
-        (k, m) => format!("{k} of its {m} calls downstream are slow"),
+    let bad_calls: Vec<&&WindowRecord> = n.out_edges.iter().filter(|r| up(r) > 0.0).collect();
+    let k = bad_calls.len();
+    let calls = match (k, n.out_edges.len()) {
+        (_, 1) => "its one call downstream is anomalous".to_string(),
+        (2, 2) => "both its calls downstream are anomalous".to_string(),
+        (k, m) if k == m => format!("all {m} of its calls downstream are anomalous"),
+        (1, m) => format!("1 of its {m} calls downstream is anomalous"),
+        (k, m) => format!("{k} of its {m} calls downstream are anomalous"),
     };
-    let not_them = |k: usize| {
-        if k == 1 {
-            "that service is not"
-        } else {
-            "those services are not"
-        }
+    // What its anomalous calls say, after `calls` and a detail: their callees are anomalous
+    // too, or they are not (the time went in between, or into the service).
+    let after_calls = match anomalous {
+        [] if k == 1 => " while that service is not".to_string(),
+        [] => " while those services are not".to_string(),
+        [one] => format!("; {one} downstream is anomalous too"),
+        [first, rest @ ..] => format!(
+            "; {first} and {} more downstream are anomalous too",
+            rest.len()
+        ),
     };
+    // Without their count when a callee is anomalous too: that callee is the point.
+    let downstream = match anomalous {
+        [] => format!("{calls}{after_calls}"),
+        _ => after_calls.trim_start_matches("; ").to_string(),
+    };
+    let own_text = n.own_up.and_then(|(_, r)| up_text(r));
     if share >= own && share > 0.0 {
         let slow: Vec<&&WindowRecord> = n.in_edges.iter().filter(|r| up(r) > 0.0).collect();
         let worst = slow
             .iter()
             .filter_map(|r| strength(r, is_up).map(|(s, c)| (s, *r, c)))
             .max_by(|a, b| a.0.total_cmp(&b.0));
-        let who = if slow.len() == callers {
-            if callers == 1 {
-                "its caller sees".to_string()
-            } else {
-                format!("all {callers} callers see")
-            }
-        } else if slow.len() == 1 {
-            format!("1 of {callers} callers sees")
-        } else {
-            format!("{} of {callers} callers see", slow.len())
+        let who = match (slow.len(), callers) {
+            (_, 1) => "its caller sees".to_string(),
+            (2, 2) => "both its callers see".to_string(),
+            (k, m) if k == m => format!("all {m} callers see"),
+            (1, m) => format!("1 of {m} callers sees"),
+            (k, m) => format!("{k} of {m} callers see"),
         };
         let detail = worst
             .map(|(_, r, c)| {
@@ -696,58 +709,40 @@ fn up_reason(
                 )
             })
             .unwrap_or_default();
-        let tail = match (slow_calls.len(), own == 0.0, partly) {
-            (0, true, _) => " while its own spans and its calls downstream are normal".to_string(),
-            (0, false, _) => " while its own calls downstream are normal".to_string(),
-            (_, normal, Some(c)) => {
-                let spans = if normal {
-                    ", its own spans are normal"
-                } else {
-                    ""
-                };
-                format!("{spans}; {c} downstream is anomalous too")
-            }
-            (k, normal, None) => {
-                let spans = if normal {
-                    ", its own spans are normal"
-                } else {
-                    ""
-                };
-                format!("{spans}; {} while {}", of_its_calls(k), not_them(k))
-            }
+        let own_note = match own_text.filter(|_| own > 0.0) {
+            Some(t) => format!(", and its own {t}"),
+            None => String::new(),
         };
-        return format!("{name}: {who} it anomalous{detail}{tail}");
+        let tail = match (k, own == 0.0) {
+            (0, true) => " while its own spans and its calls downstream are normal".to_string(),
+            (0, false) => " while its own calls downstream are normal".to_string(),
+            (_, true) => format!(", its own spans are normal; {downstream}"),
+            (_, false) => format!("; {downstream}"),
+        };
+        return format!("{name}: {who} it anomalous{detail}{own_note}{tail}");
     }
-    let detail = n
-        .own_up
-        .and_then(|(_, r)| strength(r, is_up).map(|(_, c)| (r, c)))
-        .map(|(r, c)| {
-            let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
-            // Its logs say what went wrong: the error template they repeat.
-            if let Some(t) = r
-                .templates
+    match own_text {
+        Some(t) if k == 0 => format!("{name}: {t} while its own calls downstream are normal"),
+        Some(t) => format!("{name}: {t}; {downstream}"),
+        None if k == 0 => format!("{name}: anomalous"),
+        // Only its calls speak against it: they are the reason, the one farthest from typical
+        // in words.
+        None => {
+            let worst = bad_calls
                 .iter()
-                .find(|t| t.level == crate::model::window::LogLevel::Error)
-            {
-                d.push_str(&format!(" (`{}` ×{})", t.template, t.count));
-            }
-            d
-        });
-    match (detail, slow_calls.len(), partly) {
-        (Some(d), 0, _) => format!("{name}: {d} while its own calls downstream are normal"),
-        (Some(d), _, Some(c)) => format!("{name}: {d}; {c} downstream is anomalous too"),
-        (Some(d), k, None) => format!("{name}: {d}, and {} while {}", of_its_calls(k), not_them(k)),
-        // Only its calls speak against it: they are the reason.
-        (None, 0, _) => format!("{name}: anomalous"),
-        (None, k, Some(c)) => format!(
-            "{name}: {} ({slowest}); {c} downstream is anomalous too",
-            of_its_calls(k)
-        ),
-        (None, k, None) => format!(
-            "{name}: {} ({slowest}) while {}",
-            of_its_calls(k),
-            not_them(k)
-        ),
+                .filter_map(|r| strength(r, is_up).map(|(_, c)| (magnitude(r), *r, c)))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, r, c)| {
+                    let to = r.series.target.as_deref().unwrap_or("?");
+                    format!(
+                        " ({name} → {to} {} {})",
+                        c.feature,
+                        ratio_text(c.actual, c.typical)
+                    )
+                })
+                .unwrap_or_default();
+            format!("{name}: {calls}{worst}{after_calls}")
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::model::window::{Anomaly, Contribution, N_FEATURES};
 use crate::processors::ProcessorType;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 const INTERVAL: u64 = 10_000_000_000;
 const T0: u64 = 1_767_571_200_000_000_000;
@@ -199,55 +199,76 @@ fn a_network_delay_seen_only_by_callers_blames_the_callee() {
 
 #[test]
 fn a_reason_names_what_speaks_against_the_service_in_words() {
-    let mut p = processor(3);
-    // checkout's own spans are not anomalous; both its calls are slow, and inventory's own
-    // spans are slow too, payments' are not.
-    let events = run(
-        &mut p,
-        vec![
-            normal(0),
-            window(
-                1,
-                &[
-                    ("checkout", Some("payments"), SLOW),
-                    (
-                        "checkout",
-                        Some("inventory"),
-                        Some(("latency_mean_ms", 150.0, 50.0)),
-                    ),
-                    ("inventory", None, SLOW),
-                ],
-            ),
-        ],
-    );
-    let causes = &events.last().expect("an incident").incident.root_cause;
-    let reason = |s: &str| {
-        causes
+    /// Each service's reason in the incident the window opens.
+    fn reasons(changes: &[Change], score: &[(&str, &str, f64)]) -> BTreeMap<String, String> {
+        let mut w = window(1, changes);
+        for r in w.iter_mut() {
+            for (s, t, x) in score {
+                if &*r.series.service == *s && r.series.target.as_deref() == Some(*t) {
+                    if let Some(a) = r.anomaly.as_mut() {
+                        a.score = *x;
+                    }
+                }
+            }
+        }
+        let events = run(&mut processor(3), vec![normal(0), w]);
+        let last = events.last().expect("an incident");
+        last.incident
+            .root_cause
             .iter()
-            .find(|c| &*c.service == s)
-            .map(|c| c.reason.clone())
-            .unwrap_or_default()
-    };
-    // A caller with nothing but its calls against it: how many are slow, and the slowest.
+            .map(|c| (c.service.to_string(), c.reason.clone()))
+            .collect()
+    }
+    // checkout's own spans are not anomalous; both its calls are slow, the one to payments the
+    // most; inventory's own spans are slow too, payments' are not.
+    let r = reasons(
+        &[
+            ("checkout", Some("payments"), SLOW),
+            (
+                "checkout",
+                Some("inventory"),
+                Some(("latency_mean_ms", 150.0, 50.0)),
+            ),
+            ("inventory", None, SLOW),
+        ],
+        &[("checkout", "payments", 0.95)],
+    );
+    // A caller with nothing but its calls against it: how many, the farthest from typical, and
+    // the callee that is anomalous too (not only the most anomalous call's).
     assert_eq!(
-        reason("checkout"),
-        "checkout: both its calls downstream are slow (checkout → payments latency_p95_ms \
+        r["checkout"],
+        "checkout: both its calls downstream are anomalous (checkout → payments latency_p95_ms \
          12.0× typical); inventory downstream is anomalous too",
-        "{causes:#?}"
+        "{r:#?}"
     );
     // Seen slow by its one caller, normal itself.
     assert_eq!(
-        reason("payments"),
+        r["payments"],
         "payments: its caller sees it anomalous (checkout → payments latency_p95_ms 12.0× \
          typical) while its own spans and its calls downstream are normal",
-        "{causes:#?}"
+        "{r:#?}"
     );
-    // Seen slow by its callers and slow itself: the callers' view, and where it ends.
+    // Seen slow by its caller and slow itself.
     assert_eq!(
-        reason("inventory"),
+        r["inventory"],
         "inventory: its caller sees it anomalous (checkout → inventory latency_mean_ms 3.0× \
-         typical) while its own calls downstream are normal",
-        "{causes:#?}"
+         typical), and its own latency_p95_ms 12.0× typical while its own calls downstream are \
+         normal",
+        "{r:#?}"
+    );
+    // One call of two anomalous, its callee not: in the singular.
+    let r = reasons(
+        &[
+            ("checkout", None, Some(("latency_mean_ms", 300.0, 50.0))),
+            ("checkout", Some("payments"), SLOW),
+            ("frontend", Some("checkout"), SLOW),
+        ],
+        &[],
+    );
+    assert!(
+        r["checkout"]
+            .ends_with("; 1 of its 2 calls downstream is anomalous while that service is not"),
+        "{r:#?}"
     );
 }
 
@@ -594,7 +615,8 @@ fn a_starved_caller_whose_every_call_is_slow_is_the_cause_not_its_callees() {
     assert_eq!(
         events.last().expect("an incident").incident.root_cause[0].reason,
         "checkout: its caller sees it anomalous (frontend → checkout latency_p95_ms 19.0× \
-         typical); both its calls downstream are slow while those services are not"
+         typical), and its own latency_p95_ms 19.0× typical; both its calls downstream are \
+         anomalous while those services are not"
     );
 }
 
@@ -710,6 +732,58 @@ fn a_delay_on_a_services_network_stays_with_it_not_with_its_calls() {
         checkout.is_some_and(|i| i < 2 && causes[i].score >= 0.4),
         "{causes:#?}"
     );
+}
+
+#[test]
+fn how_far_a_callees_own_spans_explain_a_call_to_it_is_measured_on_one_statistic() {
+    // frontend waits 1 s more on checkout in the mean of its calls (its p99 is 500 ms more);
+    // checkout's own spans are 100 ms slower in the mean (its p99 1 s more, all of it a slow
+    // call to payments). On the mean, checkout's own spans explain a tenth of frontend's wait:
+    // the rest was spent between the two, and stays with checkout. Set against its p99 they
+    // would explain half of it, and pass half on to payments.
+    let mut w = window(
+        1,
+        &[
+            (
+                "frontend",
+                Some("checkout"),
+                Some(("latency_mean_ms", 1050.0, 50.0)),
+            ),
+            ("checkout", None, Some(("latency_p99_ms", 1100.0, 100.0))),
+            (
+                "checkout",
+                Some("payments"),
+                Some(("latency_p99_ms", 1100.0, 100.0)),
+            ),
+        ],
+    );
+    with_causes(
+        &mut w,
+        "frontend",
+        Some("checkout"),
+        &[("latency_p99_ms", 600.0, 100.0)],
+    );
+    with_causes(
+        &mut w,
+        "checkout",
+        None,
+        &[("latency_mean_ms", 150.0, 50.0)],
+    );
+    with_causes(
+        &mut w,
+        "checkout",
+        Some("payments"),
+        &[("latency_mean_ms", 150.0, 50.0)],
+    );
+    let events = run(&mut processor(3), vec![normal(0), w]);
+    let causes = &events.last().expect("an incident").incident.root_cause;
+    let score = |s: &str| {
+        causes
+            .iter()
+            .find(|c| &*c.service == s)
+            .map_or(0.0, |c| c.score)
+    };
+    assert!(score("checkout") > 1.5 * score("frontend"), "{causes:#?}");
 }
 
 #[test]
