@@ -950,6 +950,8 @@ pub struct Figures {
     /// Of them, those that are a block's first window (where the replay turns from the
     /// fault-free minute to the day's data of another hour).
     pub false_flags_first: usize,
+    /// Of them, those that are a block's second window (the other hour's traffic still new).
+    pub false_flags_second: usize,
     /// Faults whose service a flagged window names while they last (its series' service, or
     /// the callee of an edge): about the most a ranking can find.
     pub named: usize,
@@ -990,6 +992,7 @@ fn figures(
             continue;
         };
         let first_window = w.start_ns < block_from + w.interval_ns;
+        let second_window = !first_window && w.start_ns < block_from + 2 * w.interval_ns;
         let f = in_fault(faults, w.start_ns, w.end_ns());
         scores.push(score(i));
         labels.push(f.is_some());
@@ -1010,6 +1013,7 @@ fn figures(
                 None => {
                     false_flags += 1;
                     fig.false_flags_first += usize::from(first_window);
+                    fig.false_flags_second += usize::from(second_window);
                 }
             }
         }
@@ -1467,10 +1471,15 @@ fn report(opts: &RealOptions, plan: &Plan, rows: &[ReportRow], day: &[Figures; 2
     );
     let scored_s = plan.quiet_ns as f64 / 1e9 / plan.blocks.len().max(1) as f64;
     t.push_str(&format!(
-        "\nThe time outside faults that is scored is each block's stretch before its fault ({scored_s:.0} s a block on average). False-positive windows that are a block's first, where the replay turns from the fault-free minute to the day's data of another hour: {}\n",
+        "\nThe time outside faults that is scored is each block's stretch before its fault ({scored_s:.0} s a block on average). False-positive windows that are a block's first, where the replay turns from the fault-free minute to the day's data of another hour, and its second: {}\n",
         rows.iter()
             .filter(|(name, _, _)| name.starts_with("otelwatch"))
-            .map(|(name, f, _)| format!("{name} {} of {}", f.false_flags_first, f.false_flags))
+            .map(|(name, f, _)| {
+                format!(
+                    "{name} {} and {} of {}",
+                    f.false_flags_first, f.false_flags_second, f.false_flags
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     ));
@@ -1732,7 +1741,7 @@ mod tests {
     }
 
     #[test]
-    fn false_positives_in_a_blocks_first_window_are_counted_apart() {
+    fn false_positives_in_a_blocks_first_and_second_window_are_counted_apart() {
         const S: u64 = 1_000_000_000;
         let plan = one_fault_plan();
         let key = std::sync::Arc::new(crate::model::window::SeriesKey::service("ts-order-service"));
@@ -1744,7 +1753,14 @@ mod tests {
         // Every window flagged: the one before the block is not scored, the block's first and
         // second are false, the last two are in the fault.
         let fig = figures(&plan, &refs, &|_| 1.0, &|_| true);
-        assert_eq!((fig.false_flags, fig.false_flags_first), (2, 1));
+        assert_eq!(
+            (
+                fig.false_flags,
+                fig.false_flags_first,
+                fig.false_flags_second
+            ),
+            (2, 1, 1)
+        );
         assert_eq!((fig.flagged_in_faults, fig.detected), (2, 1));
     }
 
