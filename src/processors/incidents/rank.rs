@@ -669,22 +669,27 @@ fn up_reason(
         (1, m) => format!("1 of its {m} calls downstream is anomalous"),
         (k, m) => format!("{k} of its {m} calls downstream are anomalous"),
     };
-    // What its anomalous calls say, after `calls` and a detail: their callees are anomalous
-    // too, or they are not (the time went in between, or into the service).
-    let after_calls = match anomalous {
-        [] if k == 1 => " while that service is not".to_string(),
-        [] => " while those services are not".to_string(),
-        [one] => format!("; {one} downstream is anomalous too"),
-        [first, rest @ ..] => format!(
-            "; {first} and {} more downstream are anomalous too",
+    // What its anomalous calls say: their callees are anomalous too, or they are not (the time
+    // went in between, or into the service).
+    let callees = match anomalous {
+        [] => None,
+        [one] => Some(format!("{one} downstream is anomalous too")),
+        [first, rest @ ..] => Some(format!(
+            "{first} and {} more downstream are anomalous too",
             rest.len()
-        ),
+        )),
     };
+    let not_them = if k == 1 {
+        " while that service is not"
+    } else {
+        " while those services are not"
+    };
+    // After `calls` and a detail of the worst call.
+    let after_calls = callees
+        .as_ref()
+        .map_or_else(|| not_them.to_string(), |c| format!("; {c}"));
     // Without their count when a callee is anomalous too: that callee is the point.
-    let downstream = match anomalous {
-        [] => format!("{calls}{after_calls}"),
-        _ => after_calls.trim_start_matches("; ").to_string(),
-    };
+    let downstream = callees.unwrap_or_else(|| format!("{calls}{not_them}"));
     let own_text = n.own_up.and_then(|(_, r)| up_text(r));
     if share >= own && share > 0.0 {
         let slow: Vec<&&WindowRecord> = n.in_edges.iter().filter(|r| up(r) > 0.0).collect();
