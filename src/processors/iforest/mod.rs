@@ -559,7 +559,8 @@ impl SeriesModel {
     /// - error and client-error rates: how unlikely this many errors is if the usual rate still
     ///   held (binomial upper tail at this window's request count), as a z-score — so 2 errors
     ///   in 10 requests is noise while 7 in 80 against a 1% baseline is not;
-    /// - throughput change: on a log scale, with the noise of a ratio of small counts.
+    /// - throughput change: on a log scale, with the noise of a ratio of small counts; a change
+    ///   back to the usual count (traffic resuming after a pause) is no news (`returns`).
     fn deviations(
         &mut self,
         signal: Signal,
@@ -632,7 +633,11 @@ impl SeriesModel {
                     // windows alternate between a few requests and none, so its usual ratio
                     // says little: 2 requests after none is no news).
                     let previous = if f[i] > 0.0 { n / f[i] } else { m_count };
-                    weaker(z_log, two_counts_z(n.round(), previous.round()))
+                    if returns(f[i], n, m_count) {
+                        0.0
+                    } else {
+                        weaker(z_log, two_counts_z(n.round(), previous.round()))
+                    }
                 }
                 _ => (f[i] - m) / (spread[i] + 2.0 + 0.05 * m),
             };
@@ -739,7 +744,11 @@ impl SeriesModel {
                         centre[LOG_COUNT]
                     };
                     let (a, b) = ((n / per_trace).round(), (previous / per_trace).round());
-                    weaker(z_log, two_counts_z(a, b))
+                    if returns(f[i], n, centre[LOG_COUNT]) {
+                        0.0
+                    } else {
+                        weaker(z_log, two_counts_z(a, b))
+                    }
                 }
                 ERROR_RATE | WARNING_RATE => {
                     let (hits, total) = self.normal().fold((0.0, 0.0), |(e, r), w| {
@@ -1019,6 +1028,15 @@ fn value_tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
         (k as f64 / n as f64) * tail
     };
     sign * upper_tail_z(p)
+}
+
+/// Whether a change of count from the previous window (`change`, the ratio) brings the count
+/// back to its usual level (`count` no further from `usual` than the previous window was, on
+/// the side it came from): traffic resuming after a pause, or settling after a burst. The
+/// change is large because the previous window was unusual, and that window has had its say;
+/// the return to normal is no news.
+fn returns(change: f64, count: f64, usual: f64) -> bool {
+    (change > 1.0 && count <= usual) || (change < 1.0 && count >= usual)
 }
 
 /// Windows pooled at most for latency evidence (the current one and those before it).

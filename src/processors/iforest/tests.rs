@@ -1180,6 +1180,28 @@ fn a_change_of_traffic_must_be_significant_for_its_counts() {
 }
 
 #[test]
+fn traffic_coming_back_after_a_pause_is_no_news_and_a_surge_past_the_usual_still_is() {
+    let (mut p, key, mut rng) = trained(100, 120);
+    // A pause: two requests where a hundred are usual.
+    let mut pause = window_of(&key, 120, &latencies(&mut rng, 2, 50.0), 100.0);
+    p.score(&mut pause);
+    assert!(pause.anomaly.as_ref().unwrap().is_anomaly);
+    // Back to the usual hundred: ×48 on the window before, and nothing unusual in itself.
+    let mut back = window_of(&key, 121, &latencies(&mut rng, 96, 50.0), 2.0);
+    p.score(&mut back);
+    let a = back.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "{}", a.message);
+    // Settling after a burst is no news either, and a surge past the usual count is.
+    let mut burst = window_of(&key, 122, &latencies(&mut rng, 400, 50.0), 96.0);
+    p.score(&mut burst);
+    assert!(burst.anomaly.as_ref().unwrap().is_anomaly);
+    let mut settled = window_of(&key, 123, &latencies(&mut rng, 100, 50.0), 400.0);
+    p.score(&mut settled);
+    let a = settled.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "{}", a.message);
+}
+
+#[test]
 fn a_series_history_stays_within_its_buffers() {
     // The oldest window and score leave before the newest come: a full history keeps the
     // buffer it filled instead of doubling it.
