@@ -1031,10 +1031,11 @@ fn value_tail_z(history: &[f64], x: f64, typical: f64) -> f64 {
 }
 
 /// Whether a change of count from the previous window (`change`, the ratio) brings the count
-/// back to its usual level (`count` no further from `usual` than the previous window was, on
-/// the side it came from): traffic resuming after a pause, or settling after a burst. The
+/// back toward its usual level without passing it (a rise that ends at or below `usual`, a fall
+/// that ends at or above it): traffic resuming after a pause, or settling after a burst. The
 /// change is large because the previous window was unusual, and that window has had its say;
-/// the return to normal is no news.
+/// the return to normal is no news. A rise past the usual count (a backlog after a pause) is
+/// judged as any change.
 fn returns(change: f64, count: f64, usual: f64) -> bool {
     (change > 1.0 && count <= usual) || (change < 1.0 && count >= usual)
 }
