@@ -156,6 +156,34 @@ pub struct TemplateCount {
     pub level: LogLevel,
     /// First seen in this window.
     pub new: bool,
+    /// Set on a usual template that fewer of the window's traces wrote than its usual share
+    /// (see `TemplatePresence`): the `iforest` processor's finding, quoted in explanations.
+    pub missing: Option<Missing>,
+}
+
+/// A usual template's shortfall in one window: how many of the window's traces wrote it, how
+/// many would have at its usual share, out of how many.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Missing {
+    pub traces: u64,
+    pub expected: f64,
+    pub of: u64,
+}
+
+/// How many of a log window's traces wrote one template (a record without a trace context
+/// counts as a trace of its own), and its records: what the share of events taking one code
+/// path is judged by. Kept with the record for the `iforest` processor; not in documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplatePresence {
+    /// The template's id in the window processor's miner (stable through merges, not across
+    /// restarts or instances).
+    pub id: u64,
+    pub text: Arc<str>,
+    pub traces: u32,
+    /// Its records in the window.
+    pub records: u32,
+    /// The highest level among them.
+    pub level: LogLevel,
 }
 
 pub mod feature {
@@ -314,6 +342,10 @@ pub struct WindowRecord {
     /// most `MAX_EXAMPLES` of each, failing first, then slowest first). Written to documents
     /// only for anomalies (`anomaly.examples`).
     pub examples: Vec<TraceExample>,
+    /// A log window's templates with the number of its traces that wrote each (at most
+    /// `MAX_PRESENCE_KEPT`, most traces first; empty when the window had more traces than
+    /// `MAX_TRACES_COUNTED`, where counts would be cut).
+    pub presence: Vec<TemplatePresence>,
 }
 
 /// One trace of a window, with why it was kept.
@@ -373,6 +405,10 @@ pub const MAX_TRACES_COUNTED: u64 = 4096;
 /// Templates kept with a log window.
 pub const MAX_TEMPLATES_KEPT: usize = 5;
 
+/// Templates whose presence is kept with a log window (the most frequent: a rarer one could
+/// not be missed significantly).
+pub const MAX_PRESENCE_KEPT: usize = 64;
+
 impl WindowRecord {
     /// A record of `series` for the window at `start_ns`, with these features, not scored
     /// (no anomaly, templates, traces or examples).
@@ -392,6 +428,7 @@ impl WindowRecord {
             templates: Vec::new(),
             traces: 0,
             examples: Vec::new(),
+            presence: Vec::new(),
         }
     }
 
@@ -473,12 +510,20 @@ impl WindowRecord {
                 .templates
                 .iter()
                 .map(|t| {
-                    json!({
+                    let mut j = json!({
                         "template": &*t.template,
                         "count": t.count,
                         "level": t.level.as_str(),
                         "new": t.new,
-                    })
+                    });
+                    if let Some(m) = t.missing {
+                        j["missing"] = json!({
+                            "traces": m.traces,
+                            "expected": round(m.expected, 2),
+                            "of": m.of,
+                        });
+                    }
+                    j
                 })
                 .collect();
         }
@@ -642,6 +687,11 @@ impl WindowRecord {
                             count: t["count"].as_u64().unwrap_or(0),
                             level: level(t["level"].as_str().unwrap_or("")),
                             new: t["new"].as_bool().unwrap_or(false),
+                            missing: t["missing"]["of"].as_u64().map(|of| Missing {
+                                traces: t["missing"]["traces"].as_u64().unwrap_or(0),
+                                expected: t["missing"]["expected"].as_f64().unwrap_or(0.0),
+                                of,
+                            }),
                         })
                     })
                     .collect()
@@ -675,6 +725,7 @@ impl WindowRecord {
             templates,
             traces: doc["logs"]["traces"].as_u64().unwrap_or(0),
             examples: TraceExample::from_document(doc),
+            presence: Vec::new(),
         })
     }
 }
@@ -729,6 +780,7 @@ mod tests {
                 duration_ms: 812.25,
                 error: true,
             }],
+            presence: Vec::new(),
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");

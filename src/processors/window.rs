@@ -45,8 +45,9 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{
-    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount, TraceExample,
-    WindowRecord, MAX_EXAMPLES, MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
+    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount,
+    TemplatePresence, TraceExample, WindowRecord, MAX_EXAMPLES, MAX_PRESENCE_KEPT,
+    MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
@@ -303,19 +304,64 @@ struct LogAccum {
     trace_ids: HashSet<u64>,
     /// Records without a trace context.
     untraced: u64,
+    /// The distinct (template, trace) pairs seen, up to `MAX_PRESENCE_PAIRS`, and the records
+    /// without a trace context by template: how many traces wrote each template.
+    pairs: HashSet<(TemplateId, u64)>,
+    untraced_by: HashMap<TemplateId, u32>,
+    /// A count was cut (too many traces or pairs): presence is not reported.
+    presence_cut: bool,
 }
 
+/// (template, trace) pairs a log window counts exactly.
+const MAX_PRESENCE_PAIRS: usize = 4 * MAX_TRACES_COUNTED as usize;
+
 impl LogAccum {
-    /// Notes the trace a record belongs to (`None`: no trace context).
-    fn trace(&mut self, id: Option<u64>) {
+    /// Notes the trace a record of `template` belongs to (`None`: no trace context).
+    fn trace(&mut self, template: TemplateId, id: Option<u64>) {
         match id {
             Some(id) => {
                 if (self.trace_ids.len() as u64) < MAX_TRACES_COUNTED {
                     self.trace_ids.insert(id);
+                } else if !self.trace_ids.contains(&id) {
+                    self.presence_cut = true;
+                }
+                if self.pairs.len() < MAX_PRESENCE_PAIRS {
+                    self.pairs.insert((template, id));
+                } else if !self.pairs.contains(&(template, id)) {
+                    self.presence_cut = true;
                 }
             }
-            None => self.untraced += 1,
+            None => {
+                self.untraced += 1;
+                *self.untraced_by.entry(template).or_default() += 1;
+            }
         }
+    }
+
+    /// How many of the window's traces wrote each template, most first (at most
+    /// `MAX_PRESENCE_KEPT`); empty when a count was cut.
+    fn presence(&self, miner: &TemplateMiner) -> Vec<TemplatePresence> {
+        if self.presence_cut {
+            return Vec::new();
+        }
+        let mut by: HashMap<TemplateId, u32> = self.untraced_by.clone();
+        for (t, _) in &self.pairs {
+            *by.entry(*t).or_default() += 1;
+        }
+        let mut v: Vec<(TemplateId, u32)> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(MAX_PRESENCE_KEPT)
+            .filter_map(|(id, traces)| {
+                Some(TemplatePresence {
+                    id,
+                    text: miner.get(id)?.text().into(),
+                    traces,
+                    records: self.templates.get(&id).map_or(0, |t| t.0 as u32),
+                    level: self.templates.get(&id).map_or(LogLevel::Other, |t| t.1),
+                })
+            })
+            .collect()
     }
 
     /// The independent events the window's records came from: distinct traces, and each
@@ -380,6 +426,7 @@ impl LogAccum {
                 count: *count,
                 level: *level,
                 new: *new,
+                missing: None,
             })
             .collect();
         (f, templates)
@@ -1105,7 +1152,7 @@ impl WindowProcessor {
             ) => {
                 let new = template.new && series.emitted >= VOCABULARY_WINDOWS;
                 acc.add(*level, template.id, new);
-                acc.trace(*trace);
+                acc.trace(template.id, *trace);
             }
             (Open::Metrics(acc), Observed::Metric(p)) => acc.add(p),
             // A series' key says its signal: the two never meet.
@@ -1133,6 +1180,7 @@ impl WindowProcessor {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
                 let mut examples = Vec::new();
+                let mut presence = Vec::new();
                 let (features, count, templates, traces) = match s.open.remove(&start) {
                     Some(Open::Spans(mut acc)) => {
                         let f = acc.features(s.previous_count, scale);
@@ -1143,6 +1191,7 @@ impl WindowProcessor {
                     }
                     Some(Open::Logs(acc)) => {
                         let (f, t) = acc.features(s.previous_count, miner);
+                        presence = acc.presence(miner);
                         (f, acc.count, t, acc.traces())
                     }
                     Some(Open::Metrics(mut acc)) => {
@@ -1193,6 +1242,7 @@ impl WindowProcessor {
                     templates,
                     traces,
                     examples,
+                    presence,
                 });
                 s.emitted += 1;
                 s.previous_count = Some(count);

@@ -37,6 +37,7 @@
 pub mod batch;
 pub mod forest;
 pub mod persist;
+pub mod shares;
 pub mod store;
 
 use super::Processor;
@@ -46,12 +47,13 @@ use crate::config::error::ConfigError;
 use crate::model::feedback::FeedbackBoard;
 use crate::model::window::{
     feature, log_feature, metric_feature, Anomaly, Contribution, LogLevel, SeriesKey, Severity,
-    Signal, WindowRecord, N_FEATURES,
+    Signal, TemplateCount, WindowRecord, MAX_TEMPLATES_KEPT, N_FEATURES,
 };
 use crate::pipeline::{Batch, DataKind, Payload};
 use crate::telemetry::{Counter, Telemetry};
 use forest::{ForestParams, OnlineForest};
 use serde::Deserialize;
+use shares::TemplateShares;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -330,6 +332,8 @@ pub struct SeriesModel {
     /// (sums decayed by 1 − 1/`TYPICAL_WINDOWS` a window): how many lines one event writes.
     log_lines: f64,
     log_traces: f64,
+    /// A log series' usual templates, by id (see `TemplateShares`).
+    shares: TemplateShares,
     /// Windows said not to be anomalies: per feature that flagged one, how far off typical it
     /// was, in the feature's own units (actual − typical; the farthest kept each way). A window
     /// no further off than a quarter beyond it, in the same direction, is not flagged for that
@@ -358,6 +362,7 @@ impl SeriesModel {
             last_ns: 0,
             log_lines: 0.0,
             log_traces: 0.0,
+            shares: TemplateShares::default(),
             accepted: Vec::new(),
         }
     }
@@ -1680,10 +1685,22 @@ impl IForestProcessor {
         let threshold = model.threshold(cfg);
         let warming_up = model.learned < cfg.warmup;
         let forest_score = model.forest.score(&x);
+        let mut missing = None;
         let mut deviations = if warming_up {
             Vec::new()
         } else {
-            model.deviations(rec.series.signal, &rec.features, cfg.min_deviation)
+            let mut d = model.deviations(rec.series.signal, &rec.features, cfg.min_deviation);
+            if rec.series.signal == Signal::Logs {
+                if let Some((z, m, records)) = model.shares.shortfall(&rec.presence, rec.traces) {
+                    if z.abs() >= cfg.min_deviation {
+                        let typical = model.typical().0[log_feature::TEMPLATES];
+                        d.push((log_feature::TEMPLATES, z, typical));
+                        d.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+                        missing = Some((m, records));
+                    }
+                }
+            }
+            d
         };
         if rec.partial {
             // Data was skipped, or the shutdown cut the window short: low counts are the
@@ -1718,11 +1735,32 @@ impl IForestProcessor {
         if !(rec.partial && matches!(verdict, Verdict::Normal { .. })) {
             if rec.series.signal == Signal::Logs && matches!(verdict, Verdict::Normal { .. }) {
                 model.learn_traces(rec.features[log_feature::LOG_COUNT], rec.traces);
+                model.shares.learn(&rec.presence, rec.traces);
             }
             model.follow(cfg, &rec.features, &x, score, verdict);
         }
         if !is_anomaly {
             deviations.clear();
+        }
+        // A usual template the window's traces wrote too seldom is quoted first.
+        if let Some((m, records)) = missing.filter(|_| {
+            deviations
+                .iter()
+                .take(3)
+                .any(|(i, _, _)| *i == log_feature::TEMPLATES)
+        }) {
+            rec.templates.retain(|t| t.template != m.text);
+            rec.templates.insert(
+                0,
+                TemplateCount {
+                    template: m.text,
+                    count: records,
+                    level: LogLevel::Other,
+                    new: false,
+                    missing: Some(m.missing),
+                },
+            );
+            rec.templates.truncate(MAX_TEMPLATES_KEPT);
         }
         let contributions: Vec<Contribution> = deviations
             .iter()
@@ -1795,8 +1833,24 @@ fn explain(
         })
         .collect();
     let mut m = format!("{}: {}", rec.series, parts.join(", "));
-    // A log anomaly quotes its most telling template.
-    if let Some(t) = rec
+    // A log anomaly quotes its most telling template: a usual one too seldom written, or a
+    // new or error one.
+    if let Some((t, missing)) = rec
+        .templates
+        .iter()
+        .find_map(|t| Some((t, t.missing?)))
+        .filter(|_| {
+            deviations
+                .iter()
+                .take(3)
+                .any(|d| d.0 == log_feature::TEMPLATES)
+        })
+    {
+        m.push_str(&format!(
+            "; usual template `{}` written by {} of {} traces (typically {:.1})",
+            t.template, missing.traces, missing.of, missing.expected
+        ));
+    } else if let Some(t) = rec
         .templates
         .iter()
         .find(|t| t.level == LogLevel::Error || t.new)

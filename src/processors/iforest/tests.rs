@@ -142,6 +142,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         templates: Vec::new(),
         traces: 0,
         examples: Vec::new(),
+        presence: Vec::new(),
     }
 }
 
@@ -703,6 +704,7 @@ fn log_windows_are_quiet_until_a_new_error_template_bursts_and_it_is_quoted() {
         count: 35,
         level: LogLevel::Error,
         new: true,
+        missing: None,
     }];
     p.score(&mut r);
     let a = r.anomaly.clone().unwrap();
@@ -732,6 +734,82 @@ fn log_windows_are_quiet_until_a_new_error_template_bursts_and_it_is_quoted() {
     assert_eq!(back.series, r.series);
     assert_eq!(back.features, r.features.map(|v| (v * 1e4).round() / 1e4));
     assert_eq!(back.templates, r.templates);
+}
+
+/// A log window of `traces` requests: each writes `Handling request` and, on the path that
+/// works, `Price found`.
+fn priced_window(key: &Arc<SeriesKey>, k: u64, traces: u32, found: u32) -> WindowRecord {
+    use crate::model::window::log_feature::*;
+    use crate::model::window::{LogLevel, TemplatePresence};
+    let mut f = [0.0; N_FEATURES];
+    let lines = f64::from(traces + found);
+    f[LOG_COUNT] = lines;
+    f[TEMPLATES] = if found > 0 { 2.0 } else { 1.0 };
+    f[LOG_COUNT_CHANGE] = 1.0;
+    let mut r = record_at(key, k, f);
+    r.traces = u64::from(traces);
+    let line = |id: u64, text: &str, n: u32| TemplatePresence {
+        id,
+        text: text.into(),
+        traces: n,
+        records: n,
+        level: LogLevel::Other,
+    };
+    r.presence = vec![line(1, "Handling request", traces)];
+    if found > 0 {
+        r.presence.push(line(2, "Price found <*>", found));
+    }
+    r
+}
+
+#[test]
+fn a_usual_line_the_requests_stop_writing_is_an_anomaly_that_names_it() {
+    use crate::model::window::log_feature::*;
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::logs("price"));
+    let mut rng = Rng::new(5);
+    for k in 0..200 {
+        let traces = 18 + (rng.unit() * 5.0) as u32;
+        let found = (f64::from(traces) * (0.8 + 0.1 * gauss(&mut rng))).round() as u32;
+        let mut r = priced_window(&key, k, traces, found.min(traces));
+        p.score(&mut r);
+        assert!(!r.is_anomaly(), "window {k}: {:?}", r.anomaly);
+    }
+    // The same requests, the same line count give or take, but none finds its price.
+    let mut r = priced_window(&key, 200, 20, 0);
+    r.features[LOG_COUNT] = 36.0;
+    p.score(&mut r);
+    let a = r.anomaly.clone().unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    assert_eq!(a.contributions[0].feature, "template_count", "{a:?}");
+    assert!(
+        a.message
+            .contains("usual template `Price found <*>` written by 0 of 20 traces"),
+        "{}",
+        a.message
+    );
+    let doc = r.to_document();
+    assert_eq!(doc["logs"]["templates"][0]["template"], "Price found <*>");
+    assert_eq!(doc["logs"]["templates"][0]["missing"]["traces"], 0);
+    assert_eq!(doc["logs"]["templates"][0]["missing"]["of"], 20);
+    let back = WindowRecord::from_document(&doc).unwrap();
+    assert_eq!(
+        back.templates,
+        r.templates
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if let Some(m) = t.missing.as_mut() {
+                    m.expected = (m.expected * 100.0).round() / 100.0;
+                }
+                t
+            })
+            .collect::<Vec<_>>()
+    );
+    // Most of them still do: no news.
+    let mut r = priced_window(&key, 201, 20, 14);
+    p.score(&mut r);
+    assert!(!r.is_anomaly(), "{:?}", r.anomaly);
 }
 
 #[test]

@@ -38,7 +38,8 @@
 
 use super::CallGraph;
 use crate::model::window::{
-    feature, log_feature, SeriesKey, Signal, WindowRecord, FEATURE_NAMES, LOG_FEATURE_NAMES,
+    feature, log_feature, Missing, SeriesKey, Signal, WindowRecord, FEATURE_NAMES,
+    LOG_FEATURE_NAMES,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -51,13 +52,21 @@ pub struct Scored {
 }
 
 /// Which way a feature's anomaly points. A service's error logs are its own evidence, as its
-/// failing requests are; fewer or more log records follow its traffic.
+/// failing requests are, and so is a usual line its requests stopped writing (a code path
+/// broken; `template_count` flagged by the shortfall test); fewer or more log records follow
+/// its traffic.
 fn is_up(name: &str) -> bool {
     name.starts_with("latency_")
         || name == FEATURE_NAMES[feature::ERROR_RATE]
         || name == LOG_FEATURE_NAMES[log_feature::ERROR_RATE]
         || name == LOG_FEATURE_NAMES[log_feature::NEW_ERROR_TEMPLATES]
         || name == LOG_FEATURE_NAMES[log_feature::TOP_ERROR_TEMPLATE]
+        || name == LOG_FEATURE_NAMES[log_feature::TEMPLATES]
+}
+
+/// The usual template a log record's traces wrote too seldom, if that is among its causes.
+fn missing(r: &WindowRecord) -> Option<(&crate::model::window::TemplateCount, Missing)> {
+    r.templates.iter().find_map(|t| Some((t, t.missing?)))
 }
 
 /// A metric of the service (its CPU, memory, runtime; its request durations when it has no
@@ -385,6 +394,13 @@ fn magnitude(r: &WindowRecord) -> f64 {
     let Some((_, c)) = strength(r, is_up) else {
         return 0.0;
     };
+    if c.feature == LOG_FEATURE_NAMES[log_feature::TEMPLATES] {
+        // A usual line too seldom written: the ratio of the traces that would have written it
+        // to those that did (one added to both).
+        return missing(r)
+            .map(|(_, m)| ((m.expected + 1.0) / (m.traces as f64 + 1.0)).ln().max(0.1))
+            .unwrap_or(0.1);
+    }
     let eps = if c.feature.starts_with("latency_") {
         1.0
     } else {
@@ -638,6 +654,14 @@ fn span_reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) 
 /// logs repeat when it has one.
 fn up_text(r: &WindowRecord) -> Option<String> {
     let (_, c) = strength(r, is_up)?;
+    if c.feature == LOG_FEATURE_NAMES[log_feature::TEMPLATES] {
+        if let Some((t, m)) = missing(r) {
+            return Some(format!(
+                "usual log line `{}` written by {} of {} traces (typically {:.1})",
+                t.template, m.traces, m.of, m.expected
+            ));
+        }
+    }
     let mut d = format!("{} {}", c.feature, ratio_text(c.actual, c.typical));
     if let Some(t) = r
         .templates

@@ -57,6 +57,7 @@ fn record(
         templates: Vec::new(),
         traces: 0,
         examples: Vec::new(),
+        presence: Vec::new(),
     }
 }
 
@@ -1325,4 +1326,38 @@ mod shared {
         assert_eq!(windows(&out).len(), 2 * normal(0).len());
         assert_eq!(incident_events(&out), 1);
     }
+}
+
+#[test]
+fn a_usual_log_line_a_service_stopped_writing_is_its_own_evidence_and_named() {
+    use crate::model::window::{LogLevel, Missing, TemplateCount};
+    let logs = |service: &str, anomaly| {
+        let mut r = record(service, None, 1, anomaly);
+        r.series = Arc::new(SeriesKey::logs(service));
+        r
+    };
+    let mut w = normal(1);
+    // checkout's requests no longer write `Payment authorised` (an exception before it);
+    // frontend, which calls it, logs fewer lines.
+    let mut checkout = logs("checkout", Some(("template_count", 3.0, 4.0)));
+    checkout.templates = vec![TemplateCount {
+        template: "Payment authorised <*>".into(),
+        count: 0,
+        level: LogLevel::Other,
+        new: false,
+        missing: Some(Missing {
+            traces: 0,
+            expected: 15.2,
+            of: 19,
+        }),
+    }];
+    w.push(checkout);
+    w.push(logs("frontend", Some(("log_count", 40.0, 60.0))));
+    let events = run(&mut pages_at_once(3), vec![normal(0), w]);
+    assert_eq!(top(&events)[0], "checkout", "{events:#?}");
+    let reason = &events[0].incident.root_cause[0].reason;
+    assert!(
+        reason.contains("usual log line `Payment authorised <*>` written by 0 of 19 traces"),
+        "{reason}"
+    );
 }

@@ -628,6 +628,48 @@ fn log_windows_count_the_traces_their_lines_came_from() {
 }
 
 #[test]
+fn log_windows_count_the_traces_that_wrote_each_template() {
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // Three requests each write `request received` twice; two of them also `price found`;
+    // one line of `price found` has no trace context (an event of its own).
+    let lines: Vec<(u64, i32, &str, &str)> = (0..9)
+        .map(|i| {
+            let text = if i < 6 {
+                "request received"
+            } else {
+                "price found"
+            };
+            (T0 + i * S / 2, 9, "INFO", text)
+        })
+        .collect();
+    let mut batch = log_batch("price", &lines);
+    if let Payload::Logs(req) = &mut batch.payload {
+        let req = Arc::get_mut(req).unwrap();
+        let records = &mut req.resource_logs[0].scope_logs[0].log_records;
+        for (i, trace) in [1u8, 1, 2, 2, 3, 3, 1, 2, 0].iter().enumerate() {
+            records[i].trace_id = vec![*trace; 16];
+        }
+    }
+    p.process(batch, &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].traces, 4, "three traces and one line without");
+    let got: Vec<(&str, u32, u32)> = rs[0]
+        .presence
+        .iter()
+        .map(|t| (&*t.text, t.traces, t.records))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("request received", 3, 6), ("price found", 3, 3)],
+        "by traces, then records"
+    );
+    assert_ne!(rs[0].presence[0].id, rs[0].presence[1].id);
+}
+
+#[test]
 fn log_windows_count_levels_and_templates_and_name_new_error_templates() {
     let (mut p, _) = processor(WindowConfig::default());
     let mut out = Vec::new();
