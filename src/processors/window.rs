@@ -830,26 +830,30 @@ impl WindowProcessor {
                 .and_then(|r| attr_str(&r.attributes, "service.name"))
                 .unwrap_or("unknown_service");
             let service = names.get(service);
-            for rec in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
-                // A record with neither time is counted when it arrives.
-                let time = [rec.time_unix_nano, rec.observed_time_unix_nano]
-                    .into_iter()
-                    .find(|t| *t != 0)
-                    .unwrap_or_else(now_ns);
-                let message = match rec.body.as_ref().and_then(|b| b.value.as_ref()) {
-                    Some(Value::StringValue(s)) => s.as_str(),
-                    _ => "",
-                };
-                let template = self.miner.add(&service, message);
-                out.push(Observation {
-                    key: SeriesKey::logs(&service),
-                    end_ns: time,
-                    what: Observed::Log {
-                        level: logs::level(rec),
-                        template,
-                        trace: trace_key(&rec.trace_id),
-                    },
-                });
+            for sl in &rl.scope_logs {
+                let logger = sl.scope.as_ref().map_or("", |s| s.name.as_str());
+                for rec in &sl.log_records {
+                    // A record with neither time is counted when it arrives.
+                    let time = [rec.time_unix_nano, rec.observed_time_unix_nano]
+                        .into_iter()
+                        .find(|t| *t != 0)
+                        .unwrap_or_else(now_ns);
+                    let message = match rec.body.as_ref().and_then(|b| b.value.as_ref()) {
+                        Some(Value::StringValue(s)) => s.as_str(),
+                        _ => "",
+                    };
+                    let location = logs::location(logger, rec);
+                    let template = self.miner.add_at(&service, &location, message);
+                    out.push(Observation {
+                        key: SeriesKey::logs(&service),
+                        end_ns: time,
+                        what: Observed::Log {
+                            level: logs::level(rec),
+                            template,
+                            trace: trace_key(&rec.trace_id),
+                        },
+                    });
+                }
             }
         }
         let evicted = self.miner.evicted();

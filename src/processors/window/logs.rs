@@ -1,8 +1,36 @@
 //! What a log record says about its service: its level, from `severity_number` (the OTLP data
-//! model's ranges) or, when that is unset, from `severity_text`.
+//! model's ranges) or, when that is unset, from `severity_text`; and the code that wrote it.
 
 pub use crate::model::window::LogLevel as Level;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+/// Where a record was written, as a log appender says it: its logger (the instrumentation
+/// scope's name) and source line (`code.line.number`, or the older `code.lineno`), as
+/// `logger#line`; the logger alone without a line, empty without a logger. The line is not
+/// taken without a logger: a line number alone names no code.
+pub fn location(logger: &str, record: &LogRecord) -> String {
+    if logger.is_empty() {
+        return String::new();
+    }
+    let line = record
+        .attributes
+        .iter()
+        .filter(|kv| kv.key == "code.line.number" || kv.key == "code.lineno")
+        .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::IntValue(n) => Some(n.to_string()),
+            Value::StringValue(s) if s.parse::<u64>().is_ok() => Some(s.clone()),
+            _ => None,
+        });
+    let logger: String = logger.chars().take(MAX_LOGGER_CHARS).collect();
+    match line {
+        Some(n) => format!("{logger}#{n}"),
+        None => logger,
+    }
+}
+
+/// A logger name is cut after this many characters.
+const MAX_LOGGER_CHARS: usize = 128;
 
 /// The record's level: `severity_number` 13–16 is WARN, 17–24 ERROR and FATAL; when it is
 /// unset (0), the text decides (`WARN`, `WARNING`, `ERROR`, `FATAL`, `CRITICAL`, `SEVERE`,
@@ -79,5 +107,32 @@ mod tests {
             Level::Error,
             "out of range: the text"
         );
+    }
+
+    #[test]
+    fn a_location_is_the_logger_and_its_line_when_the_record_says() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        let with = |key: &str, v: Value| LogRecord {
+            attributes: vec![KeyValue {
+                key: key.into(),
+                value: Some(AnyValue { value: Some(v) }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = with("code.line.number", Value::IntValue(372));
+        assert_eq!(
+            location("t.s.TravelServiceImpl", &r),
+            "t.s.TravelServiceImpl#372"
+        );
+        let older = with("code.lineno", Value::StringValue("46".into()));
+        assert_eq!(location("PriceController", &older), "PriceController#46");
+        assert_eq!(
+            location("PriceController", &LogRecord::default()),
+            "PriceController"
+        );
+        assert_eq!(location("", &r), "", "a line alone names no code");
+        let odd = with("code.line.number", Value::StringValue("n/a".into()));
+        assert_eq!(location("x", &odd), "x");
     }
 }

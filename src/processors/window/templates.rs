@@ -58,11 +58,18 @@ pub struct Template {
     last_seen: u64,
     /// Where it sits: its group's key.
     group: GroupKey,
+    /// The code that writes it, when the records say (`logger#line`): empty if not.
+    pub location: Box<str>,
 }
 
 impl Template {
+    /// Its tokens, after the code location that writes it when there is one.
     pub fn text(&self) -> String {
-        self.tokens.join(" ")
+        if self.location.is_empty() {
+            self.tokens.join(" ")
+        } else {
+            format!("{} {}", self.location, self.tokens.join(" "))
+        }
     }
 }
 
@@ -190,9 +197,21 @@ impl TemplateMiner {
 
     /// Adds one message of `service`; returns the template it now belongs to.
     pub fn add(&mut self, service: &str, message: &str) -> Matched {
+        self.add_at(service, "", message)
+    }
+
+    /// Adds one message of `service` written at `location` (a logger and line, or empty when
+    /// unknown): messages of different locations never share a template, however alike (two
+    /// lines of code that log the same words are two code paths).
+    pub fn add_at(&mut self, service: &str, location: &str, message: &str) -> Matched {
         self.clock += 1;
         let toks = tokens(message);
-        let group = self.group(service, &toks);
+        let tree = if location.is_empty() {
+            std::borrow::Cow::Borrowed(service)
+        } else {
+            std::borrow::Cow::Owned(format!("{service}\u{1f}{location}"))
+        };
+        let group = self.group(&tree, &toks);
         let best = self.groups.get(&group).and_then(|ids| {
             ids.iter()
                 .filter_map(|id| self.templates.get(id))
@@ -231,6 +250,7 @@ impl TemplateMiner {
                 count: 1,
                 last_seen: clock,
                 group: group.clone(),
+                location: location.into(),
             },
         );
         self.groups.entry(group).or_default().push(id);

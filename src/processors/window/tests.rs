@@ -670,6 +670,63 @@ fn log_windows_count_the_traces_that_wrote_each_template() {
 }
 
 #[test]
+fn two_lines_of_code_that_log_the_same_words_are_two_templates() {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    let (mut p, _) = processor(WindowConfig::default());
+    let mut out = Vec::new();
+    // The same message from lines 366 and 372 of one logger (two code paths), and from a
+    // record that says nothing of where it was written.
+    let mut batch = log_batch(
+        "travel",
+        &(0..5)
+            .map(|i| (T0 + i * S, 9, "INFO", "[getTickets][Calculate distance]"))
+            .collect::<Vec<_>>(),
+    );
+    if let Payload::Logs(req) = &mut batch.payload {
+        let req = Arc::get_mut(req).unwrap();
+        let scopes = &mut req.resource_logs[0].scope_logs;
+        let mut records = std::mem::take(&mut scopes[0].log_records);
+        let line = |n: i64| {
+            vec![KeyValue {
+                key: "code.line.number".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::IntValue(n)),
+                }),
+                ..Default::default()
+            }]
+        };
+        let plain = records.split_off(4);
+        for (i, r) in records.iter_mut().enumerate() {
+            r.attributes = line(if i < 2 { 366 } else { 372 });
+        }
+        scopes[0].scope = Some(InstrumentationScope {
+            name: "t.s.TravelServiceImpl".into(),
+            ..Default::default()
+        });
+        scopes[0].log_records = records;
+        scopes.push(opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+            log_records: plain,
+            ..Default::default()
+        });
+    }
+    p.process(batch, &mut out);
+    p.on_shutdown(&mut out);
+    let rs = records(out);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(f(&rs[0], "template_count"), 3.0);
+    let mut texts: Vec<&str> = rs[0].presence.iter().map(|t| &*t.text).collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        vec![
+            "[getTickets][Calculate distance]",
+            "t.s.TravelServiceImpl#366 [getTickets][Calculate distance]",
+            "t.s.TravelServiceImpl#372 [getTickets][Calculate distance]",
+        ]
+    );
+}
+
+#[test]
 fn log_windows_count_levels_and_templates_and_name_new_error_templates() {
     let (mut p, _) = processor(WindowConfig::default());
     let mut out = Vec::new();

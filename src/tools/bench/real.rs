@@ -200,6 +200,9 @@ struct LogRow {
     span: Option<[u8; 8]>,
     level: String,
     message: String,
+    /// The logger and source line of the header (`o.s.OrderServiceImpl#365`), as a log
+    /// appender sends them: the instrumentation scope's name and `code.line.number`.
+    origin: Option<(String, Option<i64>)>,
 }
 
 /// The level and the message of a log line: what an OpenTelemetry log appender sends as
@@ -260,6 +263,23 @@ fn split_json_log_line(line: &str) -> Option<(String, String)> {
 }
 
 /// The text after a line's trace context (`… SpanID: <id> text`), when it has one.
+/// The logger and line of a plain log line's header (`19:39:03.269 INFO  o.s.OrderServiceImpl#365
+/// TraceID: …`): the token after the level, split at `#`. `None` for a line without that header.
+pub fn log_origin(line: &str) -> Option<(String, Option<i64>)> {
+    let mut tokens = line.split_whitespace();
+    let (time, level, logger) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    let levels = [
+        "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL",
+    ];
+    if !time.contains(':') || !levels.contains(&level) || logger == "TraceID:" {
+        return None;
+    }
+    match logger.rsplit_once('#') {
+        Some((name, n)) if !name.is_empty() => Some((name.to_string(), n.parse().ok())),
+        _ => Some((logger.to_string(), None)),
+    }
+}
+
 fn after_trace_context(line: &str) -> Option<&str> {
     let i = line.find("SpanID: ")?;
     let rest = &line[i + "SpanID: ".len()..];
@@ -293,6 +313,7 @@ fn read_log_rows(path: &Path) -> Result<Vec<LogRow>, RealError> {
             span: hex_bytes(&f[6]),
             level,
             message,
+            origin: log_origin(text),
         })
     })
 }
@@ -819,8 +840,10 @@ fn write_request(w: &mut impl Write, spans: &[(String, Span)]) -> std::io::Resul
     w.write_all(b"\n")
 }
 
-/// One logs request: the records grouped by service, their level as `severity_text` (the
-/// number unset, as many appenders send it), the message as body, the trace context kept.
+/// One logs request: the records grouped by service and logger, their level as
+/// `severity_text` (the number unset, as many appenders send it), the message as body, the
+/// trace context kept; the logger is the instrumentation scope's name and the source line
+/// `code.line.number`, as an OpenTelemetry log appender sends them.
 fn write_logs(
     w: &mut impl Write,
     rows: &[&LogRow],
@@ -829,11 +852,25 @@ fn write_logs(
 ) -> std::io::Result<()> {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    let mut by_service: BTreeMap<&str, Vec<LogRecord>> = BTreeMap::new();
+    type ByLogger<'a> = BTreeMap<&'a str, Vec<LogRecord>>;
+    let mut by_service: BTreeMap<&str, ByLogger<'_>> = BTreeMap::new();
     for r in rows {
         let time = (r.time as i64 + shift_ns).max(1) as u64;
+        let logger = r.origin.as_ref().map_or("", |(l, _)| l.as_str());
+        let attributes = match r.origin.as_ref().and_then(|(_, n)| *n) {
+            Some(n) => vec![KeyValue {
+                key: "code.line.number".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(n)),
+                }),
+                ..Default::default()
+            }],
+            None => Vec::new(),
+        };
         by_service
             .entry(service_of(&r.pod))
+            .or_default()
+            .entry(logger)
             .or_default()
             .push(LogRecord {
                 time_unix_nano: time,
@@ -842,6 +879,7 @@ fn write_logs(
                 body: Some(AnyValue {
                     value: Some(any_value::Value::StringValue(r.message.clone())),
                 }),
+                attributes,
                 trace_id: r
                     .trace
                     .map(|t| {
@@ -857,15 +895,22 @@ fn write_logs(
     let req = ExportLogsServiceRequest {
         resource_logs: by_service
             .into_iter()
-            .map(|(svc, log_records)| ResourceLogs {
+            .map(|(svc, loggers)| ResourceLogs {
                 resource: Some(Resource {
                     attributes: vec![kv("service.name", svc)],
                     ..Default::default()
                 }),
-                scope_logs: vec![ScopeLogs {
-                    log_records,
-                    ..Default::default()
-                }],
+                scope_logs: loggers
+                    .into_iter()
+                    .map(|(logger, log_records)| ScopeLogs {
+                        scope: (!logger.is_empty()).then(|| InstrumentationScope {
+                            name: logger.to_string(),
+                            ..Default::default()
+                        }),
+                        log_records,
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),
@@ -1710,6 +1755,22 @@ mod tests {
                 String::new(),
                 "GetCartAsync called with userId=1".to_string()
             )
+        );
+        assert_eq!(
+            log_origin("19:39:03.269 ERROR f.s.FoodServiceImpl#302 TraceID: ab SpanID: cd x"),
+            Some(("f.s.FoodServiceImpl".to_string(), Some(302)))
+        );
+        assert_eq!(
+            log_origin("19:39:03.269 INFO  o.a.c.c.C.[.[.[.[dispatcherServlet] TraceID: ab"),
+            Some(("o.a.c.c.C.[.[.[.[dispatcherServlet]".to_string(), None))
+        );
+        assert_eq!(
+            log_origin("19:39:03.269 INFO TraceID: ab SpanID: cd x"),
+            None
+        );
+        assert_eq!(
+            log_origin("\tat java.base/java.lang.Thread.run(Thread.java:829)"),
+            None
         );
         // JSON without a message is a message as it is.
         assert_eq!(
