@@ -170,6 +170,19 @@ pub struct Missing {
     pub of: u64,
 }
 
+/// How a log window's events went along its code paths: of the traces that took its known
+/// ordinary paths (wrote a line below warning level of a template not new in the window; a
+/// record without a trace context counts as a trace of its own), how many wrote each template
+/// (at most `MAX_PRESENCE_KEPT`, most traces first). Errors and new lines are left out of the
+/// traces so that a burst of them does not thin the share of the usual ones. Empty when a
+/// count was cut (more than `MAX_TRACES_COUNTED` traces), and for spans and metrics. Kept with
+/// the record for the `iforest` processor; not in documents.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Presence {
+    pub traces: u64,
+    pub templates: Vec<TemplatePresence>,
+}
+
 /// How many of a log window's traces wrote one template (a record without a trace context
 /// counts as a trace of its own), and its records: what the share of events taking one code
 /// path is judged by. Kept with the record for the `iforest` processor; not in documents.
@@ -342,10 +355,9 @@ pub struct WindowRecord {
     /// most `MAX_EXAMPLES` of each, failing first, then slowest first). Written to documents
     /// only for anomalies (`anomaly.examples`).
     pub examples: Vec<TraceExample>,
-    /// A log window's templates with the number of its traces that wrote each (at most
-    /// `MAX_PRESENCE_KEPT`, most traces first; empty when the window had more traces than
-    /// `MAX_TRACES_COUNTED`, where counts would be cut).
-    pub presence: Vec<TemplatePresence>,
+    /// A log window's templates with the number of its traces that wrote each: what the
+    /// shares of its code paths are judged by (see `Presence`).
+    pub presence: Presence,
 }
 
 /// One trace of a window, with why it was kept.
@@ -428,7 +440,7 @@ impl WindowRecord {
             templates: Vec::new(),
             traces: 0,
             examples: Vec::new(),
-            presence: Vec::new(),
+            presence: Default::default(),
         }
     }
 
@@ -725,7 +737,7 @@ impl WindowRecord {
             templates,
             traces: doc["logs"]["traces"].as_u64().unwrap_or(0),
             examples: TraceExample::from_document(doc),
-            presence: Vec::new(),
+            presence: Default::default(),
         })
     }
 }
@@ -780,7 +792,7 @@ mod tests {
                 duration_ms: 812.25,
                 error: true,
             }],
-            presence: Vec::new(),
+            presence: Default::default(),
         };
         let doc = rec.to_document();
         assert_eq!(doc["@timestamp"], "2026-01-05T00:00:10Z");

@@ -45,7 +45,7 @@ use crate::config::duration::ConfigDuration;
 use crate::config::error::ConfigError;
 use crate::model::time::now_ns;
 use crate::model::window::{
-    feature, log_feature, metric_feature, LogLevel, SeriesKey, Signal, TemplateCount,
+    feature, log_feature, metric_feature, LogLevel, Presence, SeriesKey, Signal, TemplateCount,
     TemplatePresence, TraceExample, WindowRecord, MAX_EXAMPLES, MAX_PRESENCE_KEPT,
     MAX_TEMPLATES_KEPT, MAX_TRACES_COUNTED, N_FEATURES,
 };
@@ -304,6 +304,10 @@ struct LogAccum {
     trace_ids: HashSet<u64>,
     /// Records without a trace context.
     untraced: u64,
+    /// The traces that took a known ordinary path (see `Presence`), and such records
+    /// without a trace context.
+    usual_ids: HashSet<u64>,
+    usual_untraced: u64,
     /// The distinct (template, trace) pairs seen, up to `MAX_PRESENCE_PAIRS`, and the records
     /// without a trace context by template: how many traces wrote each template.
     pairs: HashSet<(TemplateId, u64)>,
@@ -316,14 +320,23 @@ struct LogAccum {
 const MAX_PRESENCE_PAIRS: usize = 4 * MAX_TRACES_COUNTED as usize;
 
 impl LogAccum {
-    /// Notes the trace a record of `template` belongs to (`None`: no trace context).
-    fn trace(&mut self, template: TemplateId, id: Option<u64>) {
+    /// Notes the trace a record of `template` belongs to (`None`: no trace context), and
+    /// whether the record took a known ordinary path (`usual`: below warning level, of a
+    /// template not new in the window).
+    fn trace(&mut self, template: TemplateId, id: Option<u64>, usual: bool) {
         match id {
             Some(id) => {
                 if (self.trace_ids.len() as u64) < MAX_TRACES_COUNTED {
                     self.trace_ids.insert(id);
                 } else if !self.trace_ids.contains(&id) {
                     self.presence_cut = true;
+                }
+                if usual && !self.usual_ids.contains(&id) {
+                    if (self.usual_ids.len() as u64) < MAX_TRACES_COUNTED {
+                        self.usual_ids.insert(id);
+                    } else {
+                        self.presence_cut = true;
+                    }
                 }
                 if self.pairs.len() < MAX_PRESENCE_PAIRS {
                     self.pairs.insert((template, id));
@@ -333,6 +346,7 @@ impl LogAccum {
             }
             None => {
                 self.untraced += 1;
+                self.usual_untraced += usual as u64;
                 *self.untraced_by.entry(template).or_default() += 1;
             }
         }
@@ -340,9 +354,9 @@ impl LogAccum {
 
     /// How many of the window's traces wrote each template, most first (at most
     /// `MAX_PRESENCE_KEPT`); empty when a count was cut.
-    fn presence(&self, miner: &TemplateMiner) -> Vec<TemplatePresence> {
+    fn presence(&self, miner: &TemplateMiner) -> Presence {
         if self.presence_cut {
-            return Vec::new();
+            return Presence::default();
         }
         let mut by: HashMap<TemplateId, u32> = self.untraced_by.clone();
         for (t, _) in &self.pairs {
@@ -350,7 +364,8 @@ impl LogAccum {
         }
         let mut v: Vec<(TemplateId, u32)> = by.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.into_iter()
+        let templates = v
+            .into_iter()
             .take(MAX_PRESENCE_KEPT)
             .filter_map(|(id, traces)| {
                 Some(TemplatePresence {
@@ -361,7 +376,11 @@ impl LogAccum {
                     level: self.templates.get(&id).map_or(LogLevel::Other, |t| t.1),
                 })
             })
-            .collect()
+            .collect();
+        Presence {
+            traces: self.usual_ids.len() as u64 + self.usual_untraced,
+            templates,
+        }
     }
 
     /// The independent events the window's records came from: distinct traces, and each
@@ -1156,7 +1175,7 @@ impl WindowProcessor {
             ) => {
                 let new = template.new && series.emitted >= VOCABULARY_WINDOWS;
                 acc.add(*level, template.id, new);
-                acc.trace(template.id, *trace);
+                acc.trace(template.id, *trace, *level == LogLevel::Other && !new);
             }
             (Open::Metrics(acc), Observed::Metric(p)) => acc.add(p),
             // A series' key says its signal: the two never meet.
@@ -1184,7 +1203,7 @@ impl WindowProcessor {
             while s.next_emit + interval <= watermark {
                 let start = s.next_emit;
                 let mut examples = Vec::new();
-                let mut presence = Vec::new();
+                let mut presence = Presence::default();
                 let (features, count, templates, traces) = match s.open.remove(&start) {
                     Some(Open::Spans(mut acc)) => {
                         let f = acc.features(s.previous_count, scale);

@@ -299,7 +299,7 @@ mod tests {
             templates: Vec::new(),
             traces: 0,
             examples: Vec::new(),
-            presence: Vec::new(),
+            presence: Default::default(),
         }
     }
 

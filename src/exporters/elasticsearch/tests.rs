@@ -25,7 +25,7 @@ fn window(service: &str, start_s: u64, anomalous: bool) -> WindowRecord {
         templates: Vec::new(),
         traces: 0,
         examples: Vec::new(),
-        presence: Vec::new(),
+        presence: Default::default(),
     }
 }
 

@@ -404,12 +404,20 @@ fn point_json(p: &Point, names: &[&str], trace_url: Option<&str>) -> Value {
             .templates
             .iter()
             .map(|t| {
-                json!({
+                let mut j = json!({
                     "template": &*t.template,
                     "count": t.count,
                     "level": t.level.as_str(),
                     "new": t.new,
-                })
+                });
+                if let Some(m) = t.missing {
+                    j["missing"] = json!({
+                        "traces": m.traces,
+                        "expected": (m.expected * 100.0).round() / 100.0,
+                        "of": m.of,
+                    });
+                }
+                j
             })
             .collect();
     }

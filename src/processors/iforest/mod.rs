@@ -1691,7 +1691,7 @@ impl IForestProcessor {
         } else {
             let mut d = model.deviations(rec.series.signal, &rec.features, cfg.min_deviation);
             if rec.series.signal == Signal::Logs {
-                if let Some((z, m, records)) = model.shares.shortfall(&rec.presence, rec.traces) {
+                if let Some((z, m, records)) = model.shares.shortfall(&rec.presence) {
                     if z.abs() >= cfg.min_deviation {
                         let typical = model.typical().0[log_feature::TEMPLATES];
                         d.push((log_feature::TEMPLATES, z, typical));
@@ -1735,7 +1735,7 @@ impl IForestProcessor {
         if !(rec.partial && matches!(verdict, Verdict::Normal { .. })) {
             if rec.series.signal == Signal::Logs && matches!(verdict, Verdict::Normal { .. }) {
                 model.learn_traces(rec.features[log_feature::LOG_COUNT], rec.traces);
-                model.shares.learn(&rec.presence, rec.traces);
+                model.shares.learn(&rec.presence);
             }
             model.follow(cfg, &rec.features, &x, score, verdict);
         }

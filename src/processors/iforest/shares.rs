@@ -24,7 +24,7 @@
 //! learned again before anything is judged (`MIN_WINDOWS`).
 
 use super::{binomial_z, POOL_JOIN, POOL_WINDOWS, TYPICAL_WINDOWS};
-use crate::model::window::{LogLevel, Missing, TemplatePresence};
+use crate::model::window::{LogLevel, Missing, Presence};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -82,10 +82,11 @@ pub struct TemplateShares {
 }
 
 impl TemplateShares {
-    /// Learns a normal window: `traces` events, `presence` how many of them wrote each
-    /// template. A window without traces says nothing about shares; one with traces but no
-    /// presence (counts cut, or read back from a document) is unknown, and skipped too.
-    pub fn learn(&mut self, presence: &[TemplatePresence], traces: u64) {
+    /// Learns a normal window: how many of its traces on known ordinary paths wrote each
+    /// template. A window without such traces says nothing about shares; one without counts
+    /// (cut, or read back from a document) is unknown, and skipped too.
+    pub fn learn(&mut self, window: &Presence) {
+        let (presence, traces) = (&window.templates, window.traces);
         if traces == 0 || presence.is_empty() {
             return;
         }
@@ -148,11 +149,8 @@ impl TemplateShares {
     /// windows just before it that were short of it as much, their counts summed (a fault that
     /// lasts several windows of a few requests each is plain in their sum). Windows without
     /// traces neither join nor break a run.
-    pub fn shortfall(
-        &mut self,
-        presence: &[TemplatePresence],
-        traces: u64,
-    ) -> Option<(f64, Shortfall, u64)> {
+    pub fn shortfall(&mut self, window: &Presence) -> Option<(f64, Shortfall, u64)> {
+        let (presence, traces) = (&window.templates, window.traces);
         if traces == 0 || presence.is_empty() {
             return None;
         }
@@ -225,17 +223,22 @@ impl TemplateShares {
 mod tests {
     use super::*;
 
-    fn window(counts: &[(u64, u32)], level: LogLevel) -> Vec<TemplatePresence> {
-        counts
-            .iter()
-            .map(|(id, traces)| TemplatePresence {
-                id: *id,
-                text: format!("line {id}").into(),
-                traces: *traces,
-                records: *traces,
-                level,
-            })
-            .collect()
+    use crate::model::window::TemplatePresence;
+
+    fn window(counts: &[(u64, u32)], level: LogLevel, traces: u64) -> Presence {
+        Presence {
+            traces,
+            templates: counts
+                .iter()
+                .map(|(id, traces)| TemplatePresence {
+                    id: *id,
+                    text: format!("line {id}").into(),
+                    traces: *traces,
+                    records: *traces,
+                    level,
+                })
+                .collect(),
+        }
     }
 
     /// A series of 20 traces a window: template 1 is written by all of them, template 2 by
@@ -243,7 +246,7 @@ mod tests {
     fn learned(share: impl Fn(usize) -> u32) -> TemplateShares {
         let mut s = TemplateShares::default();
         for k in 0..60 {
-            s.learn(&window(&[(1, 20), (2, share(k))], LogLevel::Other), 20);
+            s.learn(&window(&[(1, 20), (2, share(k))], LogLevel::Other, 20));
         }
         s
     }
@@ -253,7 +256,7 @@ mod tests {
         // Template 2 is written by 14 or 16 of 20 traces: steady.
         let mut steady = learned(|k| if k % 2 == 0 { 14 } else { 16 });
         let (z, found, _) = steady
-            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other), 20)
+            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .unwrap();
         assert!(z < -6.0, "{z}");
         assert_eq!(found.text.as_ref(), "line 2");
@@ -262,13 +265,13 @@ mod tests {
         assert!((found.missing.expected - 15.0).abs() < 0.5, "{found:?}");
         // 12 of 20 is within what a binomial count gives.
         let (z, _, _) = steady
-            .shortfall(&window(&[(1, 20), (2, 12)], LogLevel::Other), 20)
+            .shortfall(&window(&[(1, 20), (2, 12)], LogLevel::Other, 20))
             .unwrap();
         assert!(z > -4.0, "{z}");
         // The same average share, but from windows of all or none: none is ordinary there.
         let mut swinging = learned(|k| if k % 4 == 0 { 0 } else { 20 });
         let z = swinging
-            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other), 20)
+            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -4.0, "a share that swings between all and none: {z}");
     }
@@ -278,26 +281,26 @@ mod tests {
         let mut s = learned(|_| 18);
         // 0 of 4 traces, window after window: weak alone, plain together.
         let alone = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other), 4)
+            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(alone > -4.0 && alone <= -POOL_JOIN, "{alone}");
         let second = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other), 4)
+            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         let third = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other), 4)
+            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(second < alone && third < second, "{alone} {second} {third}");
         assert!(third < -4.0, "{third}");
         // A window that writes it as usual breaks the run.
         assert!(s
-            .shortfall(&window(&[(1, 4), (2, 4)], LogLevel::Other), 4)
+            .shortfall(&window(&[(1, 4), (2, 4)], LogLevel::Other, 4))
             .is_none_or(|x| x.0 > -POOL_JOIN));
         let after = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other), 4)
+            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!((after - alone).abs() < 1e-9, "{after} {alone}");
@@ -307,19 +310,19 @@ mod tests {
     fn an_error_line_written_less_often_is_no_shortfall_and_nothing_is_judged_too_early() {
         let mut s = TemplateShares::default();
         for _ in 0..60 {
-            s.learn(&window(&[(1, 20)], LogLevel::Other), 20);
-            s.learn(&window(&[(2, 20)], LogLevel::Error), 20);
+            s.learn(&window(&[(1, 20)], LogLevel::Other, 20));
+            s.learn(&window(&[(2, 20)], LogLevel::Error, 20));
         }
         let z = s
-            .shortfall(&window(&[(1, 20)], LogLevel::Other), 20)
+            .shortfall(&window(&[(1, 20)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -POOL_JOIN, "errors gone are no news: {z}");
         let mut young = TemplateShares::default();
         for _ in 0..(MIN_WINDOWS as usize - 1) {
-            young.learn(&window(&[(1, 20), (2, 20)], LogLevel::Other), 20);
+            young.learn(&window(&[(1, 20), (2, 20)], LogLevel::Other, 20));
         }
         assert!(young
-            .shortfall(&window(&[(1, 20)], LogLevel::Other), 20)
+            .shortfall(&window(&[(1, 20)], LogLevel::Other, 20))
             .is_none());
     }
 }

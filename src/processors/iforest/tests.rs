@@ -142,7 +142,7 @@ fn r_with(a: Anomaly) -> WindowRecord {
         templates: Vec::new(),
         traces: 0,
         examples: Vec::new(),
-        presence: Vec::new(),
+        presence: Default::default(),
     }
 }
 
@@ -755,9 +755,10 @@ fn priced_window(key: &Arc<SeriesKey>, k: u64, traces: u32, found: u32) -> Windo
         records: n,
         level: LogLevel::Other,
     };
-    r.presence = vec![line(1, "Handling request", traces)];
+    r.presence.traces = u64::from(traces);
+    r.presence.templates = vec![line(1, "Handling request", traces)];
     if found > 0 {
-        r.presence.push(line(2, "Price found <*>", found));
+        r.presence.templates.push(line(2, "Price found <*>", found));
     }
     r
 }

@@ -57,7 +57,7 @@ fn record(
         templates: Vec::new(),
         traces: 0,
         examples: Vec::new(),
-        presence: Vec::new(),
+        presence: Default::default(),
     }
 }
 

@@ -632,8 +632,9 @@ fn log_windows_count_the_traces_that_wrote_each_template() {
     let (mut p, _) = processor(WindowConfig::default());
     let mut out = Vec::new();
     // Three requests each write `request received` twice; two of them also `price found`;
-    // one line of `price found` has no trace context (an event of its own).
-    let lines: Vec<(u64, i32, &str, &str)> = (0..9)
+    // one line of `price found` has no trace context (an event of its own). A fourth request
+    // writes only an error: it took no ordinary path, and does not thin their shares.
+    let mut lines: Vec<(u64, i32, &str, &str)> = (0..9)
         .map(|i| {
             let text = if i < 6 {
                 "request received"
@@ -643,11 +644,12 @@ fn log_windows_count_the_traces_that_wrote_each_template() {
             (T0 + i * S / 2, 9, "INFO", text)
         })
         .collect();
+    lines.push((T0 + 5 * S, 17, "ERROR", "payment failed"));
     let mut batch = log_batch("price", &lines);
     if let Payload::Logs(req) = &mut batch.payload {
         let req = Arc::get_mut(req).unwrap();
         let records = &mut req.resource_logs[0].scope_logs[0].log_records;
-        for (i, trace) in [1u8, 1, 2, 2, 3, 3, 1, 2, 0].iter().enumerate() {
+        for (i, trace) in [1u8, 1, 2, 2, 3, 3, 1, 2, 0, 4].iter().enumerate() {
             records[i].trace_id = vec![*trace; 16];
         }
     }
@@ -655,18 +657,27 @@ fn log_windows_count_the_traces_that_wrote_each_template() {
     p.on_shutdown(&mut out);
     let rs = records(out);
     assert_eq!(rs.len(), 1);
-    assert_eq!(rs[0].traces, 4, "three traces and one line without");
+    assert_eq!(rs[0].traces, 5, "four traces and one line without");
+    assert_eq!(rs[0].presence.traces, 4, "the error-only request left out");
     let got: Vec<(&str, u32, u32)> = rs[0]
         .presence
+        .templates
         .iter()
         .map(|t| (&*t.text, t.traces, t.records))
         .collect();
     assert_eq!(
         got,
-        vec![("request received", 3, 6), ("price found", 3, 3)],
-        "by traces, then records"
+        vec![
+            ("request received", 3, 6),
+            ("price found", 3, 3),
+            ("payment failed", 1, 1)
+        ],
+        "by traces"
     );
-    assert_ne!(rs[0].presence[0].id, rs[0].presence[1].id);
+    assert_ne!(
+        rs[0].presence.templates[0].id,
+        rs[0].presence.templates[1].id
+    );
 }
 
 #[test]
@@ -714,7 +725,7 @@ fn two_lines_of_code_that_log_the_same_words_are_two_templates() {
     let rs = records(out);
     assert_eq!(rs.len(), 1);
     assert_eq!(f(&rs[0], "template_count"), 3.0);
-    let mut texts: Vec<&str> = rs[0].presence.iter().map(|t| &*t.text).collect();
+    let mut texts: Vec<&str> = rs[0].presence.templates.iter().map(|t| &*t.text).collect();
     texts.sort();
     assert_eq!(
         texts,

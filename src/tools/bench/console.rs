@@ -95,7 +95,7 @@ fn window(rng: &mut Rng, key: &Arc<SeriesKey>, start_ns: u64, anomalous: bool) -
         } else {
             Vec::new()
         },
-        presence: Vec::new(),
+        presence: Default::default(),
     }
 }
 
