@@ -1706,11 +1706,13 @@ impl IForestProcessor {
             // Data was skipped, or the shutdown cut the window short: low counts are the
             // shedding or the stop, not a traffic drop; a metric's
             // rates and counts are low bounds too, so a partial metric window is not judged.
+            // Nor is a usual log line's shortfall: its lines may be among those skipped.
             use feature::{REQUEST_COUNT, THROUGHPUT_CHANGE};
             deviations.retain(|(i, _, _)| {
                 rec.series.signal != Signal::Metrics
                     && *i != REQUEST_COUNT
                     && *i != THROUGHPUT_CHANGE
+                    && !(rec.series.signal == Signal::Logs && *i == log_feature::TEMPLATES)
             });
         }
         // Out of line only as far as a window someone said is fine: normal, and learned.
