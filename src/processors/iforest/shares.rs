@@ -25,7 +25,7 @@
 
 use super::{binomial_z, POOL_JOIN, POOL_WINDOWS, TYPICAL_WINDOWS};
 use crate::model::window::{LogLevel, Missing, Presence};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Templates followed per series: the most present are kept (a rare template cannot be missed
@@ -75,7 +75,8 @@ pub struct Shortfall {
 /// A log series' usual templates.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateShares {
-    by_id: HashMap<u64, Share>,
+    /// In id order, so that of two equal shortfalls the same is named on every run.
+    by_id: BTreeMap<u64, Share>,
     /// The shortfalls of the last windows with traces (newest last; at most
     /// `POOL_WINDOWS` − 1), by template: traces that wrote it, traces, for pooling.
     recent: VecDeque<HashMap<u64, (f64, f64)>>,
@@ -207,15 +208,6 @@ impl TemplateShares {
         }
         self.recent.push_back(short);
         worst.filter(|w| w.0 < 0.0)
-    }
-
-    /// Templates followed.
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
     }
 }
 
