@@ -368,8 +368,18 @@ impl SeriesModel {
     }
 
     /// Takes a window someone said is not an anomaly: it is learned as normal, and how far off
-    /// it is on each feature out of line becomes acceptable.
-    pub fn accept(&mut self, cfg: &IForestConfig, signal: Signal, features: &[f64; N_FEATURES]) {
+    /// it is on each feature out of line becomes acceptable; so does how far short it was of
+    /// each usual log template (when the window is still remembered: see `shares`).
+    pub fn accept(
+        &mut self,
+        cfg: &IForestConfig,
+        signal: Signal,
+        start_ns: u64,
+        features: &[f64; N_FEATURES],
+    ) {
+        if signal == Signal::Logs {
+            self.shares.accept(start_ns);
+        }
         let deviations = self.deviations(signal, features, cfg.min_deviation);
         for (i, _, typical) in deviations {
             let off = features[i] - typical;
@@ -1424,7 +1434,7 @@ impl IForestProcessor {
         for d in board.dismissals_after(self.feedback_seen) {
             self.feedback_seen = self.feedback_seen.max(d.seq);
             if let Some(m) = self.models.get_mut(&d.series) {
-                m.accept(&self.cfg, d.series.signal, &d.features);
+                m.accept(&self.cfg, d.series.signal, d.start_ns, &d.features);
                 self.dirty = true;
                 tracing::info!(series = %d.series, window = %crate::model::time::rfc3339(d.start_ns), "learned a window said not to be an anomaly");
             }
@@ -1691,7 +1701,7 @@ impl IForestProcessor {
         } else {
             let mut d = model.deviations(rec.series.signal, &rec.features, cfg.min_deviation);
             if rec.series.signal == Signal::Logs {
-                if let Some((z, m, records)) = model.shares.shortfall(&rec.presence) {
+                if let Some((z, m, records)) = model.shares.shortfall(rec.start_ns, &rec.presence) {
                     if z.abs() >= cfg.min_deviation {
                         let typical = model.typical().0[log_feature::TEMPLATES];
                         d.push((log_feature::TEMPLATES, z, typical));

@@ -19,11 +19,15 @@
 //! warning line written less often is a trouble gone, and new templates, error lines and the
 //! line count have tests of their own.
 //!
+//! A window someone said is not an anomaly (the console's feedback) is learned as normal, and
+//! each usual template it was short of is accepted as far as it was short: a later window
+//! short of it by no more (`ACCEPT_MARGIN`) is not judged.
+//!
 //! Template ids are the window processor's, stable while it runs: the shares are not saved
 //! with the model, and after a restart (or a service moving to another instance) they are
-//! learned again before anything is judged (`MIN_WINDOWS`).
+//! learned again before anything is judged (`MIN_WINDOWS`); so is what feedback accepted.
 
-use super::{binomial_z, POOL_JOIN, POOL_WINDOWS, TYPICAL_WINDOWS};
+use super::{binomial_z, ACCEPT_MARGIN, POOL_JOIN, POOL_WINDOWS, TYPICAL_WINDOWS};
 use crate::model::window::{LogLevel, Missing, Presence};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,6 +38,10 @@ const MAX_TEMPLATES: usize = 64;
 
 /// Normal windows with traces a template must have been followed for before it is judged.
 pub const MIN_WINDOWS: f64 = 10.0;
+
+/// The last windows short of a usual template that are remembered, for feedback that comes
+/// after them.
+const MAX_REMEMBERED: usize = 16;
 
 /// One template's decayed sums over a series' normal windows since it was first seen.
 #[derive(Debug, Clone)]
@@ -46,6 +54,8 @@ struct Share {
     traces: f64,
     hits: f64,
     hits_sq_per_trace: f64,
+    /// The largest shortfall someone said is fine (1 − written / expected; 0: none).
+    accepted: f64,
 }
 
 impl Share {
@@ -72,6 +82,16 @@ pub struct Shortfall {
     pub missing: Missing,
 }
 
+/// A window short of usual templates, kept for feedback on it.
+#[derive(Debug, Clone)]
+struct Remembered {
+    start_ns: u64,
+    /// What its traces wrote.
+    presence: Presence,
+    /// Each template it was short of, and by how much (1 − written / expected).
+    deficits: Vec<(u64, f64)>,
+}
+
 /// A log series' usual templates.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateShares {
@@ -80,6 +100,8 @@ pub struct TemplateShares {
     /// The shortfalls of the last windows with traces (newest last; at most
     /// `POOL_WINDOWS` − 1), by template: traces that wrote it, traces, for pooling.
     recent: VecDeque<HashMap<u64, (f64, f64)>>,
+    /// The last windows short of a usual template (at most `MAX_REMEMBERED`, newest last).
+    remembered: VecDeque<Remembered>,
 }
 
 impl TemplateShares {
@@ -138,6 +160,7 @@ impl TemplateShares {
                     traces: n,
                     hits: x,
                     hits_sq_per_trace: x * x / n,
+                    accepted: 0.0,
                 },
             );
         }
@@ -149,8 +172,9 @@ impl TemplateShares {
     /// short of a template by at least `POOL_JOIN` is also judged together with the run of
     /// windows just before it that were short of it as much, their counts summed (a fault that
     /// lasts several windows of a few requests each is plain in their sum). Windows without
-    /// traces neither join nor break a run.
-    pub fn shortfall(&mut self, window: &Presence) -> Option<(f64, Shortfall, u64)> {
+    /// traces neither join nor break a run. A template short by no more than feedback accepted
+    /// is not judged. `start_ns` names the window for feedback on it.
+    pub fn shortfall(&mut self, start_ns: u64, window: &Presence) -> Option<(f64, Shortfall, u64)> {
         let (presence, traces) = (&window.templates, window.traces);
         if traces == 0 || presence.is_empty() {
             return None;
@@ -165,7 +189,7 @@ impl TemplateShares {
             let hit = presence.iter().find(|t| t.id == *id);
             let x = hit.map_or(0.0, |t| f64::from(t.traces).min(n));
             let p = s.p();
-            if x >= n * p {
+            if x >= n * p || 1.0 - x / (n * p) <= s.accepted * ACCEPT_MARGIN {
                 continue;
             }
             let phi = s.dispersion();
@@ -203,11 +227,47 @@ impl TemplateShares {
                 ));
             }
         }
+        if !short.is_empty() {
+            if self.remembered.len() >= MAX_REMEMBERED {
+                self.remembered.pop_front();
+            }
+            let deficits = short
+                .iter()
+                .filter_map(|(id, (x, n))| {
+                    let p = self.by_id.get(id)?.p();
+                    Some((*id, 1.0 - x / (n * p)))
+                })
+                .collect();
+            self.remembered.push_back(Remembered {
+                start_ns,
+                presence: window.clone(),
+                deficits,
+            });
+        }
         if self.recent.len() + 1 >= POOL_WINDOWS {
             self.recent.pop_front();
         }
         self.recent.push_back(short);
         worst.filter(|w| w.0 < 0.0)
+    }
+
+    /// Someone said the window of `start_ns` is not an anomaly: if it was short of usual
+    /// templates, it is learned as normal, and each template is accepted as far as it was
+    /// short. False when that window is not remembered (it was short of none, or long ago).
+    pub fn accept(&mut self, start_ns: u64) -> bool {
+        let Some(at) = self.remembered.iter().position(|w| w.start_ns == start_ns) else {
+            return false;
+        };
+        let Some(w) = self.remembered.remove(at) else {
+            return false;
+        };
+        for (id, deficit) in w.deficits {
+            if let Some(s) = self.by_id.get_mut(&id) {
+                s.accepted = s.accepted.max(deficit);
+            }
+        }
+        self.learn(&w.presence);
+        true
     }
 }
 
@@ -248,7 +308,7 @@ mod tests {
         // Template 2 is written by 14 or 16 of 20 traces: steady.
         let mut steady = learned(|k| if k % 2 == 0 { 14 } else { 16 });
         let (z, found, _) = steady
-            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
+            .shortfall(0, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .unwrap();
         assert!(z < -6.0, "{z}");
         assert_eq!(found.text.as_ref(), "line 2");
@@ -257,13 +317,13 @@ mod tests {
         assert!((found.missing.expected - 15.0).abs() < 0.5, "{found:?}");
         // 12 of 20 is within what a binomial count gives.
         let (z, _, _) = steady
-            .shortfall(&window(&[(1, 20), (2, 12)], LogLevel::Other, 20))
+            .shortfall(0, &window(&[(1, 20), (2, 12)], LogLevel::Other, 20))
             .unwrap();
         assert!(z > -4.0, "{z}");
         // The same average share, but from windows of all or none: none is ordinary there.
         let mut swinging = learned(|k| if k % 4 == 0 { 0 } else { 20 });
         let z = swinging
-            .shortfall(&window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
+            .shortfall(0, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -4.0, "a share that swings between all and none: {z}");
     }
@@ -273,26 +333,26 @@ mod tests {
         let mut s = learned(|_| 18);
         // 0 of 4 traces, window after window: weak alone, plain together.
         let alone = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(alone > -4.0 && alone <= -POOL_JOIN, "{alone}");
         let second = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         let third = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(second < alone && third < second, "{alone} {second} {third}");
         assert!(third < -4.0, "{third}");
         // A window that writes it as usual breaks the run.
         assert!(s
-            .shortfall(&window(&[(1, 4), (2, 4)], LogLevel::Other, 4))
+            .shortfall(0, &window(&[(1, 4), (2, 4)], LogLevel::Other, 4))
             .is_none_or(|x| x.0 > -POOL_JOIN));
         let after = s
-            .shortfall(&window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!((after - alone).abs() < 1e-9, "{after} {alone}");
@@ -306,7 +366,7 @@ mod tests {
             s.learn(&window(&[(2, 20)], LogLevel::Error, 20));
         }
         let z = s
-            .shortfall(&window(&[(1, 20)], LogLevel::Other, 20))
+            .shortfall(0, &window(&[(1, 20)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -POOL_JOIN, "errors gone are no news: {z}");
         let mut young = TemplateShares::default();
@@ -314,7 +374,7 @@ mod tests {
             young.learn(&window(&[(1, 20), (2, 20)], LogLevel::Other, 20));
         }
         assert!(young
-            .shortfall(&window(&[(1, 20)], LogLevel::Other, 20))
+            .shortfall(0, &window(&[(1, 20)], LogLevel::Other, 20))
             .is_none());
     }
 }

@@ -820,6 +820,59 @@ fn a_usual_line_the_requests_stop_writing_is_an_anomaly_that_names_it() {
 }
 
 #[test]
+fn a_usual_line_said_not_to_be_missed_stops_alarming_and_another_line_missed_still_does() {
+    use crate::model::window::log_feature::*;
+    let board = FeedbackBoard::new();
+    let mut p = processor().with_feedback(board.clone());
+    let key = Arc::new(SeriesKey::logs("price"));
+    let mut rng = Rng::new(5);
+    let mut usual = |p: &mut IForestProcessor, k: u64| {
+        let traces = 18 + (rng.unit() * 5.0) as u32;
+        let found = (f64::from(traces) * (0.8 + 0.1 * gauss(&mut rng))).round() as u32;
+        let mut r = priced_window(&key, k, traces, found.min(traces));
+        p.score(&mut r);
+        assert!(!r.is_anomaly(), "window {k}: {:?}", r.anomaly);
+    };
+    for k in 0..200 {
+        usual(&mut p, k);
+    }
+    // No request finds its price (another line is written instead: as many templates).
+    let unpriced = |k: u64| {
+        let mut r = priced_window(&key, k, 20, 0);
+        r.features[TEMPLATES] = 2.0;
+        r
+    };
+    let mut r = unpriced(200);
+    p.score(&mut r);
+    let a = r.anomaly.clone().unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    assert_eq!(a.contributions[0].feature, "template_count", "{a:?}");
+    // Someone says it is fine (prices are off on purpose).
+    assert!(board.dismiss(r.series.clone(), r.start_ns, r.features, 1));
+    p.take_feedback();
+    for k in 201..206 {
+        usual(&mut p, k);
+    }
+    let mut again = unpriced(206);
+    p.score(&mut again);
+    assert!(!again.is_anomaly(), "{:?}", again.anomaly);
+    // What was accepted is that line's shortfall: a window whose requests stop writing the
+    // other usual line still alarms, with the same line count.
+    let mut other = priced_window(&key, 207, 20, 20);
+    other.presence.templates.retain(|t| t.id != 1);
+    other.features[LOG_COUNT] = 20.0;
+    p.score(&mut other);
+    let a = other.anomaly.clone().unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    assert!(
+        a.message
+            .contains("usual template `Handling request` written by 0 of 20"),
+        "{}",
+        a.message
+    );
+}
+
+#[test]
 fn a_log_count_is_as_noisy_as_the_traces_behind_it() {
     use crate::model::window::log_feature::*;
     // Two services each writing about 52 lines a window: one a line for each of 52 requests,
