@@ -234,9 +234,16 @@ impl SeriesKey {
 
     /// A service's log records.
     pub fn logs(name: &str) -> Self {
+        Self::logs_of(name.into())
+    }
+
+    /// A service's log records, its name shared.
+    pub fn logs_of(service: Arc<str>) -> Self {
         Self {
+            service,
+            target: None,
+            labels: Vec::new(),
             signal: Signal::Logs,
-            ..Self::service(name)
         }
     }
 

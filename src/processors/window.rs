@@ -58,7 +58,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use templates::{DrainSettings, Matched, TemplateId, TemplateMiner};
@@ -299,19 +299,19 @@ struct LogAccum {
     errors: u64,
     warnings: u64,
     /// Records, highest level and whether it is new, by template.
-    templates: HashMap<TemplateId, (u64, LogLevel, bool)>,
+    templates: foldhash::HashMap<TemplateId, (u64, LogLevel, bool)>,
     /// The distinct trace ids seen (as `trace_key`s), up to `MAX_TRACES_COUNTED`.
-    trace_ids: HashSet<u64>,
+    trace_ids: foldhash::HashSet<u64>,
     /// Records without a trace context.
     untraced: u64,
     /// The traces that took a known ordinary path (see `Presence`), and such records
     /// without a trace context.
-    usual_ids: HashSet<u64>,
+    usual_ids: foldhash::HashSet<u64>,
     usual_untraced: u64,
     /// The distinct (template, trace) pairs seen, up to `MAX_PRESENCE_PAIRS`, and the records
     /// without a trace context by template: how many traces wrote each template.
-    pairs: HashSet<(TemplateId, u64)>,
-    untraced_by: HashMap<TemplateId, u32>,
+    pairs: foldhash::HashSet<(TemplateId, u64)>,
+    untraced_by: foldhash::HashMap<TemplateId, u32>,
     /// A count was cut (too many traces or pairs): presence is not reported.
     presence_cut: bool,
 }
@@ -358,7 +358,7 @@ impl LogAccum {
         if self.presence_cut {
             return Presence::default();
         }
-        let mut by: HashMap<TemplateId, u32> = self.untraced_by.clone();
+        let mut by: foldhash::HashMap<TemplateId, u32> = self.untraced_by.clone();
         for (t, _) in &self.pairs {
             *by.entry(*t).or_default() += 1;
         }
@@ -842,6 +842,7 @@ impl WindowProcessor {
     /// A logs request's records, each matched to its template.
     fn log_observations(&mut self, req: &ExportLogsServiceRequest, out: &mut Vec<Observation>) {
         let mut names = Names::default();
+        let mut location = String::new();
         for rl in &req.resource_logs {
             let service = rl
                 .resource
@@ -861,10 +862,10 @@ impl WindowProcessor {
                         Some(Value::StringValue(s)) => s.as_str(),
                         _ => "",
                     };
-                    let location = logs::location(logger, rec);
+                    logs::write_location(logger, rec, &mut location);
                     let template = self.miner.add_at(&service, &location, message);
                     out.push(Observation {
-                        key: SeriesKey::logs(&service),
+                        key: SeriesKey::logs_of(service.clone()),
                         end_ns: time,
                         what: Observed::Log {
                             level: logs::level(rec),

@@ -10,22 +10,40 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 /// `logger#line`; the logger alone without a line, empty without a logger. The line is not
 /// taken without a logger: a line number alone names no code.
 pub fn location(logger: &str, record: &LogRecord) -> String {
+    let mut out = String::new();
+    write_location(logger, record, &mut out);
+    out
+}
+
+/// `location`, written into `out` (cleared first): a buffer kept from record to record, so
+/// that a record's location costs no allocation.
+pub fn write_location(logger: &str, record: &LogRecord, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
     if logger.is_empty() {
-        return String::new();
+        return;
     }
-    let line = record
-        .attributes
-        .iter()
-        .filter(|kv| kv.key == "code.line.number" || kv.key == "code.lineno")
-        .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::IntValue(n) => Some(n.to_string()),
-            Value::StringValue(s) if s.parse::<u64>().is_ok() => Some(s.clone()),
-            _ => None,
-        });
-    let logger: String = logger.chars().take(MAX_LOGGER_CHARS).collect();
-    match line {
-        Some(n) => format!("{logger}#{n}"),
-        None => logger,
+    if logger.len() <= MAX_LOGGER_CHARS {
+        out.push_str(logger);
+    } else {
+        out.extend(logger.chars().take(MAX_LOGGER_CHARS));
+    }
+    for kv in &record.attributes {
+        if kv.key != "code.line.number" && kv.key != "code.lineno" {
+            continue;
+        }
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::IntValue(n)) => {
+                let _ = write!(out, "#{n}");
+                return;
+            }
+            Some(Value::StringValue(s)) if s.parse::<u64>().is_ok() => {
+                out.push('#');
+                out.push_str(s);
+                return;
+            }
+            _ => {}
+        }
     }
 }
 

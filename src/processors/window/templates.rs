@@ -12,7 +12,7 @@
 //! Tokens are split on whitespace; a token holding a digit is a parameter from the start
 //! (`<*>`), as Drain's preprocessing masks numbers, ids and addresses.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// The parameter placeholder in templates.
 pub const WILDCARD: &str = "<*>";
@@ -21,6 +21,8 @@ pub const WILDCARD: &str = "<*>";
 pub const MAX_TOKENS: usize = 32;
 /// Longer tokens are cut (they are almost always parameters anyway).
 const MAX_TOKEN_BYTES: usize = 64;
+/// Prefix tokens of the tree at most, whatever the settings say.
+const MAX_PREFIX_TOKENS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DrainSettings {
@@ -56,8 +58,8 @@ pub struct Template {
     pub count: u64,
     /// A counter value of when it was last matched (for eviction).
     last_seen: u64,
-    /// Where it sits: its group's key.
-    group: GroupKey,
+    /// Where it sits: its group's path, and that path's hash.
+    group: (u64, Path),
     /// The code that writes it, when the records say (`logger#line`): empty if not.
     pub location: Box<str>,
 }
@@ -81,19 +83,118 @@ pub struct Matched {
     pub new: bool,
 }
 
-/// The leaf a message's tokens lead to: (service, length, prefix tokens).
-type GroupKey = (Box<str>, usize, Vec<Box<str>>);
+/// A node of the trees: a service's, for messages written at one location (empty: unknown),
+/// of one length, whose first tokens led here (each a token, or `<*>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Path {
+    service: Box<str>,
+    location: Box<str>,
+    len: usize,
+    prefix: Vec<Box<str>>,
+}
 
-/// Templates of many services (each its own tree), under one cap.
+/// A node's place, borrowed from the message being matched.
+#[derive(Hash)]
+struct At<'a> {
+    service: &'a str,
+    location: &'a str,
+    len: usize,
+    prefix: &'a [&'a str],
+}
+
+impl At<'_> {
+    fn is(&self, p: &Path) -> bool {
+        p.len == self.len
+            && *p.service == *self.service
+            && *p.location == *self.location
+            && p.prefix.len() == self.prefix.len()
+            && p.prefix.iter().zip(self.prefix).all(|(a, b)| **a == **b)
+    }
+
+    fn path(&self) -> Path {
+        Path {
+            service: self.service.into(),
+            location: self.location.into(),
+            len: self.len,
+            prefix: self.prefix.iter().map(|t| (*t).into()).collect(),
+        }
+    }
+}
+
+/// Values by tree node, found by the node's hash and compared in place: a message finds its
+/// way without building a key (nothing allocated but for a node seen the first time).
+#[derive(Debug)]
+struct ByPath<V> {
+    buckets: foldhash::HashMap<u64, Vec<(Path, V)>>,
+    len: usize,
+}
+
+impl<V> Default for ByPath<V> {
+    fn default() -> Self {
+        Self {
+            buckets: Default::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<V: Default> ByPath<V> {
+    fn get(&self, h: u64, at: &At<'_>) -> Option<&V> {
+        self.buckets
+            .get(&h)?
+            .iter()
+            .find(|(p, _)| at.is(p))
+            .map(|(_, v)| v)
+    }
+
+    fn get_or_default(&mut self, h: u64, at: &At<'_>) -> &mut V {
+        let bucket = self.buckets.entry(h).or_default();
+        let i = match bucket.iter().position(|(p, _)| at.is(p)) {
+            Some(i) => i,
+            None => {
+                bucket.push((at.path(), V::default()));
+                self.len += 1;
+                bucket.len() - 1
+            }
+        };
+        &mut bucket[i].1
+    }
+
+    /// Applies `f` to the value at `path`, and removes it if `f` says so.
+    fn update(&mut self, h: u64, path: &Path, f: impl FnOnce(&mut V) -> bool) {
+        let Some(bucket) = self.buckets.get_mut(&h) else {
+            return;
+        };
+        let Some(i) = bucket.iter().position(|(p, _)| p == path) else {
+            return;
+        };
+        if f(&mut bucket[i].1) {
+            bucket.swap_remove(i);
+            self.len -= 1;
+            if bucket.is_empty() {
+                self.buckets.remove(&h);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buckets.clear();
+        self.len = 0;
+    }
+}
+
+/// Templates of many services (each its own trees), under one cap.
 #[derive(Debug, Default)]
 pub struct TemplateMiner {
     settings: DrainSettings,
-    /// Per tree node, the distinct next tokens seen (the `max_children` rule): (service,
-    /// length, prefix so far) → tokens. Forgotten whole when it has more nodes than
-    /// `max_templates`: the rule then starts counting afresh.
-    children: HashMap<GroupKey, Vec<Box<str>>>,
-    groups: HashMap<GroupKey, Vec<TemplateId>>,
-    templates: HashMap<TemplateId, Template>,
+    /// Per tree node, the distinct next tokens seen (the `max_children` rule). Forgotten whole
+    /// when it has more nodes than `max_templates`: the rule then starts counting afresh.
+    children: ByPath<Vec<Box<str>>>,
+    /// Per leaf, its templates.
+    groups: ByPath<Vec<TemplateId>>,
+    templates: foldhash::HashMap<TemplateId, Template>,
+    /// Hashes tree nodes (seeded at random per process, as the window's lookups are).
+    hasher: foldhash::fast::RandomState,
     next_id: TemplateId,
     clock: u64,
     evicted: u64,
@@ -105,6 +206,15 @@ fn is_param(token: &str) -> bool {
 
 /// A message's tokens, parameters masked, at most `MAX_TOKENS`.
 pub fn tokens(message: &str) -> Vec<&str> {
+    if message.is_ascii() {
+        tokens_ascii(message)
+    } else {
+        tokens_general(message)
+    }
+}
+
+/// `tokens` of any text: split on Unicode whitespace.
+fn tokens_general(message: &str) -> Vec<&str> {
     message
         .split_whitespace()
         .take(MAX_TOKENS)
@@ -122,6 +232,38 @@ pub fn tokens(message: &str) -> Vec<&str> {
             }
         })
         .collect()
+}
+
+/// `tokens` of ASCII text, in one pass over its bytes (most log lines): the same tokens as
+/// `tokens_general`, whose Unicode whitespace within ASCII is these six bytes.
+fn tokens_ascii(message: &str) -> Vec<&str> {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let b = message.as_bytes();
+    let mut out = Vec::with_capacity(MAX_TOKENS.min(b.len() / 2 + 1));
+    let mut i = 0;
+    while out.len() < MAX_TOKENS {
+        while i < b.len() && space(b[i]) {
+            i += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        let start = i;
+        let mut digit = false;
+        while i < b.len() && !space(b[i]) {
+            digit |= b[i].is_ascii_digit();
+            i += 1;
+        }
+        out.push(if digit {
+            WILDCARD
+        } else {
+            // ASCII: every byte is a character boundary.
+            message
+                .get(start..i.min(start + MAX_TOKEN_BYTES))
+                .unwrap_or_default()
+        });
+    }
+    out
 }
 
 /// Share of positions where the template's token equals the message's, and how many `<*>` the
@@ -169,30 +311,45 @@ impl TemplateMiner {
 
     /// The leaf for `tokens`: the length, then up to `prefix_tokens` tokens, each replaced by
     /// `<*>` when it is a parameter or its node already has `max_children` other children.
-    fn group(&mut self, service: &str, tokens: &[&str]) -> GroupKey {
+    /// The leaf of the tree a message's tokens lead to, as its prefix tokens (each a token
+    /// of the message, or `<*>`) written into `steps`; how many there are.
+    fn group<'a>(
+        &mut self,
+        service: &str,
+        location: &str,
+        tokens: &[&'a str],
+        steps: &mut [&'a str; MAX_PREFIX_TOKENS],
+    ) -> usize {
         let len = tokens.len();
-        // Worst case `max_templates` nodes of `max_children` short tokens each.
         let bound = self.settings.max_templates.max(1);
-        if self.children.len() > bound {
+        if self.children.len > bound {
             self.children.clear();
         }
-        let mut prefix: Vec<Box<str>> = Vec::new();
-        for t in tokens.iter().take(self.settings.prefix_tokens) {
-            let key = (service.into(), len, prefix.clone());
-            let seen = self.children.entry(key).or_default();
-            let step: Box<str> = if *t == WILDCARD {
-                WILDCARD.into()
-            } else if seen.iter().any(|s| &**s == *t) {
-                (*t).into()
-            } else if seen.len() < self.settings.max_children {
-                seen.push((*t).into());
-                (*t).into()
-            } else {
-                WILDCARD.into()
+        let depth = self.settings.prefix_tokens.min(MAX_PREFIX_TOKENS);
+        let mut n = 0;
+        for t in tokens.iter().take(depth) {
+            let at = At {
+                service,
+                location,
+                len,
+                prefix: &steps[..n],
             };
-            prefix.push(step);
+            let h = self.hasher.hash_one(&at);
+            let max_children = self.settings.max_children;
+            let seen = self.children.get_or_default(h, &at);
+            steps[n] = if *t == WILDCARD {
+                WILDCARD
+            } else if seen.iter().any(|s| &**s == *t) {
+                t
+            } else if seen.len() < max_children {
+                seen.push((*t).into());
+                t
+            } else {
+                WILDCARD
+            };
+            n += 1;
         }
-        (service.into(), len, prefix)
+        n
     }
 
     /// Adds one message of `service`; returns the template it now belongs to.
@@ -206,13 +363,16 @@ impl TemplateMiner {
     pub fn add_at(&mut self, service: &str, location: &str, message: &str) -> Matched {
         self.clock += 1;
         let toks = tokens(message);
-        let tree = if location.is_empty() {
-            std::borrow::Cow::Borrowed(service)
-        } else {
-            std::borrow::Cow::Owned(format!("{service}\u{1f}{location}"))
+        let mut steps = [""; MAX_PREFIX_TOKENS];
+        let n = self.group(service, location, &toks, &mut steps);
+        let at = At {
+            service,
+            location,
+            len: toks.len(),
+            prefix: &steps[..n],
         };
-        let group = self.group(&tree, &toks);
-        let best = self.groups.get(&group).and_then(|ids| {
+        let h = self.hasher.hash_one(&at);
+        let best = self.groups.get(h, &at).and_then(|ids| {
             ids.iter()
                 .filter_map(|id| self.templates.get(id))
                 .map(|t| {
@@ -249,11 +409,11 @@ impl TemplateMiner {
                 tokens: toks.iter().map(|t| (*t).into()).collect(),
                 count: 1,
                 last_seen: clock,
-                group: group.clone(),
+                group: (h, at.path()),
                 location: location.into(),
             },
         );
-        self.groups.entry(group).or_default().push(id);
+        self.groups.get_or_default(h, &at).push(id);
         Matched { id, new: true }
     }
 
@@ -267,12 +427,11 @@ impl TemplateMiner {
             return;
         };
         if let Some(t) = self.templates.remove(&id) {
-            if let Some(ids) = self.groups.get_mut(&t.group) {
+            let (h, path) = &t.group;
+            self.groups.update(*h, path, |ids| {
                 ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.groups.remove(&t.group);
-                }
-            }
+                ids.is_empty()
+            });
             self.evicted += 1;
         }
     }
@@ -360,5 +519,44 @@ mod tests {
             m.add("s", &format!("{w} started the job"));
         }
         assert!(m.len() <= 3, "{}", m.len());
+    }
+
+    #[test]
+    fn ascii_lines_are_split_as_any_text_is() {
+        let long = "x".repeat(100);
+        let mut lines = vec![
+            String::new(),
+            "   ".into(),
+            "GET /cart served in 12 ms".into(),
+            "a\tb\nc\x0bd\x0ce\rf  g".into(),
+            format!("token {long} after"),
+            " lead and trail ".into(),
+            (0..40)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            (0..40).map(|_| "w").collect::<Vec<_>>().join(" "),
+        ];
+        // Random lines over letters, digits and the six whitespace bytes.
+        let alphabet = b"ab1 \t\n\x0b\x0c\rZ-:";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..500 {
+            let n = (x % 50) as usize;
+            let line: String = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize] as char
+                })
+                .collect();
+            lines.push(line);
+        }
+        for line in &lines {
+            assert!(line.is_ascii());
+            assert_eq!(tokens_ascii(line), tokens_general(line), "{line:?}");
+        }
+        // Beyond ASCII the general split decides (a no-break space separates).
+        assert_eq!(tokens("a\u{a0}b"), vec!["a", "b"]);
     }
 }
