@@ -47,11 +47,17 @@ fn verdict(d: &Value) -> String {
 /// which incident, the ranked causes and the series. Later events are the wall clock's: after
 /// the data, each process closes the silent series' empty windows (traffic gone) as far as its
 /// watermark moved before it stopped, and its last incident opens, grows and is resolved at
-/// its stop accordingly.
+/// its stop accordingly. So is a resolution because a process stopped, whenever it is dated.
 fn incident_events(all: &[Value], end: u64) -> Vec<String> {
     let mut out: Vec<String> = all
         .iter()
         .filter(|d| d["event"]["dataset"] == "otelwatch.incident")
+        .filter(|d| {
+            !d["incident"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("(otelwatch stopped)")
+        })
         .filter(|d| {
             let at = d["@timestamp"].as_str().expect("an event time");
             otelwatch::model::time::parse_rfc3339_ns(at).expect("an event time") <= end

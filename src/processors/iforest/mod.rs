@@ -378,7 +378,7 @@ impl SeriesModel {
         features: &[f64; N_FEATURES],
     ) {
         if signal == Signal::Logs {
-            self.shares.accept(start_ns);
+            self.shares.accept(start_ns, cfg.min_deviation);
         }
         let deviations = self.deviations(signal, features, cfg.min_deviation);
         for (i, _, typical) in deviations {
@@ -1701,7 +1701,10 @@ impl IForestProcessor {
         } else {
             let mut d = model.deviations(rec.series.signal, &rec.features, cfg.min_deviation);
             if rec.series.signal == Signal::Logs {
-                if let Some((z, m, records)) = model.shares.shortfall(rec.start_ns, &rec.presence) {
+                if let Some((z, m, records)) = model
+                    .shares
+                    .shortfall((!rec.partial).then_some(rec.start_ns), &rec.presence)
+                {
                     if z.abs() >= cfg.min_deviation {
                         let typical = model.typical().0[log_feature::TEMPLATES];
                         d.push((log_feature::TEMPLATES, z, typical));

@@ -20,8 +20,11 @@
 //! line count have tests of their own.
 //!
 //! A window someone said is not an anomaly (the console's feedback) is learned as normal, and
-//! each usual template it was short of is accepted as far as it was short: a later window
-//! short of it by no more (`ACCEPT_MARGIN`) is not judged.
+//! each usual template it was short of past `min_deviation` is accepted as far as it was short,
+//! measured as the log ratio of the traces expected to write it to those that did (one added
+//! to both, as the root-cause ranking weighs a shortfall): a later window short of it by no
+//! more than a quarter further (`ACCEPT_MARGIN`) is not judged, and one far further off still
+//! is (0 of 4 expected accepted, 0 of 40 is news).
 //!
 //! Template ids are the window processor's, stable while it runs: the shares are not saved
 //! with the model, and after a restart (or a service moving to another instance) they are
@@ -54,7 +57,7 @@ struct Share {
     traces: f64,
     hits: f64,
     hits_sq_per_trace: f64,
-    /// The largest shortfall someone said is fine (1 − written / expected; 0: none).
+    /// The largest shortfall someone said is fine: ln((expected + 1) / (written + 1)) (0: none).
     accepted: f64,
 }
 
@@ -75,6 +78,11 @@ impl Share {
     }
 }
 
+/// How far short of `expected` traces `written` are: the log ratio with one added to both.
+fn off(written: f64, expected: f64) -> f64 {
+    ((expected + 1.0) / (written + 1.0)).ln()
+}
+
 /// What a window's shortfall of one usual template is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shortfall {
@@ -88,8 +96,9 @@ struct Remembered {
     start_ns: u64,
     /// What its traces wrote.
     presence: Presence,
-    /// Each template it was short of, and by how much (1 − written / expected).
-    deficits: Vec<(u64, f64)>,
+    /// Each template it was short of: by how much (ln((expected + 1) / (written + 1))), and
+    /// its z-score.
+    deficits: Vec<(u64, f64, f64)>,
 }
 
 /// A log series' usual templates.
@@ -173,8 +182,13 @@ impl TemplateShares {
     /// windows just before it that were short of it as much, their counts summed (a fault that
     /// lasts several windows of a few requests each is plain in their sum). Windows without
     /// traces neither join nor break a run. A template short by no more than feedback accepted
-    /// is not judged. `start_ns` names the window for feedback on it.
-    pub fn shortfall(&mut self, start_ns: u64, window: &Presence) -> Option<(f64, Shortfall, u64)> {
+    /// is not judged. `start_ns` names the window for feedback on it (`None`: not to be
+    /// remembered, as a partial window, whose lines may be among those skipped).
+    pub fn shortfall(
+        &mut self,
+        start_ns: Option<u64>,
+        window: &Presence,
+    ) -> Option<(f64, Shortfall, u64)> {
         let (presence, traces) = (&window.templates, window.traces);
         if traces == 0 || presence.is_empty() {
             return None;
@@ -182,6 +196,7 @@ impl TemplateShares {
         let n = traces as f64;
         let mut worst: Option<(f64, Shortfall, u64)> = None;
         let mut short = HashMap::new();
+        let mut deficits = Vec::new();
         for (id, s) in &self.by_id {
             if s.windows < MIN_WINDOWS || s.trouble {
                 continue;
@@ -189,7 +204,7 @@ impl TemplateShares {
             let hit = presence.iter().find(|t| t.id == *id);
             let x = hit.map_or(0.0, |t| f64::from(t.traces).min(n));
             let p = s.p();
-            if x >= n * p || 1.0 - x / (n * p) <= s.accepted * ACCEPT_MARGIN {
+            if x >= n * p || off(x, n * p) <= s.accepted * ACCEPT_MARGIN {
                 continue;
             }
             let phi = s.dispersion();
@@ -210,6 +225,7 @@ impl TemplateShares {
                     ns += wn;
                     z = z.min(test(xs, ns));
                 }
+                deficits.push((*id, off(x, n * p), z));
             }
             if worst.as_ref().is_none_or(|w| z < w.0) {
                 let records = hit.map_or(0, |t| u64::from(t.records));
@@ -227,17 +243,10 @@ impl TemplateShares {
                 ));
             }
         }
-        if !short.is_empty() {
+        if let Some(start_ns) = start_ns.filter(|_| !deficits.is_empty()) {
             if self.remembered.len() >= MAX_REMEMBERED {
                 self.remembered.pop_front();
             }
-            let deficits = short
-                .iter()
-                .filter_map(|(id, (x, n))| {
-                    let p = self.by_id.get(id)?.p();
-                    Some((*id, 1.0 - x / (n * p)))
-                })
-                .collect();
             self.remembered.push_back(Remembered {
                 start_ns,
                 presence: window.clone(),
@@ -252,16 +261,20 @@ impl TemplateShares {
     }
 
     /// Someone said the window of `start_ns` is not an anomaly: if it was short of usual
-    /// templates, it is learned as normal, and each template is accepted as far as it was
-    /// short. False when that window is not remembered (it was short of none, or long ago).
-    pub fn accept(&mut self, start_ns: u64) -> bool {
+    /// templates, it is learned as normal, and each template it was short of by a z-score of
+    /// `min_z` or more (as a cause is) is accepted as far as it was short. False when that
+    /// window is not remembered (it was short of none, or long ago).
+    pub fn accept(&mut self, start_ns: u64, min_z: f64) -> bool {
         let Some(at) = self.remembered.iter().position(|w| w.start_ns == start_ns) else {
             return false;
         };
         let Some(w) = self.remembered.remove(at) else {
             return false;
         };
-        for (id, deficit) in w.deficits {
+        for (id, deficit, z) in w.deficits {
+            if z > -min_z {
+                continue;
+            }
             if let Some(s) = self.by_id.get_mut(&id) {
                 s.accepted = s.accepted.max(deficit);
             }
@@ -308,7 +321,7 @@ mod tests {
         // Template 2 is written by 14 or 16 of 20 traces: steady.
         let mut steady = learned(|k| if k % 2 == 0 { 14 } else { 16 });
         let (z, found, _) = steady
-            .shortfall(0, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
+            .shortfall(None, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .unwrap();
         assert!(z < -6.0, "{z}");
         assert_eq!(found.text.as_ref(), "line 2");
@@ -317,13 +330,13 @@ mod tests {
         assert!((found.missing.expected - 15.0).abs() < 0.5, "{found:?}");
         // 12 of 20 is within what a binomial count gives.
         let (z, _, _) = steady
-            .shortfall(0, &window(&[(1, 20), (2, 12)], LogLevel::Other, 20))
+            .shortfall(None, &window(&[(1, 20), (2, 12)], LogLevel::Other, 20))
             .unwrap();
         assert!(z > -4.0, "{z}");
         // The same average share, but from windows of all or none: none is ordinary there.
         let mut swinging = learned(|k| if k % 4 == 0 { 0 } else { 20 });
         let z = swinging
-            .shortfall(0, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
+            .shortfall(None, &window(&[(1, 20), (2, 0)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -4.0, "a share that swings between all and none: {z}");
     }
@@ -333,26 +346,26 @@ mod tests {
         let mut s = learned(|_| 18);
         // 0 of 4 traces, window after window: weak alone, plain together.
         let alone = s
-            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(None, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(alone > -4.0 && alone <= -POOL_JOIN, "{alone}");
         let second = s
-            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(None, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         let third = s
-            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(None, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!(second < alone && third < second, "{alone} {second} {third}");
         assert!(third < -4.0, "{third}");
         // A window that writes it as usual breaks the run.
         assert!(s
-            .shortfall(0, &window(&[(1, 4), (2, 4)], LogLevel::Other, 4))
+            .shortfall(None, &window(&[(1, 4), (2, 4)], LogLevel::Other, 4))
             .is_none_or(|x| x.0 > -POOL_JOIN));
         let after = s
-            .shortfall(0, &window(&[(1, 4)], LogLevel::Other, 4))
+            .shortfall(None, &window(&[(1, 4)], LogLevel::Other, 4))
             .unwrap()
             .0;
         assert!((after - alone).abs() < 1e-9, "{after} {alone}");
@@ -366,7 +379,7 @@ mod tests {
             s.learn(&window(&[(2, 20)], LogLevel::Error, 20));
         }
         let z = s
-            .shortfall(0, &window(&[(1, 20)], LogLevel::Other, 20))
+            .shortfall(None, &window(&[(1, 20)], LogLevel::Other, 20))
             .map_or(0.0, |x| x.0);
         assert!(z > -POOL_JOIN, "errors gone are no news: {z}");
         let mut young = TemplateShares::default();
@@ -374,7 +387,7 @@ mod tests {
             young.learn(&window(&[(1, 20), (2, 20)], LogLevel::Other, 20));
         }
         assert!(young
-            .shortfall(0, &window(&[(1, 20)], LogLevel::Other, 20))
+            .shortfall(None, &window(&[(1, 20)], LogLevel::Other, 20))
             .is_none());
     }
 }

@@ -856,9 +856,24 @@ fn a_usual_line_said_not_to_be_missed_stops_alarming_and_another_line_missed_sti
     let mut again = unpriced(206);
     p.score(&mut again);
     assert!(!again.is_anomaly(), "{:?}", again.anomaly);
+    // Far further off is news again: none of five times as many requests finds its price.
+    let mut far = priced_window(&key, 207, 100, 0);
+    far.features[TEMPLATES] = 2.0;
+    p.score(&mut far);
+    let a = far.anomaly.clone().unwrap();
+    assert!(a.is_anomaly, "{a:?}");
+    assert!(
+        a.contributions
+            .iter()
+            .any(|c| c.feature == "template_count"),
+        "{a:?}"
+    );
+    for k in 208..212 {
+        usual(&mut p, k);
+    }
     // What was accepted is that line's shortfall: a window whose requests stop writing the
     // other usual line still alarms, with the same line count.
-    let mut other = priced_window(&key, 207, 20, 20);
+    let mut other = priced_window(&key, 212, 20, 20);
     other.presence.templates.retain(|t| t.id != 1);
     other.features[LOG_COUNT] = 20.0;
     p.score(&mut other);

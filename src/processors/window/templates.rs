@@ -309,10 +309,9 @@ impl TemplateMiner {
         self.templates.get(&id)
     }
 
-    /// The leaf for `tokens`: the length, then up to `prefix_tokens` tokens, each replaced by
-    /// `<*>` when it is a parameter or its node already has `max_children` other children.
-    /// The leaf of the tree a message's tokens lead to, as its prefix tokens (each a token
-    /// of the message, or `<*>`) written into `steps`; how many there are.
+    /// The leaf for `tokens`: the length, then up to `prefix_tokens` tokens (at most
+    /// `MAX_PREFIX_TOKENS`), each replaced by `<*>` when it is a parameter or its node already
+    /// has `max_children` other children. The steps are written into `steps`; returns how many.
     fn group<'a>(
         &mut self,
         service: &str,
