@@ -84,17 +84,36 @@ pub mod metric_feature {
     pub const VALUE_CHANGE: usize = 9;
 }
 
+/// The ten features of a network series (`signal: network`: the calls of one caller → callee
+/// edge whose callee's own span was seen, each call's time beyond that span), by their
+/// contract names, in the layout of the span features (`feature::*`), so that they are judged
+/// as a span series' are.
+pub const NETWORK_FEATURE_NAMES: [&str; N_FEATURES] = [
+    "joined_call_count",
+    "transport_error_rate",
+    "transport_client_error_rate",
+    "network_mean_ms",
+    "network_p50_ms",
+    "network_p95_ms",
+    "network_p99_ms",
+    "network_max_ms",
+    "network_stddev_ms",
+    "joined_call_count_change",
+];
+
 /// The label that names a metric series' metric (first in its key's labels).
 pub const METRIC_LABEL: &str = "metric.name";
 
 /// What a series' windows count: a service's (or edge's) requests, from spans, a service's
-/// log records, or one of a service's metrics.
+/// log records, one of a service's metrics, or an edge's time between caller and callee.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
     #[default]
     Spans,
     Logs,
     Metrics,
+    /// The calls of an edge joined with their callee's own span (`NETWORK_FEATURE_NAMES`).
+    Network,
 }
 
 impl Signal {
@@ -103,6 +122,7 @@ impl Signal {
             Signal::Spans => "spans",
             Signal::Logs => "logs",
             Signal::Metrics => "metrics",
+            Signal::Network => "network",
         }
     }
 
@@ -111,6 +131,7 @@ impl Signal {
             "spans" => Some(Signal::Spans),
             "logs" => Some(Signal::Logs),
             "metrics" => Some(Signal::Metrics),
+            "network" => Some(Signal::Network),
             _ => None,
         }
     }
@@ -121,6 +142,7 @@ impl Signal {
             Signal::Spans => &FEATURE_NAMES,
             Signal::Logs => &LOG_FEATURE_NAMES,
             Signal::Metrics => &METRIC_FEATURE_NAMES,
+            Signal::Network => &NETWORK_FEATURE_NAMES,
         }
     }
 }
@@ -264,6 +286,14 @@ impl SeriesKey {
         }
     }
 
+    /// The time between `caller` and `target` beyond the callee's own spans.
+    pub fn network(caller: &str, target: &str) -> Self {
+        Self {
+            signal: Signal::Network,
+            ..Self::edge(caller, target)
+        }
+    }
+
     /// The callers' view of a dependency: `caller → target`.
     pub fn edge(caller: &str, target: &str) -> Self {
         Self {
@@ -289,8 +319,10 @@ impl fmt::Display for SeriesKey {
         for (k, v) in labels {
             write!(f, " [{k}={v}]")?;
         }
-        if self.signal == Signal::Logs {
-            f.write_str(" (logs)")?;
+        match self.signal {
+            Signal::Logs => f.write_str(" (logs)")?,
+            Signal::Network => f.write_str(" (network)")?,
+            _ => {}
         }
         Ok(())
     }
@@ -454,7 +486,7 @@ impl WindowRecord {
     /// How much of its window the record saw: its requests, log records or metric points.
     pub fn seen(&self) -> f64 {
         match self.series.signal {
-            Signal::Spans => self.features[feature::REQUEST_COUNT],
+            Signal::Spans | Signal::Network => self.features[feature::REQUEST_COUNT],
             Signal::Logs => self.features[log_feature::LOG_COUNT],
             Signal::Metrics => self.features[metric_feature::POINTS],
         }

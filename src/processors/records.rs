@@ -303,7 +303,7 @@ fn split_window(r: &mut WindowRecord) {
     r.partial = true;
     let names = r.series.signal.feature_names();
     let counts: &[usize] = match r.series.signal {
-        Signal::Spans => &[feature::REQUEST_COUNT, feature::THROUGHPUT_CHANGE],
+        Signal::Spans | Signal::Network => &[feature::REQUEST_COUNT, feature::THROUGHPUT_CHANGE],
         Signal::Logs => &[
             log_feature::LOG_COUNT,
             log_feature::LOG_COUNT_CHANGE,

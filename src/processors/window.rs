@@ -10,6 +10,7 @@
 //!     service_ttl: 1h          # series not seen for this long get no more (empty) windows
 //!     max_services: 10000        # services + edges + groups held at once
 //!     edges: true              # the callers' view of each dependency (CLIENT/PRODUCER spans)
+//!     network: true            # per edge, each call's time beyond the span that served it
 //!     group_by: [http.route]   # extra series per value of these attributes
 //!     max_log_templates: 5000  # log templates held across all services (least recently seen go)
 //!     metrics:                 # in a metrics pipeline: which metrics make series
@@ -18,6 +19,12 @@
 //!       attribute: ""          # e.g. k8s.pod.name: a series per service, metric and value
 //!       max_streams: 100000    # cumulative streams remembered for their differences
 //! ```
+//!
+//! With `network` (and `edges`), each CLIENT span is joined with the SERVER span it is the
+//! parent of (same trace; the two arrive in any order): the call's duration less the served
+//! span's is the time spent between the two services, and each edge whose calls are joined
+//! gets a network series (`Signal::Network`, `joins.rs`) in the call's window. Calls to
+//! services that send no spans (a database) join nothing and make no such series.
 //!
 //! In a metrics pipeline, each selected metric of a service is a series (`metrics.rs` says how
 //! gauges, sums and histograms become its ten features); a point's event time is its
@@ -71,6 +78,7 @@ pub struct WindowConfig {
     pub service_ttl: ConfigDuration,
     pub max_services: usize,
     pub edges: bool,
+    pub network: bool,
     pub group_by: Vec<String>,
     pub max_log_templates: usize,
     pub metrics: MetricsConfig,
@@ -84,6 +92,7 @@ impl Default for WindowConfig {
             service_ttl: ConfigDuration::from_secs(3600),
             max_services: 10_000,
             edges: true,
+            network: true,
             group_by: Vec::new(),
             max_log_templates: 5000,
             metrics: MetricsConfig::default(),
@@ -497,6 +506,15 @@ pub fn throughput_change(count: u64, previous: Option<u64>) -> f64 {
     }
 }
 
+/// What a span offers the join of calls with the spans that served them (`joins.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinAs {
+    /// A CLIENT span, by its span id.
+    Call(u64),
+    /// A SERVER span, by its parent's span id.
+    Served(u64),
+}
+
 struct Series {
     key: Arc<SeriesKey>,
     /// Open windows by start time.
@@ -527,6 +545,8 @@ enum Observed {
         client_error: bool,
         /// Its trace id (zeros when it has none).
         trace: [u8; 16],
+        /// Set on a span's own series' observation (not its group's) when calls are joined.
+        join: Option<JoinAs>,
     },
     Log {
         level: LogLevel,
@@ -597,6 +617,10 @@ pub struct WindowProcessor {
     ttl_ns: u64,
     max_services: usize,
     edges: bool,
+    /// Calls joined with the spans that served them (with `edges` only).
+    network: bool,
+    joins: joins::Joins,
+    joins_full: Counter,
     group_by: Vec<Arc<str>>,
     /// Looked up once per span: a fast hasher, seeded at random per process (series keys are
     /// the clients' names).
@@ -731,6 +755,13 @@ impl WindowProcessor {
             ttl_ns: cfg.service_ttl.get().as_nanos() as u64,
             max_services: cfg.max_services,
             edges: cfg.edges,
+            network: cfg.network && cfg.edges,
+            joins: Default::default(),
+            joins_full: telemetry.counter(
+                "otelwatch_window_unjoined_spans_total",
+                "Calls and served spans not joined because joins::MAX_PENDING halves were waiting (no network time for them).",
+                labels(),
+            ),
             group_by: cfg.group_by.iter().map(|k| k.as_str().into()).collect(),
             series: Default::default(),
             known: Default::default(),
@@ -986,22 +1017,18 @@ impl WindowProcessor {
         // older ones late (a request may group a minute of points by resource).
         let first_open = (self.max_event_ns != 0).then(|| self.window_start(self.watermark()));
         let mut raised = false;
+        let mut joined = Vec::new();
         for o in obs {
-            if o.end_ns == 0 {
+            if !self.place(&o, first_open, future_limit) {
                 continue;
             }
-            if o.end_ns > future_limit {
-                self.future_spans.inc();
-                continue;
-            }
-            let start = self.window_start(o.end_ns);
-            // A known series is looked up once (in `add`); `track` makes a new one.
-            let added = self.add(&o, start)
-                || (!self.series.contains_key(&o.key)
-                    && self.track(&o.key, start, first_open)
-                    && self.add(&o, start));
-            if !added {
-                continue;
+            if let Observed::Span {
+                join: Some(join), ..
+            } = &o.what
+            {
+                if let Some(j) = self.join(&o, *join) {
+                    joined.push(j);
+                }
             }
             if o.end_ns > clock_limit {
                 self.ahead_spans.inc();
@@ -1012,9 +1039,78 @@ impl WindowProcessor {
                 raised = true;
             }
         }
+        // A call's time between the two services goes to its window, as the call does.
+        for o in joined {
+            self.place(&o, first_open, future_limit);
+        }
+        if let Some(first_open) = first_open {
+            self.joins.expire(first_open);
+        }
         if raised {
             self.last_data = Instant::now();
         }
+    }
+
+    /// Adds an observation to its series' window (making the series if need be); false when it
+    /// has no event time, ends too far ahead, is late, or the series cap keeps it out.
+    fn place(&mut self, o: &Observation, first_open: Option<u64>, future_limit: u64) -> bool {
+        if o.end_ns == 0 {
+            return false;
+        }
+        if o.end_ns > future_limit {
+            self.future_spans.inc();
+            return false;
+        }
+        let start = self.window_start(o.end_ns);
+        // A known series is looked up once (in `add`); `track` makes a new one.
+        self.add(o, start)
+            || (!self.series.contains_key(&o.key)
+                && self.track(&o.key, start, first_open)
+                && self.add(o, start))
+    }
+
+    /// Offers a span to the join of calls with the spans that served them: the call's network
+    /// observation once both halves are in.
+    fn join(&mut self, o: &Observation, join: JoinAs) -> Option<Observation> {
+        let Observed::Span {
+            ms,
+            error,
+            client_error,
+            trace,
+            ..
+        } = &o.what
+        else {
+            return None;
+        };
+        let end = joins::End {
+            end_ns: o.end_ns,
+            ms: *ms,
+            error: *error,
+            client_error: *client_error,
+        };
+        let trace_n = joins::trace_number(trace);
+        let got = match join {
+            JoinAs::Call(span) => self.joins.call(trace_n, span, &o.key, end),
+            JoinAs::Served(parent) => self.joins.served(trace_n, parent, end),
+        };
+        let j = match got {
+            Ok(j) => j?,
+            Err(joins::Full) => {
+                self.joins_full.inc();
+                return None;
+            }
+        };
+        Some(Observation {
+            key: j.key,
+            end_ns: j.end_ns,
+            what: Observed::Span {
+                ms: j.ms,
+                error: j.error,
+                client_error: j.client_error,
+                trace: *trace,
+                join: None,
+            },
+        })
     }
 
     /// Makes sure `key` has a series (its first window the one starting at `start`, or the
@@ -1161,6 +1257,7 @@ impl WindowProcessor {
                     error,
                     client_error,
                     trace,
+                    ..
                 },
             ) => {
                 acc.add(*ms, *error, *client_error);
@@ -1242,7 +1339,7 @@ impl WindowProcessor {
                         }
                         let mut f = [0.0; N_FEATURES];
                         match s.key.signal {
-                            Signal::Spans => {
+                            Signal::Spans | Signal::Network => {
                                 f[feature::THROUGHPUT_CHANGE] =
                                     throughput_change(0, s.previous_count)
                             }
@@ -1367,6 +1464,7 @@ impl Processor for WindowProcessor {
     }
 }
 
+pub mod joins;
 mod latency;
 pub mod logs;
 pub mod metrics;

@@ -334,6 +334,10 @@ fn series_key(q: &HashMap<String, String>) -> Result<SeriesKey, String> {
             Some(t) => SeriesKey::edge(service, t),
             None => SeriesKey::service(service),
         },
+        Signal::Network => {
+            let target = q.get("target").ok_or("target= is required for network")?;
+            SeriesKey::network(service, target)
+        }
         Signal::Logs => SeriesKey::logs(service),
         Signal::Metrics => {
             let metric = q.get("metric").ok_or("metric= is required for metrics")?;

@@ -191,6 +191,10 @@ fn any_value<'a>(b: &'a [u8], prior: AttrValue<'a>) -> Result<AttrValue<'a>, Wir
 pub struct SpanView<'a> {
     /// Empty when the span has none.
     pub trace_id: &'a [u8],
+    /// Empty when the span has none.
+    pub span_id: &'a [u8],
+    /// Empty for a root span.
+    pub parent_span_id: &'a [u8],
     pub kind: i32,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
@@ -203,6 +207,8 @@ impl<'a> SpanView<'a> {
     fn read(raw: &'a [u8]) -> Result<Self, WireError> {
         let mut s = SpanView {
             trace_id: b"",
+            span_id: b"",
+            parent_span_id: b"",
             kind: 0,
             start_time_unix_nano: 0,
             end_time_unix_nano: 0,
@@ -213,6 +219,8 @@ impl<'a> SpanView<'a> {
             let f = f?;
             match (f.number, f.value) {
                 (1, Value::Bytes(b)) => s.trace_id = b,
+                (2, Value::Bytes(b)) => s.span_id = b,
+                (4, Value::Bytes(b)) => s.parent_span_id = b,
                 (6, Value::Varint(v)) => s.kind = v as i32,
                 (7, Value::Fixed64(v)) => s.start_time_unix_nano = v,
                 (8, Value::Fixed64(v)) => s.end_time_unix_nano = v,
@@ -227,7 +235,7 @@ impl<'a> SpanView<'a> {
                     }
                 }
                 (9, Value::Bytes(_)) => {}
-                (1 | 6 | 7 | 8 | 9 | 15, _) => {
+                (1 | 2 | 4 | 6 | 7 | 8 | 9 | 15, _) => {
                     return Err(WireError("wrong wire type in a Span"));
                 }
                 _ => {}

@@ -585,7 +585,7 @@ impl SeriesModel {
         match signal {
             Signal::Logs => return self.log_deviations(f, min_dev),
             Signal::Metrics => return self.metric_deviations(f, min_dev),
-            Signal::Spans => {}
+            Signal::Spans | Signal::Network => {}
         }
         use feature::*;
         let (centre, spread) = self.typical_spans();
@@ -686,6 +686,11 @@ impl SeriesModel {
             if z.abs() >= bar {
                 out.push((i, z, m));
             }
+        }
+        if signal == Signal::Network {
+            // A network series counts the calls its edge's record counts already (those whose
+            // callee's span was seen): its traffic is the edge's news, not its own.
+            out.retain(|(i, _, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE);
         }
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out

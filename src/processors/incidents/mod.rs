@@ -521,7 +521,18 @@ impl IncidentsProcessor {
         touched: &[usize],
         start_ns: u64,
     ) -> bool {
-        let series: BTreeSet<&SeriesKey> = members.iter().map(|&i| &*records[i].series).collect();
+        // An edge's network record and its record of spans are two views of the same calls
+        // (one slow call makes both): one piece of evidence.
+        let series: BTreeSet<SeriesKey> = members
+            .iter()
+            .map(|&i| match &*records[i].series {
+                s if s.signal == Signal::Network => SeriesKey {
+                    signal: Signal::Spans,
+                    ..s.clone()
+                },
+                s => s.clone(),
+            })
+            .collect();
         if traced && (series.len() >= 2 || !self.cfg.corroborate) {
             return true;
         }
@@ -529,7 +540,7 @@ impl IncidentsProcessor {
             let o = &self.open[j];
             o.pending
                 && o.last_start_ns < start_ns
-                && (o.traced || traced || series.iter().any(|s| o.listed.contains(*s)))
+                && (o.traced || traced || series.iter().any(|s| o.listed.contains(s)))
         })
     }
 

@@ -24,6 +24,13 @@
 //!   fall is more often effect than cause. A rise counts in full: waiting makes none (a
 //!   service that calls its callees more often than usual has changed what it does).
 //!
+//! - **Time between two services is theirs.** A network record (a caller → callee edge's calls
+//!   joined with the spans that served them) that says its calls took longer beyond the
+//!   callee's own spans points at the network of one of the two (or the callee's accept queue,
+//!   the caller's connection pool). A delay at a service's network shows in every call to and
+//!   from it: the evidence is split between the two by the share of each one's network records
+//!   that are anomalous, evenly leaning to the callee.
+//!
 //! Many records can say the same thing: every caller of a slow service sees it slow, every call
 //! of a starved one is slow, and its CPU and memory rise together. They are views of one fact,
 //! not independent evidence, so the evidence that reaches a service is pooled by the way it
@@ -39,7 +46,7 @@
 use super::CallGraph;
 use crate::model::window::{
     feature, log_feature, Missing, SeriesKey, Signal, WindowRecord, FEATURE_NAMES,
-    LOG_FEATURE_NAMES,
+    LOG_FEATURE_NAMES, NETWORK_FEATURE_NAMES,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -57,11 +64,20 @@ pub struct Scored {
 /// its traffic.
 fn is_up(name: &str) -> bool {
     name.starts_with("latency_")
+        || is_network(name)
         || name == FEATURE_NAMES[feature::ERROR_RATE]
         || name == LOG_FEATURE_NAMES[log_feature::ERROR_RATE]
         || name == LOG_FEATURE_NAMES[log_feature::NEW_ERROR_TEMPLATES]
         || name == LOG_FEATURE_NAMES[log_feature::TOP_ERROR_TEMPLATE]
         || name == LOG_FEATURE_NAMES[log_feature::TEMPLATES]
+}
+
+/// A network record's time between the two services, or its calls failing where the spans
+/// that served them did not.
+fn is_network(name: &str) -> bool {
+    name.starts_with("network_")
+        || name == NETWORK_FEATURE_NAMES[feature::ERROR_RATE]
+        || name == NETWORK_FEATURE_NAMES[feature::CLIENT_ERROR_RATE]
 }
 
 /// The usual template a log record's traces wrote too seldom, if that is among its causes.
@@ -115,6 +131,8 @@ struct Node<'a> {
     out_edges: Vec<&'a WindowRecord>,
     /// Its most anomalous metric.
     metric: Option<(f64, &'a WindowRecord)>,
+    /// Active network records of its calls and of the calls to it.
+    net: Vec<&'a WindowRecord>,
 }
 
 fn best<'a>(
@@ -171,6 +189,8 @@ enum Via {
     Metric,
     /// A change of traffic it started.
     Traffic,
+    /// The time between it and the services it calls or is called by.
+    Network,
 }
 
 /// Evidence that ends with each service, kept apart per way it came and record it came from.
@@ -204,6 +224,20 @@ impl Pooled {
         by.values().sum()
     }
 
+    /// The strongest record of one way evidence reached `n`, and of the other ways together.
+    fn way(&self, n: &str, via: Via) -> (f64, f64) {
+        let Some(parts) = self.0.get(n) else {
+            return (0.0, 0.0);
+        };
+        let mut by: BTreeMap<Via, f64> = BTreeMap::new();
+        for ((v, _), m) in parts {
+            let e = by.entry(*v).or_default();
+            *e = e.max(*m);
+        }
+        let this = by.remove(&via).unwrap_or(0.0);
+        (this, by.values().sum())
+    }
+
     fn names(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.keys()
     }
@@ -220,6 +254,50 @@ impl Flow<'_, '_> {
             return 0.0;
         }
         edges.iter().map(|r| up(r)).sum::<f64>() / edges.len() as f64
+    }
+
+    /// The mean anomaly of a service's active network records: of the calls to it
+    /// (`incoming`), or of its calls.
+    fn net_share(&self, n: &str, incoming: bool) -> f64 {
+        let Some(x) = self.nodes.get(n) else {
+            return 0.0;
+        };
+        let (sum, count) = x
+            .net
+            .iter()
+            .filter(|r| match incoming {
+                true => r.series.target.as_deref() == Some(n),
+                false => *r.series.service == *n,
+            })
+            .fold((0.0, 0usize), |(s, c), r| (s + up(r), c + 1));
+        if count == 0 {
+            0.0
+        } else {
+            sum / count as f64
+        }
+    }
+
+    /// Evidence `m` of an anomalous network record: split between its two services as a slow
+    /// call is. Every caller waiting beyond the callee's spans points at the callee's side
+    /// (its network, its accept queue); every call of the caller doing so, at the caller's (its
+    /// network, its connection pool). Evenly, it leans to the callee.
+    fn network(&mut self, r: &WindowRecord, m: f64) {
+        let Some(callee) = r.series.target.clone() else {
+            return;
+        };
+        let caller = r.series.service.clone();
+        let (sa, sb) = (
+            self.net_share(&caller, false),
+            self.net_share(&callee, true),
+        );
+        let wb = if sa + sb > 0.0 {
+            (sb / (sa + sb)).max(if sb >= sa { 0.5 + 1e-3 } else { 0.0 })
+        } else {
+            1.0
+        };
+        self.up
+            .add(caller, Via::Network, self.origin, m * (1.0 - wb));
+        self.up.add(callee, Via::Network, self.origin, m * wb);
     }
 
     /// How much of `n`'s own anomaly its anomalous calls explain, in [0, 1]: by milliseconds
@@ -256,12 +334,15 @@ impl Flow<'_, '_> {
         1.0 - self.explained(n, &slow)
     }
 
-    /// Latency or error evidence `m` that arrives at `n`'s own spans.
+    /// Latency or error evidence `m` that arrives at `n`'s own spans. Its anomalous calls
+    /// explain it, and so does the time its calls spent between it and their callees (its
+    /// network records).
     fn settle(&mut self, n: &Arc<str>, m: f64, depth: usize) {
         let slow: Vec<(&WindowRecord, f64)> = match self.nodes.get(n) {
             Some(x) if depth < MAX_DEPTH => x
                 .out_edges
                 .iter()
+                .chain(x.net.iter().filter(|r| r.series.service == *n))
                 .filter(|r| r.series.target.as_deref() != Some(&**n))
                 .map(|r| (*r, up(r)))
                 .filter(|(_, e)| *e > 0.0)
@@ -272,7 +353,11 @@ impl Flow<'_, '_> {
         self.up.add(n.clone(), self.own, self.origin, m * (1.0 - d));
         let sum: f64 = slow.iter().map(|(_, e)| e).sum();
         for (r, e) in slow {
-            self.edge(r, m * d * e / sum, depth + 1);
+            if r.series.signal == Signal::Network {
+                self.network(r, m * d * e / sum);
+            } else {
+                self.edge(r, m * d * e / sum, depth + 1);
+            }
         }
     }
 
@@ -360,11 +445,22 @@ fn latency_rises(r: &WindowRecord) -> Vec<(&'static str, f64)> {
         .map(|a| {
             a.contributions
                 .iter()
-                .filter(|c| c.feature.starts_with("latency_") && c.feature != "latency_stddev_ms")
-                .map(|c| (c.feature, (c.actual - c.typical).max(0.0)))
+                .filter_map(|c| {
+                    let stat = statistic(c.feature)?;
+                    (stat != "stddev_ms").then(|| (stat, (c.actual - c.typical).max(0.0)))
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The statistic a latency or network time feature is (`mean_ms` of `latency_mean_ms` and of
+/// `network_mean_ms`): a call's time between two services is set against a caller's latency
+/// on the same statistic.
+fn statistic(feature: &'static str) -> Option<&'static str> {
+    feature
+        .strip_prefix("latency_")
+        .or_else(|| feature.strip_prefix("network_"))
 }
 
 /// How many milliseconds slower `a` and `b` are than typical, measured on the same statistic:
@@ -401,7 +497,7 @@ fn magnitude(r: &WindowRecord) -> f64 {
             .map(|(_, m)| ((m.expected + 1.0) / (m.traces as f64 + 1.0)).ln().max(0.1))
             .unwrap_or(0.1);
     }
-    let eps = if c.feature.starts_with("latency_") {
+    let eps = if c.feature.starts_with("latency_") || c.feature.starts_with("network_") {
         1.0
     } else {
         0.01
@@ -506,7 +602,9 @@ pub fn score_window(
         if e <= 0.0 {
             continue;
         }
-        if r.series.target.is_some() {
+        if r.series.signal == Signal::Network {
+            flow.network(r, e);
+        } else if r.series.target.is_some() {
             flow.edge(r, e, 0);
         } else {
             flow.settle(&r.series.service, e, 0);
@@ -570,6 +668,17 @@ fn nodes_of<'a>(
             continue;
         }
         let active = r.features[feature::REQUEST_COUNT] > 0.0 || r.is_anomaly();
+        if r.series.signal == Signal::Network {
+            if let (Some(t), true) = (&r.series.target, active) {
+                nodes.entry(t.clone()).or_default().net.push(r);
+                nodes
+                    .entry(r.series.service.clone())
+                    .or_default()
+                    .net
+                    .push(r);
+            }
+            continue;
+        }
         match &r.series.target {
             Some(t) => {
                 if !active {
@@ -594,7 +703,11 @@ fn nodes_of<'a>(
 /// Why a service is ranked where it is: by the latency/error evidence it kept (`by_up`), or
 /// by the change of traffic it started.
 fn reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> String {
-    let base = span_reason(name, n, flow, by_up);
+    let (net, other) = flow.up.way(name, Via::Network);
+    let base = match network_reason(name, n) {
+        Some(r) if by_up && net >= other => r,
+        _ => span_reason(name, n, flow, by_up),
+    };
     let Some(metric) = n
         .metric
         .and_then(|(_, r)| strength(r, is_metric).map(|(_, c)| (r, c)))
@@ -620,6 +733,54 @@ fn reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> St
         return format!("{name}: {metric}{tail}");
     }
     format!("{base}; {metric}")
+}
+
+/// Why a service is suspected of a delay (or failures) between it and its peers: how many of
+/// its callers wait beyond its own spans, and how many of its calls beyond the spans that
+/// serve them; the record farthest from typical in words.
+fn network_reason(name: &str, n: &Node<'_>) -> Option<String> {
+    let (_, worst, c) = n
+        .net
+        .iter()
+        .filter_map(|r| strength(r, is_up).map(|(_, c)| (magnitude(r), *r, c)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let count = |incoming: bool| {
+        let mine = n.net.iter().filter(|r| match incoming {
+            true => r.series.target.as_deref() == Some(name),
+            false => *r.series.service == *name,
+        });
+        let all = mine.clone().count();
+        (mine.filter(|r| up(r) > 0.0).count(), all)
+    };
+    let callers = match count(true) {
+        (0, _) => None,
+        (_, 1) => Some("its caller waits beyond its own spans".to_string()),
+        (k, m) if k == m => Some(format!("all {m} callers wait beyond its own spans")),
+        (1, m) => Some(format!("1 of {m} callers waits beyond its own spans")),
+        (k, m) => Some(format!("{k} of {m} callers wait beyond its own spans")),
+    };
+    let calls = match count(false) {
+        (0, _) => None,
+        (_, 1) => Some("its one call waits beyond the span that serves it".to_string()),
+        (k, m) if k == m => Some(format!(
+            "all {m} of its calls wait beyond the spans that serve them"
+        )),
+        (1, m) => Some(format!(
+            "1 of its {m} calls waits beyond the spans that serve it"
+        )),
+        (k, m) => Some(format!(
+            "{k} of its {m} calls wait beyond the spans that serve them"
+        )),
+    };
+    let what: Vec<String> = callers.into_iter().chain(calls).collect();
+    Some(format!(
+        "{name}: {} ({} → {} {} {})",
+        what.join(", and "),
+        worst.series.service,
+        worst.series.target.as_deref().unwrap_or("?"),
+        c.feature,
+        ratio_text(c.actual, c.typical)
+    ))
 }
 
 fn span_reason(name: &Arc<str>, n: &Node<'_>, flow: &Flow<'_, '_>, by_up: bool) -> String {

@@ -1361,3 +1361,86 @@ fn a_usual_log_line_a_service_stopped_writing_is_its_own_evidence_and_named() {
         "{reason}"
     );
 }
+
+/// A network record of `caller → callee` in window `w`: normal, or its calls `ms` beyond the
+/// spans that served them (typically 4).
+fn network(caller: &str, callee: &str, w: u64, ms: Option<f64>) -> WindowRecord {
+    let mut r = record(
+        caller,
+        Some(callee),
+        w,
+        ms.map(|ms| ("network_mean_ms", ms, 4.0)),
+    );
+    r.series = Arc::new(SeriesKey::network(caller, callee));
+    r
+}
+
+#[test]
+fn a_delay_between_two_services_is_the_one_whose_other_calls_are_on_time() {
+    // frontend calls checkout and catalog; admin calls checkout too. Every record of spans is
+    // as usual but frontend's own latency: each call to checkout took 2 s more beyond
+    // checkout's own spans (checkout's requests are often that slow, so the edge's latency is
+    // no news; the time between the two is).
+    let delayed = |w: u64, slow: &[(&str, &str)]| {
+        let mut recs = window(
+            w,
+            &[("frontend", None, Some(("latency_mean_ms", 2400.0, 400.0)))],
+        );
+        for (a, b) in [
+            ("frontend", "checkout"),
+            ("frontend", "catalog"),
+            ("admin", "checkout"),
+            ("checkout", "payments"),
+        ] {
+            let ms = slow.contains(&(a, b)).then_some(2004.0);
+            recs.push(network(a, b, w, ms));
+        }
+        recs
+    };
+    // The delay is at checkout: frontend's other call is on time, and frontend's slowness is
+    // the time its call spent between the two.
+    let mut p = processor(3);
+    let events = run(
+        &mut p,
+        vec![normal(0), delayed(1, &[("frontend", "checkout")])],
+    );
+    let causes = &events.last().expect("an incident").incident.root_cause;
+    assert_eq!(&*causes[0].service, "checkout", "{causes:#?}");
+    assert!(
+        causes[0]
+            .reason
+            .contains("frontend → checkout network_mean_ms 501.0× typical"),
+        "{}",
+        causes[0].reason
+    );
+    // The delay is at frontend: every call it makes waits, while checkout's other caller does
+    // not.
+    let mut p = processor(3);
+    let events = run(
+        &mut p,
+        vec![
+            normal(0),
+            delayed(1, &[("frontend", "checkout"), ("frontend", "catalog")]),
+        ],
+    );
+    let causes = &events.last().expect("an incident").incident.root_cause;
+    assert_eq!(&*causes[0].service, "frontend", "{causes:#?}");
+}
+
+#[test]
+fn an_edges_network_record_beside_its_record_of_spans_is_one_piece_of_evidence() {
+    // One slow call makes both the edge's latency and its time between the two services
+    // anomalous: the same calls seen twice, not two pieces of evidence.
+    let slow_call = |w: u64| {
+        let mut recs = window(w, &[("checkout", Some("payments"), SLOW)]);
+        recs.push(network("checkout", "payments", w, Some(300.0)));
+        recs
+    };
+    let mut p = processor(3);
+    let events = run(&mut p, vec![normal(0), slow_call(1), normal(2)]);
+    assert_eq!(opened(&events), 0, "{events:#?}");
+    // Persisting, it is news.
+    let mut p = processor(3);
+    let events = run(&mut p, vec![normal(0), slow_call(1), slow_call(2)]);
+    assert_eq!(opened(&events), 1, "{events:#?}");
+}

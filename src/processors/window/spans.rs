@@ -3,7 +3,8 @@
 //! (`otlp::view`: no object tree, nothing allocated per span), else from the decoded request;
 //! the same rules either way (`classify_by`, `edge_target_by`), and the tests compare the two.
 
-use super::{attr_str, attr_text, Names, Observation, Observed, WindowProcessor};
+use super::joins::span_number;
+use super::{attr_str, attr_text, JoinAs, Names, Observation, Observed, WindowProcessor};
 use crate::model::window::SeriesKey;
 use crate::otlp::view::{for_each_span, AttrValue};
 use crate::otlp::wire::WireError;
@@ -112,6 +113,7 @@ struct SpanRead<'a> {
     trace: [u8; 16],
     /// The callee, for a call.
     target: Option<&'a str>,
+    join: Option<JoinAs>,
 }
 
 /// Whether a span of this kind makes a series: requests always, calls when edges are on.
@@ -119,6 +121,21 @@ fn tracked(kind: i32, edges: bool) -> Option<bool> {
     let is_request = kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32;
     let is_call = kind == SpanKind::Client as i32 || kind == SpanKind::Producer as i32;
     (is_request || (is_call && edges)).then_some(is_call)
+}
+
+/// How a span takes part in the join of calls with the spans that served them: a CLIENT span
+/// by its id, a SERVER span by its parent's (PRODUCER and CONSUMER spans are not waited on:
+/// a message's consumer may run long after its producer's span ended).
+fn join_as(network: bool, kind: i32, span_id: &[u8], parent: &[u8]) -> Option<JoinAs> {
+    if !network {
+        return None;
+    }
+    let (id, make): (_, fn(u64) -> JoinAs) = match kind {
+        k if k == SpanKind::Client as i32 => (span_number(span_id), JoinAs::Call),
+        k if k == SpanKind::Server as i32 => (span_number(parent), JoinAs::Served),
+        _ => return None,
+    };
+    (id != 0).then(|| make(id))
 }
 
 fn duration_ms(start: u64, end: u64) -> f64 {
@@ -173,6 +190,7 @@ impl WindowProcessor {
                     client_error,
                     trace: <[u8; 16]>::try_from(span.trace_id.as_slice()).unwrap_or([0; 16]),
                     target,
+                    join: join_as(self.network, span.kind, &span.span_id, &span.parent_span_id),
                 };
                 let labels = |k: &str| attr_text(&span.attributes, k);
                 self.push_span(&mut names, &service, read, labels, out);
@@ -249,6 +267,7 @@ impl WindowProcessor {
                     client_error,
                     trace: <[u8; 16]>::try_from(span.trace_id).unwrap_or([0; 16]),
                     target,
+                    join: join_as(self.network, span.kind, span.span_id, span.parent_span_id),
                 }))
             })();
             match read {
@@ -284,11 +303,12 @@ impl WindowProcessor {
         mut labels: impl FnMut(&str) -> Option<Cow<'a, str>>,
         out: &mut Vec<Observation>,
     ) {
-        let what = || Observed::Span {
+        let what = |join| Observed::Span {
             ms: read.ms,
             error: read.error,
             client_error: read.client_error,
             trace: read.trace,
+            join,
         };
         let is_request = read.target.is_none();
         let base = SeriesKey {
@@ -310,14 +330,14 @@ impl WindowProcessor {
                         ..base.clone()
                     },
                     end_ns: read.end_ns,
-                    what: what(),
+                    what: what(None),
                 });
             }
         }
         out.push(Observation {
             key: base,
             end_ns: read.end_ns,
-            what: what(),
+            what: what(read.join),
         });
     }
 }

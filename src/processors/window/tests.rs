@@ -1165,7 +1165,12 @@ fn spans_read_from_the_wire_make_the_same_windows_as_decoded_ones() {
     assert!(wire.len() > 100, "{}", wire.len());
     assert!(wire.iter().any(|r| r.series.target.is_some()));
     assert!(wire.iter().any(|r| !r.series.labels.is_empty()));
-    assert!(wire.iter().any(|r| f(r, "error_rate") > 0.0));
+    assert!(wire
+        .iter()
+        .any(|r| r.series.signal == Signal::Spans && f(r, "error_rate") > 0.0));
+    assert!(wire
+        .iter()
+        .any(|r| r.series.signal == Signal::Network && f(r, "joined_call_count") > 0.0));
     assert_eq!(wire, decoded);
 }
 
@@ -1190,4 +1195,95 @@ fn spans_years_apart_in_one_request_make_at_most_a_ttl_of_empty_windows() {
     // Both spans were counted, each in its window.
     let counted: f64 = rs.iter().map(|r| f(r, "request_count")).sum();
     assert_eq!(counted, 2.0);
+}
+
+/// A request of one service's spans, each (kind, trace, span id, parent id, end, ms, peer).
+fn joined_batch(service: &str, spans: &[(SpanKind, u8, u8, u8, u64, u64, &str)]) -> Batch {
+    let mut b = batch(service, Vec::new());
+    let Payload::Traces(t) = &mut b.payload else {
+        unreachable!()
+    };
+    let mut req = t.request().clone();
+    req.resource_spans[0].scope_spans[0].spans = spans
+        .iter()
+        .map(|&(kind, trace, id, parent, end, ms, peer)| Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: if parent == 0 { vec![] } else { vec![parent; 8] },
+            kind: kind as i32,
+            start_time_unix_nano: end - ms * 1_000_000,
+            end_time_unix_nano: end,
+            attributes: match peer {
+                "" => vec![],
+                p => vec![kv("peer.service", Value::StringValue(p.into()))],
+            },
+            ..Default::default()
+        })
+        .collect();
+    b.payload = Payload::Traces(crate::pipeline::Traces::decoded(req));
+    b
+}
+
+#[test]
+fn a_call_joined_with_the_span_that_served_it_gives_its_edge_the_time_between_them() {
+    use SpanKind::{Client, Server};
+    // Two calls a → b (100 ms and 300 ms; b's spans took 30 and 60), a call a → postgresql
+    // (no spans of its own), and a root request of a.
+    let calls = [
+        (Client, 1, 10, 9, T0 + S, 100, "b"),
+        (Client, 2, 20, 19, T0 + 2 * S, 300, "b"),
+        (Client, 3, 30, 29, T0 + 2 * S, 40, "postgresql"),
+        (Server, 1, 9, 0, T0 + S, 150, ""),
+    ];
+    let served = [
+        (Server, 1, 11, 10, T0 + S - S / 100, 30, ""),
+        (Server, 2, 21, 20, T0 + 2 * S - S / 100, 60, ""),
+        // Same parent id in another trace: not the call's.
+        (Server, 4, 31, 10, T0 + S, 5, ""),
+    ];
+    let run = |caller_first: bool| {
+        let (mut p, t) = processor(WindowConfig::default());
+        let mut out = Vec::new();
+        let (a, b) = (joined_batch("a", &calls), joined_batch("b", &served));
+        let (first, second) = if caller_first { (a, b) } else { (b, a) };
+        p.process(first, &mut out);
+        p.process(second, &mut out);
+        p.on_shutdown(&mut out);
+        (records(out), t)
+    };
+    for caller_first in [true, false] {
+        let (rs, t) = run(caller_first);
+        let net: Vec<&WindowRecord> = rs
+            .iter()
+            .filter(|r| r.series.signal == Signal::Network)
+            .collect();
+        assert_eq!(
+            net.len(),
+            1,
+            "only a → b has calls served by spans: {net:?}"
+        );
+        let r = net[0];
+        assert_eq!(*r.series, SeriesKey::network("a", "b"));
+        assert_eq!(f(r, "joined_call_count"), 2.0);
+        assert!((f(r, "network_mean_ms") - 155.0).abs() < 0.5, "{r:?}");
+        assert!((f(r, "network_max_ms") - 240.0).abs() < 0.5);
+        assert_eq!(r.to_document()["window"]["signal"], "network");
+        assert_eq!(r.to_document()["service"]["target"]["name"], "b");
+        // The edge's own record is as it was: both calls.
+        let edge = rs.iter().find(|r| *r.series == SeriesKey::edge("a", "b"));
+        assert_eq!(edge.map(|r| f(r, "request_count")), Some(2.0));
+        assert_eq!(t.sum("otelwatch_window_unjoined_spans_total", &[]), 0);
+    }
+    // Without it, no network series.
+    let (mut p, _) = processor(WindowConfig {
+        network: false,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    p.process(joined_batch("a", &calls), &mut out);
+    p.process(joined_batch("b", &served), &mut out);
+    p.on_shutdown(&mut out);
+    assert!(records(out)
+        .iter()
+        .all(|r| r.series.signal != Signal::Network));
 }
