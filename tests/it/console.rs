@@ -61,7 +61,8 @@ async fn the_console_api_shows_the_services_a_series_and_the_incident() {
     .unwrap();
     let (_, summary) = get(console, "/api/summary");
     assert!(closed, "{summary}");
-    assert_eq!(summary["series"], 3, "{summary}");
+    // service-a, service-b, the edge and the edge's time between the two (its network series).
+    assert_eq!(summary["series"], 4, "{summary}");
     // Spans in, per second over the last minute; no forwarding (no OTLP exporter).
     assert!(
         summary["spans_per_second_in"].as_f64() > Some(0.0),

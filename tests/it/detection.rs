@@ -62,13 +62,22 @@ async fn injected_incidents_are_flagged_and_explained_and_normal_traffic_is_not(
     let window_of =
         |doc: &Value| -> u64 { docs_index(doc["window"]["start"].as_str().unwrap(), t0) };
     let series = |doc: &Value| -> String {
-        match doc["service"]["target"]["name"].as_str() {
+        let name = match doc["service"]["target"]["name"].as_str() {
             Some(t) => format!("{} -> {t}", doc["service"]["name"].as_str().unwrap()),
             None => doc["service"]["name"].as_str().unwrap().to_string(),
+        };
+        match doc["window"]["signal"].as_str() {
+            Some(signal) => format!("{name} ({signal})"),
+            None => name,
         }
     };
-    // Every series has every window, scored.
-    for s in ["service-a", "service-b", "service-a -> service-b"] {
+    // Every series has every window, scored: the edge's time between the two services too.
+    for s in [
+        "service-a",
+        "service-b",
+        "service-a -> service-b",
+        "service-a -> service-b (network)",
+    ] {
         let n = docs.iter().filter(|d| series(d) == s).count();
         assert!((259..=261).contains(&n), "{s}: {n} windows");
     }
@@ -125,6 +134,12 @@ async fn injected_incidents_are_flagged_and_explained_and_normal_traffic_is_not(
                 .iter()
                 .any(|(fw, s, _)| *fw == w && s == "service-a -> service-b"),
             "window {w}: delay not flagged on the edge"
+        );
+        assert!(
+            flagged
+                .iter()
+                .any(|(fw, s, _)| *fw == w && s == "service-a -> service-b (network)"),
+            "window {w}: delay not flagged as time between the two services"
         );
         assert!(
             !flagged

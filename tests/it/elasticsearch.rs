@@ -215,7 +215,7 @@ async fn windows_and_anomalies_are_written_once_with_typed_mappings() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!("3 series, {windows} windows")),
+        stdout.contains(&format!("4 series, {windows} windows")),
         "{stdout}"
     );
     assert!(

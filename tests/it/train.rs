@@ -79,7 +79,7 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("trained on 240 lines (0 skipped): 3 series"),
+        stdout.contains("trained on 240 lines (0 skipped): 4 series"),
         "{stdout}"
     );
 
@@ -113,7 +113,7 @@ fn train_writes_models_windows_and_a_picture_and_a_pipeline_starts_warm() {
     let model: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("models.json")).unwrap()).unwrap();
     assert_eq!(model["format"], "otelwatch-iforest");
-    assert_eq!(model["series"].as_array().unwrap().len(), 3);
+    assert_eq!(model["series"].as_array().unwrap().len(), 4);
 
     // A live pipeline loads the models and is past warm-up from the first window.
     let mut ow = Otelwatch::start(dir.path(), "live", &cfg);

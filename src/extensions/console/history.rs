@@ -607,8 +607,11 @@ impl History {
                     v.others = Some(v.others.map_or(st, |o| o.max(st)));
                     v.series.push((k.clone(), st));
                 }
-                // Groups (by route and the like) have their own pages, not a place on the map.
-                (Signal::Spans, None) => v.series.push((k.clone(), State::of(last))),
+                // Groups (by route and the like) and the time between a service and its
+                // callees have their own pages, not a place on the map.
+                (Signal::Spans, None) | (Signal::Network, _) => {
+                    v.series.push((k.clone(), State::of(last)))
+                }
                 _ => {}
             }
         }

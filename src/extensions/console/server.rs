@@ -216,6 +216,9 @@ fn service_json(v: &ServiceView) -> Value {
                 "signal": k.signal.as_str(),
                 "state": st.as_str(),
             });
+            if let Some(t) = &k.target {
+                s["target"] = json!(&**t);
+            }
             if let Some(m) = k.metric_name() {
                 s["metric"] = json!(m);
             }
