@@ -159,6 +159,18 @@ fn up(r: &WindowRecord) -> f64 {
     strength(r, is_up).map(|s| s.0).unwrap_or(0.0)
 }
 
+/// The callee's part of an anomalous call's evidence, from how anomalous the caller's calls
+/// are (`sa`) and the callee's callers' view of it (`sb`). Even evidence leans to the callee:
+/// with one caller and one call, a slow call is more often the callee's (or its network's)
+/// than the caller's.
+fn callee_part(sa: f64, sb: f64) -> f64 {
+    if sa + sb > 0.0 {
+        (sb / (sa + sb)).max(if sb >= sa { 0.5 + 1e-3 } else { 0.0 })
+    } else {
+        1.0
+    }
+}
+
 /// How deep evidence flows along the call graph (a guard against cycles).
 const MAX_DEPTH: usize = 12;
 
@@ -290,11 +302,7 @@ impl Flow<'_, '_> {
             self.net_share(&caller, false),
             self.net_share(&callee, true),
         );
-        let wb = if sa + sb > 0.0 {
-            (sb / (sa + sb)).max(if sb >= sa { 0.5 + 1e-3 } else { 0.0 })
-        } else {
-            1.0
-        };
+        let wb = callee_part(sa, sb);
         self.up
             .add(caller, Via::Network, self.origin, m * (1.0 - wb));
         self.up.add(callee, Via::Network, self.origin, m * wb);
@@ -369,13 +377,7 @@ impl Flow<'_, '_> {
         let caller = r.series.service.clone();
         let sb = self.share(&callee, true);
         let sa = self.share(&caller, false) * self.unexplained(&caller);
-        // Even evidence leans to the callee: with one caller and one call, a slow call is more
-        // often the callee's (or its network's) than the caller's.
-        let wb = if sa + sb > 0.0 {
-            (sb / (sa + sb)).max(if sb >= sa { 0.5 + 1e-3 } else { 0.0 })
-        } else {
-            1.0
-        };
+        let wb = callee_part(sa, sb);
         self.up
             .add(caller, Via::Caller, self.origin, m * (1.0 - wb));
         let callee_own = self
