@@ -689,8 +689,10 @@ impl SeriesModel {
         }
         if signal == Signal::Network {
             // A network series counts the calls its edge's record counts already (those whose
-            // callee's span was seen): its traffic is the edge's news, not its own.
-            out.retain(|(i, _, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE);
+            // callee's span was seen): its traffic is the edge's news, not its own. And less
+            // time between two services, or fewer failures in between, is no fault: only a
+            // rise is judged.
+            out.retain(|(i, z, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE && *z > 0.0);
         }
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out

@@ -1403,3 +1403,43 @@ fn the_history_keeps_a_window_at_single_precision_and_within_range() {
     assert_eq!((n[7], n[8]), (f32::MAX, -f32::MAX));
     assert!(n[9].is_nan());
 }
+
+#[test]
+fn the_time_between_two_services_is_judged_by_its_rises_and_not_its_traffic() {
+    // A network series: 50 calls a window, 4 ms between the two services, and one call in ten
+    // 200 ms more (a delayed acknowledgement).
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::network("checkout", "payments"));
+    let mut rng = Rng::new(31);
+    let usual = |rng: &mut Rng| {
+        let mut lat = latencies(rng, 50, 4.0);
+        for l in lat.iter_mut().take(5) {
+            *l += 200.0;
+        }
+        lat
+    };
+    for k in 0..200 {
+        let mut r = window_of(&key, k, &usual(&mut rng), 50.0);
+        p.score(&mut r);
+    }
+    // Every call 2 s longer than the span that served it: flagged, by the time between.
+    let mut r = window_of(&key, 200, &latencies(&mut rng, 50, 2000.0), 50.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly, "score {} {:?}", a.score, a.contributions);
+    assert!(
+        a.contributions[0].feature.starts_with("network_"),
+        "{}",
+        a.message
+    );
+    // No call delayed (its p95 far below the usual 200 ms), or a tenth of the calls (the
+    // edge's record judges its traffic): no anomaly of the network series.
+    let mut r = window_of(&key, 201, &latencies(&mut rng, 50, 4.0), 50.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "{}", a.message);
+    let mut r = window_of(&key, 202, &usual(&mut rng)[45..], 50.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "{}", a.message);
+}
