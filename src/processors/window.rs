@@ -1017,6 +1017,11 @@ impl WindowProcessor {
         // older ones late (a request may group a minute of points by resource).
         let first_open = (self.max_event_ns != 0).then(|| self.window_start(self.watermark()));
         let mut raised = false;
+        // Halves of calls whose windows have closed (by a tick since the last batch, too) are
+        // let go before any joins them: their time between would only be late.
+        if let Some(first_open) = first_open {
+            self.joins.expire(first_open);
+        }
         let mut joined = Vec::new();
         for o in obs {
             if !self.place(&o, first_open, future_limit) {
@@ -1042,9 +1047,6 @@ impl WindowProcessor {
         // A call's time between the two services goes to its window, as the call does.
         for o in joined {
             self.place(&o, first_open, future_limit);
-        }
-        if let Some(first_open) = first_open {
-            self.joins.expire(first_open);
         }
         if raised {
             self.last_data = Instant::now();
