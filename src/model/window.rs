@@ -117,6 +117,14 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// Every signal, in the order of their documents' sections.
+    pub const ALL: [Signal; 4] = [
+        Signal::Spans,
+        Signal::Logs,
+        Signal::Metrics,
+        Signal::Network,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Spans => "spans",

@@ -163,9 +163,10 @@ mod tests {
         assert!(has("search", "otelwatch-incidents-table"));
         assert!(has("visualization", "otelwatch-log-errors"));
         assert!(has("visualization", "otelwatch-metric-anomalies"));
+        assert!(has("visualization", "otelwatch-network"));
         assert_eq!(
             objects.iter().filter(|(t, _)| t == "visualization").count(),
-            5
+            6
         );
         let dash: Value = SAVED_OBJECTS
             .lines()

@@ -1,16 +1,15 @@
 //! Composable index templates for the windows and anomalies indices: explicit types for every
-//! contract field (`@timestamp` date, `service.name` keyword, each span, log and metric feature
-//! a double, `metric.name` keyword, `anomaly.*` typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
+//! contract field (`@timestamp` date, `service.name` keyword, each span, log, metric and network
+//! feature a double, `metric.name` keyword, `anomaly.*` typed), `labels.*` as keywords. In data stream mode the templates create the data streams.
 
 use super::{ElasticsearchConfig, Mode};
-use crate::model::window::{FEATURE_NAMES, LOG_FEATURE_NAMES, METRIC_FEATURE_NAMES};
+use crate::model::window::Signal;
 use serde_json::{json, Map, Value};
 
 pub fn mappings() -> Value {
-    let features: Map<String, Value> = FEATURE_NAMES
+    let features: Map<String, Value> = Signal::ALL
         .iter()
-        .chain(LOG_FEATURE_NAMES.iter())
-        .chain(METRIC_FEATURE_NAMES.iter())
+        .flat_map(|s| s.feature_names().iter())
         .map(|n| (n.to_string(), json!({ "type": "double" })))
         .collect();
     json!({
@@ -44,7 +43,12 @@ pub fn mappings() -> Value {
                     "template": { "type": "text", "fields": { "keyword": { "type": "keyword", "ignore_above": 1024 } } },
                     "count": { "type": "long" },
                     "level": { "type": "keyword" },
-                    "new": { "type": "boolean" }
+                    "new": { "type": "boolean" },
+                    "missing": { "properties": {
+                        "traces": { "type": "long" },
+                        "expected": { "type": "double" },
+                        "of": { "type": "long" }
+                    }}
                 }},
                 "traces": { "type": "long" }
             }},

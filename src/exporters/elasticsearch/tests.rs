@@ -241,3 +241,88 @@ fn requests_partition_any_documents_within_their_limits() {
         assert_eq!(at, docs.len());
     }
 }
+
+/// The leaf paths of a document (`a.b.c`), arrays walked into.
+fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                leaves(x, p, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| leaves(x, path.clone(), out)),
+        _ => out.push(path),
+    }
+}
+
+#[test]
+fn every_field_of_every_signals_window_document_is_typed_by_the_template() {
+    use crate::model::window::{
+        Contribution, LogLevel, Missing, Signal, TemplateCount, TraceExample,
+    };
+    let m = templates::mappings();
+    let series = [
+        SeriesKey::service("checkout"),
+        SeriesKey::edge("frontend", "checkout"),
+        SeriesKey::logs("checkout"),
+        SeriesKey::metric("checkout", "k8s.pod.cpu.utilization"),
+        SeriesKey::network("frontend", "checkout"),
+    ];
+    let signals: std::collections::BTreeSet<Signal> = series.iter().map(|s| s.signal).collect();
+    assert_eq!(signals.len(), Signal::ALL.len(), "a series of every signal");
+    for key in series {
+        let mut w = window("checkout", 10, true);
+        w.series = Arc::new(key);
+        w.features = [2.5; N_FEATURES];
+        w.partial = true;
+        w.traces = 4;
+        w.templates = vec![TemplateCount {
+            template: "shop.orders#74 Connection refused to <*>".into(),
+            count: 3,
+            level: LogLevel::Error,
+            new: false,
+            missing: Some(Missing {
+                traces: 0,
+                expected: 3.5,
+                of: 4,
+            }),
+        }];
+        w.examples = vec![TraceExample {
+            trace_id: [7; 16],
+            duration_ms: 812.5,
+            error: true,
+        }];
+        if let Some(a) = w.anomaly.as_mut() {
+            a.message = "checkout is slow".into();
+            a.contributions = vec![Contribution {
+                feature: "latency_p95_ms",
+                actual: 812.0,
+                typical: 95.0,
+            }];
+            a.incident = Some("f485c46a238f8c73".into());
+        }
+        let doc = w.to_document();
+        let mut paths = Vec::new();
+        leaves(&doc, String::new(), &mut paths);
+        for p in paths {
+            let mut node = &m["properties"];
+            let parts: Vec<&str> = p.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                node = &node[*part];
+                if i + 1 < parts.len() {
+                    node = &node["properties"];
+                }
+            }
+            assert!(
+                node["type"].is_string(),
+                "{} window field {p} is not typed by the template",
+                w.series.signal.as_str()
+            );
+        }
+    }
+}
