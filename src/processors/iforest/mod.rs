@@ -591,7 +591,10 @@ impl SeriesModel {
         let (centre, spread) = self.typical_spans();
         let n = f[REQUEST_COUNT];
         let m_count = centre[REQUEST_COUNT];
-        let requests = RequestLatency::fit(self.normal());
+        let requests = RequestLatency::fit(self.normal()).map(|d| match signal {
+            Signal::Network => d.with_unseen_tail(),
+            _ => d,
+        });
         let mut sample = [0.0; N_FEATURES];
         if let Some(dist) = &requests {
             for (i, z) in sample
@@ -691,8 +694,16 @@ impl SeriesModel {
             // A network series counts the calls its edge's record counts already (those whose
             // callee's span was seen): its traffic is the edge's news, not its own. And less
             // time between two services, or fewer failures in between, is no fault: only a
-            // rise is judged.
-            out.retain(|(i, z, _)| *i != REQUEST_COUNT && *i != THROUGHPUT_CHANGE && *z > 0.0);
+            // rise is judged. Its mean and spread are not judged either: one call held up by a
+            // TCP timer moves them as far as a delay of every call does, while its order
+            // statistics count how many calls were held up, against a tail with room for such
+            // calls (`with_unseen_tail`).
+            out.retain(|(i, z, _)| {
+                !matches!(
+                    *i,
+                    REQUEST_COUNT | THROUGHPUT_CHANGE | LATENCY_MEAN | LATENCY_STDDEV
+                ) && *z > 0.0
+            });
         }
         out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         out
@@ -1079,6 +1090,11 @@ pub struct RequestLatency {
     /// Pooled mean and standard deviation in ms.
     pub mean: f64,
     pub stddev: f64,
+    /// The least chance given to one request lying beyond any value (0: none, the log-normal's
+    /// tail alone; see `with_unseen_tail`).
+    pub tail_floor: f64,
+    /// Requests the fit was made from.
+    pub seen: f64,
 }
 
 impl RequestLatency {
@@ -1108,7 +1124,21 @@ impl RequestLatency {
             sigma,
             mean,
             stddev: var.sqrt(),
+            tail_floor: 0.0,
+            seen: n,
         })
+    }
+
+    /// The same fit, with a floor under its tail: the chance that one request lies beyond a
+    /// value is at least that of an event none of the `seen` requests showed, half a request
+    /// in `seen + 1` (the Krichevsky–Trofimov estimate). For the time between two services:
+    /// a call held up by a TCP timer (a retransmission after the 200 ms minimum timeout, a
+    /// connection retried after 1 s) lies where a log-normal fitted to the others gives it no
+    /// chance at all, yet such calls come now and then on any network. So one such call in
+    /// a window is no news, while most of a window's calls delayed still are.
+    pub fn with_unseen_tail(mut self) -> Self {
+        self.tail_floor = 0.5 / (self.seen + 1.0);
+        self
     }
 
     /// P(one request takes longer than `x` ms).
@@ -1116,7 +1146,7 @@ impl RequestLatency {
         if x <= 0.0 {
             return 1.0;
         }
-        normal_sf((x.ln() - self.mu) / self.sigma)
+        normal_sf((x.ln() - self.mu) / self.sigma).max(self.tail_floor)
     }
 
     /// How significant latency statistic `feature` = `x` is for a window of `n` requests drawn

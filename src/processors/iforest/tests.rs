@@ -560,6 +560,8 @@ fn request_latency_order_statistics_follow_the_binomial_tail() {
         sigma: 0.5,
         mean: 50.0 * (0.125f64).exp(),
         stddev: 28.0,
+        tail_floor: 0.0,
+        seen: 1000.0,
     };
     // P(one request > the median) = 0.5.
     assert!((d.exceed(50.0) - 0.5).abs() < 1e-6);
@@ -1442,4 +1444,44 @@ fn the_time_between_two_services_is_judged_by_its_rises_and_not_its_traffic() {
     p.score(&mut r);
     let a = r.anomaly.as_ref().unwrap();
     assert!(!a.is_anomaly, "{}", a.message);
+}
+
+#[test]
+fn one_call_held_up_by_a_tcp_timer_is_no_news_and_most_calls_held_up_are() {
+    // A sparse edge: two or three calls a window, 3 ms between the two services.
+    let mut p = processor();
+    let key = Arc::new(SeriesKey::network("gateway", "preserve"));
+    let mut rng = Rng::new(47);
+    for k in 0..60 {
+        let mut r = window_of(
+            &key,
+            k,
+            &latencies(&mut rng, 2 + (k % 2) as usize, 3.0),
+            2.0,
+        );
+        p.score(&mut r);
+    }
+    // One of three calls 220 ms late (a retransmission after the minimum timeout): its mean is
+    // 25 times the usual, but one call in a window is no evidence of the network.
+    let mut calls = latencies(&mut rng, 3, 3.0);
+    calls[0] += 220.0;
+    let mut r = window_of(&key, 60, &calls, 3.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(!a.is_anomaly, "{}", a.message);
+    // Every call of a window 220 ms late: a delay between the two services.
+    let calls: Vec<f64> = latencies(&mut rng, 6, 3.0)
+        .iter()
+        .map(|l| l + 220.0)
+        .collect();
+    let mut r = window_of(&key, 61, &calls, 3.0);
+    p.score(&mut r);
+    let a = r.anomaly.as_ref().unwrap();
+    assert!(a.is_anomaly, "score {} {:?}", a.score, a.contributions);
+    let first = a.contributions[0].feature;
+    assert!(
+        first.starts_with("network_p") || first == "network_max_ms",
+        "{}",
+        a.message
+    );
 }
