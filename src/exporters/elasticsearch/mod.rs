@@ -54,9 +54,19 @@ pub use config::{DiskQueue, ElasticsearchConfig, Mode, TlsSettings};
 pub use documents::{document_id, documents, incident_documents, target_index, Doc};
 pub use spool::parse_segment as parse_spool_segment;
 
-/// The mappings the index templates install (for checks that dashboards use mapped fields).
-pub fn templates_mappings() -> serde_json::Value {
-    templates::mappings()
+/// The type the windows index template gives field `path` (`features.latency_p95_ms`), if it
+/// types it: for checks that documents and dashboards use typed fields.
+pub fn mapped_type(path: &str) -> Option<String> {
+    let mappings = templates::mappings();
+    let mut node = &mappings["properties"];
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        node = &node[*p];
+        if i + 1 < parts.len() {
+            node = &node["properties"];
+        }
+    }
+    node["type"].as_str().map(str::to_string)
 }
 
 use super::framework::{Delivered, Export, ExportError};

@@ -265,7 +265,6 @@ fn every_field_of_every_signals_window_document_is_typed_by_the_template() {
     use crate::model::window::{
         Contribution, LogLevel, Missing, Signal, TemplateCount, TraceExample,
     };
-    let m = templates::mappings();
     let series = [
         SeriesKey::service("checkout"),
         SeriesKey::edge("frontend", "checkout"),
@@ -310,16 +309,8 @@ fn every_field_of_every_signals_window_document_is_typed_by_the_template() {
         let mut paths = Vec::new();
         leaves(&doc, String::new(), &mut paths);
         for p in paths {
-            let mut node = &m["properties"];
-            let parts: Vec<&str> = p.split('.').collect();
-            for (i, part) in parts.iter().enumerate() {
-                node = &node[*part];
-                if i + 1 < parts.len() {
-                    node = &node["properties"];
-                }
-            }
             assert!(
-                node["type"].is_string(),
+                mapped_type(&p).is_some(),
                 "{} window field {p} is not typed by the template",
                 w.series.signal.as_str()
             );
